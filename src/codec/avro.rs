@@ -1,0 +1,482 @@
+//! Avro in the Confluent wire format, with schemas from a Schema Registry.
+//!
+//! Wire format: byte 0 is the magic byte `0`, bytes 1..5 the big-endian schema id, the rest the
+//! Avro binary body written with that schema. [`AvroCodec`] fetches writer schemas by id through
+//! `schema_registry_converter` (which caches them, retrying transient failures), maps each one
+//! once onto a [`ConnectSchema`] (to keep `connect.name` semantics such as Debezium's
+//! `MicroTimestamp`) and caches that too, so the hot path is: split header → cache hit → decode
+//! body → convert.
+//!
+//! Encoding goes the other way, guided by the writer schema: [`to_avro`] picks union branches,
+//! rescales decimals to the schema's scale (refusing lossy rescaling) and writes times in the
+//! schema's unit.
+
+use super::connect::{ConnectKind, ConnectSchema};
+use super::error::{CodecError, CodecErrorKind, wrong_type};
+use crate::record::{Decimal, Row, TimeUnit, Value};
+use apache_avro::Schema;
+use apache_avro::schema::{Name, ResolvedSchema};
+use apache_avro::types::Value as AvroValue;
+use num_bigint::BigInt;
+use schema_registry_converter::async_impl::avro::AvroDecoder;
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::error::SRCError;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// The Confluent wire format's magic byte.
+pub const MAGIC_BYTE: u8 = 0;
+
+/// Splits a Confluent-framed payload into schema id and Avro body.
+pub fn split_wire(bytes: &[u8]) -> Result<(u32, &[u8]), CodecError> {
+    match bytes {
+        [] => Err(CodecErrorKind::WireFormat("empty payload".into()).into()),
+        [magic, ..] if *magic != MAGIC_BYTE => Err(CodecErrorKind::WireFormat(format!(
+            "magic byte is {magic:#04x}, expected 0x00"
+        ))
+        .into()),
+        [_, a, b, c, d, body @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), body)),
+        short => Err(CodecErrorKind::WireFormat(format!(
+            "{} bytes is too short for the 5-byte header",
+            short.len()
+        ))
+        .into()),
+    }
+}
+
+/// Prefixes an Avro body with the wire-format header.
+pub fn frame(schema_id: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + body.len());
+    out.push(MAGIC_BYTE);
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// A writer schema ready for decoding and encoding.
+#[derive(Debug)]
+pub struct AvroSchema {
+    /// Registry id (0 when not registered).
+    pub id: u32,
+    /// The schema text.
+    pub raw: String,
+    /// The parsed Avro schema.
+    pub avro: Schema,
+    /// The same schema as Connect types (for semantic names).
+    pub connect: ConnectSchema,
+    names: HashMap<Name, Schema>,
+}
+
+impl AvroSchema {
+    /// Parses schema text.
+    pub fn parse(id: u32, raw: &str) -> Result<Self, CodecError> {
+        let unsupported = |e: String| CodecError::new(CodecErrorKind::UnsupportedSchema(e));
+        let avro = Schema::parse_str(raw).map_err(|e| unsupported(format!("schema id {id}: {e}")))?;
+        let json: serde_json::Value = serde_json::from_str(raw).map_err(|e| unsupported(e.to_string()))?;
+        let connect = ConnectSchema::from_avro_json(&json)?;
+        let names = ResolvedSchema::try_from(&avro)
+            .map_err(|e| unsupported(e.to_string()))?
+            .get_names()
+            .iter()
+            .map(|(n, s)| (n.clone(), (*s).clone()))
+            .collect();
+        Ok(AvroSchema { id, raw: raw.to_owned(), avro, connect, names })
+    }
+
+    /// Decodes an Avro body (no header) written with this schema.
+    pub fn decode_body(&self, body: &[u8]) -> Result<Value, CodecError> {
+        let reader = apache_avro::reader::datum::GenericDatumReader::builder(&self.avro)
+            .build()
+            .map_err(|e| CodecError::new(CodecErrorKind::Avro(e.to_string())))?;
+        let mut input = EofGuard { rest: body, hit_eof: false };
+        let avro = reader.read_value(&mut input).map_err(|e| CodecError::new(CodecErrorKind::Avro(e.to_string())))?;
+        if input.hit_eof {
+            // apache_avro reads a string cut short as null instead of failing; catch it here.
+            return Err(CodecErrorKind::Avro(format!("body of {} bytes is truncated", body.len())).into());
+        }
+        if !input.rest.is_empty() {
+            return Err(CodecErrorKind::Avro(format!("{} bytes left after the value", input.rest.len())).into());
+        }
+        from_avro(avro, &self.connect)
+    }
+
+    /// Encodes a value with this schema (no header).
+    pub fn encode_body(&self, value: &Value) -> Result<Vec<u8>, CodecError> {
+        let avro = to_avro(value, &self.avro, &self.names)?;
+        let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&self.avro)
+            .build()
+            .map_err(|e| CodecError::new(CodecErrorKind::Avro(e.to_string())))?;
+        writer.write_value_to_vec(avro).map_err(|e| CodecError::new(CodecErrorKind::Avro(e.to_string())))
+    }
+
+    /// Encodes a value in the wire format under this schema's id.
+    pub fn encode(&self, value: &Value) -> Result<Vec<u8>, CodecError> {
+        Ok(frame(self.id, &self.encode_body(value)?))
+    }
+}
+
+/// A reader over a byte slice that remembers whether anyone read past its end.
+struct EofGuard<'a> {
+    rest: &'a [u8],
+    hit_eof: bool,
+}
+
+impl std::io::Read for EofGuard<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.rest.is_empty() && !buf.is_empty() {
+            self.hit_eof = true;
+        }
+        self.rest.read(buf)
+    }
+}
+
+/// Decoder for Confluent-framed Avro: writer schemas by id from a registry, cached.
+pub struct AvroCodec {
+    registry: Option<AvroDecoder>,
+    cache: RwLock<HashMap<u32, Arc<AvroSchema>>>,
+}
+
+impl std::fmt::Debug for AvroCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AvroCodec").field("registry", &self.registry.is_some()).finish()
+    }
+}
+
+impl AvroCodec {
+    /// A codec that fetches unknown schema ids from the registry.
+    pub fn with_registry(settings: SrSettings) -> Self {
+        AvroCodec { registry: Some(AvroDecoder::new(settings)), cache: RwLock::default() }
+    }
+
+    /// A codec with only the schemas added by [`AvroCodec::add_schema`] (offline decoding).
+    pub fn offline() -> Self {
+        AvroCodec { registry: None, cache: RwLock::default() }
+    }
+
+    /// Makes a schema known under an id without asking a registry.
+    pub fn add_schema(&self, schema: AvroSchema) -> Arc<AvroSchema> {
+        let schema = Arc::new(schema);
+        if let Ok(mut cache) = self.cache.write() {
+            cache.insert(schema.id, schema.clone());
+        }
+        schema
+    }
+
+    /// The writer schema for an id (cache, then registry).
+    pub async fn schema(&self, id: u32) -> Result<Arc<AvroSchema>, CodecError> {
+        if let Some(hit) = self.cache.read().ok().and_then(|c| c.get(&id).cloned()) {
+            return Ok(hit);
+        }
+        let registry = self.registry.as_ref().ok_or(CodecError::new(CodecErrorKind::UnknownSchemaId(id)))?;
+        let fetched = registry.get_schema(id).await.map_err(|e| registry_error(id, &e))?;
+        Ok(self.add_schema(AvroSchema::parse(id, &fetched.raw)?))
+    }
+
+    /// Decodes a wire-format payload.
+    pub async fn decode(&self, bytes: &[u8]) -> Result<Value, CodecError> {
+        let (id, body) = split_wire(bytes)?;
+        self.schema(id).await?.decode_body(body)
+    }
+
+    /// Decodes a wire-format payload using only cached schemas (no await; for hot loops that
+    /// warmed the cache with [`AvroCodec::schema`]).
+    pub fn decode_cached(&self, bytes: &[u8]) -> Result<Value, CodecError> {
+        let (id, body) = split_wire(bytes)?;
+        let schema = self.cache.read().ok().and_then(|c| c.get(&id).cloned());
+        schema.ok_or(CodecError::new(CodecErrorKind::UnknownSchemaId(id)))?.decode_body(body)
+    }
+}
+
+fn registry_error(id: u32, e: &SRCError) -> CodecError {
+    let detail = match &e.cause {
+        Some(cause) => format!("{}: {cause}", e.error),
+        None => e.error.clone(),
+    };
+    if detail.contains("status 404") || detail.contains("40403") {
+        return CodecErrorKind::UnknownSchemaId(id).into();
+    }
+    let retryable = e.retriable || detail.contains("status 5");
+    CodecErrorKind::Registry { detail, retryable }.into()
+}
+
+/// Converts a decoded Avro value, guided by the Connect view of its schema.
+pub fn from_avro(value: AvroValue, schema: &ConnectSchema) -> Result<Value, CodecError> {
+    let raw = match value {
+        AvroValue::Null => return Ok(Value::Null),
+        AvroValue::Union(index, inner) => {
+            return match &schema.kind {
+                ConnectKind::Union(branches) => match branches.get(index as usize) {
+                    Some(branch) => from_avro(*inner, branch),
+                    None => Err(CodecErrorKind::Avro(format!("union branch {index} out of range")).into()),
+                },
+                _ => from_avro(*inner, schema),
+            };
+        }
+        AvroValue::Boolean(b) => Value::Bool(b),
+        AvroValue::Int(v) => Value::Int(v),
+        AvroValue::Long(v) => Value::Long(v),
+        AvroValue::Float(v) => Value::Float(v),
+        AvroValue::Double(v) => Value::Double(v),
+        AvroValue::Bytes(b) | AvroValue::Fixed(_, b) => Value::Bytes(b),
+        AvroValue::String(s) | AvroValue::Enum(_, s) => Value::String(s),
+        AvroValue::Array(items) => {
+            let item_schema = match &schema.kind {
+                ConnectKind::Array(s) => s.as_ref(),
+                _ => return Err(wrong_type("array schema", format!("{:?}", schema.kind))),
+            };
+            Value::Array(items.into_iter().map(|v| from_avro(v, item_schema)).collect::<Result<_, _>>()?)
+        }
+        AvroValue::Map(entries) => {
+            let value_schema = match &schema.kind {
+                ConnectKind::Map(_, v) => v.as_ref(),
+                _ => return Err(wrong_type("map schema", format!("{:?}", schema.kind))),
+            };
+            let mut out: Vec<(String, Value)> = entries
+                .into_iter()
+                .map(|(k, v)| Ok((k.clone(), from_avro(v, value_schema).map_err(|e| e.in_field(&k))?)))
+                .collect::<Result<_, CodecError>>()?;
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Map(out)
+        }
+        AvroValue::Record(fields) => {
+            let field_schemas = schema.fields().ok_or_else(|| wrong_type("record schema", format!("{:?}", schema.kind)))?;
+            let mut row = Row::with_capacity(fields.len());
+            for ((name, v), field) in fields.into_iter().zip(field_schemas) {
+                let converted = from_avro(v, &field.schema).map_err(|e| e.in_field(&name))?;
+                row.push(field.name.clone(), converted);
+            }
+            Value::Struct(row)
+        }
+        AvroValue::Date(d) => Value::Date(d),
+        AvroValue::Decimal(d) => Value::Decimal(Decimal::new(BigInt::from(d), 0)),
+        AvroValue::BigDecimal(d) => match Decimal::parse(&d.to_string()) {
+            Some(parsed) => Value::Decimal(parsed),
+            None => return Err(CodecErrorKind::InvalidValue(format!("big-decimal {d}")).into()),
+        },
+        AvroValue::TimeMillis(t) => Value::Time { value: i64::from(t), unit: TimeUnit::Millis },
+        AvroValue::TimeMicros(t) => Value::Time { value: t, unit: TimeUnit::Micros },
+        AvroValue::TimestampMillis(t) => Value::Timestamp { value: t, unit: TimeUnit::Millis },
+        AvroValue::TimestampMicros(t) => Value::Timestamp { value: t, unit: TimeUnit::Micros },
+        AvroValue::TimestampNanos(t) => Value::Timestamp { value: t, unit: TimeUnit::Nanos },
+        AvroValue::LocalTimestampMillis(t) => Value::LocalTimestamp { value: t, unit: TimeUnit::Millis },
+        AvroValue::LocalTimestampMicros(t) => Value::LocalTimestamp { value: t, unit: TimeUnit::Micros },
+        AvroValue::LocalTimestampNanos(t) => Value::LocalTimestamp { value: t, unit: TimeUnit::Nanos },
+        AvroValue::Uuid(u) => Value::Uuid(u),
+        AvroValue::Duration(d) => Value::Bytes(<[u8; 12]>::from(d).to_vec()),
+    };
+    schema.logical.apply(raw)
+}
+
+fn resolve<'a>(schema: &'a Schema, names: &'a HashMap<Name, Schema>) -> Result<&'a Schema, CodecError> {
+    match schema {
+        Schema::Ref { name } => names
+            .get(name)
+            .ok_or_else(|| CodecErrorKind::UnsupportedSchema(format!("unresolved reference {name}")).into()),
+        other => Ok(other),
+    }
+}
+
+fn in_unit(value: i64, from: TimeUnit, to: TimeUnit) -> Result<i64, CodecError> {
+    let (f, t) = (from.nanos(), to.nanos());
+    if f >= t {
+        value.checked_mul(f / t).ok_or_else(|| CodecErrorKind::InvalidValue("time out of range".into()).into())
+    } else if value % (t / f) == 0 {
+        Ok(value / (t / f))
+    } else {
+        Err(CodecErrorKind::InvalidValue(format!("{value} {from:?} cannot be written as {to:?} without losing precision")).into())
+    }
+}
+
+/// Converts a value into an Avro value for `schema` (see the module docs).
+pub fn to_avro(value: &Value, schema: &Schema, names: &HashMap<Name, Schema>) -> Result<AvroValue, CodecError> {
+    use Value as V;
+    let schema = resolve(schema, names)?;
+    let mismatch = || wrong_type(schema_label(schema), value.type_name());
+    Ok(match (schema, value) {
+        (Schema::Union(union), v) => {
+            let variants = union.variants();
+            if matches!(v, V::Null) {
+                let index = variants.iter().position(|s| matches!(s, Schema::Null)).ok_or_else(mismatch)?;
+                return Ok(AvroValue::Union(index as u32, Box::new(AvroValue::Null)));
+            }
+            for (index, variant) in variants.iter().enumerate() {
+                if matches!(variant, Schema::Null) {
+                    continue;
+                }
+                if let Ok(converted) = to_avro(v, variant, names) {
+                    return Ok(AvroValue::Union(index as u32, Box::new(converted)));
+                }
+            }
+            return Err(mismatch());
+        }
+        (Schema::Null, V::Null) => AvroValue::Null,
+        (Schema::Boolean, V::Bool(b)) => AvroValue::Boolean(*b),
+        (Schema::Int, V::Int(i)) => AvroValue::Int(*i),
+        (Schema::Int, V::Long(i)) => AvroValue::Int(i32::try_from(*i).map_err(|_| mismatch())?),
+        (Schema::Int, V::Date(d)) => AvroValue::Int(*d),
+        // A plain `int` holds only a millisecond time of day (Kafka Connect `Time`).
+        (Schema::Int, V::Time { value, unit: TimeUnit::Millis }) => AvroValue::Int(i32::try_from(*value).map_err(|_| mismatch())?),
+        (Schema::Long, V::Long(i)) => AvroValue::Long(*i),
+        (Schema::Long, V::Int(i)) => AvroValue::Long(i64::from(*i)),
+        (Schema::Long, V::Time { value, .. } | V::Timestamp { value, .. } | V::LocalTimestamp { value, .. }) => AvroValue::Long(*value),
+        (Schema::Float, V::Float(f)) => AvroValue::Float(*f),
+        (Schema::Double, V::Double(f)) => AvroValue::Double(*f),
+        (Schema::Double, V::Float(f)) => AvroValue::Double(f64::from(*f)),
+        (Schema::Double, V::Int(i)) => AvroValue::Double(f64::from(*i)),
+        (Schema::Double, V::Long(i)) => AvroValue::Double(*i as f64),
+        (Schema::Double, V::Decimal(d)) => AvroValue::Double(d.to_f64()),
+        (Schema::String, V::Unavailable) => AvroValue::String(crate::record::UNAVAILABLE_TEXT.into()),
+        (Schema::Bytes, V::Unavailable) => AvroValue::Bytes(crate::record::UNAVAILABLE_TEXT.as_bytes().to_vec()),
+        (Schema::String, V::String(s) | V::Json(s)) => AvroValue::String(s.clone()),
+        (Schema::String, V::Uuid(_) | V::Decimal(_) | V::Timestamp { .. }) => {
+            AvroValue::String(value.to_json().as_str().unwrap_or_default().to_owned())
+        }
+        (Schema::Bytes, V::Bytes(b)) => AvroValue::Bytes(b.clone()),
+        (Schema::Bytes, V::Decimal(d)) => AvroValue::Bytes(d.to_be_bytes()),
+        (Schema::Fixed(f), V::Bytes(b)) if b.len() == f.size => AvroValue::Fixed(f.size, b.clone()),
+        (Schema::Enum(e), V::String(s)) => {
+            let index = e.symbols.iter().position(|sym| sym == s).ok_or_else(|| {
+                CodecError::new(CodecErrorKind::InvalidValue(format!("`{s}` is not a symbol of enum {}", e.name)))
+            })?;
+            AvroValue::Enum(index as u32, s.clone())
+        }
+        (Schema::Decimal(d), V::Decimal(v)) => {
+            let scale = d.scale as u32;
+            let rescaled = v.rescale(scale).ok_or_else(|| {
+                CodecError::new(CodecErrorKind::InvalidValue(format!("{v} does not fit the schema's scale {scale}")))
+            })?;
+            let bytes = rescaled.to_be_bytes();
+            match &d.inner {
+                apache_avro::schema::InnerDecimalSchema::Fixed(fixed) => {
+                    if bytes.len() > fixed.size {
+                        return Err(CodecErrorKind::InvalidValue(format!("{v} does not fit in {} bytes", fixed.size)).into());
+                    }
+                    let sign = if rescaled.unscaled.sign() == num_bigint::Sign::Minus { 0xff } else { 0 };
+                    let mut padded = vec![sign; fixed.size - bytes.len()];
+                    padded.extend_from_slice(&bytes);
+                    AvroValue::Decimal(apache_avro::Decimal::from(padded))
+                }
+                _ => AvroValue::Decimal(apache_avro::Decimal::from(bytes)),
+            }
+        }
+        (Schema::Uuid(_), V::Uuid(u)) => AvroValue::Uuid(*u),
+        (Schema::Uuid(_), V::String(s)) => AvroValue::Uuid(uuid::Uuid::parse_str(s).map_err(|_| mismatch())?),
+        (Schema::Date, V::Date(d)) => AvroValue::Date(*d),
+        (Schema::TimeMillis, V::Time { value, unit }) => {
+            AvroValue::TimeMillis(i32::try_from(in_unit(*value, *unit, TimeUnit::Millis)?).map_err(|_| mismatch())?)
+        }
+        (Schema::TimeMicros, V::Time { value, unit }) => AvroValue::TimeMicros(in_unit(*value, *unit, TimeUnit::Micros)?),
+        // Kafka Connect writes its zone-less Timestamp as Avro `timestamp-*`.
+        (Schema::TimestampMillis, V::Timestamp { value, unit } | V::LocalTimestamp { value, unit }) => AvroValue::TimestampMillis(in_unit(*value, *unit, TimeUnit::Millis)?),
+        (Schema::TimestampMicros, V::Timestamp { value, unit } | V::LocalTimestamp { value, unit }) => AvroValue::TimestampMicros(in_unit(*value, *unit, TimeUnit::Micros)?),
+        (Schema::TimestampNanos, V::Timestamp { value, unit } | V::LocalTimestamp { value, unit }) => AvroValue::TimestampNanos(in_unit(*value, *unit, TimeUnit::Nanos)?),
+        (Schema::LocalTimestampMillis, V::LocalTimestamp { value, unit }) => {
+            AvroValue::LocalTimestampMillis(in_unit(*value, *unit, TimeUnit::Millis)?)
+        }
+        (Schema::LocalTimestampMicros, V::LocalTimestamp { value, unit }) => {
+            AvroValue::LocalTimestampMicros(in_unit(*value, *unit, TimeUnit::Micros)?)
+        }
+        (Schema::LocalTimestampNanos, V::LocalTimestamp { value, unit }) => {
+            AvroValue::LocalTimestampNanos(in_unit(*value, *unit, TimeUnit::Nanos)?)
+        }
+        (Schema::Array(array), V::Array(items)) => AvroValue::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| to_avro(v, &array.items, names).map_err(|e| e.in_field(&format!("[{i}]"))))
+                .collect::<Result<_, _>>()?,
+        ),
+        (Schema::Map(map), V::Map(entries)) => AvroValue::Map(
+            entries
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), to_avro(v, &map.types, names).map_err(|e| e.in_field(k))?)))
+                .collect::<Result<_, CodecError>>()?,
+        ),
+        // Debezium's VariableScaleDecimal is a {scale, value} record.
+        (Schema::Record(record), V::Decimal(d)) if record.fields.iter().map(|f| f.name.as_str()).eq(["scale", "value"]) => {
+            let scale = i32::try_from(d.scale).map_err(|_| mismatch())?;
+            AvroValue::Record(vec![("scale".into(), AvroValue::Int(scale)), ("value".into(), AvroValue::Bytes(d.to_be_bytes()))])
+        }
+        (Schema::Record(record), V::Struct(row)) => {
+            let mut fields = Vec::with_capacity(record.fields.len());
+            for field in &record.fields {
+                let v = row.get(&field.name).unwrap_or(&V::Null);
+                let converted = match (v, &field.default) {
+                    (V::Null, Some(default)) if !default.is_null() && !matches!(field.schema, Schema::Union(_)) => {
+                        AvroValue::try_from(default.clone())
+                            .and_then(|v| v.resolve(&field.schema))
+                            .map_err(|e| CodecError::new(CodecErrorKind::Avro(e.to_string())).in_field(&field.name))?
+                    }
+                    _ => to_avro(v, &field.schema, names).map_err(|e| e.in_field(&field.name))?,
+                };
+                fields.push((field.name.clone(), converted));
+            }
+            AvroValue::Record(fields)
+        }
+        _ => return Err(mismatch()),
+    })
+}
+
+fn schema_label(schema: &Schema) -> String {
+    match schema {
+        Schema::Record(r) => format!("record {}", r.name),
+        Schema::Enum(e) => format!("enum {}", e.name),
+        other => format!("{:?}", apache_avro::schema::SchemaKind::from(other)).to_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_wire_rejects_wrong_magic_and_short_input() {
+        assert!(matches!(split_wire(&[]).unwrap_err().kind, CodecErrorKind::WireFormat(_)));
+        assert!(matches!(split_wire(&[1, 0, 0, 0, 1]).unwrap_err().kind, CodecErrorKind::WireFormat(_)));
+        assert!(matches!(split_wire(&[0, 0, 0]).unwrap_err().kind, CodecErrorKind::WireFormat(_)));
+        assert_eq!(split_wire(&[0, 0, 0, 1, 2, 9]).unwrap(), (258, &[9u8][..]));
+        assert_eq!(frame(258, &[9]), vec![0, 0, 0, 1, 2, 9]);
+    }
+
+    #[test]
+    fn body_round_trips_decimals_timestamps_and_unions() {
+        let schema = AvroSchema::parse(
+            7,
+            r#"{"type":"record","name":"Sale","namespace":"t","fields":[
+                {"name":"id","type":"long"},
+                {"name":"price","type":{"type":"bytes","logicalType":"decimal","precision":10,"scale":2}},
+                {"name":"at","type":{"type":"long","logicalType":"timestamp-micros"}},
+                {"name":"seen","type":["null",{"type":"long","connect.name":"io.debezium.time.MicroTimestamp"}],"default":null},
+                {"name":"note","type":["null","string"],"default":null}]}"#,
+        )
+        .unwrap();
+        let value = Value::Struct(
+            Row::new()
+                .with("id", Value::Long(1))
+                .with("price", Value::Decimal(Decimal::new(123450, 2)))
+                .with("at", Value::Timestamp { value: 1_705_307_400_123_456, unit: TimeUnit::Micros })
+                .with("seen", Value::LocalTimestamp { value: 5, unit: TimeUnit::Micros })
+                .with("note", Value::Null),
+        );
+        let bytes = schema.encode(&value).unwrap();
+        let (id, body) = split_wire(&bytes).unwrap();
+        assert_eq!(id, 7);
+        assert_eq!(schema.decode_body(body).unwrap(), value);
+    }
+
+    #[test]
+    fn encode_refuses_lossy_decimal_rescale() {
+        let schema = AvroSchema::parse(1, r#"{"type":"bytes","logicalType":"decimal","precision":10,"scale":2}"#).unwrap();
+        let err = schema.encode(&Value::Decimal(Decimal::new(12345, 3))).unwrap_err();
+        assert!(matches!(err.kind, CodecErrorKind::InvalidValue(_)), "{err}");
+    }
+
+    #[test]
+    fn truncated_body_is_a_classified_error() {
+        let schema = AvroSchema::parse(1, r#"{"type":"record","name":"R","fields":[{"name":"s","type":"string"}]}"#).unwrap();
+        let full = schema.encode_body(&Value::Struct(Row::new().with("s", Value::String("hello".into())))).unwrap();
+        let err = schema.decode_body(&full[..3]).unwrap_err();
+        assert!(matches!(err.kind, CodecErrorKind::Avro(_)), "{err}");
+        assert_eq!(err.class(), crate::error::ErrorClass::Data);
+    }
+}

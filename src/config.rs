@@ -1,0 +1,186 @@
+//! Layered configuration: built-in defaults → config file (TOML) → environment → command-line
+//! flags, each layer overriding the one before.
+//!
+//! Environment variables are `HAPPYSTREAMS_<SECTION>__<KEY>` (double underscore between levels,
+//! case-insensitive), e.g. `HAPPYSTREAMS_REGISTRY__URL`. Under `kafka.properties` the rest of the
+//! name is a librdkafka property with `_` for `.`: `HAPPYSTREAMS_KAFKA__PROPERTIES__SASL_PASSWORD`
+//! sets `sasl.password`. Unknown keys in any layer are errors that name the key and the layer.
+//! Secrets (passwords, keys) are redacted from `Debug` output and never logged.
+
+use crate::connectors::kafka::KafkaConfig;
+use crate::connectors::registry::RegistryConfig;
+use crate::error::ErrorClass;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Level or `tracing` filter (`info`, `happystreams=debug`); `RUST_LOG` wins when set.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: LogFormat::Human }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Logging.
+    pub log: LogConfig,
+    /// Schema Registry.
+    pub registry: RegistryConfig,
+    /// Kafka cluster.
+    pub kafka: KafkaConfig,
+}
+
+/// A configuration error: which layer and key, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file cannot be read or parsed.
+    #[error("config file {path}: {detail}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (includes the line for syntax errors).
+        detail: String,
+    },
+    /// An environment variable does not name a known key.
+    #[error("environment variable {name}: {detail}")]
+    Env {
+        /// Variable name.
+        name: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The merged configuration does not fit the schema.
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl ConfigError {
+    /// Always [`ErrorClass::Config`].
+    pub fn class(&self) -> ErrorClass {
+        ErrorClass::Config
+    }
+}
+
+const ENV_PREFIX: &str = "HAPPYSTREAMS_";
+
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(existing)), toml::Value::Table(incoming)) => merge(existing, incoming),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+fn env_layer(vars: impl IntoIterator<Item = (String, String)>) -> Result<toml::Table, ConfigError> {
+    let mut layer = toml::Table::new();
+    for (name, value) in vars {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        if parts.iter().any(String::is_empty) {
+            return Err(ConfigError::Env { name, detail: "empty key part; use SECTION__KEY".into() });
+        }
+        let (path, leaf): (Vec<String>, String) = match parts.as_slice() {
+            [section, props, property] if section == "kafka" && props == "properties" => {
+                (vec![section.clone(), props.clone()], property.replace('_', "."))
+            }
+            [rest @ .., leaf] => (rest.to_vec(), leaf.clone()),
+            [] => continue,
+        };
+        let mut table = &mut layer;
+        for part in path {
+            let entry = table.entry(part).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = match entry {
+                toml::Value::Table(t) => t,
+                _ => return Err(ConfigError::Env { name: name.clone(), detail: "conflicts with another variable".into() }),
+            };
+        }
+        table.insert(leaf, toml::Value::String(value));
+    }
+    Ok(layer)
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then `HAPPYSTREAMS_*` variables from `env`.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let defaults = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut merged = defaults;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File { path: path.to_owned(), detail: e.to_string() })?;
+            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File { path: path.to_owned(), detail: e.to_string() })?;
+            let _: Config = table.clone().try_into().map_err(|e: toml::de::Error| ConfigError::File { path: path.to_owned(), detail: e.to_string() })?;
+            merge(&mut merged, table);
+        }
+        let env_vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        for (name, value) in &env_vars {
+            let single = env_layer([(name.clone(), value.clone())])?;
+            let mut probe = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            merge(&mut probe, single);
+            let _: Config = probe.try_into().map_err(|e: toml::de::Error| ConfigError::Env { name: name.clone(), detail: e.message().to_owned() })?;
+        }
+        merge(&mut merged, env_layer(env_vars)?);
+        merged.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn env_overrides_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("happystreams.toml");
+        std::fs::write(&file, "[registry]\nurl = \"http://file:1\"\n[log]\nlevel = \"debug\"\n").unwrap();
+        let config = Config::load(Some(&file), vars(&[("HAPPYSTREAMS_REGISTRY__URL", "http://env:2"), ("OTHER", "x")])).unwrap();
+        assert_eq!(config.registry.url, "http://env:2");
+        assert_eq!(config.log.level, "debug");
+        assert_eq!(config.log.format, LogFormat::Human);
+    }
+
+    #[test]
+    fn kafka_property_env_maps_underscores_to_dots() {
+        let config = Config::load(None, vars(&[("HAPPYSTREAMS_KAFKA__PROPERTIES__SASL_PASSWORD", "s3cret")])).unwrap();
+        assert_eq!(config.kafka.properties.get("sasl.password").map(String::as_str), Some("s3cret"));
+        assert!(!format!("{config:?}").contains("s3cret"), "secrets must not appear in Debug output");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_layer() {
+        let err = Config::load(None, vars(&[("HAPPYSTREAMS_REGISTRY__URLL", "x")])).unwrap_err();
+        assert!(matches!(err, ConfigError::Env { ref name, .. } if name == "HAPPYSTREAMS_REGISTRY__URLL"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[registri]\nurl = \"x\"\n").unwrap();
+        let err = Config::load(Some(&file), vars(&[])).unwrap_err();
+        assert!(err.to_string().contains("registri"), "{err}");
+    }
+}

@@ -1,0 +1,12 @@
+//! Kafka: client settings and reading records from topics.
+//!
+//! Every librdkafka property can be passed through `kafka.properties`, which is how SASL
+//! (PLAIN, SCRAM) and TLS are configured, e.g. `security.protocol = "SASL_SSL"`,
+//! `sasl.mechanism = "SCRAM-SHA-512"`, `sasl.username`, `sasl.password`, `ssl.ca.location`.
+//! The binary is built with librdkafka's `ssl` and `zstd` support.
+
+mod config;
+mod reader;
+
+pub use config::KafkaConfig;
+pub use reader::{KafkaReadError, read_range};

@@ -1,0 +1,106 @@
+//! Reading a bounded range of records from one partition (for `happystreams decode` and tests).
+//!
+//! The end of the partition is detected from the high watermark that Fetch responses carry
+//! (`enable.partition.eof`), not from a ListOffsets request, which some Kafka-protocol brokers
+//! answer wrongly.
+
+use super::KafkaConfig;
+use crate::error::ErrorClass;
+use crate::record::{Header, Position, Record};
+use bytes::Bytes;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers as _, Message as _};
+use rdkafka::{Offset, TopicPartitionList};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Reading from Kafka failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaReadError {
+    /// The client could not be created (bad property).
+    #[error("invalid Kafka client settings: {0}; check kafka.properties")]
+    Settings(String),
+    /// The broker reported an error.
+    #[error("reading {topic} partition {partition} failed: {detail}; check that the topic exists and the broker at {bootstrap} is reachable")]
+    Broker {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Bootstrap servers.
+        bootstrap: String,
+        /// librdkafka's message.
+        detail: String,
+    },
+}
+
+impl KafkaReadError {
+    /// Who has to act.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            KafkaReadError::Settings(_) => ErrorClass::Config,
+            KafkaReadError::Broker { .. } => ErrorClass::External,
+        }
+    }
+}
+
+/// Reads up to `count` records from `topic`/`partition` starting at `offset`, stopping early at
+/// the end of the partition or when nothing arrives for `idle`.
+pub fn read_range(
+    config: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    count: usize,
+    idle: Duration,
+) -> Result<Vec<Record>, KafkaReadError> {
+    let broker_error = |detail: String| KafkaReadError::Broker {
+        topic: topic.to_owned(),
+        partition,
+        bootstrap: config.bootstrap_servers.clone(),
+        detail,
+    };
+    let consumer: BaseConsumer = config
+        .client_config()
+        .set("group.id", "happystreams-decode")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(|e| KafkaReadError::Settings(e.to_string()))?;
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, partition, Offset::Offset(offset))
+        .map_err(|e| broker_error(e.to_string()))?;
+    consumer.assign(&assignment).map_err(|e| broker_error(e.to_string()))?;
+    let topic_name: Arc<str> = Arc::from(topic);
+    let mut records = Vec::new();
+    let mut last_progress = Instant::now();
+    while records.len() < count && last_progress.elapsed() < idle {
+        match consumer.poll(Duration::from_millis(200)) {
+            None => continue,
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => return Err(broker_error(e.to_string())),
+            Some(Ok(message)) => {
+                last_progress = Instant::now();
+                let headers = message
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| Header { key: h.key.to_owned(), value: h.value.map(Bytes::copy_from_slice) })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                records.push(Record {
+                    key: message.key().map(Bytes::copy_from_slice),
+                    value: message.payload().map(Bytes::copy_from_slice),
+                    headers,
+                    timestamp_ms: message.timestamp().to_millis(),
+                    position: Some(Position::new(topic_name.clone(), message.partition(), message.offset())),
+                });
+            }
+        }
+    }
+    Ok(records)
+}

@@ -1,0 +1,8 @@
+//! Connectors: how happystreams talks to the world. Each folder owns one system and keeps its
+//! config, sources and sinks together.
+//!
+//! - [`kafka`]: client settings (incl. SASL/TLS) and reading records from topics.
+//! - [`registry`]: the Confluent-compatible Schema Registry server and client.
+
+pub mod kafka;
+pub mod registry;

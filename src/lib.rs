@@ -1,0 +1,29 @@
+//! # happystreams
+//!
+//! A Kafka-Streams-style stateful stream processor: it consumes Debezium CDC topics and event
+//! topics, keeps dimension tables in RocksDB-backed state, joins and aggregates, and writes facts
+//! to Kafka and a Parquet lake, with Avro schemas in a Confluent-compatible Schema Registry.
+//!
+//! # Layout
+//!
+//! - [`record`]: the record model — raw [`record::Record`]s, faithful typed
+//!   [`record::Value`]s and [`record::Change`] records. No I/O.
+//! - [`codec`]: bytes ↔ values: JSON (with and without Connect schemas), Avro in the Confluent
+//!   wire format, Debezium envelopes → change records.
+//! - [`connectors`]: the outside world — Kafka client settings and readers, the Schema Registry
+//!   (server and client).
+//! - [`commands`]: what the CLI subcommands do (`decode`, `schemas`, `registry`, `demo`); the
+//!   binary only parses flags and calls these.
+//! - [`config`]: layered configuration (defaults → file → env → flags).
+//! - [`observe`]: logging (metrics and health come with the runtime).
+//! - [`error`]: the error classes every module's error enum maps to.
+//!
+//! See `docs/ARCHITECTURE.md` for how the layers fit together and what comes next.
+
+pub mod codec;
+pub mod commands;
+pub mod config;
+pub mod connectors;
+pub mod error;
+pub mod observe;
+pub mod record;

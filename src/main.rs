@@ -1,0 +1,108 @@
+//! The `happystreams` command line: parses flags, loads the layered config, sets up logging and
+//! hands over to `happystreams::commands`.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use happystreams::commands::{decode, demo, registry, schemas};
+use happystreams::config::{Config, LogFormat};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A Kafka-Streams-style stateful stream processor: Debezium CDC, RocksDB state, Avro with a
+/// Schema Registry, and a Parquet lake.
+///
+/// Configuration is layered: built-in defaults, then the --config file (TOML), then
+/// HAPPYSTREAMS_<SECTION>__<KEY> environment variables, then flags.
+#[derive(Debug, Parser)]
+#[command(name = "happystreams", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    /// Config file (TOML) with [log], [registry] and [kafka] sections.
+    #[arg(long, global = true, value_name = "FILE", env = "HAPPYSTREAMS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log level or filter, e.g. `debug` or `happystreams=debug,rdkafka=warn` (RUST_LOG wins).
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Log format.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the embedded default with no external service: registry, Avro round trip, and a real
+    /// Debezium capture decoded into change records.
+    Demo(demo::DemoArgs),
+    /// Decode records (files, a JSON-lines dump or a topic range) and print them as JSON lines.
+    Decode(decode::DecodeArgs),
+    /// The Confluent-compatible Schema Registry.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+    /// Register or check the project's Avro schemas in any Confluent-compatible registry.
+    #[command(subcommand)]
+    Schemas(SchemasCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RegistryCommand {
+    /// Serve the registry's REST API until Ctrl-C.
+    Serve(registry::ServeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum SchemasCommand {
+    /// Register every `<subject>.avsc` (TopicNameStrategy subjects); prints subject and id.
+    Register(schemas::SchemasArgs),
+    /// Check every `<subject>.avsc` against the registry's latest version; non-zero exit if any
+    /// is incompatible.
+    Check(schemas::SchemasArgs),
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(cli.config.as_deref(), std::env::vars()).context("loading configuration")?;
+    if let Some(level) = cli.log_level {
+        config.log.level = level;
+    }
+    if let Some(format) = cli.log_format {
+        config.log.format = format;
+    }
+    happystreams::observe::init_logging(&config.log);
+    match cli.command {
+        Command::Demo(args) => demo::run(&args).await?,
+        Command::Decode(args) => {
+            let summary = decode::run(&args, &config, &mut std::io::stdout().lock()).await?;
+            if summary.errors > 0 {
+                eprintln!("{} of {} records failed to decode (see the `error` lines)", summary.errors, summary.records);
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Registry(RegistryCommand::Serve(args)) => registry::serve(&args).await?,
+        Command::Schemas(command) => {
+            let (args, register) = match command {
+                SchemasCommand::Register(args) => (args, true),
+                SchemasCommand::Check(args) => (args, false),
+            };
+            if let Some(url) = &args.registry {
+                config.registry.url = url.clone();
+            }
+            if register {
+                schemas::register(&args, &config.registry).await?;
+            } else {
+                schemas::check(&args, &config.registry).await?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Avro through the embedded registry, interoperating with `schema_registry_converter` (the
+//! client every Rust producer uses), and Debezium envelopes in Avro decoded exactly like their
+//! JSON twins.
+
+use crate::debezium_fixtures::{decode_all, records};
+use happystreams::codec::avro::{AvroCodec, AvroSchema, frame, split_wire, to_avro};
+use happystreams::codec::connect::{ConnectKind, ConnectSchema, Logical};
+use happystreams::codec::debezium::DebeziumDecoder;
+use happystreams::codec::json::JsonSchemaDecoder;
+use happystreams::commands::demo::ClickGenerator;
+use happystreams::connectors::registry::client::sr_settings;
+use happystreams::connectors::registry::{RegistryConfig, RegistryStore, RunningRegistry};
+use happystreams::record::Record;
+use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::schema_registry::{get_all_subjects, get_all_versions, post_schema};
+use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
+use serde_json::{Value as Json, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+const CLICK_SCHEMA: &str = include_str!("../../schemas/happytimes.clicks-value.avsc");
+
+async fn registry() -> (RunningRegistry, RegistryConfig) {
+    let running = RunningRegistry::start("127.0.0.1:0".parse().unwrap(), RegistryStore::in_memory()).await.unwrap();
+    let config = RegistryConfig { url: running.url.clone(), ..RegistryConfig::default() };
+    (running, config)
+}
+
+#[tokio::test]
+async fn clicks_round_trip_between_schema_registry_converter_and_happystreams() {
+    let (running, config) = registry().await;
+    let settings = sr_settings(&config).unwrap();
+    let writer = AvroSchema::parse(0, CLICK_SCHEMA).unwrap();
+    let encoder = AvroEncoder::new(settings.clone());
+    let their_decoder = AvroDecoder::new(settings.clone());
+    let codec = AvroCodec::with_registry(settings.clone());
+    let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
+        "happytimes.clicks".into(),
+        false,
+        SuppliedSchema::new(None, SchemaType::Avro, CLICK_SCHEMA.into()),
+    );
+    let mut generator = ClickGenerator::new(7);
+    for index in 0..50 {
+        let click = generator.click(index);
+        let avro = to_avro(&click, &writer.avro, &HashMap::new()).unwrap();
+        // Their encoder registers the schema with our registry and frames the body.
+        let bytes = encoder.encode_value(avro.clone(), &strategy).await.unwrap();
+        let (id, _) = split_wire(&bytes).unwrap();
+        assert_eq!(codec.decode(&bytes).await.unwrap(), click, "click {index}");
+        // Our encoder under the registered id is readable by their decoder.
+        let ours = AvroSchema::parse(id, CLICK_SCHEMA).unwrap().encode(&click).unwrap();
+        assert_eq!(ours, bytes, "both encoders write the same bytes");
+        assert_eq!(their_decoder.decode(Some(&ours)).await.unwrap().value, avro);
+    }
+    assert_eq!(get_all_subjects(&settings).await.unwrap(), vec!["happytimes.clicks-value".to_string()]);
+    assert_eq!(get_all_versions(&settings, "happytimes.clicks-value".into()).await.unwrap(), vec![1]);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn unknown_schema_id_and_wrong_magic_are_classified() {
+    let (running, config) = registry().await;
+    let codec = AvroCodec::with_registry(sr_settings(&config).unwrap());
+    let err = codec.decode(&frame(999, &[2, 4])).await.unwrap_err();
+    assert_eq!(err.kind, happystreams::codec::CodecErrorKind::UnknownSchemaId(999), "{err}");
+    let err = codec.decode(b"{\"json\": true}").await.unwrap_err();
+    assert!(matches!(err.kind, happystreams::codec::CodecErrorKind::WireFormat(_)), "{err}");
+    running.shutdown().await.unwrap();
+    // A registry that is down is an external, retryable error.
+    let err = codec.decode(&frame(1000, &[2])).await.unwrap_err();
+    assert!(err.retryable(), "{err}");
+    assert_eq!(err.class(), happystreams::error::ErrorClass::External);
+}
+
+/// Kafka Connect → Avro schema, following Confluent's `AvroData` mapping: optional fields are
+/// `["null", T]` unions with a null default, semantic types keep `connect.name` (and get an
+/// Avro `logicalType` where Connect defines one), a record name used twice is referenced.
+fn connect_to_avro(schema: &ConnectSchema, defined: &mut HashSet<String>) -> Json {
+    let mut avro = match &schema.kind {
+        ConnectKind::Struct(fields) => {
+            let name = schema.name.clone().unwrap_or_else(|| "ConnectDefault".into());
+            if !defined.insert(name.clone()) {
+                return wrap_optional(Json::String(name), schema.optional);
+            }
+            let fields: Vec<Json> = fields
+                .iter()
+                .map(|f| {
+                    let mut field = json!({"name": &*f.name, "type": connect_to_avro(&f.schema, defined)});
+                    if f.schema.optional {
+                        field["default"] = Json::Null;
+                    }
+                    field
+                })
+                .collect();
+            json!({"type": "record", "name": name, "fields": fields})
+        }
+        ConnectKind::Array(items) => json!({"type": "array", "items": connect_to_avro(items, defined)}),
+        ConnectKind::Map(_, values) => json!({"type": "map", "values": connect_to_avro(values, defined)}),
+        kind => {
+            let primitive = match kind {
+                ConnectKind::Int8 | ConnectKind::Int16 | ConnectKind::Int32 => "int",
+                ConnectKind::Int64 => "long",
+                ConnectKind::Float32 => "float",
+                ConnectKind::Float64 => "double",
+                ConnectKind::Boolean => "boolean",
+                ConnectKind::Bytes => "bytes",
+                _ => "string",
+            };
+            json!({"type": primitive})
+        }
+    };
+    if let (Some(name), Some(obj)) = (&schema.name, avro.as_object_mut()) {
+        if obj.get("type") != Some(&json!("record")) {
+            obj.insert("connect.name".into(), json!(name));
+        }
+        if !schema.parameters.is_empty() {
+            obj.insert("connect.parameters".into(), json!(schema.parameters));
+        }
+        match (name.as_str(), schema.logical) {
+            (_, Logical::Decimal { scale }) => {
+                obj.insert("logicalType".into(), json!("decimal"));
+                obj.insert("scale".into(), json!(scale));
+                let precision: u32 = schema.parameters.get("connect.decimal.precision").and_then(|p| p.parse().ok()).unwrap_or(64);
+                obj.insert("precision".into(), json!(precision));
+            }
+            ("org.apache.kafka.connect.data.Date", _) => {
+                obj.insert("logicalType".into(), json!("date"));
+            }
+            ("org.apache.kafka.connect.data.Time", _) => {
+                obj.insert("logicalType".into(), json!("time-millis"));
+            }
+            ("org.apache.kafka.connect.data.Timestamp", _) => {
+                obj.insert("logicalType".into(), json!("timestamp-millis"));
+            }
+            _ => {}
+        }
+    }
+    wrap_optional(avro, schema.optional)
+}
+
+fn wrap_optional(avro: Json, optional: bool) -> Json {
+    if optional { json!(["null", avro]) } else { avro }
+}
+
+/// Re-encodes a JSON-with-schemas Debezium record as Confluent Avro, registering its key and
+/// value schemas under TopicNameStrategy subjects.
+async fn to_avro_record(record: &Record, config: &RegistryConfig, json: &JsonSchemaDecoder) -> Record {
+    let settings = sr_settings(config).unwrap();
+    let topic = record.position.as_ref().unwrap().topic.to_string();
+    let mut out = record.clone();
+    for (part, suffix) in [(&mut out.key, "key"), (&mut out.value, "value")] {
+        let Some(bytes) = part.as_deref() else { continue };
+        let (schema, value) = json.decode(bytes).unwrap();
+        let mut avro_schema = connect_to_avro(&schema, &mut HashSet::new());
+        if let Some(union) = avro_schema.as_array() {
+            avro_schema = union[1].clone();
+        }
+        let text = avro_schema.to_string();
+        let registered = post_schema(&settings, format!("{topic}-{suffix}"), SuppliedSchema::new(None, SchemaType::Avro, text.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("registering {topic}-{suffix}: {e}\n{text}"));
+        let writer = AvroSchema::parse(registered.id, &text).unwrap();
+        *part = Some(writer.encode(&value).unwrap_or_else(|e| panic!("{topic} {suffix}: {e}")).into());
+    }
+    out
+}
+
+#[tokio::test]
+async fn debezium_avro_envelopes_decode_like_their_json_twins() {
+    for folder in ["json-schemas-precise", "json-schemas-double", "json-schemas-connecttime"] {
+        let (running, config) = registry().await;
+        let json = JsonSchemaDecoder::new();
+        let expected = decode_all(folder);
+        let decoder = DebeziumDecoder::avro(Arc::new(AvroCodec::with_registry(sr_settings(&config).unwrap())));
+        for (index, record) in records(folder).iter().enumerate() {
+            let avro_record = to_avro_record(record, &config, &json).await;
+            let event = decoder.decode(&avro_record).await.unwrap_or_else(|e| panic!("{folder} seq {}: {e}", index + 1));
+            assert_eq!(event, expected[index].1, "{folder} seq {}", index + 1);
+        }
+        running.shutdown().await.unwrap();
+    }
+}

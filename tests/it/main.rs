@@ -1,0 +1,17 @@
+//! The one integration-test binary (every extra test binary costs a link).
+//!
+//! - `rig`: brokers for tests — an in-process librdkafka `MockCluster` and a real Tansu broker.
+//! - `debezium_fixtures`: every real Debezium capture record decodes to the expected change.
+//! - `avro_registry`: Avro through the embedded registry, with `schema_registry_converter`.
+//! - `registry_api`: the Confluent REST API and every compatibility level.
+//! - `cli`: `happystreams decode`, `schemas`, `registry serve` as a user runs them.
+//! - `kafka`: reading records back from MockCluster and Tansu.
+//! - `no_panic`: arbitrary bytes into every decoder never panic.
+
+mod avro_registry;
+mod cli;
+mod debezium_fixtures;
+mod kafka;
+mod no_panic;
+mod registry_api;
+mod rig;

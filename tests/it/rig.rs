@@ -1,0 +1,112 @@
+//! Brokers for tests.
+//!
+//! - [`mock_cluster`]: librdkafka's in-process mock cluster (fast; no Admin API, topics via
+//!   `create_topic`; keeps only the newest 5 MiB per partition).
+//! - [`tansu`]: one real Tansu broker for the whole test binary, started on a free loopback
+//!   port from `HAPPYSTREAMS_TANSU_BIN` (set by `tests/run.sh`) or the rig's own install
+//!   (`tests/rig/tansu.sh bin`). A watchdog stops it when the test process exits.
+//!
+//! Topic names are unique per call ([`unique_topic`]) so tests never see each other's data.
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use rdkafka::message::{Header, OwnedHeaders};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// A topic name no other test uses.
+pub fn unique_topic(prefix: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A fresh in-process mock cluster.
+pub fn mock_cluster() -> MockCluster<'static, DefaultProducerContext> {
+    MockCluster::new(1).expect("librdkafka mock cluster")
+}
+
+/// Client settings for group tests: a short session timeout so rebalances are quick (Tansu
+/// answers JoinGroup only after about half of it).
+pub fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap).set("session.timeout.ms", "6000");
+    config
+}
+
+/// A real Tansu broker shared by the test binary; returns its bootstrap address.
+pub fn tansu() -> &'static str {
+    static BROKER: OnceLock<String> = OnceLock::new();
+    BROKER.get_or_init(start_tansu)
+}
+
+fn tansu_binary() -> String {
+    if let Ok(bin) = std::env::var("HAPPYSTREAMS_TANSU_BIN") {
+        return bin;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rig/tansu.sh");
+    let output = Command::new("bash").arg(script).arg("bin").stderr(Stdio::inherit()).output().expect("run tests/rig/tansu.sh");
+    assert!(output.status.success(), "tests/rig/tansu.sh bin failed: install Tansu with `tests/rig/tansu.sh install` or run the suite with tests/run.sh");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn start_tansu() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let bin = tansu_binary();
+    let listener = format!("tcp://127.0.0.1:{port}");
+    // The watchdog shell ends the broker when this test process is gone.
+    let script = format!(
+        "'{bin}' broker --listener-url {listener} --advertised-listener-url {listener} --storage-engine memory://tansu/ >/dev/null 2>&1 & b=$!; \
+         trap 'kill $b 2>/dev/null' EXIT; while kill -0 {parent} 2>/dev/null && kill -0 $b 2>/dev/null; do sleep 0.5; done",
+        parent = std::process::id()
+    );
+    Command::new("sh").arg("-c").arg(script).stdin(Stdio::null()).spawn().expect("start Tansu");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "Tansu ({bin}) did not listen on port {port} within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    format!("127.0.0.1:{port}")
+}
+
+/// Creates a topic through the Admin API (real brokers).
+pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create().expect("admin client");
+    let results = admin
+        .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .expect("create_topics request");
+    for result in results {
+        result.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+}
+
+/// One record to produce: key, value (None = tombstone), headers.
+pub struct Produce<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<(&'a str, &'a [u8])>,
+}
+
+/// Produces records in order to partition 0 and waits for every delivery.
+pub async fn produce(bootstrap: &str, topic: &str, records: &[Produce<'_>]) {
+    let producer: FutureProducer = client_config(bootstrap).set("linger.ms", "0").create().expect("producer");
+    for r in records {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &r.headers {
+            headers = headers.insert(Header { key: k, value: Some(*v) });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).partition(0).headers(headers);
+        if let Some(k) = r.key {
+            record = record.key(k);
+        }
+        if let Some(v) = r.value {
+            record = record.payload(v);
+        }
+        producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("delivery");
+    }
+}
