@@ -2,7 +2,8 @@
 //! flags, each layer overriding the one before.
 //!
 //! Environment variables are `HAPPYSTREAMS_<SECTION>__<KEY>` (double underscore between levels,
-//! case-insensitive), e.g. `HAPPYSTREAMS_REGISTRY__URL`. Under `kafka.properties` the rest of the
+//! case-insensitive), e.g. `HAPPYSTREAMS_REGISTRY__URL`. Only names with a `__` are config keys;
+//! other `HAPPYSTREAMS_*` variables (`HAPPYSTREAMS_CONFIG`, tool settings) are left alone. Under `kafka.properties` the rest of the
 //! name is a librdkafka property with `_` for `.`: `HAPPYSTREAMS_KAFKA__PROPERTIES__SASL_PASSWORD`
 //! sets `sasl.password`. Unknown keys in any layer are errors that name the key and the layer.
 //! Secrets (passwords, keys) are redacted from `Debug` output and never logged.
@@ -99,7 +100,7 @@ fn merge(base: &mut toml::Table, overlay: toml::Table) {
 fn env_layer(vars: impl IntoIterator<Item = (String, String)>) -> Result<toml::Table, ConfigError> {
     let mut layer = toml::Table::new();
     for (name, value) in vars {
-        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        let Some(rest) = name.strip_prefix(ENV_PREFIX).filter(|r| r.contains("__")) else { continue };
         let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
         if parts.iter().any(String::is_empty) {
             return Err(ConfigError::Env { name, detail: "empty key part; use SECTION__KEY".into() });
@@ -135,7 +136,10 @@ impl Config {
             let _: Config = table.clone().try_into().map_err(|e: toml::de::Error| ConfigError::File { path: path.to_owned(), detail: e.to_string() })?;
             merge(&mut merged, table);
         }
-        let env_vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        let env_vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.strip_prefix(ENV_PREFIX).is_some_and(|r| r.contains("__")))
+            .collect();
         for (name, value) in &env_vars {
             let single = env_layer([(name.clone(), value.clone())])?;
             let mut probe = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -164,6 +168,12 @@ mod tests {
         assert_eq!(config.registry.url, "http://env:2");
         assert_eq!(config.log.level, "debug");
         assert_eq!(config.log.format, LogFormat::Human);
+    }
+
+    #[test]
+    fn variables_without_a_section_separator_are_not_config_keys() {
+        let config = Config::load(None, vars(&[("HAPPYSTREAMS_CONFIG", "/etc/x.toml"), ("HAPPYSTREAMS_TANSU_BIN", "/bin/tansu")])).unwrap();
+        assert_eq!(config, Config::default());
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //!   [`record::Value`]s and [`record::Change`] records. No I/O.
 //! - [`codec`]: bytes ↔ values: JSON (with and without Connect schemas), Avro in the Confluent
 //!   wire format, Debezium envelopes → change records.
+//! - [`state`]: what operators remember — store backends (memory, RocksDB with a shared memory
+//!   budget), the task write cache committed atomically with input positions, the changelog
+//!   hook, versioned stores for event-time lookups.
 //! - [`connectors`]: the outside world — Kafka client settings and readers, the Schema Registry
 //!   (server and client).
 //! - [`commands`]: what the CLI subcommands do (`decode`, `schemas`, `registry`, `demo`); the
@@ -27,3 +30,4 @@ pub mod connectors;
 pub mod error;
 pub mod observe;
 pub mod record;
+pub mod state;

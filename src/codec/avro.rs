@@ -63,7 +63,7 @@ pub struct AvroSchema {
     /// The parsed Avro schema.
     pub avro: Schema,
     /// The same schema as Connect types (for semantic names).
-    pub connect: ConnectSchema,
+    pub connect: Arc<ConnectSchema>,
     names: HashMap<Name, Schema>,
 }
 
@@ -73,7 +73,7 @@ impl AvroSchema {
         let unsupported = |e: String| CodecError::new(CodecErrorKind::UnsupportedSchema(e));
         let avro = Schema::parse_str(raw).map_err(|e| unsupported(format!("schema id {id}: {e}")))?;
         let json: serde_json::Value = serde_json::from_str(raw).map_err(|e| unsupported(e.to_string()))?;
-        let connect = ConnectSchema::from_avro_json(&json)?;
+        let connect = Arc::new(ConnectSchema::from_avro_json(&json)?);
         let names = ResolvedSchema::try_from(&avro)
             .map_err(|e| unsupported(e.to_string()))?
             .get_names()
@@ -100,9 +100,15 @@ impl AvroSchema {
         from_avro(avro, &self.connect)
     }
 
+    /// The Avro value for `value` under this schema (union branches chosen, decimals rescaled,
+    /// times in the schema's unit).
+    pub fn to_avro_value(&self, value: &Value) -> Result<AvroValue, CodecError> {
+        to_avro(value, &self.avro, &self.names, Some(&self.connect))
+    }
+
     /// Encodes a value with this schema (no header).
     pub fn encode_body(&self, value: &Value) -> Result<Vec<u8>, CodecError> {
-        let avro = to_avro(value, &self.avro, &self.names)?;
+        let avro = self.to_avro_value(value)?;
         let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&self.avro)
             .build()
             .map_err(|e| CodecError::new(CodecErrorKind::Avro(e.to_string())))?;
@@ -168,7 +174,15 @@ impl AvroCodec {
             return Ok(hit);
         }
         let registry = self.registry.as_ref().ok_or(CodecError::new(CodecErrorKind::UnknownSchemaId(id)))?;
-        let fetched = registry.get_schema(id).await.map_err(|e| registry_error(id, &e))?;
+        let fetched = match registry.get_schema(id).await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                // schema_registry_converter caches non-retriable failures (404, 500, ...) for
+                // good; drop them so the next record asks the registry again.
+                registry.remove_errors_from_cache();
+                return Err(registry_error(id, &e));
+            }
+        };
         Ok(self.add_schema(AvroSchema::parse(id, &fetched.raw)?))
     }
 
@@ -181,9 +195,16 @@ impl AvroCodec {
     /// Decodes a wire-format payload using only cached schemas (no await; for hot loops that
     /// warmed the cache with [`AvroCodec::schema`]).
     pub fn decode_cached(&self, bytes: &[u8]) -> Result<Value, CodecError> {
+        self.decode_cached_with_schema(bytes).map(|(_, value)| value)
+    }
+
+    /// Like [`AvroCodec::decode_cached`], also returning the writer schema.
+    pub fn decode_cached_with_schema(&self, bytes: &[u8]) -> Result<(Arc<AvroSchema>, Value), CodecError> {
         let (id, body) = split_wire(bytes)?;
         let schema = self.cache.read().ok().and_then(|c| c.get(&id).cloned());
-        schema.ok_or(CodecError::new(CodecErrorKind::UnknownSchemaId(id)))?.decode_body(body)
+        let schema = schema.ok_or(CodecError::new(CodecErrorKind::UnknownSchemaId(id)))?;
+        let value = schema.decode_body(body)?;
+        Ok((schema, value))
     }
 }
 
@@ -197,6 +218,101 @@ fn registry_error(id: u32, e: &SRCError) -> CodecError {
     }
     let retryable = e.retriable || detail.contains("status 5");
     CodecErrorKind::Registry { detail, retryable }.into()
+}
+
+/// The Avro schema Confluent's `AvroConverter` (`AvroData`) writes for a Kafka Connect schema:
+/// optional types become `["null", T]` unions with a `null` default, semantic types keep
+/// `connect.name` / `connect.parameters` (plus an Avro `logicalType` where Connect defines one:
+/// decimal, date, time-millis, timestamp-millis), `int8`/`int16` become `int` with
+/// `connect.type`, and a record name met a second time is written as a reference.
+pub fn avro_schema_from_connect(schema: &ConnectSchema) -> serde_json::Value {
+    let mut defined = std::collections::HashSet::new();
+    let avro = connect_to_avro(schema, &mut defined);
+    // A top-level schema is never a union; optionality belongs to the field that holds it.
+    match avro {
+        serde_json::Value::Array(mut union) if union.len() == 2 => union.remove(1),
+        other => other,
+    }
+}
+
+fn connect_to_avro(schema: &ConnectSchema, defined: &mut std::collections::HashSet<String>) -> serde_json::Value {
+    use serde_json::json;
+    let mut avro = match &schema.kind {
+        ConnectKind::Struct(fields) => {
+            let name = schema.name.clone().unwrap_or_else(|| "ConnectDefault".into());
+            if !defined.insert(name.clone()) {
+                return optional(json!(name), schema.optional);
+            }
+            let fields: Vec<serde_json::Value> = fields
+                .iter()
+                .map(|f| {
+                    let mut field = json!({"name": &*f.name, "type": connect_to_avro(&f.schema, defined)});
+                    if f.schema.optional {
+                        field["default"] = serde_json::Value::Null;
+                    }
+                    field
+                })
+                .collect();
+            json!({"type": "record", "name": name, "fields": fields})
+        }
+        ConnectKind::Array(items) => json!({"type": "array", "items": connect_to_avro(items, defined)}),
+        ConnectKind::Map(keys, values) if keys.kind == ConnectKind::String => {
+            json!({"type": "map", "values": connect_to_avro(values, defined)})
+        }
+        ConnectKind::Map(keys, values) => {
+            let entry = json!({"type": "record", "name": "MapEntry", "namespace": "io.confluent.connect.avro",
+                "fields": [{"name": "key", "type": connect_to_avro(keys, defined)}, {"name": "value", "type": connect_to_avro(values, defined)}]});
+            json!({"type": "array", "items": entry})
+        }
+        ConnectKind::Union(branches) => {
+            return serde_json::Value::Array(branches.iter().map(|b| connect_to_avro(b, defined)).collect());
+        }
+        kind => {
+            let (primitive, connect_type) = match kind {
+                ConnectKind::Int8 => ("int", Some("int8")),
+                ConnectKind::Int16 => ("int", Some("int16")),
+                ConnectKind::Int32 => ("int", None),
+                ConnectKind::Int64 => ("long", None),
+                ConnectKind::Float32 => ("float", None),
+                ConnectKind::Float64 => ("double", None),
+                ConnectKind::Boolean => ("boolean", None),
+                ConnectKind::Bytes => ("bytes", None),
+                ConnectKind::Null => ("null", None),
+                _ => ("string", None),
+            };
+            let mut out = json!({"type": primitive});
+            if let Some(t) = connect_type {
+                out["connect.type"] = json!(t);
+            }
+            out
+        }
+    };
+    if let (Some(name), Some(obj)) = (&schema.name, avro.as_object_mut()) {
+        obj.insert("connect.name".into(), json!(name));
+        if !schema.parameters.is_empty() {
+            obj.insert("connect.parameters".into(), json!(schema.parameters));
+        }
+        let logical_type = match (name.as_str(), schema.logical) {
+            (_, super::connect::Logical::Decimal { scale }) => {
+                obj.insert("scale".into(), json!(scale));
+                let precision: u32 = schema.parameters.get("connect.decimal.precision").and_then(|p| p.parse().ok()).unwrap_or(64);
+                obj.insert("precision".into(), json!(precision));
+                Some("decimal")
+            }
+            ("org.apache.kafka.connect.data.Date", _) => Some("date"),
+            ("org.apache.kafka.connect.data.Time", _) => Some("time-millis"),
+            ("org.apache.kafka.connect.data.Timestamp", _) => Some("timestamp-millis"),
+            _ => None,
+        };
+        if let Some(lt) = logical_type {
+            obj.insert("logicalType".into(), json!(lt));
+        }
+    }
+    optional(avro, schema.optional)
+}
+
+fn optional(avro: serde_json::Value, optional: bool) -> serde_json::Value {
+    if optional { serde_json::json!(["null", avro]) } else { avro }
 }
 
 /// Converts a decoded Avro value, guided by the Connect view of its schema.
@@ -277,20 +393,18 @@ fn resolve<'a>(schema: &'a Schema, names: &'a HashMap<Name, Schema>) -> Result<&
 }
 
 fn in_unit(value: i64, from: TimeUnit, to: TimeUnit) -> Result<i64, CodecError> {
-    let (f, t) = (from.nanos(), to.nanos());
-    if f >= t {
-        value.checked_mul(f / t).ok_or_else(|| CodecErrorKind::InvalidValue("time out of range".into()).into())
-    } else if value % (t / f) == 0 {
-        Ok(value / (t / f))
-    } else {
-        Err(CodecErrorKind::InvalidValue(format!("{value} {from:?} cannot be written as {to:?} without losing precision")).into())
-    }
+    from.convert(value, to).ok_or_else(|| {
+        CodecErrorKind::InvalidValue(format!("{value} {from:?} cannot be written as {to:?} without losing precision")).into()
+    })
 }
 
-/// Converts a value into an Avro value for `schema` (see the module docs).
-pub fn to_avro(value: &Value, schema: &Schema, names: &HashMap<Name, Schema>) -> Result<AvroValue, CodecError> {
+/// Converts a value into an Avro value for `schema` (see the module docs). `connect` is the
+/// Connect view of the same schema, walked in parallel: it supplies what plain Avro types do not
+/// say (the unit of a `long` that Debezium marks `MicroTimestamp`, a decimal's scale).
+fn to_avro(value: &Value, schema: &Schema, names: &HashMap<Name, Schema>, connect: Option<&ConnectSchema>) -> Result<AvroValue, CodecError> {
     use Value as V;
     let schema = resolve(schema, names)?;
+    let logical = connect.map_or(super::connect::Logical::None, |c| c.logical);
     let mismatch = || wrong_type(schema_label(schema), value.type_name());
     Ok(match (schema, value) {
         (Schema::Union(union), v) => {
@@ -303,7 +417,11 @@ pub fn to_avro(value: &Value, schema: &Schema, names: &HashMap<Name, Schema>) ->
                 if matches!(variant, Schema::Null) {
                     continue;
                 }
-                if let Ok(converted) = to_avro(v, variant, names) {
+                let branch = match connect.map(|c| &c.kind) {
+                    Some(ConnectKind::Union(branches)) => branches.get(index),
+                    _ => connect,
+                };
+                if let Ok(converted) = to_avro(v, variant, names, branch) {
                     return Ok(AvroValue::Union(index as u32, Box::new(converted)));
                 }
             }
@@ -315,10 +433,14 @@ pub fn to_avro(value: &Value, schema: &Schema, names: &HashMap<Name, Schema>) ->
         (Schema::Int, V::Long(i)) => AvroValue::Int(i32::try_from(*i).map_err(|_| mismatch())?),
         (Schema::Int, V::Date(d)) => AvroValue::Int(*d),
         // A plain `int` holds only a millisecond time of day (Kafka Connect `Time`).
-        (Schema::Int, V::Time { value, unit: TimeUnit::Millis }) => AvroValue::Int(i32::try_from(*value).map_err(|_| mismatch())?),
+        (Schema::Int, V::Time { value, unit }) => {
+            AvroValue::Int(i32::try_from(in_unit(*value, *unit, TimeUnit::Millis)?).map_err(|_| mismatch())?)
+        }
         (Schema::Long, V::Long(i)) => AvroValue::Long(*i),
         (Schema::Long, V::Int(i)) => AvroValue::Long(i64::from(*i)),
-        (Schema::Long, V::Time { value, .. } | V::Timestamp { value, .. } | V::LocalTimestamp { value, .. }) => AvroValue::Long(*value),
+        (Schema::Long, V::Time { value, unit } | V::Timestamp { value, unit } | V::LocalTimestamp { value, unit }) => {
+            AvroValue::Long(super::connect::count_in(*value, *unit, logical)?)
+        }
         (Schema::Float, V::Float(f)) => AvroValue::Float(*f),
         (Schema::Double, V::Double(f)) => AvroValue::Double(*f),
         (Schema::Double, V::Float(f)) => AvroValue::Double(f64::from(*f)),
@@ -332,7 +454,14 @@ pub fn to_avro(value: &Value, schema: &Schema, names: &HashMap<Name, Schema>) ->
             AvroValue::String(value.to_json().as_str().unwrap_or_default().to_owned())
         }
         (Schema::Bytes, V::Bytes(b)) => AvroValue::Bytes(b.clone()),
-        (Schema::Bytes, V::Decimal(d)) => AvroValue::Bytes(d.to_be_bytes()),
+        (Schema::Bytes, V::Decimal(d)) => match logical {
+            super::connect::Logical::Decimal { scale } => AvroValue::Bytes(
+                super::connect::unscaled_at(d, scale)
+                    .ok_or_else(|| CodecError::new(CodecErrorKind::InvalidValue(format!("{d} does not fit scale {scale}"))))?
+                    .to_signed_bytes_be(),
+            ),
+            _ => AvroValue::Bytes(d.to_be_bytes()),
+        },
         (Schema::Fixed(f), V::Bytes(b)) if b.len() == f.size => AvroValue::Fixed(f.size, b.clone()),
         (Schema::Enum(e), V::String(s)) => {
             let index = e.symbols.iter().position(|sym| sym == s).ok_or_else(|| {
@@ -383,13 +512,25 @@ pub fn to_avro(value: &Value, schema: &Schema, names: &HashMap<Name, Schema>) ->
             items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| to_avro(v, &array.items, names).map_err(|e| e.in_field(&format!("[{i}]"))))
+                .map(|(i, v)| {
+                    let items = match connect.map(|c| &c.kind) {
+                        Some(ConnectKind::Array(items)) => Some(items.as_ref()),
+                        _ => None,
+                    };
+                    to_avro(v, &array.items, names, items).map_err(|e| e.in_field(&format!("[{i}]")))
+                })
                 .collect::<Result<_, _>>()?,
         ),
         (Schema::Map(map), V::Map(entries)) => AvroValue::Map(
             entries
                 .iter()
-                .map(|(k, v)| Ok((k.clone(), to_avro(v, &map.types, names).map_err(|e| e.in_field(k))?)))
+                .map(|(k, v)| {
+                    let values = match connect.map(|c| &c.kind) {
+                        Some(ConnectKind::Map(_, values)) => Some(values.as_ref()),
+                        _ => None,
+                    };
+                    Ok((k.clone(), to_avro(v, &map.types, names, values).map_err(|e| e.in_field(k))?))
+                })
                 .collect::<Result<_, CodecError>>()?,
         ),
         // Debezium's VariableScaleDecimal is a {scale, value} record.
@@ -400,14 +541,14 @@ pub fn to_avro(value: &Value, schema: &Schema, names: &HashMap<Name, Schema>) ->
         (Schema::Record(record), V::Struct(row)) => {
             let mut fields = Vec::with_capacity(record.fields.len());
             for field in &record.fields {
-                let v = row.get(&field.name).unwrap_or(&V::Null);
-                let converted = match (v, &field.default) {
-                    (V::Null, Some(default)) if !default.is_null() && !matches!(field.schema, Schema::Union(_)) => {
-                        AvroValue::try_from(default.clone())
-                            .and_then(|v| v.resolve(&field.schema))
-                            .map_err(|e| CodecError::new(CodecErrorKind::Avro(e.to_string())).in_field(&field.name))?
-                    }
-                    _ => to_avro(v, &field.schema, names).map_err(|e| e.in_field(&field.name))?,
+                let field_connect = connect.and_then(|c| c.field(&field.name));
+                let converted = match (row.get(&field.name), &field.default) {
+                    // An absent field takes the schema's default; an explicit null does not.
+                    (None, Some(default)) => AvroValue::try_from(default.clone())
+                        .and_then(|v| v.resolve(&field.schema))
+                        .map_err(|e| CodecError::new(CodecErrorKind::Avro(e.to_string())).in_field(&field.name))?,
+                    (v, _) => to_avro(v.unwrap_or(&V::Null), &field.schema, names, field_connect)
+                        .map_err(|e| e.in_field(&field.name))?,
                 };
                 fields.push((field.name.clone(), converted));
             }
@@ -462,6 +603,23 @@ mod tests {
         let (id, body) = split_wire(&bytes).unwrap();
         assert_eq!(id, 7);
         assert_eq!(schema.decode_body(body).unwrap(), value);
+    }
+
+    #[test]
+    fn encode_writes_times_in_the_unit_the_schema_declares() {
+        let schema = AvroSchema::parse(1, r#"{"type":"record","name":"R","fields":[
+            {"name":"t","type":["null",{"type":"long","connect.name":"io.debezium.time.MicroTimestamp"}],"default":null}]}"#).unwrap();
+        let millis = Value::Struct(Row::new().with("t", Value::LocalTimestamp { value: 1_500, unit: TimeUnit::Millis }));
+        let decoded = schema.decode_body(&schema.encode_body(&millis).unwrap()).unwrap();
+        assert_eq!(decoded, Value::Struct(Row::new().with("t", Value::LocalTimestamp { value: 1_500_000, unit: TimeUnit::Micros })));
+    }
+
+    #[test]
+    fn explicit_null_in_a_required_field_is_an_error_even_with_a_default() {
+        let schema = AvroSchema::parse(1, r#"{"type":"record","name":"R","fields":[{"name":"n","type":"int","default":7}]}"#).unwrap();
+        assert!(schema.encode_body(&Value::Struct(Row::new().with("n", Value::Null))).is_err());
+        let absent = schema.encode_body(&Value::Struct(Row::new())).unwrap();
+        assert_eq!(schema.decode_body(&absent).unwrap(), Value::Struct(Row::new().with("n", Value::Int(7))));
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! the Avro `logicalType`, then the primitive type.
 
 use super::error::{CodecError, CodecErrorKind, wrong_type};
-use crate::record::{Decimal, Row, TimeUnit, Value};
+use crate::record::{Decimal, MAX_DECIMAL_SCALE, Row, TimeUnit, Value};
+use num_bigint::BigInt;
 use crate::record::UNAVAILABLE_TEXT;
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap};
@@ -67,8 +68,8 @@ pub enum Logical {
     None,
     /// Fixed-scale decimal (`bytes` holding the unscaled two's-complement integer).
     Decimal {
-        /// Digits after the point.
-        scale: u32,
+        /// Digits after the point (negative: powers of ten before it).
+        scale: i32,
     },
     /// Debezium `VariableScaleDecimal`: struct `{scale: int32, value: bytes}`.
     VariableScaleDecimal,
@@ -89,12 +90,11 @@ pub enum Logical {
 }
 
 impl Logical {
-    /// Resolves a Kafka Connect / Debezium semantic type name.
-    pub fn from_connect_name(name: &str, parameters: &BTreeMap<String, String>) -> Option<Logical> {
-        Some(match name {
-            "org.apache.kafka.connect.data.Decimal" => Logical::Decimal {
-                scale: parameters.get("scale").and_then(|s| s.parse().ok()).unwrap_or(0),
-            },
+    /// Resolves a Kafka Connect / Debezium semantic type name (`Ok(None)` for names without a
+    /// special meaning).
+    pub fn from_connect_name(name: &str, parameters: &BTreeMap<String, String>) -> Result<Option<Logical>, CodecError> {
+        Ok(Some(match name {
+            "org.apache.kafka.connect.data.Decimal" => Logical::Decimal { scale: decimal_scale(parameters.get("scale").map(String::as_str))? },
             "io.debezium.data.VariableScaleDecimal" => Logical::VariableScaleDecimal,
             "org.apache.kafka.connect.data.Date" | "io.debezium.time.Date" => Logical::Date,
             "org.apache.kafka.connect.data.Time" | "io.debezium.time.Time" => {
@@ -110,15 +110,19 @@ impl Logical {
             "io.debezium.time.ZonedTimestamp" => Logical::ZonedTimestamp,
             "io.debezium.data.Uuid" => Logical::Uuid,
             "io.debezium.data.Json" => Logical::Json,
-            _ => return None,
-        })
+            _ => return Ok(None),
+        }))
     }
 
-    /// Resolves an Avro `logicalType` attribute.
-    pub fn from_avro_logical_type(logical_type: &str, schema: &Json) -> Option<Logical> {
-        Some(match logical_type {
+    /// Resolves an Avro `logicalType` attribute (`Ok(None)` for unknown logical types, which
+    /// Avro says to ignore).
+    pub fn from_avro_logical_type(logical_type: &str, schema: &Json) -> Result<Option<Logical>, CodecError> {
+        Ok(Some(match logical_type {
             "decimal" => Logical::Decimal {
-                scale: schema.get("scale").and_then(Json::as_u64).unwrap_or(0) as u32,
+                scale: match schema.get("scale") {
+                    None => 0,
+                    Some(s) => decimal_scale(Some(&s.to_string()))?,
+                },
             },
             "date" => Logical::Date,
             "time-millis" => Logical::Time(TimeUnit::Millis),
@@ -130,8 +134,8 @@ impl Logical {
             "local-timestamp-micros" => Logical::LocalTimestamp(TimeUnit::Micros),
             "local-timestamp-nanos" => Logical::LocalTimestamp(TimeUnit::Nanos),
             "uuid" => Logical::Uuid,
-            _ => return None,
-        })
+            _ => return Ok(None),
+        }))
     }
 
     /// Turns a primitive value into the semantic value. Values that already have the semantic
@@ -144,18 +148,16 @@ impl Logical {
         Ok(match (self, raw) {
             (_, V::Null) => V::Null,
             (Logical::None, v) => v,
-            (Logical::Decimal { scale }, V::Bytes(b)) => V::Decimal(Decimal::from_be_bytes(&b, scale)),
-            (Logical::Decimal { scale }, V::Decimal(d)) => V::Decimal(Decimal { scale, ..d }),
+            (Logical::Decimal { scale }, V::Bytes(b)) => V::Decimal(scaled(BigInt::from_signed_bytes_be(&b), i64::from(scale))?),
+            (Logical::Decimal { scale }, V::Decimal(d)) => V::Decimal(scaled(d.unscaled, i64::from(scale))?),
             (Logical::Decimal { scale }, V::String(s)) => match Decimal::parse(&s) {
-                Some(d) => V::Decimal(d.rescale(scale).unwrap_or(d)),
+                Some(d) => V::Decimal(u32::try_from(scale).ok().and_then(|s| d.rescale(s)).unwrap_or(d)),
                 None => return Err(invalid(format!("`{s}` is not a decimal number"))),
             },
             (Logical::VariableScaleDecimal, V::Struct(row)) => {
                 let scale = row.get("scale").and_then(Value::as_i64);
                 match (scale, row.get("value")) {
-                    (Some(scale), Some(V::Bytes(b))) if (0..=i64::from(u32::MAX)).contains(&scale) => {
-                        V::Decimal(Decimal::from_be_bytes(b, scale as u32))
-                    }
+                    (Some(scale), Some(V::Bytes(b))) => V::Decimal(scaled(BigInt::from_signed_bytes_be(b), scale)?),
                     _ => return Err(wrong_type("struct {scale: int, value: bytes}", "other struct")),
                 }
             }
@@ -180,6 +182,53 @@ impl Logical {
             (Logical::Json, V::String(s)) => V::Json(s),
             (logical, v) => return Err(wrong_type(format!("a value for {logical:?}"), v.type_name())),
         })
+    }
+}
+
+/// The unscaled integer that writes `d` exactly at `scale` (which may be negative); `None` when
+/// `d` has more digits than the scale keeps.
+pub fn unscaled_at(d: &Decimal, scale: i32) -> Option<BigInt> {
+    if scale >= 0 {
+        return d.rescale(scale as u32).map(|r| r.unscaled);
+    }
+    let whole = d.rescale(0)?.unscaled;
+    let factor = BigInt::from(10u32).pow(scale.unsigned_abs().min(MAX_DECIMAL_SCALE));
+    let remainder = &whole % &factor;
+    (remainder == BigInt::from(0)).then(|| whole / factor)
+}
+
+impl Logical {
+    /// The time unit this logical type counts in, for encoders.
+    pub fn time_unit(self) -> Option<TimeUnit> {
+        match self {
+            Logical::Time(u) | Logical::Timestamp(u) | Logical::LocalTimestamp(u) => Some(u),
+            _ => None,
+        }
+    }
+}
+
+/// A time count in the unit `logical` declares (unchanged when it declares none).
+pub fn count_in(value: i64, unit: TimeUnit, logical: Logical) -> Result<i64, CodecError> {
+    match logical.time_unit() {
+        Some(to) if to != unit => unit.convert(value, to).ok_or_else(|| {
+            invalid(format!("{value} {unit:?} cannot be written as {to:?} without losing precision"))
+        }),
+        _ => Ok(value),
+    }
+}
+
+fn scaled(unscaled: BigInt, scale: i64) -> Result<Decimal, CodecError> {
+    Decimal::from_scaled(unscaled, scale)
+        .ok_or_else(|| invalid(format!("decimal scale {scale} is outside ±{MAX_DECIMAL_SCALE}")))
+}
+
+/// Parses a decimal scale parameter; missing or out-of-range scales are schema errors.
+fn decimal_scale(text: Option<&str>) -> Result<i32, CodecError> {
+    let unsupported = |what: String| CodecError::new(CodecErrorKind::UnsupportedSchema(what));
+    let text = text.ok_or_else(|| unsupported("decimal type without a `scale` parameter".into()))?;
+    match text.trim_matches('"').parse::<i32>() {
+        Ok(scale) if scale.unsigned_abs() <= MAX_DECIMAL_SCALE => Ok(scale),
+        _ => Err(unsupported(format!("decimal scale `{text}` is not an integer within ±{MAX_DECIMAL_SCALE}"))),
     }
 }
 
@@ -289,10 +338,10 @@ impl ConnectSchema {
         };
         let name = obj.get("name").and_then(Json::as_str).map(str::to_owned);
         let parameters = string_map(obj.get("parameters"));
-        let logical = name
-            .as_deref()
-            .and_then(|n| Logical::from_connect_name(n, &parameters))
-            .unwrap_or(Logical::None);
+        let logical = match name.as_deref() {
+            Some(n) => Logical::from_connect_name(n, &parameters)?.unwrap_or(Logical::None),
+            None => Logical::None,
+        };
         Ok(ConnectSchema {
             kind,
             optional: obj.get("optional").and_then(Json::as_bool).unwrap_or(false),
@@ -415,11 +464,14 @@ fn avro_to_connect(
             if !connect_params.is_empty() {
                 result.parameters = connect_params;
             }
-            let from_name = result.name.as_deref().and_then(|n| Logical::from_connect_name(n, &result.parameters));
-            let from_logical_type = obj
-                .get("logicalType")
-                .and_then(Json::as_str)
-                .and_then(|lt| Logical::from_avro_logical_type(lt, schema));
+            let from_name = match result.name.as_deref() {
+                Some(n) => Logical::from_connect_name(n, &result.parameters)?,
+                None => None,
+            };
+            let from_logical_type = match obj.get("logicalType").and_then(Json::as_str) {
+                Some(lt) => Logical::from_avro_logical_type(lt, schema)?,
+                None => None,
+            };
             if let Some(logical) = from_name.or(from_logical_type) {
                 result.logical = logical;
             }
@@ -470,6 +522,21 @@ mod tests {
         .unwrap();
         assert_eq!(schema.logical, Logical::Decimal { scale: 2 });
         assert!(schema.optional);
+    }
+
+    #[test]
+    fn hostile_or_missing_decimal_scales_are_rejected_not_allocated() {
+        let schema = |params: serde_json::Value| {
+            ConnectSchema::from_connect_json(&json!({"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal", "parameters": params}))
+        };
+        assert!(matches!(schema(json!({})).unwrap_err().kind, CodecErrorKind::UnsupportedSchema(_)));
+        assert!(matches!(schema(json!({"scale": "4294967295"})).unwrap_err().kind, CodecErrorKind::UnsupportedSchema(_)));
+        assert_eq!(schema(json!({"scale": "-2"})).unwrap().logical, Logical::Decimal { scale: -2 });
+        assert_eq!(Logical::Decimal { scale: -2 }.apply(Value::Bytes(vec![12])).unwrap(), Value::Decimal(Decimal::new(1200, 0)));
+        let huge = Value::Struct(Row::new().with("scale", Value::Int(i32::MAX)).with("value", Value::Bytes(vec![1])));
+        assert!(matches!(Logical::VariableScaleDecimal.apply(huge).unwrap_err().kind, CodecErrorKind::InvalidValue(_)));
+        let negative = Value::Struct(Row::new().with("scale", Value::Int(-3)).with("value", Value::Bytes(vec![2])));
+        assert_eq!(Logical::VariableScaleDecimal.apply(negative).unwrap(), Value::Decimal(Decimal::new(2000, 0)));
     }
 
     #[test]

@@ -11,11 +11,13 @@
 //!    `<prefix>.transaction` topic).
 //! 3. Otherwise `op` must be one of `c r u d t m`; `before`/`after`/`source`/`transaction`/
 //!    `ts_ms`/`message` are taken as captured.
-//! 4. A delete whose `before` has only the key columns with real values (the others are null or
-//!    `""`, which is how a `REPLICA IDENTITY DEFAULT` table's delete looks) is marked
-//!    `before_key_only` and its placeholder columns are dropped. A row of a `FULL` table whose
-//!    non-key columns are all null or empty looks the same; nothing is lost by the rule, since
-//!    those values carried no information.
+//! 4. A delete on a `REPLICA IDENTITY DEFAULT` table carries only the key: Debezium fills the
+//!    other columns with null, or with the type's zero value (`""`, 0, false, ...) where the
+//!    column is NOT NULL. Such a `before` is marked `before_key_only` and reduced to the key
+//!    columns. With [`ReplicaIdentity::Auto`] (the default) a delete counts as key-only when every
+//!    non-key column holds null or a zero value; a `FULL` row that really is all zeros is then
+//!    treated the same (its values carried nothing beyond the key either). Declare the table's
+//!    replica identity ([`DebeziumDecoder::with_replica_identity`]) to remove the guess.
 //! 5. `__debezium.newkey` / `__debezium.oldkey` headers link the parts of a primary-key update.
 //! 6. `__debezium_unavailable_value` anywhere becomes [`Value::Unavailable`]; a table keeps the
 //!    last known value for it ([`Row::fill_unavailable_from`]).
@@ -44,6 +46,19 @@ pub enum EnvelopeFormat {
     Avro,
 }
 
+/// The PostgreSQL `REPLICA IDENTITY` of a table: what a delete's `before` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaIdentity {
+    /// Guess from the values (see the module docs, rule 4).
+    #[default]
+    Auto,
+    /// `DEFAULT` (or `USING INDEX`): deletes carry the key only.
+    Default,
+    /// `FULL`: deletes carry the whole old row.
+    Full,
+}
+
 /// Header naming the new key on the delete and tombstone of a primary-key update.
 pub const NEW_KEY_HEADER: &str = "__debezium.newkey";
 /// Header naming the old key on the create of a primary-key update.
@@ -57,13 +72,14 @@ pub struct DebeziumDecoder {
     avro: Option<Arc<AvroCodec>>,
     row_schemas: HashMap<String, ConnectSchema>,
     default_row_schema: Option<ConnectSchema>,
+    replica_identity: HashMap<String, ReplicaIdentity>,
 }
 
 impl DebeziumDecoder {
     /// A decoder for JSON (with or without schemas).
     pub fn json(with_schemas: bool) -> Self {
         let format = if with_schemas { EnvelopeFormat::JsonSchema } else { EnvelopeFormat::Json };
-        DebeziumDecoder { format, json: JsonSchemaDecoder::new(), avro: None, row_schemas: HashMap::new(), default_row_schema: None }
+        DebeziumDecoder { format, json: JsonSchemaDecoder::new(), avro: None, row_schemas: HashMap::new(), default_row_schema: None, replica_identity: HashMap::new() }
     }
 
     /// A decoder for Avro records whose schemas come from `codec`.
@@ -74,6 +90,7 @@ impl DebeziumDecoder {
             avro: Some(codec),
             row_schemas: HashMap::new(),
             default_row_schema: None,
+            replica_identity: HashMap::new(),
         }
     }
 
@@ -88,6 +105,12 @@ impl DebeziumDecoder {
     /// ([`DebeziumDecoder::with_row_schema`]).
     pub fn with_default_row_schema(mut self, schema: ConnectSchema) -> Self {
         self.default_row_schema = Some(schema);
+        self
+    }
+
+    /// Declares the replica identity of a topic's table (instead of guessing it per delete).
+    pub fn with_replica_identity(mut self, topic: impl Into<String>, identity: ReplicaIdentity) -> Self {
+        self.replica_identity.insert(topic.into(), identity);
         self
     }
 
@@ -114,26 +137,29 @@ impl DebeziumDecoder {
     }
 
     fn decode_parts(&self, record: &Record) -> Result<CdcEvent, CodecError> {
-        let key = match record.key.as_deref() {
-            Some(bytes) => Some(self.decode_part(bytes, None).map_err(|e| e.in_part("key"))?),
-            None => None,
+        let topic = record.position.as_ref().map(|p| &*p.topic);
+        let (key_schema, key) = match record.key.as_deref() {
+            Some(bytes) => {
+                let (schema, value) = self.decode_part(bytes, None).map_err(|e| e.in_part("key"))?;
+                (schema, Some(value))
+            }
+            None => (None, None),
         };
-        let row_schema = record
-            .position
-            .as_ref()
-            .and_then(|p| self.row_schemas.get(&*p.topic))
-            .or(self.default_row_schema.as_ref());
+        let row_schema = topic.and_then(|t| self.row_schemas.get(t)).or(self.default_row_schema.as_ref());
         let value = match record.value.as_deref() {
-            Some(bytes) => Some(self.decode_part(bytes, row_schema).map_err(|e| e.in_part("value"))?),
+            Some(bytes) => Some(self.decode_part(bytes, row_schema).map_err(|e| e.in_part("value"))?.1),
             None => None,
         };
-        let key_change = key_change(record)?;
-        event_from_values(key, value, key_change).map_err(|e| e.in_part("value"))
+        let key_change = self.key_change(record, key_schema.as_deref())?;
+        let identity = topic.and_then(|t| self.replica_identity.get(t)).copied().unwrap_or_default();
+        event_from_values(key, value, key_change, identity).map_err(|e| e.in_part("value"))
     }
 
-    fn decode_part(&self, bytes: &[u8], row_schema: Option<&ConnectSchema>) -> Result<Value, CodecError> {
+    /// Decodes one part; also returns its schema when the format carries one.
+    fn decode_part(&self, bytes: &[u8], row_schema: Option<&ConnectSchema>) -> Result<(Option<Arc<ConnectSchema>>, Value), CodecError> {
+        let untyped = |v| (None, v);
         match self.format {
-            EnvelopeFormat::JsonSchema => self.json.decode(bytes).map(|(_, v)| v),
+            EnvelopeFormat::JsonSchema => self.json.decode(bytes).map(|(s, v)| (Some(s), v)),
             EnvelopeFormat::Json => {
                 let parsed = json::parse(bytes)?;
                 match (row_schema, parsed) {
@@ -147,38 +173,42 @@ impl DebeziumDecoder {
                         for (k, v) in &obj {
                             row.push(k.as_str(), json::infer(v));
                         }
-                        Ok(Value::Struct(row))
+                        Ok(untyped(Value::Struct(row)))
                     }
-                    (_, parsed) => Ok(json::infer(&parsed)),
+                    (_, parsed) => Ok(untyped(json::infer(&parsed))),
                 }
             }
             EnvelopeFormat::Avro => match &self.avro {
-                Some(codec) => codec.decode_cached(bytes),
+                Some(codec) => codec.decode_cached_with_schema(bytes).map(|(s, v)| (Some(s.connect.clone()), v)),
                 None => Err(CodecErrorKind::UnsupportedSchema("Avro decoder without a schema source".into()).into()),
             },
         }
     }
-}
 
-fn key_change(record: &Record) -> Result<Option<KeyChange>, CodecError> {
-    let parse = |name: &str| -> Result<Option<Row>, CodecError> {
-        let Some(bytes) = record.header(name).and_then(|h| h.value.as_deref()) else { return Ok(None) };
-        let parsed = json::parse(bytes).map_err(|e| e.in_part(name))?;
-        // JsonConverter with schemas wraps the key in {"schema", "payload"}.
-        let payload = match parsed.as_object() {
-            Some(obj) if obj.len() == 2 && obj.contains_key("schema") => obj.get("payload").cloned().unwrap_or_default(),
-            _ => parsed,
+    /// The primary-key change link from the headers, typed like the record's own key: a header
+    /// written by `JsonConverter` with schemas carries its schema; a plain one takes the key's.
+    fn key_change(&self, record: &Record, key_schema: Option<&ConnectSchema>) -> Result<Option<KeyChange>, CodecError> {
+        let parse = |name: &str| -> Result<Option<Row>, CodecError> {
+            let Some(bytes) = record.header(name).and_then(|h| h.value.as_deref()) else { return Ok(None) };
+            let parsed = json::parse(bytes).map_err(|e| e.in_part(name))?;
+            let is_envelope = parsed.as_object().is_some_and(|o| o.len() == 2 && o.contains_key("schema") && o.contains_key("payload"));
+            let value = match (is_envelope, key_schema) {
+                (true, _) => self.json.decode(bytes).map(|(_, v)| v),
+                (false, Some(schema)) => json::convert(&parsed, schema),
+                (false, None) => Ok(json::infer(&parsed)),
+            }
+            .map_err(|e| e.in_part(name))?;
+            match value {
+                Value::Struct(row) => Ok(Some(row)),
+                other => Err(wrong_type("a key object", other.type_name()).in_part(name)),
+            }
         };
-        match json::infer(&payload) {
-            Value::Struct(row) => Ok(Some(row)),
-            other => Err(wrong_type("a key object", other.type_name()).in_part(name)),
-        }
-    };
-    Ok(match (parse(NEW_KEY_HEADER)?, parse(OLD_KEY_HEADER)?) {
-        (Some(new_key), _) => Some(KeyChange::MovedTo(new_key)),
-        (None, Some(old_key)) => Some(KeyChange::MovedFrom(old_key)),
-        (None, None) => None,
-    })
+        Ok(match (parse(NEW_KEY_HEADER)?, parse(OLD_KEY_HEADER)?) {
+            (Some(new_key), _) => Some(KeyChange::MovedTo(new_key)),
+            (None, Some(old_key)) => Some(KeyChange::MovedFrom(old_key)),
+            (None, None) => None,
+        })
+    }
 }
 
 fn missing(field: &str) -> CodecError {
@@ -209,7 +239,12 @@ fn long(row: &Row, field: &str) -> Result<Option<i64>, CodecError> {
 }
 
 /// Builds a CDC event from a decoded key and value (see the module docs for the rules).
-pub fn event_from_values(key: Option<Value>, value: Option<Value>, key_change: Option<KeyChange>) -> Result<CdcEvent, CodecError> {
+pub fn event_from_values(
+    key: Option<Value>,
+    value: Option<Value>,
+    key_change: Option<KeyChange>,
+    replica_identity: ReplicaIdentity,
+) -> Result<CdcEvent, CodecError> {
     let key = match key {
         None | Some(Value::Null) => None,
         Some(Value::Struct(row)) => Some(row),
@@ -240,7 +275,12 @@ pub fn event_from_values(key: Option<Value>, value: Option<Value>, key_change: O
     }
     let mut before_key_only = false;
     if let (Op::Delete, Some(row), Some(key_row)) = (op, before.as_ref(), key.as_ref()) {
-        if is_key_only(row, key_row) {
+        let key_only = match replica_identity {
+            ReplicaIdentity::Auto => is_key_only(row, key_row),
+            ReplicaIdentity::Default => true,
+            ReplicaIdentity::Full => false,
+        };
+        if key_only {
             before_key_only = true;
             before = Some(row.iter().filter(|(n, _)| key_row.get(n).is_some()).map(|(n, v)| (Arc::from(n), v.clone())).collect());
         }
@@ -285,8 +325,27 @@ pub fn event_from_values(key: Option<Value>, value: Option<Value>, key_change: O
 
 fn is_key_only(before: &Row, key: &Row) -> bool {
     let mut non_key = before.iter().filter(|(name, _)| key.get(name).is_none()).peekable();
-    non_key.peek().is_some()
-        && non_key.all(|(_, v)| matches!(v, Value::Null) || matches!(v, Value::String(s) if s.is_empty()))
+    non_key.peek().is_some() && non_key.all(|(_, v)| is_zero_value(v))
+}
+
+/// Null, or the value Debezium puts in a NOT NULL column it has no value for.
+fn is_zero_value(value: &Value) -> bool {
+    use num_bigint::Sign;
+    match value {
+        Value::Null => true,
+        Value::String(s) | Value::Json(s) => s.is_empty(),
+        Value::Bool(b) => !b,
+        Value::Int(v) => *v == 0,
+        Value::Long(v) => *v == 0,
+        Value::Float(v) => *v == 0.0,
+        Value::Double(v) => *v == 0.0,
+        Value::Decimal(d) => d.unscaled.sign() == Sign::NoSign,
+        Value::Bytes(b) => b.is_empty(),
+        Value::Date(d) => *d == 0,
+        Value::Time { value, .. } | Value::Timestamp { value, .. } | Value::LocalTimestamp { value, .. } => *value == 0,
+        Value::Uuid(u) => u.is_nil(),
+        Value::Unavailable | Value::Array(_) | Value::Map(_) | Value::Struct(_) => false,
+    }
 }
 
 fn transaction_event(envelope: &Row) -> Result<TransactionEvent, CodecError> {
@@ -345,6 +404,27 @@ mod tests {
     fn null_value_is_a_tombstone_for_the_key() {
         let event = DebeziumDecoder::json(false).decode_cached(&record(r#"{"id":1}"#, None)).unwrap();
         assert_eq!(event, CdcEvent::Tombstone { key: Some(Row::new().with("id", Value::Long(1))), key_change: None });
+    }
+
+    #[test]
+    fn key_only_delete_recognises_zero_values_of_not_null_columns() {
+        let delete = r#"{"op":"d","before":{"id":1,"title":"","views":0,"premium":false,"note":null},"after":null,"source":{}}"#;
+        let event = DebeziumDecoder::json(false).decode_cached(&record(r#"{"id":1}"#, Some(delete))).unwrap();
+        let CdcEvent::Change(change) = event else { panic!("expected a change") };
+        assert!(change.before_key_only);
+        // A declared FULL table keeps the row as captured.
+        let mut full = record(r#"{"id":1}"#, Some(delete));
+        full.position = Some(crate::record::Position::new("t", 0, 0));
+        let event = DebeziumDecoder::json(false).with_replica_identity("t", ReplicaIdentity::Full).decode_cached(&full).unwrap();
+        let CdcEvent::Change(change) = event else { panic!("expected a change") };
+        assert!(!change.before_key_only);
+        assert_eq!(change.before.map(|r| r.len()), Some(5));
+        // A real value in any non-key column means the row is whole.
+        let real = r#"{"op":"d","before":{"id":1,"title":"","views":3},"after":null,"source":{}}"#;
+        let CdcEvent::Change(change) = DebeziumDecoder::json(false).decode_cached(&record(r#"{"id":1}"#, Some(real))).unwrap() else {
+            panic!("expected a change")
+        };
+        assert!(!change.before_key_only);
     }
 
     #[test]

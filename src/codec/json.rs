@@ -10,7 +10,7 @@
 //! ([`Value::to_json`]); [`encode_with_schema`] writes exactly what Kafka Connect's
 //! `JsonConverter` writes (decimals as base64 bytes, dates as day numbers, ...).
 
-use super::connect::{ConnectKind, ConnectSchema, Logical, json_type, row_from_fields};
+use super::connect::{ConnectKind, ConnectSchema, Logical, count_in, json_type, row_from_fields, unscaled_at};
 use super::error::{CodecError, CodecErrorKind, wrong_type};
 use crate::record::{Row, Value};
 use base64::Engine as _;
@@ -152,6 +152,8 @@ pub fn decode_plain_with_schema(bytes: &[u8], schema: &ConnectSchema) -> Result<
     convert(&parse(bytes)?, schema)
 }
 
+const MAX_CACHED_SCHEMAS: usize = 1024;
+
 /// Decoder for JSON with a schema envelope; caches parsed schemas by their text.
 #[derive(Debug, Default)]
 pub struct JsonSchemaDecoder {
@@ -196,6 +198,11 @@ impl JsonSchemaDecoder {
         let json: Json = serde_json::from_str(text).map_err(|e| CodecError::new(CodecErrorKind::InvalidJson(e.to_string())))?;
         let schema = Arc::new(ConnectSchema::from_connect_json(&json).map_err(|e| e.in_field("schema"))?);
         if let Ok(mut cache) = self.cache.write() {
+            // A topic has a handful of schema versions; a flood of distinct schemas (hostile or
+            // broken input) must not grow memory without bound.
+            if cache.len() >= MAX_CACHED_SCHEMAS {
+                cache.clear();
+            }
             cache.insert(key, (Box::from(text), schema.clone()));
         }
         Ok(schema)
@@ -274,22 +281,22 @@ pub fn to_payload(value: &Value, schema: &ConnectSchema) -> Result<Json, CodecEr
         (Value::Unavailable, ConnectKind::Bytes) => b64(crate::record::UNAVAILABLE_TEXT.as_bytes()),
         (Value::Unavailable, _) => Json::String(crate::record::UNAVAILABLE_TEXT.into()),
         (Value::Decimal(d), ConnectKind::Struct(_)) => serde_json::json!({"scale": d.scale, "value": b64(&d.to_be_bytes())}),
-        (Value::Decimal(d), ConnectKind::Bytes) => {
-            let d = match schema.logical {
-                Logical::Decimal { scale } => d.rescale(scale).ok_or_else(|| {
-                    CodecError::new(CodecErrorKind::InvalidValue(format!("{d} does not fit scale {scale}")))
-                })?,
-                _ => d.clone(),
-            };
-            b64(&d.to_be_bytes())
-        }
+        (Value::Decimal(d), ConnectKind::Bytes) => match schema.logical {
+            Logical::Decimal { scale } => b64(
+                &unscaled_at(d, scale)
+                    .ok_or_else(|| CodecError::new(CodecErrorKind::InvalidValue(format!("{d} does not fit scale {scale}"))))?
+                    .to_signed_bytes_be(),
+            ),
+            _ => b64(&d.to_be_bytes()),
+        },
         (Value::Decimal(d), ConnectKind::Float64 | ConnectKind::Float32) => Json::from(d.to_f64()),
         (Value::Decimal(d), ConnectKind::String) => Json::String(d.to_string()),
         (Value::Bytes(b), _) => b64(b),
         (Value::Date(d), _) => Json::from(*d),
-        (Value::Time { value, .. }, _) => Json::from(*value),
         (Value::Timestamp { .. }, ConnectKind::String) => value.to_json(),
-        (Value::Timestamp { value, .. } | Value::LocalTimestamp { value, .. }, _) => Json::from(*value),
+        (Value::Time { value, unit } | Value::Timestamp { value, unit } | Value::LocalTimestamp { value, unit }, _) => {
+            Json::from(count_in(*value, *unit, schema.logical)?)
+        }
         (Value::Struct(row), ConnectKind::Struct(fields)) => {
             let mut obj = serde_json::Map::with_capacity(fields.len());
             for f in fields {
@@ -349,6 +356,18 @@ mod tests {
         let encoded = encode_with_schema(&schema, &value).unwrap();
         let (_, again) = decoder.decode(&encoded).unwrap();
         assert_eq!(again, value);
+    }
+
+    #[test]
+    fn encode_with_schema_converts_time_units_to_the_schema_unit() {
+        let schema = ConnectSchema::from_connect_json(&serde_json::json!(
+            {"type": "int64", "name": "io.debezium.time.MicroTimestamp"}
+        ))
+        .unwrap();
+        let millis = Value::LocalTimestamp { value: 1_705_307_400_123, unit: TimeUnit::Millis };
+        assert_eq!(to_payload(&millis, &schema).unwrap(), serde_json::json!(1_705_307_400_123_000i64));
+        let nanos = Value::LocalTimestamp { value: 1, unit: TimeUnit::Nanos };
+        assert!(to_payload(&nanos, &schema).is_err(), "nanoseconds do not fit microseconds exactly");
     }
 
     #[test]

@@ -62,9 +62,12 @@ pub struct DecodeArgs {
     /// Decode Debezium change events into change records (key, value and headers together).
     #[arg(long)]
     pub debezium: bool,
-    /// Avro writer schema file, for decoding without a registry.
+    /// Avro writer schema of the values, for decoding without a registry.
     #[arg(long, value_name = "FILE.avsc")]
     pub schema: Option<PathBuf>,
+    /// Avro writer schema of the keys, for decoding without a registry.
+    #[arg(long, value_name = "FILE.avsc")]
+    pub key_schema: Option<PathBuf>,
     /// Row schema (`.avsc`) giving plain-JSON Debezium `before`/`after` their real column types.
     #[arg(long, value_name = "FILE.avsc")]
     pub row_schema: Option<PathBuf>,
@@ -102,6 +105,9 @@ pub enum DecodeError {
     /// A record failed and `--fail-fast` was given.
     #[error("stopped at the first bad record: {0}")]
     Record(CodecError),
+    /// The output could not be written (closed pipe, full disk).
+    #[error("cannot write the output: {0}")]
+    Output(std::io::Error),
 }
 
 /// Runs the command, writing JSON lines to `out`.
@@ -133,32 +139,42 @@ pub async fn run(args: &DecodeArgs, config: &Config, out: &mut impl Write) -> Re
                 line["error"] = json!({"class": error.class(), "message": error.to_string()});
             }
         }
-        let _ = writeln!(out, "{line}");
+        writeln!(out, "{line}").map_err(DecodeError::Output)?;
     }
+    out.flush().map_err(DecodeError::Output)?;
     Ok(summary)
 }
 
 struct RecordDecoder {
     args: DecodeArgs,
     avro: Option<Arc<AvroCodec>>,
-    offline_schema: Option<String>,
+    /// Writer schemas from `--schema` / `--key-schema`, registered under whatever id a record
+    /// names (offline decoding).
+    offline_value: Option<String>,
+    offline_key: Option<String>,
     json_schema: JsonSchemaDecoder,
     row_schema: Option<ConnectSchema>,
     debezium: Option<DebeziumDecoder>,
 }
 
 fn read_schema_file(path: &Path) -> Result<String, DecodeError> {
-    std::fs::read_to_string(path).map_err(|e| DecodeError::Input { path: path.to_owned(), detail: e.to_string() })
+    let text = std::fs::read_to_string(path).map_err(|e| DecodeError::Input { path: path.to_owned(), detail: e.to_string() })?;
+    AvroSchema::parse(0, &text).map_err(|e| DecodeError::Input { path: path.to_owned(), detail: format!("not a usable Avro schema: {e}") })?;
+    Ok(text)
 }
 
 impl RecordDecoder {
     fn new(args: &DecodeArgs, config: &Config) -> Result<Self, DecodeError> {
         let uses_avro = args.format == Format::Avro || args.key_format == Some(Format::Avro);
-        let offline_schema = args.schema.as_deref().map(read_schema_file).transpose()?;
+        if args.debezium && args.key_format.is_some_and(|k| k != args.format) {
+            return Err(DecodeError::Usage("--debezium decodes key and value with the same converter; drop --key-format or make it equal to --format".into()));
+        }
+        let offline_value = args.schema.as_deref().map(read_schema_file).transpose()?;
+        let offline_key = args.key_schema.as_deref().map(read_schema_file).transpose()?;
         let avro = uses_avro.then(|| {
-            Ok::<_, DecodeError>(Arc::new(match &offline_schema {
-                Some(_) => AvroCodec::offline(),
-                None => AvroCodec::with_registry(sr_settings(&config.registry).map_err(|e| DecodeError::Usage(e.to_string()))?),
+            Ok::<_, DecodeError>(Arc::new(match (&offline_value, &offline_key) {
+                (None, None) => AvroCodec::with_registry(sr_settings(&config.registry).map_err(|e| DecodeError::Usage(e.to_string()))?),
+                _ => AvroCodec::offline(),
             }))
         });
         let avro = avro.transpose()?;
@@ -182,26 +198,48 @@ impl RecordDecoder {
                 None => decoder,
             })
         });
-        Ok(RecordDecoder { args: args.clone(), avro, offline_schema, json_schema: JsonSchemaDecoder::new(), row_schema, debezium: debezium.transpose()? })
+        Ok(RecordDecoder {
+            args: args.clone(),
+            avro,
+            offline_value,
+            offline_key,
+            json_schema: JsonSchemaDecoder::new(),
+            row_schema,
+            debezium: debezium.transpose()?,
+        })
     }
 
-    async fn ensure_offline_schema(&self, bytes: Option<&[u8]>) -> Result<(), CodecError> {
-        if let (Some(codec), Some(text), Some(bytes)) = (&self.avro, &self.offline_schema, bytes) {
-            let (id, _) = split_wire(bytes)?;
-            if codec.schema(id).await.is_err() {
-                codec.add_schema(AvroSchema::parse(id, text)?);
-            }
+    /// Offline mode: makes the part's `--schema`/`--key-schema` known under the id it names.
+    async fn ensure_offline_schema(&self, bytes: Option<&[u8]>, is_value: bool) -> Result<(), CodecError> {
+        let text = if is_value { &self.offline_value } else { &self.offline_key };
+        let (Some(codec), Some(bytes)) = (&self.avro, bytes) else { return Ok(()) };
+        if self.offline_value.is_none() && self.offline_key.is_none() {
+            return Ok(());
         }
-        Ok(())
+        let (id, _) = split_wire(bytes)?;
+        if codec.schema(id).await.is_ok() {
+            return Ok(());
+        }
+        match text {
+            Some(text) => {
+                codec.add_schema(AvroSchema::parse(id, text)?);
+                Ok(())
+            }
+            None => Err(crate::codec::CodecErrorKind::UnsupportedSchema(format!(
+                "no writer schema for the {} (schema id {id}); give --{}",
+                if is_value { "value" } else { "key" },
+                if is_value { "schema" } else { "key-schema" }
+            ))
+            .into()),
+        }
     }
 
     async fn decode(&self, record: &Record) -> Result<Vec<(&'static str, Json)>, CodecError> {
-        if self.args.format == Format::Avro {
-            self.ensure_offline_schema(record.value.as_deref()).await.map_err(|e| e.in_part("value").at(record.position.as_ref()))?;
-        }
         if let Some(debezium) = &self.debezium {
-            if self.args.key_format.unwrap_or(self.args.format) == Format::Avro {
-                self.ensure_offline_schema(record.key.as_deref()).await.map_err(|e| e.in_part("key").at(record.position.as_ref()))?;
+            if self.args.format == Format::Avro {
+                for (bytes, is_value, part) in [(record.key.as_deref(), false, "key"), (record.value.as_deref(), true, "value")] {
+                    self.ensure_offline_schema(bytes, is_value).await.map_err(|e| e.in_part(part).at(record.position.as_ref()))?;
+                }
             }
             let event = debezium.decode(record).await?;
             return Ok(vec![("event", serde_json::to_value(&event).unwrap_or_default())]);
@@ -231,7 +269,7 @@ impl RecordDecoder {
             Format::JsonSchema => self.json_schema.decode(bytes).map(|(_, v)| v),
             Format::Avro => match &self.avro {
                 Some(codec) => {
-                    self.ensure_offline_schema(Some(bytes)).await?;
+                    self.ensure_offline_schema(Some(bytes), is_value).await?;
                     codec.decode(bytes).await
                 }
                 None => Err(crate::codec::CodecErrorKind::UnsupportedSchema("no Avro schema source".into()).into()),

@@ -6,7 +6,7 @@
 //!    and decoded back by happystreams' codec, checked equal;
 //! 3. a real Debezium capture of the HappyTimes tables (bundled) decoded into change records.
 
-use crate::codec::avro::{AvroCodec, AvroSchema, to_avro};
+use crate::codec::avro::{AvroCodec, AvroSchema};
 use crate::codec::debezium::DebeziumDecoder;
 use crate::commands::decode::parse_jsonl;
 use crate::connectors::registry::client::sr_settings;
@@ -117,12 +117,11 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
             CLICK_SCHEMA.into(),
         ),
     );
-    let names = std::collections::HashMap::new();
     let mut generator = ClickGenerator::new(args.seed);
     println!("\n-- {} click events: Avro via the registry and back --", args.events);
     for index in 0..args.events {
         let click = generator.click(index);
-        let avro_value = to_avro(&click, &writer.avro, &names)?;
+        let avro_value = writer.to_avro_value(&click)?;
         let bytes = encoder.encode_value(avro_value, &strategy).await.map_err(|e| anyhow::anyhow!("encode: {e}"))?;
         let decoded = codec.decode(&bytes).await?;
         anyhow::ensure!(decoded == click, "click {index} changed in the round trip: {decoded:?} != {click:?}");

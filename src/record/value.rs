@@ -42,6 +42,18 @@ impl TimeUnit {
             TimeUnit::Nanos => 1,
         }
     }
+    /// `value` counted in `self` converted to `to`; `None` when that would lose precision or
+    /// overflow.
+    pub fn convert(self, value: i64, to: TimeUnit) -> Option<i64> {
+        let (from_ns, to_ns) = (self.nanos(), to.nanos());
+        if from_ns >= to_ns {
+            value.checked_mul(from_ns / to_ns)
+        } else {
+            let factor = to_ns / from_ns;
+            (value % factor == 0).then_some(value / factor)
+        }
+    }
+
     fn fraction_digits(self) -> usize {
         match self {
             TimeUnit::Millis => 3,
@@ -63,7 +75,25 @@ pub struct Decimal {
     pub scale: u32,
 }
 
+/// The largest scale a decimal may have (PostgreSQL's limit). Larger scales in input are
+/// rejected, so hostile input cannot make formatting or rescaling allocate without bound.
+pub const MAX_DECIMAL_SCALE: u32 = 16_383;
+
 impl Decimal {
+    /// A decimal from its unscaled integer and a scale that may be negative (Oracle
+    /// `NUMBER(p,-s)`: `unscaled * 10^-scale`); `None` when `|scale|` exceeds
+    /// [`MAX_DECIMAL_SCALE`].
+    pub fn from_scaled(unscaled: BigInt, scale: i64) -> Option<Decimal> {
+        if scale.unsigned_abs() > u64::from(MAX_DECIMAL_SCALE) {
+            return None;
+        }
+        if scale < 0 {
+            let factor = BigInt::from(10u32).pow(scale.unsigned_abs() as u32);
+            return Some(Decimal { unscaled: unscaled * factor, scale: 0 });
+        }
+        Some(Decimal { unscaled, scale: scale as u32 })
+    }
+
     /// A decimal from its unscaled integer and scale.
     pub fn new(unscaled: impl Into<BigInt>, scale: u32) -> Self {
         Decimal { unscaled: unscaled.into(), scale }
@@ -88,15 +118,18 @@ impl Decimal {
         };
         let digits_ok = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
         let unsigned_int = int_part.strip_prefix(['-', '+']).unwrap_or(int_part);
-        if !digits_ok(unsigned_int) || !digits_ok(frac_part) || (unsigned_int.is_empty() && frac_part.is_empty()) {
+        if !digits_ok(unsigned_int)
+            || !digits_ok(frac_part)
+            || (unsigned_int.is_empty() && frac_part.is_empty())
+            || frac_part.len() > MAX_DECIMAL_SCALE as usize
+        {
             return None;
         }
-        let mut joined = String::with_capacity(text.len());
-        joined.push_str(int_part);
+        let negative = int_part.starts_with('-');
+        let mut joined = String::with_capacity(text.len() + 1);
+        joined.push_str(if negative { "-" } else { "" });
+        joined.push_str(unsigned_int);
         joined.push_str(frac_part);
-        if unsigned_int.is_empty() {
-            joined.push('0');
-        }
         let unscaled: BigInt = joined.parse().ok()?;
         Some(Decimal { unscaled, scale: u32::try_from(frac_part.len()).ok()? })
     }
@@ -104,6 +137,9 @@ impl Decimal {
     /// The same number with `scale` digits, if that loses nothing.
     pub fn rescale(&self, scale: u32) -> Option<Decimal> {
         use num_bigint::Sign;
+        if scale > MAX_DECIMAL_SCALE {
+            return None;
+        }
         if scale >= self.scale {
             let factor = BigInt::from(10u32).pow(scale - self.scale);
             return Some(Decimal { unscaled: &self.unscaled * factor, scale });
@@ -498,9 +534,21 @@ mod tests {
         for text in ["1234.50", "0.005", "-0.005", "-123", "99999999999999999999999999999.1"] {
             assert_eq!(Decimal::parse(text).map(|d| d.to_string()).as_deref(), Some(text));
         }
+        assert_eq!(Decimal::parse(".5"), Some(Decimal::new(5, 1)));
+        assert_eq!(Decimal::parse("-.5"), Some(Decimal::new(-5, 1)));
+        assert_eq!(Decimal::parse("+7"), Some(Decimal::new(7, 0)));
         assert_eq!(Decimal::parse("1.2.3"), None);
         assert_eq!(Decimal::parse("abc"), None);
         assert_eq!(Decimal::parse("-"), None);
+    }
+
+    #[test]
+    fn decimal_scale_is_bounded_and_may_be_negative() {
+        assert_eq!(Decimal::from_scaled(BigInt::from(12), -2), Some(Decimal::new(1200, 0)));
+        assert_eq!(Decimal::from_scaled(BigInt::from(12), i64::from(MAX_DECIMAL_SCALE) + 1), None);
+        assert_eq!(Decimal::from_scaled(BigInt::from(12), i64::from(i32::MIN)), None);
+        assert_eq!(Decimal::new(1, 0).rescale(u32::MAX), None);
+        assert_eq!(Decimal::parse(&format!("0.{}", "1".repeat(20_000))), None);
     }
 
     #[test]
@@ -512,6 +560,14 @@ mod tests {
         assert!(d.numeric_eq(&Decimal::new(1234500, 3)));
         assert_eq!(Decimal::new(1234500, 3).rescale(2), Some(d));
         assert_eq!(Decimal::new(1234501, 3).rescale(2), None);
+    }
+
+    #[test]
+    fn time_unit_conversion_refuses_to_lose_precision() {
+        assert_eq!(TimeUnit::Millis.convert(5, TimeUnit::Micros), Some(5_000));
+        assert_eq!(TimeUnit::Micros.convert(5_000, TimeUnit::Millis), Some(5));
+        assert_eq!(TimeUnit::Micros.convert(5_001, TimeUnit::Millis), None);
+        assert_eq!(TimeUnit::Millis.convert(i64::MAX, TimeUnit::Nanos), None);
     }
 
     #[test]

@@ -3,8 +3,7 @@
 //! JSON twins.
 
 use crate::debezium_fixtures::{decode_all, records};
-use happystreams::codec::avro::{AvroCodec, AvroSchema, frame, split_wire, to_avro};
-use happystreams::codec::connect::{ConnectKind, ConnectSchema, Logical};
+use happystreams::codec::avro::{AvroCodec, AvroSchema, avro_schema_from_connect, frame, split_wire};
 use happystreams::codec::debezium::DebeziumDecoder;
 use happystreams::codec::json::JsonSchemaDecoder;
 use happystreams::commands::demo::ClickGenerator;
@@ -14,8 +13,6 @@ use happystreams::record::Record;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::{get_all_subjects, get_all_versions, post_schema};
 use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
-use serde_json::{Value as Json, json};
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 const CLICK_SCHEMA: &str = include_str!("../../schemas/happytimes.clicks-value.avsc");
@@ -42,7 +39,7 @@ async fn clicks_round_trip_between_schema_registry_converter_and_happystreams() 
     let mut generator = ClickGenerator::new(7);
     for index in 0..50 {
         let click = generator.click(index);
-        let avro = to_avro(&click, &writer.avro, &HashMap::new()).unwrap();
+        let avro = writer.to_avro_value(&click).unwrap();
         // Their encoder registers the schema with our registry and frames the body.
         let bytes = encoder.encode_value(avro.clone(), &strategy).await.unwrap();
         let (id, _) = split_wire(&bytes).unwrap();
@@ -72,76 +69,6 @@ async fn unknown_schema_id_and_wrong_magic_are_classified() {
     assert_eq!(err.class(), happystreams::error::ErrorClass::External);
 }
 
-/// Kafka Connect → Avro schema, following Confluent's `AvroData` mapping: optional fields are
-/// `["null", T]` unions with a null default, semantic types keep `connect.name` (and get an
-/// Avro `logicalType` where Connect defines one), a record name used twice is referenced.
-fn connect_to_avro(schema: &ConnectSchema, defined: &mut HashSet<String>) -> Json {
-    let mut avro = match &schema.kind {
-        ConnectKind::Struct(fields) => {
-            let name = schema.name.clone().unwrap_or_else(|| "ConnectDefault".into());
-            if !defined.insert(name.clone()) {
-                return wrap_optional(Json::String(name), schema.optional);
-            }
-            let fields: Vec<Json> = fields
-                .iter()
-                .map(|f| {
-                    let mut field = json!({"name": &*f.name, "type": connect_to_avro(&f.schema, defined)});
-                    if f.schema.optional {
-                        field["default"] = Json::Null;
-                    }
-                    field
-                })
-                .collect();
-            json!({"type": "record", "name": name, "fields": fields})
-        }
-        ConnectKind::Array(items) => json!({"type": "array", "items": connect_to_avro(items, defined)}),
-        ConnectKind::Map(_, values) => json!({"type": "map", "values": connect_to_avro(values, defined)}),
-        kind => {
-            let primitive = match kind {
-                ConnectKind::Int8 | ConnectKind::Int16 | ConnectKind::Int32 => "int",
-                ConnectKind::Int64 => "long",
-                ConnectKind::Float32 => "float",
-                ConnectKind::Float64 => "double",
-                ConnectKind::Boolean => "boolean",
-                ConnectKind::Bytes => "bytes",
-                _ => "string",
-            };
-            json!({"type": primitive})
-        }
-    };
-    if let (Some(name), Some(obj)) = (&schema.name, avro.as_object_mut()) {
-        if obj.get("type") != Some(&json!("record")) {
-            obj.insert("connect.name".into(), json!(name));
-        }
-        if !schema.parameters.is_empty() {
-            obj.insert("connect.parameters".into(), json!(schema.parameters));
-        }
-        match (name.as_str(), schema.logical) {
-            (_, Logical::Decimal { scale }) => {
-                obj.insert("logicalType".into(), json!("decimal"));
-                obj.insert("scale".into(), json!(scale));
-                let precision: u32 = schema.parameters.get("connect.decimal.precision").and_then(|p| p.parse().ok()).unwrap_or(64);
-                obj.insert("precision".into(), json!(precision));
-            }
-            ("org.apache.kafka.connect.data.Date", _) => {
-                obj.insert("logicalType".into(), json!("date"));
-            }
-            ("org.apache.kafka.connect.data.Time", _) => {
-                obj.insert("logicalType".into(), json!("time-millis"));
-            }
-            ("org.apache.kafka.connect.data.Timestamp", _) => {
-                obj.insert("logicalType".into(), json!("timestamp-millis"));
-            }
-            _ => {}
-        }
-    }
-    wrap_optional(avro, schema.optional)
-}
-
-fn wrap_optional(avro: Json, optional: bool) -> Json {
-    if optional { json!(["null", avro]) } else { avro }
-}
-
 /// Re-encodes a JSON-with-schemas Debezium record as Confluent Avro, registering its key and
 /// value schemas under TopicNameStrategy subjects.
 async fn to_avro_record(record: &Record, config: &RegistryConfig, json: &JsonSchemaDecoder) -> Record {
@@ -151,11 +78,7 @@ async fn to_avro_record(record: &Record, config: &RegistryConfig, json: &JsonSch
     for (part, suffix) in [(&mut out.key, "key"), (&mut out.value, "value")] {
         let Some(bytes) = part.as_deref() else { continue };
         let (schema, value) = json.decode(bytes).unwrap();
-        let mut avro_schema = connect_to_avro(&schema, &mut HashSet::new());
-        if let Some(union) = avro_schema.as_array() {
-            avro_schema = union[1].clone();
-        }
-        let text = avro_schema.to_string();
+        let text = avro_schema_from_connect(&schema).to_string();
         let registered = post_schema(&settings, format!("{topic}-{suffix}"), SuppliedSchema::new(None, SchemaType::Avro, text.clone()))
             .await
             .unwrap_or_else(|e| panic!("registering {topic}-{suffix}: {e}\n{text}"));

@@ -122,6 +122,10 @@ fn decode_reports_bad_records_and_keeps_going() {
     assert_eq!(lines[2]["event"]["op"], "read");
     assert!(String::from_utf8_lossy(&output.stderr).contains("2 of 3 records failed"));
 
+    let mixed = run(&["decode", "--debezium", "--format", "json", "--key-format", "avro", "--file", good.to_str().unwrap()]);
+    assert_eq!(mixed.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&mixed.stderr).contains("drop --key-format"), "{}", String::from_utf8_lossy(&mixed.stderr));
+
     let no_input = run(&["decode"]);
     assert_eq!(no_input.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&no_input.stderr).contains("give --file, --jsonl or --topic"));

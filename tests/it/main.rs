@@ -7,6 +7,7 @@
 //! - `cli`: `happystreams decode`, `schemas`, `registry serve` as a user runs them.
 //! - `kafka`: reading records back from MockCluster and Tansu.
 //! - `no_panic`: arbitrary bytes into every decoder never panic.
+//! - `state_contract`: the state store contract on every backend, crash and failure cases.
 
 mod avro_registry;
 mod cli;
@@ -15,3 +16,4 @@ mod kafka;
 mod no_panic;
 mod registry_api;
 mod rig;
+mod state_contract;

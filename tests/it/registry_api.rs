@@ -225,3 +225,21 @@ async fn ids_and_versions_survive_a_restart_on_the_same_directory() {
     assert_eq!(api.register("t", &fields(&[("x", None)])).await, (200, json!({"id": 3})));
     api.running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn schemas_check_uses_every_version_a_transitive_level_requires() {
+    use happystreams::connectors::registry::RegistryConfig;
+    use happystreams::connectors::registry::client::{CheckOutcome, SchemaFile, check};
+    let api = Api::start(RegistryStore::in_memory()).await;
+    api.set_level("t-value", "NONE").await;
+    api.register("t-value", &fields(&[("a", None)])).await;
+    api.register("t-value", &fields(&[("a", None), ("b", Some(0))])).await;
+    api.set_level("t-value", "BACKWARD_TRANSITIVE").await;
+    let config = RegistryConfig { url: api.running.url.clone(), ..RegistryConfig::default() };
+    let file = SchemaFile { path: "t-value.avsc".into(), subject: "t-value".into(), schema: fields(&[("a", None), ("b", None)]).to_string() };
+    // Compatible with the latest version, but not with version 1.
+    assert!(matches!(check(&config, &file).await.unwrap(), CheckOutcome::Incompatible(reasons) if reasons.iter().any(|r| r.contains("version 1"))));
+    let new_subject = SchemaFile { subject: "fresh-value".into(), ..file };
+    assert_eq!(check(&config, &new_subject).await.unwrap(), CheckOutcome::NewSubject);
+    api.running.shutdown().await.unwrap();
+}

@@ -66,7 +66,8 @@ pub fn read_range(
         .set("group.id", "happystreams-decode")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
+        // An offset outside the partition is an error to report, not a reason to jump.
+        .set("auto.offset.reset", "error")
         .create()
         .map_err(|e| KafkaReadError::Settings(e.to_string()))?;
     let mut assignment = TopicPartitionList::new();

@@ -127,15 +127,31 @@ pub enum CheckOutcome {
     Incompatible(Vec<String>),
 }
 
-/// Checks a schema against the latest version of its subject (`POST
-/// /compatibility/subjects/{subject}/versions/latest?verbose=true`).
+/// Checks a schema against its subject under the subject's compatibility level: against every
+/// version the level requires (`POST /compatibility/subjects/{subject}/versions`), falling back
+/// to the latest version on registries that lack that endpoint.
 pub async fn check(config: &RegistryConfig, file: &SchemaFile) -> Result<CheckOutcome, RegistryClientError> {
+    match check_against(config, file, &["versions"]).await? {
+        Some(outcome) => Ok(outcome),
+        None => check_against(config, file, &["versions", "latest"])
+            .await?
+            .ok_or_else(|| RegistryClientError::Rejected {
+                url: config.url.clone(),
+                subject: file.subject.clone(),
+                message: "the registry has no compatibility endpoint".into(),
+            }),
+    }
+}
+
+/// One compatibility request; `Ok(None)` when the registry does not know the endpoint.
+async fn check_against(config: &RegistryConfig, file: &SchemaFile, path: &[&str]) -> Result<Option<CheckOutcome>, RegistryClientError> {
     let unreachable = |detail: String| RegistryClientError::Unreachable { url: config.url.clone(), detail };
     let mut url = reqwest::Url::parse(&config.url).map_err(|e| unreachable(format!("invalid URL: {e}")))?;
     url.path_segments_mut()
         .map_err(|_| unreachable("URL cannot be a base".into()))?
         .pop_if_empty()
-        .extend(["compatibility", "subjects", &file.subject, "versions", "latest"]);
+        .extend(["compatibility", "subjects", &file.subject])
+        .extend(path);
     url.set_query(Some("verbose=true"));
     let mut request = reqwest::Client::new()
         .post(url)
@@ -149,19 +165,22 @@ pub async fn check(config: &RegistryConfig, file: &SchemaFile) -> Result<CheckOu
     let body: serde_json::Value = response.json().await.unwrap_or_default();
     let code = body.get("error_code").and_then(serde_json::Value::as_u64);
     if status.as_u16() == 404 && matches!(code, Some(40401) | Some(40402)) {
-        return Ok(CheckOutcome::NewSubject);
+        return Ok(Some(CheckOutcome::NewSubject));
+    }
+    if status.as_u16() == 404 || status.as_u16() == 405 {
+        return Ok(None);
     }
     if !status.is_success() {
         return Err(RegistryClientError::Rejected { url: config.url.clone(), subject: file.subject.clone(), message: format!("HTTP {status}: {body}") });
     }
     match body.get("is_compatible").and_then(serde_json::Value::as_bool) {
-        Some(true) => Ok(CheckOutcome::Compatible),
-        Some(false) => Ok(CheckOutcome::Incompatible(
+        Some(true) => Ok(Some(CheckOutcome::Compatible)),
+        Some(false) => Ok(Some(CheckOutcome::Incompatible(
             body.get("messages")
                 .and_then(serde_json::Value::as_array)
                 .map(|m| m.iter().map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())).collect())
                 .unwrap_or_default(),
-        )),
+        ))),
         None => Err(RegistryClientError::Rejected { url: config.url.clone(), subject: file.subject.clone(), message: format!("unexpected answer {body}") }),
     }
 }

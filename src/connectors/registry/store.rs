@@ -132,6 +132,22 @@ pub fn parse_schema(text: &str) -> Result<(Schema, String, String), RegistryErro
     Ok((schema, json.to_string(), identity))
 }
 
+fn write_atomically(file: &Path, state: &State) -> Result<(), RegistryError> {
+    use std::io::Write as _;
+    let storage = |e: std::io::Error| RegistryError::new(50001, format!("cannot write {}: {e}", file.display()));
+    let bytes = serde_json::to_vec_pretty(state).map_err(|e| RegistryError::new(50001, e.to_string()))?;
+    let tmp = file.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(storage)?;
+    f.write_all(&bytes).map_err(storage)?;
+    f.sync_all().map_err(storage)?;
+    std::fs::rename(&tmp, file).map_err(storage)?;
+    // Make the rename itself durable.
+    if let Some(dir) = file.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(storage)?;
+    }
+    Ok(())
+}
+
 /// The registry state plus where it is persisted.
 #[derive(Debug)]
 pub struct RegistryStore {
@@ -160,18 +176,16 @@ impl RegistryStore {
         Ok(RegistryStore { state, file: Some(file) })
     }
 
-    fn persist(&self) -> Result<(), RegistryError> {
-        let Some(file) = &self.file else { return Ok(()) };
-        let storage = |e: std::io::Error| RegistryError::new(50001, format!("cannot write {}: {e}", file.display()));
-        let bytes = serde_json::to_vec_pretty(&self.state).map_err(|e| RegistryError::new(50001, e.to_string()))?;
-        let tmp = file.with_extension("json.tmp");
-        {
-            use std::io::Write as _;
-            let mut f = std::fs::File::create(&tmp).map_err(storage)?;
-            f.write_all(&bytes).map_err(storage)?;
-            f.sync_all().map_err(storage)?;
+    /// Applies a change to a copy of the state, persists the copy, and only then makes it the
+    /// live state: a failed write leaves memory and disk as they were.
+    fn mutate<T>(&mut self, change: impl FnOnce(&mut State) -> Result<T, RegistryError>) -> Result<T, RegistryError> {
+        let mut next = self.state.clone();
+        let result = change(&mut next)?;
+        if let Some(file) = &self.file {
+            write_atomically(file, &next)?;
         }
-        std::fs::rename(&tmp, file).map_err(storage)
+        self.state = next;
+        Ok(result)
     }
 
     fn subject(&self, subject: &str, include_deleted: bool) -> Result<&SubjectState, RegistryError> {
@@ -246,8 +260,10 @@ impl RegistryStore {
 
     /// Sets the global level.
     pub fn set_global_level(&mut self, level: CompatibilityLevel) -> Result<(), RegistryError> {
-        self.state.compatibility = level;
-        self.persist()
+        self.mutate(|state| {
+            state.compatibility = level;
+            Ok(())
+        })
     }
 
     /// The subject-level setting, if any.
@@ -257,12 +273,12 @@ impl RegistryStore {
 
     /// Sets (or with `None`, removes) a subject's level; returns the previous one.
     pub fn set_subject_level(&mut self, subject: &str, level: Option<CompatibilityLevel>) -> Result<Option<CompatibilityLevel>, RegistryError> {
-        let previous = match level {
-            Some(_) => std::mem::replace(&mut self.state.subjects.entry(subject.to_owned()).or_default().compatibility, level),
-            None => self.state.subjects.get_mut(subject).and_then(|s| s.compatibility.take()),
-        };
-        self.persist()?;
-        Ok(previous)
+        self.mutate(|state| {
+            Ok(match level {
+                Some(_) => std::mem::replace(&mut state.subjects.entry(subject.to_owned()).or_default().compatibility, level),
+                None => state.subjects.get_mut(subject).and_then(|s| s.compatibility.take()),
+            })
+        })
     }
 
     fn live_schemas(&self, subject: &str) -> Vec<(u32, Schema)> {
@@ -293,20 +309,21 @@ impl RegistryStore {
                 format!("Schema being registered is incompatible with an earlier schema for subject \"{subject}\", details: [{}]", reasons.join("; ")),
             ));
         }
-        let id = match self.state.schemas.iter().find(|(_, s)| s.identity == identity) {
-            Some((id, _)) => *id,
-            None => {
-                let id = self.state.next_id;
-                self.state.next_id += 1;
-                self.state.schemas.insert(id, StoredSchema { schema: stored, identity });
-                id
-            }
-        };
-        let entry = self.state.subjects.entry(subject.to_owned()).or_default();
-        let version = entry.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
-        entry.versions.push(VersionEntry { version, id, deleted: false });
-        self.persist()?;
-        Ok(id)
+        self.mutate(|state| {
+            let id = match state.schemas.iter().find(|(_, s)| s.identity == identity) {
+                Some((id, _)) => *id,
+                None => {
+                    let id = state.next_id;
+                    state.next_id += 1;
+                    state.schemas.insert(id, StoredSchema { schema: stored, identity });
+                    id
+                }
+            };
+            let entry = state.subjects.entry(subject.to_owned()).or_default();
+            let version = entry.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+            entry.versions.push(VersionEntry { version, id, deleted: false });
+            Ok(id)
+        })
     }
 
     fn lookup_identity(&self, subject: &str, identity: &str) -> Option<SubjectVersion> {
@@ -330,7 +347,10 @@ impl RegistryStore {
         let (schema, _, _) = parse_schema(text)?;
         let level = self.effective_level(subject);
         let existing = match version {
-            None => self.live_schemas(subject),
+            None => {
+                self.subject(subject, false)?;
+                self.live_schemas(subject)
+            }
             Some(v) => {
                 let found = self.version(subject, v, false)?;
                 let parsed = Schema::parse_str(&found.schema).map_err(|e| RegistryError::new(50001, e.to_string()))?;
@@ -343,13 +363,17 @@ impl RegistryStore {
 
     /// Deletes a subject (soft, or permanent after a soft delete). Returns the versions deleted.
     pub fn delete_subject(&mut self, subject: &str, permanent: bool) -> Result<Vec<u32>, RegistryError> {
-        let s = self.state.subjects.get_mut(subject).filter(|s| !s.versions.is_empty()).ok_or_else(|| RegistryError::subject_not_found(subject))?;
+        self.mutate(|state| Self::delete_subject_in(state, subject, permanent))
+    }
+
+    fn delete_subject_in(state: &mut State, subject: &str, permanent: bool) -> Result<Vec<u32>, RegistryError> {
+        let s = state.subjects.get_mut(subject).filter(|s| !s.versions.is_empty()).ok_or_else(|| RegistryError::subject_not_found(subject))?;
         let deleted = if permanent {
             if s.versions.iter().any(|v| !v.deleted) {
                 return Err(RegistryError::new(40405, format!("Subject '{subject}' was not deleted first before being permanently deleted")));
             }
             let versions = s.versions.iter().map(|v| v.version).collect();
-            self.state.subjects.remove(subject);
+            state.subjects.remove(subject);
             versions
         } else {
             if s.versions.iter().all(|v| v.deleted) {
@@ -359,13 +383,16 @@ impl RegistryStore {
             s.versions.iter_mut().for_each(|v| v.deleted = true);
             versions
         };
-        self.persist()?;
         Ok(deleted)
     }
 
     /// Deletes one version (soft, or permanent after a soft delete).
     pub fn delete_version(&mut self, subject: &str, version: VersionRef, permanent: bool) -> Result<u32, RegistryError> {
-        let s = self.state.subjects.get_mut(subject).filter(|s| !s.versions.is_empty()).ok_or_else(|| RegistryError::subject_not_found(subject))?;
+        self.mutate(|state| Self::delete_version_in(state, subject, version, permanent))
+    }
+
+    fn delete_version_in(state: &mut State, subject: &str, version: VersionRef, permanent: bool) -> Result<u32, RegistryError> {
+        let s = state.subjects.get_mut(subject).filter(|s| !s.versions.is_empty()).ok_or_else(|| RegistryError::subject_not_found(subject))?;
         let position = match version {
             VersionRef::Latest => s.versions.iter().rposition(|v| !v.deleted),
             VersionRef::Number(n) => s.versions.iter().position(|v| v.version == n),
@@ -387,7 +414,6 @@ impl RegistryStore {
             }
             s.versions[index].deleted = true;
         }
-        self.persist()?;
         Ok(entry.version)
     }
 }
@@ -434,6 +460,19 @@ mod tests {
         assert_eq!(store.versions("s", true).unwrap(), vec![1]);
         assert_eq!(store.delete_subject("s", true).unwrap(), vec![1]);
         assert!(store.subjects(true).is_empty());
+    }
+
+    #[test]
+    fn a_failed_write_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RegistryStore::open(dir.path()).unwrap();
+        store.register("s", V1).unwrap();
+        // Make the next write fail: a directory where the temporary file must go.
+        std::fs::create_dir(dir.path().join("registry.json.tmp")).unwrap();
+        assert_eq!(store.register("s", V2).unwrap_err().code, 50001);
+        assert_eq!(store.versions("s", false).unwrap(), vec![1], "memory did not move ahead of disk");
+        std::fs::remove_dir(dir.path().join("registry.json.tmp")).unwrap();
+        assert_eq!(store.register("s", V2).unwrap(), 2, "the id was not burnt by the failed attempt");
     }
 
     #[test]

@@ -1,0 +1,139 @@
+//! A task's view of its state: a write cache in front of the backend, committed atomically with
+//! the task's input positions (see the commit protocol in the module docs of `state`).
+//!
+//! Reads see the task's own uncommitted writes first, so operators behave as if every write
+//! were immediate; the backend sees them only at commit. Like Kafka Streams' record cache, this
+//! also collapses repeated writes to one key between commits into one.
+
+use super::backend::{Checkpoint, StateBackend, WriteSet, in_range};
+use super::changelog::{Changelog, ChangelogEntry};
+use super::StateError;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The state of one task.
+pub struct TaskState<B: StateBackend> {
+    backend: B,
+    stores: BTreeSet<String>,
+    pending: WriteSet,
+    pending_count: usize,
+    changelog: Option<Box<dyn Changelog>>,
+    checkpoint: Checkpoint,
+}
+
+impl<B: StateBackend> std::fmt::Debug for TaskState<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskState").field("stores", &self.stores).field("pending", &self.pending_count).field("checkpoint", &self.checkpoint).finish()
+    }
+}
+
+impl<B: StateBackend> TaskState<B> {
+    /// Wraps a backend, picking up its last checkpoint.
+    pub fn new(backend: B) -> Result<Self, StateError> {
+        let checkpoint = backend.checkpoint()?.unwrap_or_default();
+        let stores = backend.stores().into_iter().collect();
+        Ok(TaskState { backend, stores, pending: WriteSet::new(), pending_count: 0, changelog: None, checkpoint })
+    }
+
+    /// Logs every committed write to `changelog` before it reaches the backend.
+    pub fn with_changelog(mut self, changelog: Box<dyn Changelog>) -> Self {
+        self.changelog = Some(changelog);
+        self
+    }
+
+    fn check(&self, store: &str) -> Result<(), StateError> {
+        if self.stores.contains(store) { Ok(()) } else { Err(StateError::UnknownStore(store.to_owned())) }
+    }
+
+    /// The current value of a key (uncommitted writes included).
+    pub fn get(&self, store: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.check(store)?;
+        if let Some(pending) = self.pending.get(store).and_then(|p| p.get(key)) {
+            return Ok(pending.clone());
+        }
+        self.backend.get(store, key)
+    }
+
+    /// Sets a key.
+    pub fn put(&mut self, store: &str, key: Vec<u8>, value: Vec<u8>) -> Result<(), StateError> {
+        self.write(store, key, Some(value))
+    }
+
+    /// Deletes a key.
+    pub fn delete(&mut self, store: &str, key: Vec<u8>) -> Result<(), StateError> {
+        self.write(store, key, None)
+    }
+
+    fn write(&mut self, store: &str, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), StateError> {
+        self.check(store)?;
+        let entries = self.pending.entry(store.to_owned()).or_default();
+        if entries.insert(key, value).is_none() {
+            self.pending_count += 1;
+        }
+        Ok(())
+    }
+
+    /// Current entries with `from <= key < to` (uncommitted writes included), in key order.
+    pub fn range(&self, store: &str, from: &[u8], to: Option<&[u8]>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        self.check(store)?;
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self.backend.range(store, from, to)?.into_iter().collect();
+        if let Some(pending) = self.pending.get(store) {
+            for (key, value) in pending.range(from.to_vec()..).take_while(|(k, _)| in_range(k, from, to)) {
+                match value {
+                    Some(v) => merged.insert(key.clone(), v.clone()),
+                    None => merged.remove(key),
+                };
+            }
+        }
+        Ok(merged.into_iter().collect())
+    }
+
+    /// Distinct keys written since the last commit.
+    pub fn pending_writes(&self) -> usize {
+        self.pending_count
+    }
+
+    /// The checkpoint of the last commit (empty before the first).
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
+    }
+
+    /// Commits: (2) appends pending writes to the changelog and (3) writes them to the backend
+    /// together with the checkpoint, whose input positions are `inputs`. On error nothing is
+    /// committed and the pending writes stay, so the commit can be retried.
+    pub fn commit(&mut self, inputs: BTreeMap<String, i64>) -> Result<&Checkpoint, StateError> {
+        let mut next = Checkpoint { inputs, changelogs: self.checkpoint.changelogs.clone() };
+        if let Some(changelog) = &mut self.changelog {
+            let entries: Vec<ChangelogEntry> = self
+                .pending
+                .iter()
+                .flat_map(|(store, writes)| {
+                    writes.iter().map(move |(key, value)| ChangelogEntry { store: store.clone(), key: key.clone(), value: value.clone() })
+                })
+                .collect();
+            if !entries.is_empty() {
+                next.changelogs.extend(changelog.append(&entries)?);
+            }
+        }
+        self.backend.commit(&self.pending, &next)?;
+        self.pending.clear();
+        self.pending_count = 0;
+        self.checkpoint = next;
+        Ok(&self.checkpoint)
+    }
+
+    /// Drops uncommitted writes (what a crash does).
+    pub fn discard_pending(&mut self) {
+        self.pending.clear();
+        self.pending_count = 0;
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Gives the backend back (closing the task).
+    pub fn into_backend(self) -> B {
+        self.backend
+    }
+}
