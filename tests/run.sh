@@ -9,4 +9,11 @@ scripts/install-build-deps.sh
 # The real-broker tests start their own Tansu broker from this binary (tests/it/rig.rs).
 HAPPYSTREAMS_TANSU_BIN=$(tests/rig/tansu.sh bin)
 export HAPPYSTREAMS_TANSU_BIN
-cargo test --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --locked "$@" 2>&1 | tee "$log" || status=$?
+# One closing line over every test binary cargo ran.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$status"
