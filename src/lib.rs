@@ -10,6 +10,8 @@
 //!   [`record::Value`]s and [`record::Change`] records. No I/O.
 //! - [`codec`]: bytes ↔ values: JSON (with and without Connect schemas), Avro in the Confluent
 //!   wire format, Debezium envelopes → change records.
+//! - [`topology`]: topologies declared in YAML, validated into a plan (`describe` prints it).
+//! - [`expression`]: CEL expressions for filters, projections and keys, compiled once.
 //! - [`state`]: what operators remember — store backends (memory, RocksDB with a shared memory
 //!   budget), the task write cache committed atomically with input positions, the changelog
 //!   hook, versioned stores for event-time lookups.
@@ -28,6 +30,8 @@ pub mod commands;
 pub mod config;
 pub mod connectors;
 pub mod error;
+pub mod expression;
 pub mod observe;
 pub mod record;
 pub mod state;
+pub mod topology;

@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use happystreams::commands::{decode, demo, registry, schemas};
+use happystreams::commands::{decode, demo, describe, registry, schemas};
 use happystreams::config::{Config, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +36,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Decode records (files, a JSON-lines dump or a topic range) and print them as JSON lines.
     Decode(decode::DecodeArgs),
+    /// Validate a topology file and print its graph (text or Graphviz DOT).
+    Describe(describe::DescribeArgs),
     /// The Confluent-compatible Schema Registry.
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -77,6 +79,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
+        Command::Describe(args) => print!("{}", describe::run(&args)?),
         Command::Registry(RegistryCommand::Serve(args)) => registry::serve(&args).await?,
         Command::Schemas(command) => {
             let (args, register) = match command {

@@ -7,6 +7,7 @@
 //! - `cli`: `happystreams decode`, `schemas`, `registry serve` as a user runs them.
 //! - `kafka`: reading records back from MockCluster and Tansu.
 //! - `no_panic`: arbitrary bytes into every decoder never panic.
+//! - `topology`: topology files validate and describe; bad ones are rejected with file and line.
 //! - `state_contract`: the state store contract on every backend, crash and failure cases.
 
 mod avro_registry;
@@ -17,3 +18,4 @@ mod no_panic;
 mod registry_api;
 mod rig;
 mod state_contract;
+mod topology;

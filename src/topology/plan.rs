@@ -1,0 +1,686 @@
+//! From a [`TopologySpec`] to a validated [`Plan`]: names resolved, expressions compiled,
+//! durations parsed, repartition points inserted, stores named, sub-topologies found.
+//!
+//! Validation rules (each error names the file, line and node):
+//! - names are unique across sources and nodes; a node reads only sources and earlier nodes
+//!   (so the graph cannot have cycles);
+//! - a join's `table` is a table source or a node that produces a table; a stream-stream join
+//!   has `within`; a global-table join has an `on` foreign key;
+//! - join keys have the same type on both sides, when both are known from `.avsc` schemas;
+//! - windows have a positive size (and gap), a hop no larger than the size, grace ≥ 0;
+//! - an aggregate measure sets exactly one kind; a node has at most one of join / aggregate /
+//!   flat_map;
+//! - a stateful step (join with a co-partitioned table, aggregate) after a re-key reads through
+//!   a repartition topic `<topology>-<node>-repartition`, which `describe` shows.
+
+use super::duration::parse_duration;
+use super::spec::*;
+use super::TopologyError;
+use crate::codec::connect::{ConnectKind, ConnectSchema, Logical};
+use crate::expression::Expression;
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A field type, as far as validation needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    /// int, long.
+    Integer,
+    /// float, double.
+    Float,
+    /// Exact decimal.
+    Decimal,
+    /// Text (also enums).
+    String,
+    /// UUID.
+    Uuid,
+    /// Boolean.
+    Bool,
+    /// Dates and times.
+    Time,
+    /// Records, arrays, maps, bytes.
+    Other,
+}
+
+fn field_type(schema: &ConnectSchema) -> FieldType {
+    match (schema.logical, &schema.kind) {
+        (Logical::Decimal { .. } | Logical::VariableScaleDecimal, _) => FieldType::Decimal,
+        (Logical::Uuid, _) => FieldType::Uuid,
+        (Logical::Date | Logical::Time(_) | Logical::Timestamp(_) | Logical::LocalTimestamp(_) | Logical::ZonedTimestamp, _) => FieldType::Time,
+        (_, ConnectKind::Int8 | ConnectKind::Int16 | ConnectKind::Int32 | ConnectKind::Int64) => FieldType::Integer,
+        (_, ConnectKind::Float32 | ConnectKind::Float64) => FieldType::Float,
+        (_, ConnectKind::String | ConnectKind::Null) => FieldType::String,
+        (_, ConnectKind::Boolean) => FieldType::Bool,
+        _ => FieldType::Other,
+    }
+}
+
+/// Known fields of a stream at some point of the graph (`None` = unknown).
+type Fields = Option<BTreeMap<String, FieldType>>;
+
+/// Whether a node's output is a stream of events or a table (latest value per key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Events.
+    Stream,
+    /// Latest value per key.
+    Table,
+}
+
+/// A validated source.
+#[derive(Debug)]
+pub struct PlannedSource {
+    /// Name.
+    pub name: String,
+    /// Topic.
+    pub topic: String,
+    /// Encoding.
+    pub format: SourceFormat,
+    /// Stream or table kind.
+    pub kind: SourceKind,
+    /// Key expression (streams).
+    pub key: Option<Expression>,
+    /// Event-time expression.
+    pub timestamp: Option<Expression>,
+    /// Versioned tables: history kept (ms).
+    pub history_ms: Option<i64>,
+    /// Bad-record policy.
+    pub on_error: OnError,
+    /// Store holding the table (tables only): `<source>-table`.
+    pub store: Option<String>,
+    /// Sub-topology number (`None` for global tables).
+    pub subtopology: Option<usize>,
+}
+
+/// A window, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// Kind.
+    pub window_type: WindowType,
+    /// Size (ms); the gap for session windows.
+    pub size_ms: i64,
+    /// Hop (ms); equal to the size for tumbling windows.
+    pub advance_ms: i64,
+    /// Grace (ms).
+    pub grace_ms: i64,
+}
+
+/// One measure, validated.
+#[derive(Debug)]
+pub enum Measure {
+    /// Count of records.
+    Count,
+    /// Sum.
+    Sum(Expression),
+    /// Minimum.
+    Min(Expression),
+    /// Maximum.
+    Max(Expression),
+    /// Average.
+    Avg(Expression),
+    /// Exact distinct count.
+    CountDistinct(Expression),
+    /// Top N of `of` ranked by the sum of `by`.
+    TopN {
+        /// How many.
+        n: usize,
+        /// Ranked values.
+        of: Expression,
+        /// Ranking weight (None: 1 per record).
+        by: Option<Expression>,
+    },
+}
+
+/// A step inside a node, in execution order.
+#[derive(Debug)]
+pub enum Step {
+    /// Keep matching records.
+    Filter(Expression),
+    /// Re-key; `repartition` is the internal topic when a stateful step follows.
+    Rekey {
+        /// New key.
+        key: Expression,
+        /// Internal topic, if the re-keyed stream feeds state.
+        repartition: Option<String>,
+    },
+    /// Join with a table, global table or stream.
+    Join {
+        /// Other side (source or node).
+        other: String,
+        /// Its shape and kind.
+        other_kind: SourceKind,
+        /// Key on this side.
+        on: Option<Expression>,
+        /// Inner / left.
+        join_type: JoinType,
+        /// Name of the other side's row in expressions.
+        alias: String,
+        /// Unknown-member values.
+        unknown: BTreeMap<String, serde_json::Value>,
+        /// Stream-stream: max event-time distance (ms) and grace (ms).
+        window: Option<(i64, i64)>,
+        /// Stores the join keeps (stream-stream: both sides' buffers).
+        stores: Vec<String>,
+    },
+    /// Projection.
+    Select(Vec<(String, Expression)>),
+    /// One record per list element.
+    FlatMap(Expression),
+    /// Grouped (windowed) aggregation.
+    Aggregate {
+        /// Output field → grouping expression.
+        group_by: Vec<(String, Expression)>,
+        /// Window.
+        window: Option<Window>,
+        /// Emit mode.
+        emit: Emit,
+        /// Output field → measure.
+        measures: Vec<(String, Measure)>,
+        /// State TTL (ms) for unwindowed aggregates.
+        ttl_ms: Option<i64>,
+        /// Internal repartition topic (grouping by something else than the key).
+        repartition: Option<String>,
+        /// Store of the aggregates.
+        store: String,
+    },
+    /// Materialize as a table.
+    ToTable {
+        /// Store of the table.
+        store: String,
+    },
+}
+
+/// A validated node.
+#[derive(Debug)]
+pub struct PlannedNode {
+    /// Name.
+    pub name: String,
+    /// Inputs (sources or nodes).
+    pub inputs: Vec<String>,
+    /// Steps in order.
+    pub steps: Vec<Step>,
+    /// Output shape.
+    pub shape: Shape,
+    /// Sub-topology of the node's last step.
+    pub subtopology: usize,
+    /// Line in the file.
+    pub line: u64,
+}
+
+/// A validated sink.
+#[derive(Debug)]
+pub struct PlannedSink {
+    /// Node or source written.
+    pub from: String,
+    /// Topic.
+    pub topic: String,
+    /// Encoding.
+    pub format: SinkFormat,
+    /// Avro schema file.
+    pub schema: Option<String>,
+}
+
+/// A validated topology.
+#[derive(Debug)]
+pub struct Plan {
+    /// Name.
+    pub name: String,
+    /// Sources in file order.
+    pub sources: Vec<PlannedSource>,
+    /// Nodes in file order.
+    pub nodes: Vec<PlannedNode>,
+    /// Sinks.
+    pub sinks: Vec<PlannedSink>,
+    /// Number of sub-topologies.
+    pub subtopologies: usize,
+}
+
+impl Plan {
+    /// A source by name.
+    pub fn source(&self, name: &str) -> Option<&PlannedSource> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    /// A node by name.
+    pub fn node(&self, name: &str) -> Option<&PlannedNode> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// Every state store the topology uses.
+    pub fn stores(&self) -> Vec<String> {
+        let mut stores: Vec<String> = self.sources.iter().filter_map(|s| s.store.clone()).collect();
+        for node in &self.nodes {
+            for step in &node.steps {
+                match step {
+                    Step::Join { stores: s, .. } => stores.extend(s.iter().cloned()),
+                    Step::Aggregate { store, .. } | Step::ToTable { store } => stores.push(store.clone()),
+                    _ => {}
+                }
+            }
+        }
+        stores
+    }
+
+    /// Every internal repartition topic.
+    pub fn repartition_topics(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .flat_map(|n| n.steps.iter())
+            .filter_map(|s| match s {
+                Step::Rekey { repartition: Some(t), .. } | Step::Aggregate { repartition: Some(t), .. } => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+struct Builder<'a> {
+    file: Option<&'a Path>,
+    base_dir: &'a Path,
+    topology: String,
+    /// name → (shape, kind for sources, key type, fields, sub-topology)
+    known: BTreeMap<String, Known>,
+    /// union-find over sub-topology ids
+    parents: Vec<usize>,
+}
+
+#[derive(Clone)]
+struct Known {
+    shape: Shape,
+    kind: SourceKind,
+    key_source: Option<String>,
+    key_type: Option<FieldType>,
+    fields: Fields,
+    group: Option<usize>,
+}
+
+impl Builder<'_> {
+    fn error(&self, line: Option<u64>, node: Option<&str>, message: impl Into<String>) -> TopologyError {
+        TopologyError { file: self.file.map(Path::to_path_buf), line, column: None, node: node.map(str::to_owned), message: message.into() }
+    }
+
+    fn new_group(&mut self) -> usize {
+        self.parents.push(self.parents.len());
+        self.parents.len() - 1
+    }
+
+    fn find(&mut self, mut g: usize) -> usize {
+        while self.parents[g] != g {
+            self.parents[g] = self.parents[self.parents[g]];
+            g = self.parents[g];
+        }
+        g
+    }
+
+    fn union(&mut self, a: usize, b: usize) -> usize {
+        let (ra, rb) = (self.find(a), self.find(b));
+        self.parents[rb] = ra;
+        ra
+    }
+
+    fn expr(&self, text: &str, line: u64, node: &str) -> Result<Expression, TopologyError> {
+        Expression::compile(text).map_err(|e| self.error(Some(line), Some(node), e.to_string()))
+    }
+
+    fn duration(&self, text: &str, line: u64, node: &str, what: &str) -> Result<i64, TopologyError> {
+        parse_duration(text).map_err(|e| self.error(Some(line), Some(node), format!("{what}: {e}")))
+    }
+
+    fn load_fields(&self, schema_file: &str, line: u64, node: &str) -> Result<BTreeMap<String, FieldType>, TopologyError> {
+        let path = self.base_dir.join(schema_file);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| self.error(Some(line), Some(node), format!("schema {}: {e}", path.display())))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| self.error(Some(line), Some(node), format!("schema {}: not JSON: {e}", path.display())))?;
+        let schema = ConnectSchema::from_avro_json(&json)
+            .map_err(|e| self.error(Some(line), Some(node), format!("schema {}: {e}", path.display())))?;
+        let fields = schema
+            .fields()
+            .ok_or_else(|| self.error(Some(line), Some(node), format!("schema {} is not a record", path.display())))?;
+        Ok(fields.iter().map(|f| (f.name.to_string(), field_type(&f.schema))).collect())
+    }
+
+    fn input(&self, name: &str, line: u64, node: &str) -> Result<Known, TopologyError> {
+        self.known.get(name).cloned().ok_or_else(|| {
+            self.error(Some(line), Some(node), format!("`{name}` is not a source or an earlier node (nodes must come after the nodes they read, which also rules out cycles)"))
+        })
+    }
+}
+
+fn type_of(expr: &Expression, fields: &Fields) -> Option<FieldType> {
+    let path = expr.as_field()?;
+    match path {
+        [single] => fields.as_ref()?.get(single).copied(),
+        _ => None,
+    }
+}
+
+fn compatible(a: FieldType, b: FieldType) -> bool {
+    a == b || matches!((a, b), (FieldType::Uuid, FieldType::String) | (FieldType::String, FieldType::Uuid))
+}
+
+/// Validates a spec. `base_dir` is where relative schema paths start (the file's directory).
+pub fn build(spec: TopologySpec, file: Option<&Path>, base_dir: &Path) -> Result<Plan, TopologyError> {
+    let mut b = Builder { file, base_dir, topology: spec.name.clone(), known: BTreeMap::new(), parents: Vec::new() };
+    let mut sources = Vec::new();
+    for (name, Spanned { value: source, referenced, .. }) in spec.sources {
+        let line = referenced.line();
+        let fields = match &source.schema {
+            Some(schema) => Some(b.load_fields(schema, line, &name)?),
+            None => None,
+        };
+        let key = source.key.as_deref().map(|k| b.expr(k, line, &name)).transpose()?;
+        if key.is_some() && source.kind.is_table() {
+            return Err(b.error(Some(line), Some(&name), "a table is keyed by its record key; `key` is for streams (use `primary_key` to name the key column)"));
+        }
+        let history_ms = source.history.as_deref().map(|h| b.duration(h, line, &name, "history")).transpose()?;
+        if history_ms.is_some() && source.kind != SourceKind::Versioned {
+            return Err(b.error(Some(line), Some(&name), "`history` needs `table: versioned`"));
+        }
+        let key_type = match (&source.primary_key, &fields) {
+            (Some(pk), Some(f)) => Some(*f.get(pk).ok_or_else(|| b.error(Some(line), Some(&name), format!("primary_key `{pk}` is not a field of the schema")))?),
+            (None, _) => key.as_ref().and_then(|k| type_of(k, &fields)),
+            _ => None,
+        };
+        let group = (source.kind != SourceKind::Global).then(|| b.new_group());
+        let shape = if source.kind.is_table() { Shape::Table } else { Shape::Stream };
+        b.known.insert(
+            name.clone(),
+            Known { shape, kind: source.kind, key_source: source.key.clone().or(source.primary_key.clone()), key_type, fields, group },
+        );
+        sources.push(PlannedSource {
+            store: source.kind.is_table().then(|| format!("{name}-table")),
+            timestamp: source.timestamp.as_deref().map(|t| b.expr(t, line, &name)).transpose()?,
+            name,
+            topic: source.topic,
+            format: source.format,
+            kind: source.kind,
+            key,
+            history_ms: history_ms.or((source.kind == SourceKind::Versioned).then_some(86_400_000)),
+            on_error: source.on_error,
+            subtopology: group,
+        });
+    }
+
+    let mut nodes = Vec::new();
+    for Spanned { value: node, referenced, .. } in spec.nodes {
+        let line = referenced.line();
+        nodes.push(build_node(&mut b, node, line)?);
+    }
+
+    let mut sinks = Vec::new();
+    for Spanned { value: sink, referenced, .. } in spec.sinks {
+        b.input(&sink.from, referenced.line(), &format!("sink {}", sink.topic))?;
+        sinks.push(PlannedSink { from: sink.from, topic: sink.topic, format: sink.format, schema: sink.schema });
+    }
+
+    // Number sub-topologies densely in order of first appearance.
+    let mut numbering: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut number = |b: &mut Builder<'_>, g: usize| {
+        let root = b.find(g);
+        let next = numbering.len();
+        *numbering.entry(root).or_insert(next)
+    };
+    for s in &mut sources {
+        s.subtopology = s.subtopology.map(|g| number(&mut b, g));
+    }
+    for n in &mut nodes {
+        n.subtopology = number(&mut b, n.subtopology);
+    }
+    Ok(Plan { name: spec.name, sources, nodes, sinks, subtopologies: numbering.len() })
+}
+
+fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedNode, TopologyError> {
+    let name = node.name.clone();
+    if b.known.contains_key(&name) {
+        return Err(b.error(Some(line), Some(&name), format!("the name `{name}` is already used by a source or node")));
+    }
+    let mut inputs: Vec<String> = node.from.iter().cloned().collect();
+    inputs.extend(node.merge.iter().cloned());
+    if inputs.is_empty() {
+        return Err(b.error(Some(line), Some(&name), "a node needs `from` (or `merge`)"));
+    }
+    let operations = [node.join.is_some(), node.aggregate.is_some(), node.flat_map.is_some()].iter().filter(|x| **x).count();
+    if operations > 1 {
+        return Err(b.error(Some(line), Some(&name), "use at most one of `join`, `aggregate`, `flat_map` per node; chain nodes instead"));
+    }
+    if node.aggregate.is_some() && node.select.is_some() {
+        return Err(b.error(Some(line), Some(&name), "`aggregate` defines its output fields; put `select` in a following node"));
+    }
+
+    let mut first: Option<Known> = None;
+    let mut group = None;
+    for input in &inputs {
+        let known = b.input(input, line, &name)?;
+        if known.shape == Shape::Table && inputs.len() > 1 {
+            return Err(b.error(Some(line), Some(&name), format!("`merge` takes streams; `{input}` is a table")));
+        }
+        match (group, known.group) {
+            (None, g) => group = g,
+            (Some(a), Some(c)) => group = Some(b.union(a, c)),
+            (Some(_), None) => {}
+        }
+        if first.is_none() {
+            first = Some(known);
+        }
+    }
+    let mut current = first.ok_or_else(|| b.error(Some(line), Some(&name), "no input"))?;
+    let mut group = group.unwrap_or_else(|| b.new_group());
+    let mut steps = Vec::new();
+    let mut rekeyed = false;
+
+    if let Some(filter) = &node.filter {
+        steps.push(Step::Filter(b.expr(filter, line, &name)?));
+    }
+    if let Some(key) = &node.key {
+        let expr = b.expr(key, line, &name)?;
+        current.key_type = type_of(&expr, &current.fields);
+        current.key_source = Some(key.clone());
+        rekeyed = true;
+        steps.push(Step::Rekey { key: expr, repartition: None });
+    }
+    let repartition_topic = format!("{}-{}-repartition", b.topology, name);
+
+    if let Some(join) = node.join {
+        let (other, is_stream) = match (&join.table, &join.stream) {
+            (Some(t), None) => (t.clone(), false),
+            (None, Some(s)) => (s.clone(), true),
+            _ => return Err(b.error(Some(line), Some(&name), "a join names exactly one of `table` or `stream`")),
+        };
+        let other_known = b.input(&other, line, &name)?;
+        match (is_stream, other_known.shape) {
+            (false, Shape::Stream) => return Err(b.error(Some(line), Some(&name), format!("`{other}` is a stream; join it with `stream:` and a `within` window, or make it a table"))),
+            (true, Shape::Table) => return Err(b.error(Some(line), Some(&name), format!("`{other}` is a table; join it with `table:`"))),
+            _ => {}
+        }
+        let on = join.on.as_deref().map(|o| b.expr(o, line, &name)).transpose()?;
+        if other_known.kind == SourceKind::Global && on.is_none() {
+            return Err(b.error(Some(line), Some(&name), format!("joining the global table `{other}` needs `on`: the foreign key expression")));
+        }
+        // Join key type check when both sides are known.
+        let this_type = match &on {
+            Some(e) => type_of(e, &current.fields),
+            None => current.key_type,
+        };
+        if let (Some(mine), Some(theirs)) = (this_type, other_known.key_type) {
+            if !compatible(mine, theirs) {
+                let mine_name = on.as_ref().map_or_else(|| current.key_source.clone().unwrap_or_else(|| "the key".into()), |e| e.source().to_owned());
+                return Err(b.error(
+                    Some(line),
+                    Some(&name),
+                    format!("join key types differ: `{mine_name}` is {mine:?} but the key of `{other}` ({}) is {theirs:?}", other_known.key_source.clone().unwrap_or_else(|| "record key".into())),
+                ));
+            }
+        }
+        let window = if is_stream {
+            let within = join.within.as_deref().ok_or_else(|| b.error(Some(line), Some(&name), "a stream-stream join needs `within` (e.g. `within: 5m`)"))?;
+            let within = b.duration(within, line, &name, "within")?;
+            let grace = join.grace.as_deref().map(|g| b.duration(g, line, &name, "grace")).transpose()?.unwrap_or(0);
+            Some((within, grace))
+        } else {
+            None
+        };
+        // Co-partitioned joins need the stream keyed like the table: `on` becomes a re-key, and
+        // any re-key reads through a repartition topic. A global table is looked up by `on`
+        // directly and needs neither.
+        let mut on = on;
+        if other_known.kind != SourceKind::Global {
+            if let Some(text) = &join.on {
+                steps.push(Step::Rekey { key: b.expr(text, line, &name)?, repartition: None });
+                on = None;
+                rekeyed = true;
+            }
+            if rekeyed {
+                set_repartition(&mut steps, &repartition_topic);
+                group = b.new_group();
+            }
+            if let Some(g) = other_known.group {
+                group = b.union(group, g);
+            }
+        }
+        let alias = join.alias.clone().unwrap_or_else(|| other.clone());
+        if let (Some(fields), alias) = (&mut current.fields, &alias) {
+            fields.insert(alias.clone(), FieldType::Other);
+        }
+        let stores = if is_stream { vec![format!("{name}-join-this"), format!("{name}-join-other")] } else { Vec::new() };
+        steps.push(Step::Join { other, other_kind: other_known.kind, on, join_type: join.join_type, alias, unknown: join.unknown, window, stores });
+    }
+
+    if let Some(select) = node.select {
+        let mut projected = Vec::new();
+        let mut fields = BTreeMap::new();
+        for (out, text) in select {
+            let e = b.expr(&text, line, &name)?;
+            if let Some(t) = type_of(&e, &current.fields) {
+                fields.insert(out.clone(), t);
+            }
+            projected.push((out, e));
+        }
+        current.fields = current.fields.as_ref().map(|_| fields);
+        steps.push(Step::Select(projected));
+    }
+    if let Some(flat) = &node.flat_map {
+        steps.push(Step::FlatMap(b.expr(flat, line, &name)?));
+        current.fields = None;
+    }
+
+    let mut shape = Shape::Stream;
+    if let Some(agg) = node.aggregate {
+        let group_by: Vec<(String, Expression)> =
+            agg.group_by.iter().map(|(k, v)| Ok((k.clone(), b.expr(v, line, &name)?))).collect::<Result<_, TopologyError>>()?;
+        if group_by.is_empty() {
+            return Err(b.error(Some(line), Some(&name), "`group_by` needs at least one field"));
+        }
+        let window = agg.window.map(|w| window(b, w, line, &name)).transpose()?;
+        if agg.emit == Emit::Final && window.is_none() {
+            return Err(b.error(Some(line), Some(&name), "`emit: final` needs a window (an unwindowed aggregate never closes)"));
+        }
+        let mut measures = Vec::new();
+        for (out, m) in agg.measures {
+            measures.push((out.clone(), measure(b, m, line, &name, &out)?));
+        }
+        if measures.is_empty() {
+            return Err(b.error(Some(line), Some(&name), "`measures` needs at least one measure"));
+        }
+        let by_current_key = group_by.len() == 1 && current.key_source.as_deref() == Some(group_by[0].1.source()) && !rekeyed;
+        let repartition = (!by_current_key).then(|| repartition_topic.clone());
+        if repartition.is_some() {
+            group = b.new_group();
+        }
+        let ttl_ms = agg.ttl.as_deref().map(|t| b.duration(t, line, &name, "ttl")).transpose()?;
+        let mut fields: BTreeMap<String, FieldType> = group_by.iter().filter_map(|(k, e)| type_of(e, &current.fields).map(|t| (k.clone(), t))).collect();
+        for (out, m) in &measures {
+            fields.insert(out.clone(), match m {
+                Measure::Count | Measure::CountDistinct(_) => FieldType::Integer,
+                Measure::Avg(_) => FieldType::Float,
+                _ => FieldType::Other,
+            });
+        }
+        current.key_type = if group_by.len() == 1 { fields.get(&group_by[0].0).copied() } else { Some(FieldType::Other) };
+        current.key_source = Some(group_by.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(","));
+        current.fields = Some(fields);
+        steps.push(Step::Aggregate { group_by, window, emit: agg.emit, measures, ttl_ms, repartition, store: format!("{name}-aggregate") });
+        shape = Shape::Table;
+    } else if node.to_table {
+        steps.push(Step::ToTable { store: format!("{name}-table") });
+        shape = Shape::Table;
+    } else if current.shape == Shape::Table && steps.iter().all(|s| matches!(s, Step::Filter(_) | Step::Select(_))) {
+        shape = Shape::Table;
+    }
+
+    b.known.insert(name.clone(), Known { shape, kind: if shape == Shape::Table { SourceKind::Table } else { SourceKind::Stream }, group: Some(group), ..current });
+    Ok(PlannedNode { name, inputs, steps, shape, subtopology: group, line })
+}
+
+/// Marks the node's last re-key as read through `topic`.
+fn set_repartition(steps: &mut [Step], topic: &str) {
+    if let Some(Step::Rekey { repartition, .. }) = steps.iter_mut().rev().find(|s| matches!(s, Step::Rekey { .. })) {
+        *repartition = Some(topic.to_owned());
+    }
+}
+
+fn window(b: &Builder<'_>, w: WindowSpec, line: u64, node: &str) -> Result<Window, TopologyError> {
+    let need = |field: &Option<String>, what: &str| -> Result<i64, TopologyError> {
+        let text = field.as_deref().ok_or_else(|| b.error(Some(line), Some(node), format!("a {:?} window needs `{what}`", w.window_type)))?;
+        let ms = b.duration(text, line, node, what)?;
+        if ms <= 0 {
+            return Err(b.error(Some(line), Some(node), format!("window `{what}` must be positive")));
+        }
+        Ok(ms)
+    };
+    let grace_ms = w.grace.as_deref().map(|g| b.duration(g, line, node, "grace")).transpose()?.unwrap_or(0);
+    let (size_ms, advance_ms) = match w.window_type {
+        WindowType::Tumbling => {
+            let size = need(&w.size, "size")?;
+            (size, size)
+        }
+        WindowType::Hopping => {
+            let size = need(&w.size, "size")?;
+            let advance = need(&w.advance, "advance")?;
+            if advance > size {
+                return Err(b.error(Some(line), Some(node), "a hopping window's `advance` must not exceed its `size` (records would fall between windows)"));
+            }
+            (size, advance)
+        }
+        WindowType::Sliding => {
+            let size = need(&w.size, "size")?;
+            (size, 1)
+        }
+        WindowType::Session => {
+            let gap = need(&w.gap, "gap")?;
+            (gap, gap)
+        }
+    };
+    Ok(Window { window_type: w.window_type, size_ms, advance_ms, grace_ms })
+}
+
+fn measure(b: &Builder<'_>, m: MeasureSpec, line: u64, node: &str, out: &str) -> Result<Measure, TopologyError> {
+    let set = [m.count.is_some(), m.sum.is_some(), m.min.is_some(), m.max.is_some(), m.avg.is_some(), m.count_distinct.is_some(), m.top_n.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if set != 1 {
+        return Err(b.error(Some(line), Some(node), format!("measure `{out}` must set exactly one of count, sum, min, max, avg, count_distinct, top_n")));
+    }
+    let e = |t: &str| b.expr(t, line, node);
+    Ok(if m.count.is_some() {
+        Measure::Count
+    } else if let Some(t) = m.sum {
+        Measure::Sum(e(&t)?)
+    } else if let Some(t) = m.min {
+        Measure::Min(e(&t)?)
+    } else if let Some(t) = m.max {
+        Measure::Max(e(&t)?)
+    } else if let Some(t) = m.avg {
+        Measure::Avg(e(&t)?)
+    } else if let Some(t) = m.count_distinct {
+        Measure::CountDistinct(e(&t)?)
+    } else {
+        let top = m.top_n.ok_or_else(|| b.error(Some(line), Some(node), "top_n"))?;
+        if top.n == 0 {
+            return Err(b.error(Some(line), Some(node), format!("measure `{out}`: top_n needs n ≥ 1")));
+        }
+        Measure::TopN { n: top.n, of: e(&top.of)?, by: top.by.as_deref().map(e).transpose()? }
+    })
+}
