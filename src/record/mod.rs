@@ -12,6 +12,7 @@
 //! This module does no I/O.
 
 mod change;
+pub mod encoding;
 mod value;
 
 pub use change::{
