@@ -12,6 +12,9 @@
 //!   wire format, Debezium envelopes → change records.
 //! - [`topology`]: topologies declared in YAML, validated into a plan (`describe` prints it).
 //! - [`expression`]: CEL expressions for filters, projections and keys, compiled once.
+//! - [`operators`]: what steps do to records (filter, re-key, select, flat-map, tables, joins),
+//!   and the pipeline that wires a plan into them. No Kafka inside.
+//! - [`testkit`]: `TopologyTestDriver` — run a topology with no broker.
 //! - [`state`]: what operators remember — store backends (memory, RocksDB with a shared memory
 //!   budget), the task write cache committed atomically with input positions, the changelog
 //!   hook, versioned stores for event-time lookups.
@@ -32,6 +35,8 @@ pub mod connectors;
 pub mod error;
 pub mod expression;
 pub mod observe;
+pub mod operators;
 pub mod record;
 pub mod state;
+pub mod testkit;
 pub mod topology;

@@ -8,7 +8,8 @@
 //! - a literal (`'unknown'`, `0`, `true`).
 //!
 //! Names resolve against a [`Scope`]: first the named rows (a join's table side, `key`), then
-//! the fields of the current record. Inside CEL, decimals are doubles and timestamps are CEL
+//! the fields of the current record. An unknown top-level name is an error; a nested column a
+//! row lacks reads as null (rows from before a column was added, a left join's unknown member). Inside CEL, decimals are doubles and timestamps are CEL
 //! timestamps; results come back as [`Value`]s.
 
 mod cel_bridge;
@@ -159,8 +160,12 @@ impl Expression {
                 let mut current = scope.resolve(&path[0]).ok_or_else(|| fail(format!("no field or name `{}`", path[0])))?;
                 for part in &path[1..] {
                     current = match current {
-                        Value::Struct(row) => row.get(part).ok_or_else(|| fail(format!("no field `{part}`")))?,
-                        // A missing joined row (unknown member, left join) reads as null.
+                        // A nested column a row does not have reads as null: rows written before a
+                        // column was added, or the unknown member of a left join.
+                        Value::Struct(row) => match row.get(part) {
+                            Some(v) => v,
+                            None => return Ok(Value::Null),
+                        },
                         Value::Null => return Ok(Value::Null),
                         other => return Err(fail(format!("`{part}` read from a {}", other.type_name()))),
                     };

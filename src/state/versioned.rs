@@ -113,6 +113,19 @@ impl VersionedStore {
         Ok(self.versions(state, key, Some(ts))?.pop().filter(|v| v.value.is_some()))
     }
 
+    /// Every key that has at least one version (in key-byte order).
+    pub fn keys<B: StateBackend>(&self, state: &TaskState<B>) -> Result<Vec<Vec<u8>>, StateError> {
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for (stored, _) in state.range(&self.store, b"", None)? {
+            let len = stored.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+            let key = len.and_then(|n| stored.get(4..4 + n)).ok_or_else(|| StateError::Encoding { store: self.store.clone(), detail: "versioned key header".into() })?;
+            if keys.last().is_none_or(|last| last.as_slice() != key) {
+                keys.push(key.to_vec());
+            }
+        }
+        Ok(keys)
+    }
+
     /// How much history is kept (ms).
     pub fn retention_ms(&self) -> i64 {
         self.retention_ms

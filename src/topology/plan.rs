@@ -21,6 +21,7 @@ use crate::expression::Expression;
 use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 /// A field type, as far as validation needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +92,8 @@ pub struct PlannedSource {
     pub store: Option<String>,
     /// Sub-topology number (`None` for global tables).
     pub subtopology: Option<usize>,
+    /// The value schema from the source's `schema` file, as Connect types.
+    pub schema: Option<Arc<ConnectSchema>>,
 }
 
 /// A window, validated.
@@ -327,7 +330,7 @@ impl Builder<'_> {
         parse_duration(text).map_err(|e| self.error(Some(line), Some(node), format!("{what}: {e}")))
     }
 
-    fn load_fields(&self, schema_file: &str, line: u64, node: &str) -> Result<BTreeMap<String, FieldType>, TopologyError> {
+    fn load_schema(&self, schema_file: &str, line: u64, node: &str) -> Result<(Arc<ConnectSchema>, BTreeMap<String, FieldType>), TopologyError> {
         let path = self.base_dir.join(schema_file);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| self.error(Some(line), Some(node), format!("schema {}: {e}", path.display())))?;
@@ -338,7 +341,8 @@ impl Builder<'_> {
         let fields = schema
             .fields()
             .ok_or_else(|| self.error(Some(line), Some(node), format!("schema {} is not a record", path.display())))?;
-        Ok(fields.iter().map(|f| (f.name.to_string(), field_type(&f.schema))).collect())
+        let types = fields.iter().map(|f| (f.name.to_string(), field_type(&f.schema))).collect();
+        Ok((Arc::new(schema), types))
     }
 
     fn input(&self, name: &str, line: u64, node: &str) -> Result<Known, TopologyError> {
@@ -366,10 +370,16 @@ pub fn build(spec: TopologySpec, file: Option<&Path>, base_dir: &Path) -> Result
     let mut sources = Vec::new();
     for (name, Spanned { value: source, referenced, .. }) in spec.sources {
         let line = referenced.line();
-        let fields = match &source.schema {
-            Some(schema) => Some(b.load_fields(schema, line, &name)?),
-            None => None,
+        let (schema, fields) = match &source.schema {
+            Some(file) => {
+                let (schema, fields) = b.load_schema(file, line, &name)?;
+                (Some(schema), Some(fields))
+            }
+            None => (None, None),
         };
+        if source.format.is_cdc() && !source.kind.is_table() {
+            return Err(b.error(Some(line), Some(&name), "a Debezium source is a table: set `table: table`, `versioned` or `global`"));
+        }
         let key = source.key.as_deref().map(|k| b.expr(k, line, &name)).transpose()?;
         if key.is_some() && source.kind.is_table() {
             return Err(b.error(Some(line), Some(&name), "a table is keyed by its record key; `key` is for streams (use `primary_key` to name the key column)"));
@@ -400,6 +410,7 @@ pub fn build(spec: TopologySpec, file: Option<&Path>, base_dir: &Path) -> Result
             history_ms: history_ms.or((source.kind == SourceKind::Versioned).then_some(86_400_000)),
             on_error: source.on_error,
             subtopology: group,
+            schema,
         });
     }
 

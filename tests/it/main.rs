@@ -4,6 +4,8 @@
 //! - `debezium_fixtures`: every real Debezium capture record decodes to the expected change.
 //! - `avro_registry`: Avro through the embedded registry, with `schema_registry_converter`.
 //! - `registry_api`: the Confluent REST API and every compatibility level.
+//! - `golden`: topologies run through the test driver match their expected output, also across
+//!   restarts and with RocksDB state reopened from disk.
 //! - `cli`: `happystreams decode`, `schemas`, `registry serve` as a user runs them.
 //! - `kafka`: reading records back from MockCluster and Tansu.
 //! - `no_panic`: arbitrary bytes into every decoder never panic.
@@ -13,6 +15,7 @@
 mod avro_registry;
 mod cli;
 mod debezium_fixtures;
+mod golden;
 mod kafka;
 mod no_panic;
 mod registry_api;

@@ -1,0 +1,88 @@
+//! Operators: what a topology's steps do to records. They know nothing about Kafka: records
+//! come in as [`Event`]s and [`TableUpdate`]s, state lives in a [`crate::state::TaskState`].
+//!
+//! - [`stateless`]: filter, re-key, select, flat-map.
+//! - [`table`]: materializing a table (plain or versioned) from upserts and CDC changes;
+//!   deletes and tombstones remove rows, unavailable columns keep their last known value.
+//! - [`stream_table_join`]: a stream joined with a table (as of the event's time for versioned
+//!   tables), inner or left; a miss joins the explicit "unknown" member and is counted.
+//! - [`pipeline`]: a validated plan wired into operators, for one task.
+
+pub mod pipeline;
+pub mod stateless;
+pub mod stream_table_join;
+pub mod table;
+
+use crate::error::ErrorClass;
+use crate::expression::ExpressionError;
+use crate::record::{Row, Value};
+use crate::state::StateError;
+
+/// A record inside the engine: key, value row and event time (ms).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Key.
+    pub key: Value,
+    /// Value.
+    pub value: Row,
+    /// Event time, ms since the epoch.
+    pub timestamp: i64,
+}
+
+/// A change to a table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TableUpdate {
+    /// The row for `key` is now `row` (from `timestamp` on).
+    Upsert {
+        /// Key.
+        key: Value,
+        /// New row (may hold `Unavailable` columns).
+        row: Row,
+        /// When (event time, ms).
+        timestamp: i64,
+    },
+    /// The row for `key` is gone.
+    Delete {
+        /// Key.
+        key: Value,
+        /// When (event time, ms).
+        timestamp: i64,
+    },
+    /// Every row is gone.
+    Truncate {
+        /// When (event time, ms).
+        timestamp: i64,
+    },
+}
+
+/// Why processing a record failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    /// An expression failed for this record.
+    #[error("{0}")]
+    Expression(#[from] ExpressionError),
+    /// State could not be read or written.
+    #[error("{0}")]
+    State(#[from] StateError),
+    /// The record does not fit the step (e.g. a non-list for flat_map).
+    #[error("{0}")]
+    Data(String),
+    /// The plan uses something this engine cannot run yet.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A name the plan does not know.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl OperatorError {
+    /// Who has to act.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            OperatorError::Expression(e) => e.class(),
+            OperatorError::State(e) => e.class(),
+            OperatorError::Data(_) => ErrorClass::Data,
+            OperatorError::Unsupported(_) | OperatorError::Config(_) => ErrorClass::Config,
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! A validated plan wired into operators, for one task (all partitions of its sub-topologies).
+//!
+//! Records enter at sources: stream events through [`Pipeline::on_event`], table changes through
+//! [`Pipeline::on_table_update`]. Each node runs its steps in order (filter, re-key, join,
+//! select, flat-map) and hands its output to downstream nodes and sinks, depth first, so one
+//! input record's outputs come out in a deterministic order.
+//!
+//! Within one task a repartition topic is a pass-through: the re-keyed event goes straight to the
+//! next step (the Kafka runtime splits the pipeline there instead).
+//!
+//! Supported today: stream sources, table / versioned / global table sources, filter, re-key,
+//! select, flat-map, merge, stream-table and stream-global-table joins. A plan that uses anything
+//! else is refused with [`OperatorError::Unsupported`] naming the node — never run partially.
+
+use super::stateless;
+use super::stream_table_join::StreamTableJoin;
+use super::table::Table;
+use super::{Event, OperatorError, TableUpdate};
+use crate::codec::json;
+use crate::record::{CdcEvent, Op, Row, Value};
+use crate::state::{StateBackend, TaskState};
+use crate::topology::plan::{PlannedNode, Step};
+use crate::topology::spec::SourceKind;
+use crate::topology::{Plan, Shape};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A record for a sink topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// Sink topic.
+    pub topic: String,
+    /// Key.
+    pub key: Value,
+    /// Value (`None`: a tombstone).
+    pub value: Option<Row>,
+    /// Event time (ms).
+    pub timestamp: i64,
+}
+
+/// The operators of one plan.
+#[derive(Debug)]
+pub struct Pipeline {
+    plan: Arc<Plan>,
+    tables: BTreeMap<String, Table>,
+    /// node index → its joins, by step index
+    joins: BTreeMap<(usize, usize), StreamTableJoin>,
+    /// source or node name → downstream node indexes
+    downstream: BTreeMap<String, Vec<usize>>,
+    /// source or node name → sink topics
+    sinks: BTreeMap<String, Vec<String>>,
+}
+
+fn unsupported(node: &PlannedNode, what: &str) -> OperatorError {
+    OperatorError::Unsupported(format!("node `{}` (line {}): {what} is not supported by this version's engine yet", node.name, node.line))
+}
+
+impl Pipeline {
+    /// Wires a plan; refuses plans with steps the engine does not run yet.
+    pub fn new(plan: Arc<Plan>) -> Result<Pipeline, OperatorError> {
+        let mut tables = BTreeMap::new();
+        for source in &plan.sources {
+            if let Some(store) = &source.store {
+                let table = match source.kind {
+                    SourceKind::Versioned => Table::versioned(store.clone(), source.history_ms.unwrap_or(86_400_000)),
+                    _ => Table::plain(store.clone()),
+                };
+                tables.insert(source.name.clone(), table);
+            }
+        }
+        let mut joins = BTreeMap::new();
+        let mut downstream: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (index, node) in plan.nodes.iter().enumerate() {
+            for input in &node.inputs {
+                let reads_table = plan.source(input).is_some_and(|s| s.kind.is_table()) || plan.node(input).is_some_and(|n| n.shape == Shape::Table);
+                if reads_table {
+                    return Err(unsupported(node, &format!("reading the table `{input}` as a changelog (use it in a `join`)")));
+                }
+                downstream.entry(input.clone()).or_default().push(index);
+            }
+            for (step_index, step) in node.steps.iter().enumerate() {
+                match step {
+                    Step::Filter(_) | Step::Rekey { .. } | Step::Select(_) | Step::FlatMap(_) => {}
+                    Step::Join { other, join_type, alias, unknown, window: None, .. } => {
+                        let table = tables.get(other).cloned().ok_or_else(|| unsupported(node, &format!("joining `{other}`, a table produced by a node,")))?;
+                        let unknown_row: Row = unknown.iter().map(|(k, v)| (Arc::from(k.as_str()), json::infer(v))).collect();
+                        joins.insert((index, step_index), StreamTableJoin::new(&node.name, table, *join_type, alias, unknown_row));
+                    }
+                    Step::Join { .. } => return Err(unsupported(node, "a stream-stream join")),
+                    Step::Aggregate { .. } => return Err(unsupported(node, "`aggregate`")),
+                    Step::ToTable { .. } => return Err(unsupported(node, "`to_table`")),
+                }
+            }
+        }
+        let mut sinks: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for sink in &plan.sinks {
+            sinks.entry(sink.from.clone()).or_default().push(sink.topic.clone());
+        }
+        Ok(Pipeline { plan, tables, joins, downstream, sinks })
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The stores the pipeline needs.
+    pub fn stores(&self) -> Vec<String> {
+        self.tables.values().map(|t| t.store().to_owned()).collect()
+    }
+
+    /// Lookup outcomes of the join in `node` (matched, unknown member, dropped).
+    pub fn join_counts(&self, node: &str) -> Option<(u64, u64, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let index = self.plan.nodes.iter().position(|n| n.name == node)?;
+        self.joins
+            .iter()
+            .find(|((n, _), _)| *n == index)
+            .map(|(_, j)| (j.counts.matched.load(Relaxed), j.counts.unknown_member.load(Relaxed), j.counts.dropped.load(Relaxed)))
+    }
+
+    /// Builds the event a stream source emits for a decoded record: the key from the source's
+    /// `key` expression (else the record key), the time from its `timestamp` expression (else the
+    /// record timestamp).
+    pub fn event_for(&self, source: &str, record_key: Value, value: Row, record_timestamp: i64) -> Result<Event, OperatorError> {
+        let spec = self.plan.source(source).ok_or_else(|| OperatorError::Config(format!("unknown source `{source}`")))?;
+        let mut event = Event { key: record_key, value, timestamp: record_timestamp };
+        let named = [("key", &event.key)];
+        let scope = stateless::scope(&event, &named);
+        let key = spec.key.as_ref().map(|k| k.evaluate(&scope)).transpose()?;
+        let timestamp = match &spec.timestamp {
+            Some(t) => {
+                let value = t.evaluate(&scope)?;
+                value.epoch_millis().ok_or_else(|| OperatorError::Data(format!("timestamp `{}` of source `{source}` is a {}, not a time", t.source(), value.type_name())))?
+            }
+            None => record_timestamp,
+        };
+        if let Some(key) = key {
+            event.key = key;
+        }
+        event.timestamp = timestamp;
+        Ok(event)
+    }
+
+    /// The table change a CDC event means for a table source (`None`: nothing to apply —
+    /// tombstones after deletes, transaction markers, logical messages).
+    pub fn update_for_change(event: &CdcEvent) -> Option<TableUpdate> {
+        let CdcEvent::Change(change) = event else { return None };
+        let timestamp = change.event_time_ms().unwrap_or(0);
+        let key = || change.key.clone().map(Value::Struct).unwrap_or(Value::Null);
+        match change.op {
+            Op::Create | Op::Read | Op::Update => change.after.clone().map(|row| TableUpdate::Upsert { key: key(), row, timestamp }),
+            Op::Delete => Some(TableUpdate::Delete { key: key(), timestamp }),
+            Op::Truncate => Some(TableUpdate::Truncate { timestamp }),
+            Op::Message => None,
+        }
+    }
+
+    /// Applies a change to a table source.
+    pub fn on_table_update<B: StateBackend>(&self, state: &mut TaskState<B>, source: &str, update: TableUpdate, stream_time: i64) -> Result<(), OperatorError> {
+        let table = self.tables.get(source).ok_or_else(|| OperatorError::Config(format!("`{source}` is not a table source")))?;
+        table.apply(state, update, stream_time)
+    }
+
+    /// Processes one event from a stream source; outputs are appended to `out`.
+    pub fn on_event<B: StateBackend>(&self, state: &mut TaskState<B>, source: &str, event: Event, out: &mut Vec<Output>) -> Result<(), OperatorError> {
+        self.emit(state, source, vec![event], out)
+    }
+
+    fn emit<B: StateBackend>(&self, state: &mut TaskState<B>, from: &str, events: Vec<Event>, out: &mut Vec<Output>) -> Result<(), OperatorError> {
+        for event in events {
+            for topic in self.sinks.get(from).map(Vec::as_slice).unwrap_or_default() {
+                out.push(Output { topic: topic.clone(), key: event.key.clone(), value: Some(event.value.clone()), timestamp: event.timestamp });
+            }
+            for &index in self.downstream.get(from).map(Vec::as_slice).unwrap_or_default() {
+                let produced = self.run_node(state, index, event.clone())?;
+                self.emit(state, &self.plan.nodes[index].name, produced, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn run_node<B: StateBackend>(&self, state: &mut TaskState<B>, index: usize, event: Event) -> Result<Vec<Event>, OperatorError> {
+        let node = &self.plan.nodes[index];
+        let mut batch = vec![event];
+        for (step_index, step) in node.steps.iter().enumerate() {
+            let mut next = Vec::with_capacity(batch.len());
+            for event in batch {
+                match step {
+                    Step::Filter(predicate) => next.extend(stateless::filter(predicate, event)?),
+                    Step::Rekey { key, .. } => next.push(stateless::rekey(key, event)?),
+                    Step::Select(fields) => next.push(stateless::select(fields, event)?),
+                    Step::FlatMap(expression) => next.extend(stateless::flat_map(expression, event)?),
+                    Step::Join { on, .. } => {
+                        let join = self.joins.get(&(index, step_index)).ok_or_else(|| OperatorError::Config(format!("join of `{}` not wired", node.name)))?;
+                        next.extend(join.on_record(state, on.as_ref(), event)?);
+                    }
+                    Step::Aggregate { .. } | Step::ToTable { .. } => return Err(unsupported(node, "this step")),
+                }
+            }
+            batch = next;
+            if batch.is_empty() {
+                break;
+            }
+        }
+        Ok(batch)
+    }
+}
