@@ -8,6 +8,7 @@
 //!   restarts and with RocksDB state reopened from disk.
 //! - `cli`: `happystreams decode`, `schemas`, `registry serve` as a user runs them.
 //! - `kafka`: reading records back from MockCluster and Tansu.
+//! - `oracle`: incremental results equal a from-scratch recomputation on shuffled input.
 //! - `no_panic`: arbitrary bytes into every decoder never panic.
 //! - `topology`: topology files validate and describe; bad ones are rejected with file and line.
 //! - `state_contract`: the state store contract on every backend, crash and failure cases.
@@ -18,6 +19,7 @@ mod debezium_fixtures;
 mod golden;
 mod kafka;
 mod no_panic;
+mod oracle;
 mod registry_api;
 mod rig;
 mod state_contract;
