@@ -9,9 +9,13 @@
 //! next step (the Kafka runtime splits the pipeline there instead).
 //!
 //! Supported today: stream sources, table / versioned / global table sources, filter, re-key,
-//! select, flat-map, merge, stream-table and stream-global-table joins. A plan that uses anything
-//! else is refused with [`OperatorError::Unsupported`] naming the node — never run partially.
+//! select, flat-map, merge, stream-table and stream-global-table joins, and aggregations
+//! (unwindowed, tumbling, hopping; emit on update or final). Not yet: session and sliding
+//! windows, stream-stream joins, `to_table`, aggregate `ttl`, nodes reading a table's
+//! changelog. A plan that uses any of these is refused with [`OperatorError::Unsupported`]
+//! naming the node — never run partially.
 
+use super::aggregate::Aggregator;
 use super::stateless;
 use super::stream_table_join::StreamTableJoin;
 use super::table::Table;
@@ -43,8 +47,10 @@ pub struct Output {
 pub struct Pipeline {
     plan: Arc<Plan>,
     tables: BTreeMap<String, Table>,
-    /// node index → its joins, by step index
+    /// (node index, step index) → join
     joins: BTreeMap<(usize, usize), StreamTableJoin>,
+    /// (node index, step index) → aggregation
+    aggregators: BTreeMap<(usize, usize), Aggregator>,
     /// source or node name → downstream node indexes
     downstream: BTreeMap<String, Vec<usize>>,
     /// source or node name → sink topics
@@ -69,6 +75,7 @@ impl Pipeline {
             }
         }
         let mut joins = BTreeMap::new();
+        let mut aggregators = BTreeMap::new();
         let mut downstream: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (index, node) in plan.nodes.iter().enumerate() {
             for input in &node.inputs {
@@ -87,7 +94,16 @@ impl Pipeline {
                         joins.insert((index, step_index), StreamTableJoin::new(&node.name, table, *join_type, alias, unknown_row));
                     }
                     Step::Join { .. } => return Err(unsupported(node, "a stream-stream join")),
-                    Step::Aggregate { .. } => return Err(unsupported(node, "`aggregate`")),
+                    Step::Aggregate { window, emit, ttl_ms, store, .. } => {
+                        use crate::topology::spec::WindowType;
+                        if let Some(w) = window.as_ref().filter(|w| matches!(w.window_type, WindowType::Session | WindowType::Sliding)) {
+                            return Err(unsupported(node, &format!("a {:?} window", w.window_type).to_lowercase()));
+                        }
+                        if ttl_ms.is_some() {
+                            return Err(unsupported(node, "an aggregate `ttl`"));
+                        }
+                        aggregators.insert((index, step_index), Aggregator::new(&node.name, store, window.clone(), *emit));
+                    }
                     Step::ToTable { .. } => return Err(unsupported(node, "`to_table`")),
                 }
             }
@@ -96,7 +112,7 @@ impl Pipeline {
         for sink in &plan.sinks {
             sinks.entry(sink.from.clone()).or_default().push(sink.topic.clone());
         }
-        Ok(Pipeline { plan, tables, joins, downstream, sinks })
+        Ok(Pipeline { plan, tables, joins, aggregators, downstream, sinks })
     }
 
     /// The plan.
@@ -106,7 +122,21 @@ impl Pipeline {
 
     /// The stores the pipeline needs.
     pub fn stores(&self) -> Vec<String> {
-        self.tables.values().map(|t| t.store().to_owned()).collect()
+        let mut stores: Vec<String> = self.tables.values().map(|t| t.store().to_owned()).collect();
+        for node in &self.plan.nodes {
+            for step in &node.steps {
+                if let Step::Aggregate { store, .. } = step {
+                    stores.push(store.clone());
+                }
+            }
+        }
+        stores
+    }
+
+    /// Records an aggregation in `node` dropped as late (all their windows had closed).
+    pub fn late_records(&self, node: &str) -> Option<u64> {
+        let index = self.plan.nodes.iter().position(|n| n.name == node)?;
+        self.aggregators.iter().find(|((n, _), _)| *n == index).map(|(_, a)| a.late_records.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Lookup outcomes of the join in `node` (matched, unknown member, dropped).
@@ -162,25 +192,39 @@ impl Pipeline {
         table.apply(state, update, stream_time)
     }
 
-    /// Processes one event from a stream source; outputs are appended to `out`.
-    pub fn on_event<B: StateBackend>(&self, state: &mut TaskState<B>, source: &str, event: Event, out: &mut Vec<Output>) -> Result<(), OperatorError> {
-        self.emit(state, source, vec![event], out)
+    /// Processes one event from a stream source at `stream_time` (the highest event time seen
+    /// before it); outputs are appended to `out`.
+    pub fn on_event<B: StateBackend>(&self, state: &mut TaskState<B>, source: &str, event: Event, stream_time: i64, out: &mut Vec<Output>) -> Result<(), OperatorError> {
+        self.emit(state, source, vec![event], stream_time, out)
     }
 
-    fn emit<B: StateBackend>(&self, state: &mut TaskState<B>, from: &str, events: Vec<Event>, out: &mut Vec<Output>) -> Result<(), OperatorError> {
-        for event in events {
-            for topic in self.sinks.get(from).map(Vec::as_slice).unwrap_or_default() {
-                out.push(Output { topic: topic.clone(), key: event.key.clone(), value: Some(event.value.clone()), timestamp: event.timestamp });
-            }
-            for &index in self.downstream.get(from).map(Vec::as_slice).unwrap_or_default() {
-                let produced = self.run_node(state, index, event.clone())?;
-                self.emit(state, &self.plan.nodes[index].name, produced, out)?;
+    /// Stream time moved to `stream_time`: closes windows, emitting final results.
+    pub fn on_stream_time<B: StateBackend>(&self, state: &mut TaskState<B>, stream_time: i64, out: &mut Vec<Output>) -> Result<(), OperatorError> {
+        for ((index, step_index), aggregator) in &self.aggregators {
+            let node = &self.plan.nodes[*index];
+            let Step::Aggregate { measures, .. } = &node.steps[*step_index] else { continue };
+            let closed = aggregator.on_stream_time(state, measures, stream_time)?;
+            if !closed.is_empty() {
+                self.emit(state, &node.name, closed, stream_time, out)?;
             }
         }
         Ok(())
     }
 
-    fn run_node<B: StateBackend>(&self, state: &mut TaskState<B>, index: usize, event: Event) -> Result<Vec<Event>, OperatorError> {
+    fn emit<B: StateBackend>(&self, state: &mut TaskState<B>, from: &str, events: Vec<Event>, stream_time: i64, out: &mut Vec<Output>) -> Result<(), OperatorError> {
+        for event in events {
+            for topic in self.sinks.get(from).map(Vec::as_slice).unwrap_or_default() {
+                out.push(Output { topic: topic.clone(), key: event.key.clone(), value: Some(event.value.clone()), timestamp: event.timestamp });
+            }
+            for &index in self.downstream.get(from).map(Vec::as_slice).unwrap_or_default() {
+                let produced = self.run_node(state, index, event.clone(), stream_time)?;
+                self.emit(state, &self.plan.nodes[index].name, produced, stream_time, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn run_node<B: StateBackend>(&self, state: &mut TaskState<B>, index: usize, event: Event, stream_time: i64) -> Result<Vec<Event>, OperatorError> {
         let node = &self.plan.nodes[index];
         let mut batch = vec![event];
         for (step_index, step) in node.steps.iter().enumerate() {
@@ -195,7 +239,11 @@ impl Pipeline {
                         let join = self.joins.get(&(index, step_index)).ok_or_else(|| OperatorError::Config(format!("join of `{}` not wired", node.name)))?;
                         next.extend(join.on_record(state, on.as_ref(), event)?);
                     }
-                    Step::Aggregate { .. } | Step::ToTable { .. } => return Err(unsupported(node, "this step")),
+                    Step::Aggregate { group_by, measures, .. } => {
+                        let aggregator = self.aggregators.get(&(index, step_index)).ok_or_else(|| OperatorError::Config(format!("aggregate of `{}` not wired", node.name)))?;
+                        next.extend(aggregator.on_record(state, group_by, measures, &event, stream_time)?);
+                    }
+                    Step::ToTable { .. } => return Err(unsupported(node, "`to_table`")),
                 }
             }
             batch = next;

@@ -14,6 +14,10 @@ pub struct Checkpoint {
     pub inputs: BTreeMap<String, i64>,
     /// Next changelog offset per store: the changelog holds every write up to here.
     pub changelogs: BTreeMap<String, i64>,
+    /// The task's stream time (highest event time processed), so windows closed before a
+    /// restart stay closed after it.
+    #[serde(default)]
+    pub stream_time_ms: Option<i64>,
 }
 
 /// One task's stores. Implementations must make [`StateBackend::commit`] atomic: after a

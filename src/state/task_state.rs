@@ -101,7 +101,13 @@ impl<B: StateBackend> TaskState<B> {
     /// together with the checkpoint, whose input positions are `inputs`. On error nothing is
     /// committed and the pending writes stay, so the commit can be retried.
     pub fn commit(&mut self, inputs: BTreeMap<String, i64>) -> Result<&Checkpoint, StateError> {
-        let mut next = Checkpoint { inputs, changelogs: self.checkpoint.changelogs.clone() };
+        let stream_time = self.checkpoint.stream_time_ms;
+        self.commit_at(inputs, stream_time)
+    }
+
+    /// [`TaskState::commit`], also recording the task's stream time.
+    pub fn commit_at(&mut self, inputs: BTreeMap<String, i64>, stream_time_ms: Option<i64>) -> Result<&Checkpoint, StateError> {
+        let mut next = Checkpoint { inputs, changelogs: self.checkpoint.changelogs.clone(), stream_time_ms };
         if let Some(changelog) = &mut self.changelog {
             let entries: Vec<ChangelogEntry> = self
                 .pending

@@ -80,7 +80,8 @@ impl TopologyTestDriver {
     fn with_backend(plan: Arc<Plan>, pipeline: Pipeline, backend: Box<dyn StateBackend>) -> Result<Self, DriverError> {
         let state = TaskState::new(backend).map_err(OperatorError::from)?;
         let positions = state.checkpoint().inputs.clone();
-        Ok(TopologyTestDriver { plan, pipeline, state: Some(state), outputs: BTreeMap::new(), positions, stream_time: i64::MIN })
+        let stream_time = state.checkpoint().stream_time_ms.unwrap_or(i64::MIN);
+        Ok(TopologyTestDriver { plan, pipeline, state: Some(state), outputs: BTreeMap::new(), positions, stream_time })
     }
 
     /// Loads a topology file and builds a driver for it.
@@ -108,13 +109,37 @@ impl TopologyTestDriver {
         let event = self.pipeline.event_for(source, key, value, timestamp)?;
         let event_time = event.timestamp;
         let mut out = Vec::new();
+        let stream_time = self.stream_time;
         let state = self.state.as_mut().ok_or_else(|| DriverError::Input("the driver's state was lost in a failed restart".into()))?;
-        self.pipeline.on_event(state, source, event, &mut out)?;
+        self.pipeline.on_event(state, source, event, stream_time, &mut out)?;
+        self.collect(out);
+        self.advance(source, event_time);
+        self.close_windows()
+    }
+
+    fn collect(&mut self, out: Vec<Output>) {
         for output in out {
             self.outputs.entry(output.topic.clone()).or_default().push_back(output);
         }
-        self.advance(source, event_time);
+    }
+
+    fn close_windows(&mut self) -> Result<(), DriverError> {
+        let mut out = Vec::new();
+        let state = self.state.as_mut().ok_or_else(|| DriverError::Input("the driver's state was lost in a failed restart".into()))?;
+        self.pipeline.on_stream_time(state, self.stream_time, &mut out)?;
+        self.collect(out);
         Ok(())
+    }
+
+    /// Moves stream time forward without a record (closing windows as a later record would).
+    pub fn advance_stream_time(&mut self, to: i64) -> Result<(), DriverError> {
+        self.stream_time = self.stream_time.max(to);
+        self.close_windows()
+    }
+
+    /// Records the aggregation in `node` dropped as late since the last (re)start.
+    pub fn late_records(&self, node: &str) -> Option<u64> {
+        self.pipeline.late_records(node)
     }
 
     /// Pipes one CDC event into a table source.
@@ -180,7 +205,8 @@ impl TopologyTestDriver {
     /// Commits state with the input positions piped so far.
     pub fn commit(&mut self) -> Result<(), DriverError> {
         let positions = self.positions.clone();
-        self.state()?.commit(positions).map_err(OperatorError::from)?;
+        let stream_time = (self.stream_time != i64::MIN).then_some(self.stream_time);
+        self.state()?.commit_at(positions, stream_time).map_err(OperatorError::from)?;
         Ok(())
     }
 
@@ -193,6 +219,7 @@ impl TopologyTestDriver {
         self.pipeline = Pipeline::new(self.plan.clone())?;
         let reopened = TaskState::new(backend).map_err(OperatorError::from)?;
         self.positions = reopened.checkpoint().inputs.clone();
+        self.stream_time = reopened.checkpoint().stream_time_ms.unwrap_or(i64::MIN);
         self.state = Some(reopened);
         Ok(())
     }

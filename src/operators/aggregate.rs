@@ -1,0 +1,339 @@
+//! Grouped, optionally windowed aggregation with emit-on-update or emit-final.
+//!
+//! State per (window, group) is one accumulator row in the node's store, under the key
+//! `window end ++ window start ++ group key` (times big-endian with the sign bit flipped, so
+//! keys sort by window end and closing windows is one range scan). Unwindowed aggregates use
+//! the group key alone and never close.
+//!
+//! Per record: compute the group, find its open windows (a record whose windows are all closed
+//! is late: counted, not applied), update each window's accumulator and, with emit-on-update,
+//! emit the new result. When stream time passes `end + grace`, a window closes: emit-final
+//! emits its result once, and its state is dropped either way.
+//!
+//! Measures are exact: sums of integers stay integers and of decimals stay decimals;
+//! `count_distinct` keeps the set of distinct values; `top_n` keeps every candidate's score.
+//! Output: key = the group fields (+ `window_start`, `window_end`), value = the same fields plus
+//! one field per measure; the output time is the window start (the record time when
+//! unwindowed), so results do not depend on arrival order.
+
+use super::window::{Bounds, is_closed, windows_for};
+use super::{Event, OperatorError};
+use crate::expression::{Expression, Scope};
+use crate::record::encoding::{decode_row, encode, encode_row, key_bytes};
+use crate::record::{Decimal, Row, TimeUnit, Value};
+use crate::state::{StateBackend, StateError, TaskState};
+use crate::topology::plan::{Measure, Window};
+use crate::topology::spec::Emit;
+use std::cmp::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+
+/// An aggregation step.
+#[derive(Debug)]
+pub struct Aggregator {
+    node: String,
+    store: String,
+    window: Option<Window>,
+    emit: Emit,
+    /// Records dropped because every window they belong to had closed.
+    pub late_records: AtomicU64,
+}
+
+fn time_bytes(ts: i64) -> [u8; 8] {
+    ((ts as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn state_key(bounds: Option<Bounds>, group: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Some(b) = bounds {
+        out.extend_from_slice(&time_bytes(b.end));
+        out.extend_from_slice(&time_bytes(b.start));
+    }
+    out.extend_from_slice(&key_bytes(group));
+    out
+}
+
+fn millis(ts: i64) -> Value {
+    Value::Timestamp { value: ts, unit: TimeUnit::Millis }
+}
+
+fn data(message: String) -> OperatorError {
+    OperatorError::Data(message)
+}
+
+/// `a + b` keeping exact types (null is the neutral element).
+fn add(a: &Value, b: &Value) -> Result<Value, OperatorError> {
+    use Value as V;
+    Ok(match (a, b) {
+        (V::Null, x) | (x, V::Null) => x.clone(),
+        (V::Int(_) | V::Long(_), V::Int(_) | V::Long(_)) => {
+            let (x, y) = (a.as_i64().unwrap_or(0), b.as_i64().unwrap_or(0));
+            V::Long(x.checked_add(y).ok_or_else(|| data(format!("sum overflows: {x} + {y}")))?)
+        }
+        (V::Decimal(x), V::Decimal(y)) => {
+            let scale = x.scale.max(y.scale);
+            let (x, y) = (x.rescale(scale), y.rescale(scale));
+            match (x, y) {
+                (Some(x), Some(y)) => V::Decimal(Decimal { unscaled: x.unscaled + y.unscaled, scale }),
+                _ => return Err(data("decimal scale out of range".into())),
+            }
+        }
+        (V::Decimal(d), i @ (V::Int(_) | V::Long(_))) | (i @ (V::Int(_) | V::Long(_)), V::Decimal(d)) => {
+            add(&V::Decimal(d.clone()), &V::Decimal(Decimal::new(i.as_i64().unwrap_or(0), 0)))?
+        }
+        _ => match (number(a), number(b)) {
+            (Some(x), Some(y)) => V::Double(x + y),
+            _ => return Err(data(format!("cannot add a {} and a {}", a.type_name(), b.type_name()))),
+        },
+    })
+}
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Int(i) => Some(f64::from(*i)),
+        Value::Long(i) => Some(*i as f64),
+        Value::Float(f) => Some(f64::from(*f)),
+        Value::Double(f) => Some(*f),
+        Value::Decimal(d) => Some(d.to_f64()),
+        _ => None,
+    }
+}
+
+/// Orders two values of comparable types (numbers, text, times).
+fn compare(a: &Value, b: &Value) -> Option<Ordering> {
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        (Value::Date(x), Value::Date(y)) => Some(x.cmp(y)),
+        (Value::Decimal(x), Value::Decimal(y)) => {
+            let scale = x.scale.max(y.scale);
+            Some(x.rescale(scale)?.unscaled.cmp(&y.rescale(scale)?.unscaled))
+        }
+        (Value::Timestamp { .. } | Value::LocalTimestamp { .. }, Value::Timestamp { .. } | Value::LocalTimestamp { .. }) => {
+            Some(a.epoch_millis()?.cmp(&b.epoch_millis()?))
+        }
+        _ => number(a)?.partial_cmp(&number(b)?),
+    }
+}
+
+impl Aggregator {
+    /// An aggregator for a node.
+    pub fn new(node: &str, store: &str, window: Option<Window>, emit: Emit) -> Self {
+        Aggregator { node: node.to_owned(), store: store.to_owned(), window, emit, late_records: AtomicU64::new(0) }
+    }
+
+    fn load<B: StateBackend>(&self, state: &TaskState<B>, key: &[u8]) -> Result<Option<Row>, OperatorError> {
+        state
+            .get(&self.store, key)?
+            .map(|b| decode_row(&b).map_err(|e| OperatorError::State(StateError::Encoding { store: self.store.clone(), detail: e.to_string() })))
+            .transpose()
+    }
+
+    /// Applies one event; returns the updated results (emit-on-update) or nothing (emit-final).
+    pub fn on_record<B: StateBackend>(
+        &self,
+        state: &mut TaskState<B>,
+        group_by: &[(String, Expression)],
+        measures: &[(String, Measure)],
+        event: &Event,
+        stream_time: i64,
+    ) -> Result<Vec<Event>, OperatorError> {
+        let named = [("key", &event.key)];
+        let scope = Scope { record: Some(&event.value), named: &named };
+        let mut group = Row::with_capacity(group_by.len());
+        for (name, expression) in group_by {
+            group.push(Arc::from(name.as_str()), expression.evaluate(&scope)?);
+        }
+        let group = Value::Struct(group);
+        let windows: Vec<Option<Bounds>> = match &self.window {
+            None => vec![None],
+            Some(w) => {
+                let now = stream_time.max(event.timestamp);
+                let open: Vec<Option<Bounds>> = windows_for(w, event.timestamp).into_iter().filter(|b| !is_closed(*b, w.grace_ms, now)).map(Some).collect();
+                if open.is_empty() {
+                    self.late_records.fetch_add(1, AtomicOrdering::Relaxed);
+                    metrics::counter!("aggregate_late_records_total", "node" => self.node.clone()).increment(1);
+                    return Ok(Vec::new());
+                }
+                open
+            }
+        };
+        let mut outputs = Vec::new();
+        for bounds in windows {
+            let key = state_key(bounds, &group);
+            let mut acc = match self.load(state, &key)? {
+                Some(row) => row,
+                None => {
+                    let mut fresh = Row::new().with("group", group.clone());
+                    if let Some(b) = bounds {
+                        fresh = fresh.with("start", Value::Long(b.start)).with("end", Value::Long(b.end));
+                    }
+                    fresh.with("measures", Value::Struct(Row::new()))
+                }
+            };
+            let mut accumulators = match acc.get("measures") {
+                Some(Value::Struct(row)) => row.clone(),
+                _ => Row::new(),
+            };
+            for (name, measure) in measures {
+                let current = accumulators.get(name).cloned().unwrap_or(Value::Null);
+                accumulators.set(name.as_str(), update(measure, current, &scope)?);
+            }
+            acc.set("measures", Value::Struct(accumulators));
+            state.put(&self.store, key, encode_row(&acc))?;
+            if self.emit == Emit::OnUpdate {
+                outputs.push(result(&acc, measures, event.timestamp));
+            }
+        }
+        Ok(outputs)
+    }
+
+    /// Closes every window whose end + grace is at or before `stream_time`; returns the final
+    /// results (emit-final) and drops the windows' state.
+    pub fn on_stream_time<B: StateBackend>(&self, state: &mut TaskState<B>, measures: &[(String, Measure)], stream_time: i64) -> Result<Vec<Event>, OperatorError> {
+        let Some(window) = &self.window else { return Ok(Vec::new()) };
+        // Windows with end <= stream_time - grace: keys below time_bytes(that + 1).
+        let cutoff = stream_time.saturating_sub(window.grace_ms).saturating_add(1);
+        let mut outputs = Vec::new();
+        for (key, bytes) in state.range(&self.store, &[], Some(&time_bytes(cutoff)))? {
+            let acc = decode_row(&bytes).map_err(|e| OperatorError::State(StateError::Encoding { store: self.store.clone(), detail: e.to_string() }))?;
+            if self.emit == Emit::Final {
+                outputs.push(result(&acc, measures, 0));
+            }
+            state.delete(&self.store, key)?;
+        }
+        Ok(outputs)
+    }
+}
+
+fn update(measure: &Measure, current: Value, scope: &Scope<'_>) -> Result<Value, OperatorError> {
+    Ok(match measure {
+        Measure::Count => Value::Long(current.as_i64().unwrap_or(0) + 1),
+        Measure::Sum(e) => add(&current, &e.evaluate(scope)?)?,
+        Measure::Min(e) | Measure::Max(e) => {
+            let v = e.evaluate(scope)?;
+            let keep_new = match (&current, &v) {
+                (_, Value::Null) => false,
+                (Value::Null, _) => true,
+                (c, n) => {
+                    let order = compare(n, c).ok_or_else(|| data(format!("cannot compare a {} with a {}", n.type_name(), c.type_name())))?;
+                    if matches!(measure, Measure::Min(_)) { order == Ordering::Less } else { order == Ordering::Greater }
+                }
+            };
+            if keep_new { v } else { current }
+        }
+        Measure::Avg(e) => {
+            let v = e.evaluate(scope)?;
+            let (sum, count) = match &current {
+                Value::Struct(r) => (r.get("sum").cloned().unwrap_or(Value::Null), r.get("count").and_then(Value::as_i64).unwrap_or(0)),
+                _ => (Value::Null, 0),
+            };
+            if v.is_null() {
+                current
+            } else {
+                Value::Struct(Row::new().with("sum", add(&sum, &v)?).with("count", Value::Long(count + 1)))
+            }
+        }
+        Measure::CountDistinct(e) => {
+            let v = e.evaluate(scope)?;
+            let mut set = match current {
+                Value::Array(items) => items,
+                _ => Vec::new(),
+            };
+            if !v.is_null() {
+                let item = Value::Bytes(encode(&v));
+                if let Err(at) = set.binary_search_by(|x| byte_order(x, &item)) {
+                    set.insert(at, item);
+                }
+            }
+            Value::Array(set)
+        }
+        Measure::TopN { of, by, .. } => {
+            let candidate = of.evaluate(scope)?;
+            let weight = match by {
+                Some(b) => b.evaluate(scope)?,
+                None => Value::Long(1),
+            };
+            let mut entries = match current {
+                Value::Array(items) => items,
+                _ => Vec::new(),
+            };
+            let id = Value::Bytes(encode(&candidate));
+            let position = entries.binary_search_by(|x| byte_order(x.as_row().and_then(|r| r.get("id")).unwrap_or(&Value::Null), &id));
+            match position {
+                Ok(at) => {
+                    if let Some(Value::Struct(row)) = entries.get_mut(at) {
+                        let score = add(row.get("score").unwrap_or(&Value::Null), &weight)?;
+                        row.set("score", score);
+                    }
+                }
+                Err(at) => entries.insert(at, Value::Struct(Row::new().with("id", id).with("value", candidate).with("score", weight))),
+            }
+            Value::Array(entries)
+        }
+    })
+}
+
+fn byte_order(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (Value::Bytes(x), Value::Bytes(y)) => x.cmp(y),
+        _ => Ordering::Equal,
+    }
+}
+
+fn finish(measure: &Measure, acc: &Value) -> Value {
+    match measure {
+        Measure::Count => Value::Long(acc.as_i64().unwrap_or(0)),
+        Measure::Sum(_) | Measure::Min(_) | Measure::Max(_) => acc.clone(),
+        Measure::Avg(_) => match acc {
+            Value::Struct(r) => match (r.get("sum").and_then(number), r.get("count").and_then(Value::as_i64)) {
+                (Some(sum), Some(count)) if count > 0 => Value::Double(sum / count as f64),
+                _ => Value::Null,
+            },
+            _ => Value::Null,
+        },
+        Measure::CountDistinct(_) => Value::Long(match acc {
+            Value::Array(items) => items.len() as i64,
+            _ => 0,
+        }),
+        Measure::TopN { n, .. } => {
+            let mut entries: Vec<&Row> = match acc {
+                Value::Array(items) => items.iter().filter_map(Value::as_row).collect(),
+                _ => Vec::new(),
+            };
+            entries.sort_by(|a, b| {
+                let by_score = compare(b.get("score").unwrap_or(&Value::Null), a.get("score").unwrap_or(&Value::Null)).unwrap_or(Ordering::Equal);
+                by_score.then_with(|| byte_order(a.get("id").unwrap_or(&Value::Null), b.get("id").unwrap_or(&Value::Null)))
+            });
+            Value::Array(
+                entries
+                    .into_iter()
+                    .take(*n)
+                    .map(|r| Value::Struct(Row::new().with("value", r.get("value").cloned().unwrap_or(Value::Null)).with("score", r.get("score").cloned().unwrap_or(Value::Null))))
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// The output event for an accumulator.
+fn result(acc: &Row, measures: &[(String, Measure)], record_time: i64) -> Event {
+    let group = acc.get("group").and_then(Value::as_row).cloned().unwrap_or_default();
+    let window = match (acc.get("start").and_then(Value::as_i64), acc.get("end").and_then(Value::as_i64)) {
+        (Some(start), Some(end)) => Some((start, end)),
+        _ => None,
+    };
+    let mut key = group.clone();
+    let mut value = group;
+    if let Some((start, end)) = window {
+        for row in [&mut key, &mut value] {
+            row.push("window_start", millis(start));
+            row.push("window_end", millis(end));
+        }
+    }
+    let accumulators = acc.get("measures").and_then(Value::as_row);
+    for (name, measure) in measures {
+        let current = accumulators.and_then(|a| a.get(name)).unwrap_or(&Value::Null);
+        value.push(Arc::from(name.as_str()), finish(measure, current));
+    }
+    Event { key: Value::Struct(key), value, timestamp: window.map_or(record_time, |(start, _)| start) }
+}
