@@ -125,3 +125,15 @@ fn plans_with_steps_the_engine_cannot_run_yet_are_refused_up_front() {
     let err = TopologyTestDriver::new(plan).unwrap_err();
     assert!(err.to_string().contains("node `sessions` (line 5): a session window is not supported"), "{err}");
 }
+
+#[test]
+fn late_page_views_are_counted_and_still_land_in_the_facts() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/page_views_by_source.yaml");
+    let golden = goldens().into_iter().find(|g| g.topology == file).expect("page_views_by_source golden");
+    let mut driver = TopologyTestDriver::load(&file).unwrap();
+    for line in &golden.inputs {
+        driver.pipe_json(line).unwrap();
+    }
+    // The 1000 ms view arrived when stream time (5 000 000) had passed hour 0's end + 10m grace.
+    assert_eq!(driver.late_records("views_per_source"), Some(1));
+}

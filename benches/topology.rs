@@ -1,0 +1,69 @@
+//! Whole topologies through the test driver (`cargo bench --bench topology`): events/s for the
+//! enrichment topology (filter, versioned-table join, global-table join, select) and for the
+//! windowed funnel topology (join, re-key, tumbling count + count-distinct), on memory state.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use happystreams::commands::demo::ClickGenerator;
+use happystreams::record::{Row, Value};
+use happystreams::testkit::TopologyTestDriver;
+use serde_json::json;
+use std::path::Path;
+
+const CLICKS: usize = 20_000;
+
+fn driver(name: &str) -> TopologyTestDriver {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies").join(name);
+    let mut driver = TopologyTestDriver::load(&path).expect("topology");
+    for visitor in 1..=5 {
+        let row = json!({"visitor_id": visitor, "visitor_uuid": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "name": "v", "source": "email",
+            "is_returning": false, "first_seen": "2024-01-15T08:30:00.123456Z"});
+        driver
+            .pipe_json(&json!({"source": "visitors", "key": {"visitor_id": visitor}, "value": {"op": "r", "after": row, "source": {"ts_ms": 0}}}))
+            .expect("visitor");
+    }
+    if driver.plan().source("content").is_some() {
+        for content in 100..103 {
+            driver
+                .pipe_json(&json!({"source": "content", "key": {"content_id": content}, "value": {"op": "r", "after": {"content_id": content, "title": "t"}, "source": {"ts_ms": 0}}}))
+                .expect("content");
+        }
+    }
+    driver
+}
+
+fn clicks() -> Vec<Row> {
+    let mut generator = ClickGenerator::new(11);
+    (0..CLICKS)
+        .map(|i| match generator.click(i) {
+            Value::Struct(row) => row,
+            _ => unreachable!("clicks are records"),
+        })
+        .collect()
+}
+
+fn topologies(c: &mut Criterion) {
+    let clicks = clicks();
+    let mut group = c.benchmark_group("topology");
+    group.throughput(Throughput::Elements(clicks.len() as u64));
+    group.sample_size(10);
+    for name in ["enriched_clicks.yaml", "page_views_by_source.yaml"] {
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || driver(name),
+                |mut driver| {
+                    for row in &clicks {
+                        driver.pipe("clicks", Value::Null, row.clone(), 0).expect("pipe");
+                    }
+                    for topic in driver.output_topics() {
+                        std::hint::black_box(driver.read_output(&topic));
+                    }
+                },
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, topologies);
+criterion_main!(benches);
