@@ -1,10 +1,12 @@
-//! Topologies: what a job computes, declared in `topologies/*.yaml` ([`spec`]) and validated
-//! into a [`Plan`] ([`plan`]) that `describe` prints ([`describe`]) and the engine runs.
+//! Topologies: what a job computes, declared in `topologies/*.yaml` ([`spec`]) or built in Rust
+//! ([`dsl`]), and validated into a [`Plan`] ([`plan`]) that `describe` prints ([`describe`]) and
+//! the engine runs.
 //!
 //! Loading is strict: unknown keys, bad durations, unknown inputs, type-mismatched join keys
 //! and impossible windows are errors that name the file, the line and the node.
 
 pub mod describe;
+pub mod dsl;
 pub mod duration;
 pub mod plan;
 pub mod spec;

@@ -18,7 +18,6 @@ use super::spec::*;
 use super::TopologyError;
 use crate::codec::connect::{ConnectKind, ConnectSchema, Logical};
 use crate::expression::Expression;
-use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -368,8 +367,7 @@ fn compatible(a: FieldType, b: FieldType) -> bool {
 pub fn build(spec: TopologySpec, file: Option<&Path>, base_dir: &Path) -> Result<Plan, TopologyError> {
     let mut b = Builder { file, base_dir, topology: spec.name.clone(), known: BTreeMap::new(), parents: Vec::new() };
     let mut sources = Vec::new();
-    for (name, Spanned { value: source, referenced, .. }) in spec.sources {
-        let line = referenced.line();
+    for (name, Located { value: source, line }) in spec.sources {
         let (schema, fields) = match &source.schema {
             Some(file) => {
                 let (schema, fields) = b.load_schema(file, line, &name)?;
@@ -415,14 +413,13 @@ pub fn build(spec: TopologySpec, file: Option<&Path>, base_dir: &Path) -> Result
     }
 
     let mut nodes = Vec::new();
-    for Spanned { value: node, referenced, .. } in spec.nodes {
-        let line = referenced.line();
+    for Located { value: node, line } in spec.nodes {
         nodes.push(build_node(&mut b, node, line)?);
     }
 
     let mut sinks = Vec::new();
-    for Spanned { value: sink, referenced, .. } in spec.sinks {
-        b.input(&sink.from, referenced.line(), &format!("sink {}", sink.topic))?;
+    for Located { value: sink, line } in spec.sinks {
+        b.input(&sink.from, line, &format!("sink {}", sink.topic))?;
         sinks.push(PlannedSink { from: sink.from, topic: sink.topic, format: sink.format, schema: sink.schema });
     }
 

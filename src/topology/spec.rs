@@ -4,6 +4,29 @@
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
+
+/// A value with the line it was written on (0 when built in code).
+#[derive(Debug)]
+pub struct Located<T> {
+    /// The value.
+    pub value: T,
+    /// 1-based line in the topology file; 0 for topologies built with the Rust DSL.
+    pub line: u64,
+}
+
+impl<T> Located<T> {
+    /// A value built in code (no file line).
+    pub fn new(value: T) -> Self {
+        Located { value, line: 0 }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let spanned = Spanned::<T>::deserialize(deserializer)?;
+        Ok(Located { line: spanned.referenced.line(), value: spanned.value })
+    }
+}
 use indexmap::IndexMap;
 use std::collections::BTreeMap;
 
@@ -17,20 +40,21 @@ pub struct TopologySpec {
     #[serde(default)]
     pub description: Option<String>,
     /// Input topics by name.
-    pub sources: IndexMap<String, Spanned<SourceSpec>>,
+    pub sources: IndexMap<String, Located<SourceSpec>>,
     /// Processing steps, each after the nodes it reads.
     #[serde(default)]
-    pub nodes: Vec<Spanned<NodeSpec>>,
+    pub nodes: Vec<Located<NodeSpec>>,
     /// Output topics.
     #[serde(default)]
-    pub sinks: Vec<Spanned<SinkSpec>>,
+    pub sinks: Vec<Located<SinkSpec>>,
 }
 
 /// How a source topic's records are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum SourceFormat {
     /// Plain JSON values.
+    #[default]
     Json,
     /// JSON with a Kafka Connect schema envelope.
     JsonSchema,
@@ -89,7 +113,7 @@ pub enum OnError {
 }
 
 /// One input topic.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
     /// Topic name.
@@ -132,7 +156,7 @@ pub enum JoinType {
 }
 
 /// A join of the node's stream with a table, a global table or another stream.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct JoinSpec {
     /// A table source or a node producing a table.
@@ -210,7 +234,7 @@ pub enum Emit {
 }
 
 /// One aggregate measure: exactly one of the fields is set.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct MeasureSpec {
     /// Number of records (`count: {}` or `count: true`).
@@ -250,7 +274,7 @@ pub struct TopNSpec {
 }
 
 /// A grouped, optionally windowed aggregation. Its output is a table keyed by group (+ window).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AggregateSpec {
     /// Output field name → grouping expression.
@@ -271,7 +295,7 @@ pub struct AggregateSpec {
 /// One processing step. Its parts run in this order: `filter`, `key` (re-key), `join`,
 /// `select`, `flat_map`; or `aggregate` (which must be the only operation besides `filter` and
 /// `key`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSpec {
     /// Unique name.

@@ -137,3 +137,62 @@ fn late_page_views_are_counted_and_still_land_in_the_facts() {
     // The 1000 ms view arrived when stream time (5 000 000) had passed hour 0's end + 10m grace.
     assert_eq!(driver.late_records("views_per_source"), Some(1));
 }
+
+#[test]
+fn the_rust_dsl_builds_the_same_topology_as_the_yaml() {
+    use happystreams::topology::dsl::TopologyBuilder;
+    use happystreams::topology::spec::{JoinSpec, NodeSpec, OnError, SinkFormat, SourceFormat, SourceKind, SourceSpec};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies");
+    let unknown = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let plan = TopologyBuilder::new("enriched_clicks")
+        .schemas_relative_to(&dir)
+        .source("clicks", SourceSpec {
+            schema: Some("../schemas/happytimes.clicks-value.avsc".into()),
+            key: Some("visitor_id".into()),
+            timestamp: Some("event_time".into()),
+            on_error: OnError::DeadLetter,
+            ..SourceSpec::new("happytimes.clicks", SourceFormat::Avro)
+        })
+        .source("visitors", SourceSpec {
+            kind: SourceKind::Versioned,
+            history: Some("30d".into()),
+            schema: Some("../schemas/rows/visitors.avsc".into()),
+            primary_key: Some("visitor_id".into()),
+            ..SourceSpec::new("happytimes.public.visitors", SourceFormat::DebeziumJson)
+        })
+        .source("content", SourceSpec { kind: SourceKind::Global, ..SourceSpec::new("happytimes.public.content", SourceFormat::DebeziumJson) })
+        .node(NodeSpec {
+            filter: Some("event_type != 'login'".into()),
+            join: Some(JoinSpec { unknown: unknown(&[("source", "unknown"), ("country", "unknown")]), ..JoinSpec::table("visitors") }),
+            ..NodeSpec::new("clicks_with_visitor", "clicks")
+        })
+        .node(NodeSpec {
+            join: Some(JoinSpec { on: Some("content_id".into()), unknown: unknown(&[("title", "unknown")]), ..JoinSpec::table("content") }),
+            select: Some(
+                [("event_id", "event_id"), ("visitor_id", "visitor_id"), ("event_type", "event_type"), ("content_id", "content_id"),
+                 ("visitor_source", "visitors.source"), ("visitor_country", "visitors.country"), ("content_title", "content.title"), ("event_time", "event_time")]
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..NodeSpec::new("enriched", "clicks_with_visitor")
+        })
+        .sink("enriched", "happytimes.facts.enriched_clicks", SinkFormat::Json)
+        .build()
+        .unwrap();
+    let file = dir.join("enriched_clicks.yaml");
+    let from_yaml = describe_without_lines(&happystreams::topology::describe::text(&topology::load(&file).unwrap()));
+    assert_eq!(describe_without_lines(&happystreams::topology::describe::text(&plan)), from_yaml);
+    let golden = goldens().into_iter().find(|g| g.topology == file).unwrap();
+    let mut driver = TopologyTestDriver::new(plan).unwrap();
+    let mut outputs = BTreeMap::new();
+    for line in &golden.inputs {
+        driver.pipe_json(line).unwrap();
+    }
+    drain(&mut driver, &mut outputs);
+    assert_eq!(outputs, golden.expected);
+}
+
+fn describe_without_lines(text: &str) -> String {
+    text.lines().map(|l| l.split(", line ").next().unwrap_or(l).to_owned()).collect::<Vec<_>>().join("\n")
+}
