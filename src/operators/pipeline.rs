@@ -46,7 +46,7 @@ pub struct Output {
 #[derive(Debug)]
 pub struct Pipeline {
     plan: Arc<Plan>,
-    tables: BTreeMap<String, Table>,
+    tables: BTreeMap<String, Arc<Table>>,
     /// (node index, step index) → join
     joins: BTreeMap<(usize, usize), StreamTableJoin>,
     /// (node index, step index) → aggregation
@@ -71,7 +71,7 @@ impl Pipeline {
                     SourceKind::Versioned => Table::versioned(store.clone(), source.history_ms.unwrap_or(86_400_000)),
                     _ => Table::plain(store.clone()),
                 };
-                tables.insert(source.name.clone(), table);
+                tables.insert(source.name.clone(), Arc::new(table));
             }
         }
         let mut joins = BTreeMap::new();

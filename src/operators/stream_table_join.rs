@@ -30,7 +30,7 @@ pub struct JoinCounts {
 /// One stream-table join step.
 #[derive(Debug)]
 pub struct StreamTableJoin {
-    table: Table,
+    table: Arc<Table>,
     join_type: JoinType,
     alias: Arc<str>,
     unknown: Row,
@@ -41,7 +41,7 @@ pub struct StreamTableJoin {
 
 impl StreamTableJoin {
     /// A join against `table`; `unknown` holds the unknown member's known columns.
-    pub fn new(node: &str, table: Table, join_type: JoinType, alias: &str, unknown: Row) -> Self {
+    pub fn new(node: &str, table: Arc<Table>, join_type: JoinType, alias: &str, unknown: Row) -> Self {
         StreamTableJoin { table, join_type, alias: Arc::from(alias), unknown, node: node.to_owned(), counts: JoinCounts::default() }
     }
 

@@ -5,18 +5,36 @@
 //!   for the row as of an event time; a delete is a version that says "gone from here on".
 //! - A column the source did not capture (`Unavailable`) keeps the value of the row it replaces.
 //! - Truncate removes every row (versioned: from the truncate's time on).
+//!
+//! Lookups go through a cache of decoded rows (per key: the latest row, or the key's versions),
+//! like Kafka Streams' record cache: a join then decodes a dimension row once, not once per
+//! event. Every write goes through [`Table::apply`], which drops the key from the cache, and a
+//! restarted task builds new tables, so the cache never disagrees with the store.
 
 use super::{OperatorError, TableUpdate};
 use crate::record::encoding::{decode_row, encode_row, key_bytes};
 use crate::record::{Row, Value};
 use crate::state::{StateBackend, StateError, TaskState, VersionedStore};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-/// A materialized table.
-#[derive(Debug, Clone)]
+/// Keys cached per table before the cache starts over (bounds memory on huge dimensions).
+const CACHE_KEYS: usize = 100_000;
+
+/// Decoded versions of one key, oldest first (`None`: deleted from then on); for a plain table,
+/// one entry with the current row.
+type Versions = Arc<Vec<(i64, Option<Row>)>>;
+
+/// A materialized table. Share it (`Arc<Table>`) between the writer and the joins that read it:
+/// the cache lives in the value, so a copy would not see the writer's invalidations.
+#[derive(Debug)]
 pub struct Table {
     store: String,
     versioned: Option<VersionedStore>,
+    cache: Mutex<HashMap<Vec<u8>, Versions>>,
 }
+
+
 
 fn decode(store: &str, bytes: &[u8]) -> Result<Row, OperatorError> {
     decode_row(bytes).map_err(|e| OperatorError::State(StateError::Encoding { store: store.to_owned(), detail: e.to_string() }))
@@ -25,13 +43,13 @@ fn decode(store: &str, bytes: &[u8]) -> Result<Row, OperatorError> {
 impl Table {
     /// Latest row per key, in `store`.
     pub fn plain(store: impl Into<String>) -> Self {
-        Table { store: store.into(), versioned: None }
+        Table { store: store.into(), versioned: None, cache: Mutex::default() }
     }
 
     /// Row history per key for `retention_ms`, in `store`.
     pub fn versioned(store: impl Into<String>, retention_ms: i64) -> Self {
         let store = store.into();
-        Table { versioned: Some(VersionedStore::new(store.clone(), retention_ms)), store }
+        Table { versioned: Some(VersionedStore::new(store.clone(), retention_ms)), store, cache: Mutex::default() }
     }
 
     /// The store name.
@@ -39,11 +57,33 @@ impl Table {
         &self.store
     }
 
+    fn forget(&self, key: Option<&[u8]>) {
+        if let Ok(mut cache) = self.cache.lock() {
+            match key {
+                Some(k) => {
+                    cache.remove(k);
+                }
+                None => cache.clear(),
+            }
+        }
+    }
+
     /// Applies one change. `stream_time` (the highest event time seen) drives history expiry.
     pub fn apply<B: StateBackend>(&self, state: &mut TaskState<B>, update: TableUpdate, stream_time: i64) -> Result<(), OperatorError> {
+        let key = match &update {
+            TableUpdate::Upsert { key, .. } | TableUpdate::Delete { key, .. } => Some(key_bytes(key)),
+            TableUpdate::Truncate { .. } => None,
+        };
+        let result = self.write(state, key.as_deref(), update, stream_time);
+        // After the write: reading the previous row (to fill unavailable columns) cached it.
+        self.forget(key.as_deref());
+        result
+    }
+
+    fn write<B: StateBackend>(&self, state: &mut TaskState<B>, key: Option<&[u8]>, update: TableUpdate, stream_time: i64) -> Result<(), OperatorError> {
         match update {
-            TableUpdate::Upsert { key, mut row, timestamp } => {
-                let key = key_bytes(&key);
+            TableUpdate::Upsert { mut row, timestamp, .. } => {
+                let key = key.unwrap_or_default().to_vec();
                 if row.has_unavailable() {
                     if let Some(previous) = self.row_at(state, &key, timestamp)? {
                         row.fill_unavailable_from(&previous);
@@ -55,8 +95,8 @@ impl Table {
                     None => state.put(&self.store, key, bytes)?,
                 }
             }
-            TableUpdate::Delete { key, timestamp } => {
-                let key = key_bytes(&key);
+            TableUpdate::Delete { timestamp, .. } => {
+                let key = key.unwrap_or_default().to_vec();
                 match &self.versioned {
                     Some(v) => v.put(state, &key, timestamp, None, stream_time)?,
                     None => state.delete(&self.store, key)?,
@@ -78,12 +118,33 @@ impl Table {
         Ok(())
     }
 
-    fn row_at<B: StateBackend>(&self, state: &TaskState<B>, key: &[u8], at: i64) -> Result<Option<Row>, OperatorError> {
-        let bytes = match &self.versioned {
-            Some(v) => v.get_as_of(state, key, at)?.and_then(|version| version.value),
-            None => state.get(&self.store, key)?,
+    fn versions<B: StateBackend>(&self, state: &TaskState<B>, key: &[u8]) -> Result<Versions, OperatorError> {
+        if let Some(hit) = self.cache.lock().ok().and_then(|c| c.get(key).cloned()) {
+            return Ok(hit);
+        }
+        let versions: Vec<(i64, Option<Row>)> = match &self.versioned {
+            Some(v) => v
+                .all_versions(state, key)?
+                .into_iter()
+                .map(|version| Ok((version.valid_from, version.value.map(|b| decode(&self.store, &b)).transpose()?)))
+                .collect::<Result<_, OperatorError>>()?,
+            None => vec![(i64::MIN, state.get(&self.store, key)?.map(|b| decode(&self.store, &b)).transpose()?)],
         };
-        bytes.map(|b| decode(&self.store, &b)).transpose()
+        let versions = Arc::new(versions);
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= CACHE_KEYS {
+                cache.clear();
+            }
+            cache.insert(key.to_vec(), versions.clone());
+        }
+        Ok(versions)
+    }
+
+    fn row_at<B: StateBackend>(&self, state: &TaskState<B>, key: &[u8], at: i64) -> Result<Option<Row>, OperatorError> {
+        let versions = self.versions(state, key)?;
+        // The newest version valid at `at` (plain tables have one, valid forever).
+        let index = versions.partition_point(|(valid_from, _)| *valid_from <= at);
+        Ok(index.checked_sub(1).and_then(|i| versions[i].1.clone()))
     }
 
     /// The row for `key` (as of `at` for versioned tables; the latest otherwise).

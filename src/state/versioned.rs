@@ -131,6 +131,11 @@ impl VersionedStore {
         self.retention_ms
     }
 
+    /// Every kept version of `key`, oldest first.
+    pub fn all_versions<B: StateBackend>(&self, state: &TaskState<B>, key: &[u8]) -> Result<Vec<Version>, StateError> {
+        self.versions(state, key, None)
+    }
+
     /// The newest version, if the key currently exists.
     pub fn latest<B: StateBackend>(&self, state: &TaskState<B>, key: &[u8]) -> Result<Option<Version>, StateError> {
         Ok(self.versions(state, key, None)?.pop().filter(|v| v.value.is_some()))
