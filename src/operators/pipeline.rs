@@ -9,9 +9,10 @@
 //! next step (the Kafka runtime splits the pipeline there instead).
 //!
 //! Supported today: stream sources, table / versioned / global table sources, filter, re-key,
-//! select, flat-map, merge, stream-table and stream-global-table joins, and aggregations
+//! select, flat-map, merge, `to_table` (plain or versioned, joinable by later nodes),
+//! stream-table and stream-global-table joins, and aggregations
 //! (unwindowed, tumbling, hopping; emit on update or final). Not yet: session and sliding
-//! windows, stream-stream joins, `to_table`, aggregate `ttl`, nodes reading a table's
+//! windows, stream-stream joins, aggregate `ttl`, nodes reading a table's
 //! changelog. A plan that uses any of these is refused with [`OperatorError::Unsupported`]
 //! naming the node — never run partially.
 
@@ -80,6 +81,7 @@ impl Pipeline {
         for (index, node) in plan.nodes.iter().enumerate() {
             for input in &node.inputs {
                 let reads_table = plan.source(input).is_some_and(|s| s.kind.is_table()) || plan.node(input).is_some_and(|n| n.shape == Shape::Table);
+                // (A node's own `to_table` output is a table; reading it as a stream is refused too.)
                 if reads_table {
                     return Err(unsupported(node, &format!("reading the table `{input}` as a changelog (use it in a `join`)")));
                 }
@@ -88,6 +90,13 @@ impl Pipeline {
             for (step_index, step) in node.steps.iter().enumerate() {
                 match step {
                     Step::Filter(_) | Step::Rekey { .. } | Step::Select(_) | Step::FlatMap(_) => {}
+                    Step::ToTable { store, history_ms } => {
+                        let table = match history_ms {
+                            Some(h) => Table::versioned(store.clone(), *h),
+                            None => Table::plain(store.clone()),
+                        };
+                        tables.insert(node.name.clone(), Arc::new(table));
+                    }
                     Step::Join { other, join_type, alias, unknown, window: None, .. } => {
                         let table = tables.get(other).cloned().ok_or_else(|| unsupported(node, &format!("joining `{other}`, a table produced by a node,")))?;
                         let unknown_row: Row = unknown.iter().map(|(k, v)| (Arc::from(k.as_str()), json::infer(v))).collect();
@@ -104,7 +113,6 @@ impl Pipeline {
                         }
                         aggregators.insert((index, step_index), Aggregator::new(&node.name, store, window.clone(), *emit));
                     }
-                    Step::ToTable { .. } => return Err(unsupported(node, "`to_table`")),
                 }
             }
         }
@@ -243,7 +251,12 @@ impl Pipeline {
                         let aggregator = self.aggregators.get(&(index, step_index)).ok_or_else(|| OperatorError::Config(format!("aggregate of `{}` not wired", node.name)))?;
                         next.extend(aggregator.on_record(state, group_by, measures, &event, stream_time)?);
                     }
-                    Step::ToTable { .. } => return Err(unsupported(node, "`to_table`")),
+                    Step::ToTable { .. } => {
+                        let table = self.tables.get(&node.name).ok_or_else(|| OperatorError::Config(format!("table of `{}` not wired", node.name)))?;
+                        let update = TableUpdate::Upsert { key: event.key.clone(), row: event.value.clone(), timestamp: event.timestamp };
+                        table.apply(state, update, stream_time.max(event.timestamp))?;
+                        next.push(event);
+                    }
                 }
             }
             batch = next;

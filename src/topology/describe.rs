@@ -18,6 +18,7 @@ fn step_label(step: &Step) -> String {
                 (_, Some((within, grace))) => format!("stream-stream join within {} grace {}", format_duration(*within), format_duration(*grace)),
                 (SourceKind::Global, _) => "global-table join".into(),
                 (SourceKind::Versioned, _) => "versioned-table join (as of event time)".into(),
+                (SourceKind::Stream, _) => "join".into(),
                 _ => "table join".into(),
             };
             let on = on.as_ref().map(|e| format!(" on {}", e.source())).unwrap_or_default();
@@ -49,7 +50,8 @@ fn step_label(step: &Step) -> String {
                 group_by.iter().map(|(k, e)| format!("{k}={}", e.source())).collect::<Vec<_>>().join(", ")
             )
         }
-        Step::ToTable { store } => format!("to table (store {store})"),
+        Step::ToTable { store, history_ms: None } => format!("to table (store {store})"),
+        Step::ToTable { store, history_ms: Some(h) } => format!("to versioned table, history {} (store {store})", format_duration(*h)),
     }
 }
 

@@ -190,6 +190,8 @@ pub enum Step {
     ToTable {
         /// Store of the table.
         store: String,
+        /// Versioned: history kept (ms); `None`: latest row only.
+        history_ms: Option<i64>,
     },
 }
 
@@ -256,7 +258,7 @@ impl Plan {
             for step in &node.steps {
                 match step {
                     Step::Join { stores: s, .. } => stores.extend(s.iter().cloned()),
-                    Step::Aggregate { store, .. } | Step::ToTable { store } => stores.push(store.clone()),
+                    Step::Aggregate { store, .. } | Step::ToTable { store, .. } => stores.push(store.clone()),
                     _ => {}
                 }
             }
@@ -453,6 +455,12 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
     if operations > 1 {
         return Err(b.error(Some(line), Some(&name), "use at most one of `join`, `aggregate`, `flat_map` per node; chain nodes instead"));
     }
+    if node.aggregate.is_some() && node.to_table.is_some() {
+        return Err(b.error(Some(line), Some(&name), "an `aggregate` is already a table; drop `to_table`"));
+    }
+    if node.history.is_some() && node.to_table != Some(TableKind::Versioned) {
+        return Err(b.error(Some(line), Some(&name), "`history` needs `to_table: versioned`"));
+    }
     if node.aggregate.is_some() && node.select.is_some() {
         return Err(b.error(Some(line), Some(&name), "`aggregate` defines its output fields; put `select` in a following node"));
     }
@@ -574,6 +582,7 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
     }
 
     let mut shape = Shape::Stream;
+    let mut table_kind = SourceKind::Table;
     if let Some(agg) = node.aggregate {
         let group_by: Vec<(String, Expression)> =
             agg.group_by.iter().map(|(k, v)| Ok((k.clone(), b.expr(v, line, &name)?))).collect::<Result<_, TopologyError>>()?;
@@ -610,14 +619,19 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
         current.fields = Some(fields);
         steps.push(Step::Aggregate { group_by, window, emit: agg.emit, measures, ttl_ms, repartition, store: format!("{name}-aggregate") });
         shape = Shape::Table;
-    } else if node.to_table {
-        steps.push(Step::ToTable { store: format!("{name}-table") });
+    } else if let Some(kind) = node.to_table {
+        let history_ms = match kind {
+            TableKind::Versioned => Some(node.history.as_deref().map(|h| b.duration(h, line, &name, "history")).transpose()?.unwrap_or(86_400_000)),
+            TableKind::Table => None,
+        };
+        steps.push(Step::ToTable { store: format!("{name}-table"), history_ms });
         shape = Shape::Table;
+        table_kind = if history_ms.is_some() { SourceKind::Versioned } else { SourceKind::Table };
     } else if current.shape == Shape::Table && steps.iter().all(|s| matches!(s, Step::Filter(_) | Step::Select(_))) {
         shape = Shape::Table;
     }
 
-    b.known.insert(name.clone(), Known { shape, kind: if shape == Shape::Table { SourceKind::Table } else { SourceKind::Stream }, group: Some(group), ..current });
+    b.known.insert(name.clone(), Known { shape, kind: if shape == Shape::Table { table_kind } else { SourceKind::Stream }, group: Some(group), ..current });
     Ok(PlannedNode { name, inputs, steps, shape, subtopology: group, line })
 }
 

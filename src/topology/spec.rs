@@ -325,9 +325,23 @@ pub struct NodeSpec {
     /// Aggregate per group.
     #[serde(default)]
     pub aggregate: Option<AggregateSpec>,
-    /// Materialize the stream as a table (latest record per key).
+    /// Materialize the stream as a table: `table` (latest record per key) or `versioned`
+    /// (with history, for event-time joins); other nodes can then join it.
     #[serde(default)]
-    pub to_table: bool,
+    pub to_table: Option<TableKind>,
+    /// History kept by `to_table: versioned` (default 1d).
+    #[serde(default)]
+    pub history: Option<String>,
+}
+
+/// What `to_table` materializes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableKind {
+    /// Latest record per key.
+    Table,
+    /// Record history per key.
+    Versioned,
 }
 
 /// One output.

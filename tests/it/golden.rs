@@ -196,3 +196,37 @@ fn the_rust_dsl_builds_the_same_topology_as_the_yaml() {
 fn describe_without_lines(text: &str) -> String {
     text.lines().map(|l| l.split(", line ").next().unwrap_or(l).to_owned()).collect::<Vec<_>>().join("\n")
 }
+
+#[test]
+fn to_table_versioned_lets_later_nodes_join_a_stream_as_of_event_time() {
+    let yaml = "
+name: last_click
+sources:
+  clicks: { topic: c, format: json, key: visitor_id, timestamp: t }
+  subscriptions: { topic: s, format: json, key: visitor_id, timestamp: t }
+nodes:
+  - name: ad_clicks
+    from: clicks
+    filter: \"event_type == 'ad_click'\"
+    to_table: versioned
+    history: 7d
+  - name: attributed
+    from: subscriptions
+    join: { table: ad_clicks, type: left, as: click, unknown: { ad_id: 0 } }
+    select: { visitor_id: visitor_id, ad_id: click.ad_id }
+sinks:
+  - { from: attributed, topic: out, format: json }
+";
+    let plan = topology::parse(yaml, None, Path::new(".")).unwrap();
+    assert!(happystreams::topology::describe::text(&plan).contains("versioned-table join"), "a versioned node table joins as of event time");
+    let mut driver = TopologyTestDriver::new(plan).unwrap();
+    let pipe = |driver: &mut TopologyTestDriver, source: &str, value: Json| driver.pipe_json(&json!({"source": source, "value": value})).unwrap();
+    pipe(&mut driver, "clicks", json!({"visitor_id": 1, "event_type": "ad_click", "ad_id": 10, "t": 100}));
+    pipe(&mut driver, "clicks", json!({"visitor_id": 1, "event_type": "page_view", "ad_id": null, "t": 150}));
+    pipe(&mut driver, "clicks", json!({"visitor_id": 1, "event_type": "ad_click", "ad_id": 11, "t": 300}));
+    pipe(&mut driver, "subscriptions", json!({"visitor_id": 1, "t": 200}));
+    pipe(&mut driver, "subscriptions", json!({"visitor_id": 1, "t": 400}));
+    pipe(&mut driver, "subscriptions", json!({"visitor_id": 2, "t": 500}));
+    let ads: Vec<Json> = driver.read_output("out").into_iter().map(|o| o.value.unwrap().get("ad_id").unwrap().to_json()).collect();
+    assert_eq!(ads, vec![json!(10), json!(11), json!(0)], "the click valid at each subscription's time, else the unknown member");
+}
