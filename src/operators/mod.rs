@@ -6,6 +6,7 @@
 //!   deletes and tombstones remove rows, unavailable columns keep their last known value.
 //! - [`stream_table_join`]: a stream joined with a table (as of the event's time for versioned
 //!   tables), inner or left; a miss joins the explicit "unknown" member and is counted.
+//! - [`stream_stream_join`]: two streams joined within a time window (inner).
 //! - [`window`] and [`aggregate`]: grouped, windowed aggregation with grace, emit-on-update or
 //!   emit-final, exact measures; late records are counted.
 //! - [`pipeline`]: a validated plan wired into operators, for one task.
@@ -13,6 +14,7 @@
 pub mod aggregate;
 pub mod pipeline;
 pub mod stateless;
+pub mod stream_stream_join;
 pub mod stream_table_join;
 pub mod table;
 pub mod window;

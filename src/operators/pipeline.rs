@@ -10,14 +10,15 @@
 //!
 //! Supported today: stream sources, table / versioned / global table sources, filter, re-key,
 //! select, flat-map, merge, `to_table` (plain or versioned, joinable by later nodes),
-//! stream-table and stream-global-table joins, and aggregations
+//! stream-table, stream-global-table and inner stream-stream joins, and aggregations
 //! (unwindowed, tumbling, hopping; emit on update or final). Not yet: session and sliding
-//! windows, stream-stream joins, aggregate `ttl`, nodes reading a table's
+//! windows, left stream-stream joins, aggregate `ttl`, nodes reading a table's
 //! changelog. A plan that uses any of these is refused with [`OperatorError::Unsupported`]
 //! naming the node — never run partially.
 
 use super::aggregate::Aggregator;
 use super::stateless;
+use super::stream_stream_join::{Side, StreamStreamJoin};
 use super::stream_table_join::StreamTableJoin;
 use super::table::Table;
 use super::{Event, OperatorError, TableUpdate};
@@ -52,6 +53,10 @@ pub struct Pipeline {
     joins: BTreeMap<(usize, usize), StreamTableJoin>,
     /// (node index, step index) → aggregation
     aggregators: BTreeMap<(usize, usize), Aggregator>,
+    /// (node index, step index) → stream-stream join
+    stream_joins: BTreeMap<(usize, usize), StreamStreamJoin>,
+    /// joined stream name → the (node, step) joins it feeds as their right side
+    right_inputs: BTreeMap<String, Vec<(usize, usize)>>,
     /// source or node name → downstream node indexes
     downstream: BTreeMap<String, Vec<usize>>,
     /// source or node name → sink topics
@@ -77,6 +82,8 @@ impl Pipeline {
         }
         let mut joins = BTreeMap::new();
         let mut aggregators = BTreeMap::new();
+        let mut stream_joins = BTreeMap::new();
+        let mut right_inputs: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
         let mut downstream: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (index, node) in plan.nodes.iter().enumerate() {
             for input in &node.inputs {
@@ -102,7 +109,13 @@ impl Pipeline {
                         let unknown_row: Row = unknown.iter().map(|(k, v)| (Arc::from(k.as_str()), json::infer(v))).collect();
                         joins.insert((index, step_index), StreamTableJoin::new(&node.name, table, *join_type, alias, unknown_row));
                     }
-                    Step::Join { .. } => return Err(unsupported(node, "a stream-stream join")),
+                    Step::Join { other, join_type, alias, window: Some((within, grace)), stores, .. } => {
+                        if *join_type != crate::topology::spec::JoinType::Inner {
+                            return Err(unsupported(node, "a left stream-stream join (use `type: inner`)"));
+                        }
+                        stream_joins.insert((index, step_index), StreamStreamJoin::new(&node.name, stores, alias, *within, *grace)?);
+                        right_inputs.entry(other.clone()).or_default().push((index, step_index));
+                    }
                     Step::Aggregate { window, emit, ttl_ms, store, .. } => {
                         use crate::topology::spec::WindowType;
                         if let Some(w) = window.as_ref().filter(|w| matches!(w.window_type, WindowType::Session | WindowType::Sliding)) {
@@ -120,7 +133,7 @@ impl Pipeline {
         for sink in &plan.sinks {
             sinks.entry(sink.from.clone()).or_default().push(sink.topic.clone());
         }
-        Ok(Pipeline { plan, tables, joins, aggregators, downstream, sinks })
+        Ok(Pipeline { plan, tables, joins, aggregators, stream_joins, right_inputs, downstream, sinks })
     }
 
     /// The plan.
@@ -133,11 +146,16 @@ impl Pipeline {
         let mut stores: Vec<String> = self.tables.values().map(|t| t.store().to_owned()).collect();
         for node in &self.plan.nodes {
             for step in &node.steps {
-                if let Step::Aggregate { store, .. } = step {
-                    stores.push(store.clone());
+                match step {
+                    Step::Aggregate { store, .. } => stores.push(store.clone()),
+                    Step::Join { stores: join_stores, .. } => stores.extend(join_stores.iter().cloned()),
+                    Step::ToTable { .. } => {}
+                    _ => {}
                 }
             }
         }
+        stores.sort();
+        stores.dedup();
         stores
     }
 
@@ -225,17 +243,27 @@ impl Pipeline {
                 out.push(Output { topic: topic.clone(), key: event.key.clone(), value: Some(event.value.clone()), timestamp: event.timestamp });
             }
             for &index in self.downstream.get(from).map(Vec::as_slice).unwrap_or_default() {
-                let produced = self.run_node(state, index, event.clone(), stream_time)?;
+                let produced = self.run_steps(state, index, vec![event.clone()], 0, stream_time)?;
+                self.emit(state, &self.plan.nodes[index].name, produced, stream_time, out)?;
+            }
+            // Records of a stream that is the right side of stream-stream joins.
+            for &(index, step_index) in self.right_inputs.get(from).map(Vec::as_slice).unwrap_or_default() {
+                let join = self.stream_joins.get(&(index, step_index)).ok_or_else(|| OperatorError::Config("stream join not wired".into()))?;
+                let joined = join.on_record(state, Side::Right, event.clone(), stream_time)?;
+                let produced = self.run_steps(state, index, joined, step_index + 1, stream_time)?;
                 self.emit(state, &self.plan.nodes[index].name, produced, stream_time, out)?;
             }
         }
         Ok(())
     }
 
-    fn run_node<B: StateBackend>(&self, state: &mut TaskState<B>, index: usize, event: Event, stream_time: i64) -> Result<Vec<Event>, OperatorError> {
+    /// Runs a node's steps from `start` on.
+    fn run_steps<B: StateBackend>(&self, state: &mut TaskState<B>, index: usize, mut batch: Vec<Event>, start: usize, stream_time: i64) -> Result<Vec<Event>, OperatorError> {
         let node = &self.plan.nodes[index];
-        let mut batch = vec![event];
-        for (step_index, step) in node.steps.iter().enumerate() {
+        for (step_index, step) in node.steps.iter().enumerate().skip(start) {
+            if batch.is_empty() {
+                break;
+            }
             let mut next = Vec::with_capacity(batch.len());
             for event in batch {
                 match step {
@@ -243,6 +271,10 @@ impl Pipeline {
                     Step::Rekey { key, .. } => next.push(stateless::rekey(key, event)?),
                     Step::Select(fields) => next.push(stateless::select(fields, event)?),
                     Step::FlatMap(expression) => next.extend(stateless::flat_map(expression, event)?),
+                    Step::Join { window: Some(_), .. } => {
+                        let join = self.stream_joins.get(&(index, step_index)).ok_or_else(|| OperatorError::Config(format!("join of `{}` not wired", node.name)))?;
+                        next.extend(join.on_record(state, Side::Left, event, stream_time)?);
+                    }
                     Step::Join { on, .. } => {
                         let join = self.joins.get(&(index, step_index)).ok_or_else(|| OperatorError::Config(format!("join of `{}` not wired", node.name)))?;
                         next.extend(join.on_record(state, on.as_ref(), event)?);
@@ -260,9 +292,6 @@ impl Pipeline {
                 }
             }
             batch = next;
-            if batch.is_empty() {
-                break;
-            }
         }
         Ok(batch)
     }
