@@ -11,7 +11,8 @@
 //! emits its result once, and its state is dropped either way.
 //!
 //! Measures are exact: sums of integers stay integers and of decimals stay decimals;
-//! `count_distinct` keeps the set of distinct values; `top_n` keeps every candidate's score.
+//! `count_distinct` keeps the set of distinct values (in canonical form: `3` as int or long,
+//! `1.5` and `1.50`, are one value); `top_n` keeps every candidate's score.
 //! Output: key = the group fields (+ `window_start`, `window_end`), value = the same fields plus
 //! one field per measure; the output time is the window start (the record time when
 //! unwindowed), so results do not depend on arrival order.
@@ -19,7 +20,7 @@
 use super::window::{Bounds, is_closed, windows_for};
 use super::{Event, OperatorError};
 use crate::expression::{Expression, Scope};
-use crate::record::encoding::{decode_row, encode, encode_row, key_bytes};
+use crate::record::encoding::{decode_row, encode_row, key_bytes};
 use crate::record::{Decimal, Row, TimeUnit, Value};
 use crate::state::{StateBackend, StateError, TaskState};
 use crate::topology::plan::{Measure, Window};
@@ -102,6 +103,7 @@ fn number(v: &Value) -> Option<f64> {
 /// Orders two values of comparable types (numbers, text, times).
 fn compare(a: &Value, b: &Value) -> Option<Ordering> {
     match (a, b) {
+        (Value::Int(_) | Value::Long(_), Value::Int(_) | Value::Long(_)) => Some(a.as_i64()?.cmp(&b.as_i64()?)),
         (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
         (Value::Date(x), Value::Date(y)) => Some(x.cmp(y)),
         (Value::Decimal(x), Value::Decimal(y)) => {
@@ -240,7 +242,7 @@ fn update(measure: &Measure, current: Value, scope: &Scope<'_>) -> Result<Value,
                 _ => Vec::new(),
             };
             if !v.is_null() {
-                let item = Value::Bytes(encode(&v));
+                let item = Value::Bytes(key_bytes(&v));
                 if let Err(at) = set.binary_search_by(|x| byte_order(x, &item)) {
                     set.insert(at, item);
                 }
@@ -257,7 +259,7 @@ fn update(measure: &Measure, current: Value, scope: &Scope<'_>) -> Result<Value,
                 Value::Array(items) => items,
                 _ => Vec::new(),
             };
-            let id = Value::Bytes(encode(&candidate));
+            let id = Value::Bytes(key_bytes(&candidate));
             let position = entries.binary_search_by(|x| byte_order(x.as_row().and_then(|r| r.get("id")).unwrap_or(&Value::Null), &id));
             match position {
                 Ok(at) => {

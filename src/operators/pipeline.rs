@@ -131,6 +131,12 @@ impl Pipeline {
         }
         let mut sinks: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for sink in &plan.sinks {
+            if plan.source(&sink.from).is_some_and(|s| s.kind.is_table()) {
+                return Err(OperatorError::Unsupported(format!(
+                    "sink `{}` reads the table source `{}`: writing a table's changelog is not supported by this version's engine yet",
+                    sink.topic, sink.from
+                )));
+            }
             sinks.entry(sink.from.clone()).or_default().push(sink.topic.clone());
         }
         Ok(Pipeline { plan, tables, joins, aggregators, stream_joins, right_inputs, downstream, sinks })
@@ -282,6 +288,11 @@ impl Pipeline {
                     Step::Aggregate { group_by, measures, .. } => {
                         let aggregator = self.aggregators.get(&(index, step_index)).ok_or_else(|| OperatorError::Config(format!("aggregate of `{}` not wired", node.name)))?;
                         next.extend(aggregator.on_record(state, group_by, measures, &event, stream_time)?);
+                    }
+                    Step::ToTable { .. } if event.key.is_null() => {
+                        // A table row needs a key; the record still flows on.
+                        metrics::counter!("table_null_keys_total", "node" => node.name.clone()).increment(1);
+                        next.push(event);
                     }
                     Step::ToTable { .. } => {
                         let table = self.tables.get(&node.name).ok_or_else(|| OperatorError::Config(format!("table of `{}` not wired", node.name)))?;

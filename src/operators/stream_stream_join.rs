@@ -93,6 +93,11 @@ impl StreamStreamJoin {
 
     /// Buffers `event` on `side` and returns its joins with the other side's buffered records.
     pub fn on_record<B: StateBackend>(&self, state: &mut TaskState<B>, side: Side, event: Event, stream_time: i64) -> Result<Vec<Event>, OperatorError> {
+        if event.key.is_null() {
+            // As in Kafka Streams: a record without a key cannot join.
+            metrics::counter!("join_null_keys_total", "node" => self.node.clone()).increment(1);
+            return Ok(Vec::new());
+        }
         let now = stream_time.max(event.timestamp);
         let horizon = now.saturating_sub(self.within_ms).saturating_sub(self.grace_ms);
         if event.timestamp < horizon {

@@ -23,12 +23,18 @@ pub fn windows_for(window: &Window, ts: i64) -> Vec<Bounds> {
         WindowType::Tumbling | WindowType::Hopping => {
             let (size, advance) = (window.size_ms, window.advance_ms.max(1));
             // The last window starting at or before ts, then step back while it still covers ts.
-            let last_start = ts - ts.rem_euclid(advance);
+            // (An event time so close to i64::MIN that no aligned window starts before it gets no
+            // window: it is counted as late.)
+            let Some(last_start) = ts.checked_sub(ts.rem_euclid(advance)) else { return Vec::new() };
             let mut out = Vec::new();
             let mut start = last_start;
-            while start > ts - size {
-                out.push(Bounds { start, end: start + size });
-                start -= advance;
+            // Saturating: event times near the ends of i64 must not overflow.
+            while start > ts.saturating_sub(size) {
+                out.push(Bounds { start, end: start.saturating_add(size) });
+                match start.checked_sub(advance) {
+                    Some(previous) => start = previous,
+                    None => break,
+                }
             }
             out.reverse();
             out
@@ -72,6 +78,14 @@ mod tests {
             let expected = (ts - 30..=ts).filter(|s| s.rem_euclid(3) == 0 && s + 10 > ts).count();
             assert_eq!(found.len(), expected, "{ts}");
         }
+    }
+
+    #[test]
+    fn extreme_event_times_do_not_overflow() {
+        let w = window(WindowType::Hopping, 10, 5);
+        assert!(!windows_for(&w, i64::MAX).is_empty());
+        let _ = windows_for(&w, i64::MIN);
+        let _ = windows_for(&w, i64::MIN + 3);
     }
 
     #[test]

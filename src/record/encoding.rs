@@ -173,6 +173,14 @@ pub fn key_bytes(key: &Value) -> Vec<u8> {
 fn canonical_key(key: &Value) -> Value {
     match key {
         Value::Int(i) => Value::Long(i64::from(*i)),
+        // 1.5 and 1.50 are one number: drop trailing zeros.
+        Value::Decimal(d) => {
+            let mut scale = d.scale;
+            while scale > 0 && d.rescale(scale - 1).is_some() {
+                scale -= 1;
+            }
+            Value::Decimal(d.rescale(scale).unwrap_or_else(|| d.clone()))
+        }
         Value::Struct(row) if row.len() == 1 => row.iter().next().map(|(_, v)| canonical_key(v)).unwrap_or(Value::Null),
         Value::Struct(row) => Value::Struct(row.iter().map(|(k, v)| (Arc::from(k), canonical_key(v))).collect()),
         other => other.clone(),
@@ -379,5 +387,6 @@ mod tests {
         let from_debezium = Value::Struct(Row::new().with("visitor_id", Value::Int(3)));
         assert_eq!(key_bytes(&from_stream), key_bytes(&from_debezium));
         assert_ne!(key_bytes(&Value::Long(3)), key_bytes(&Value::String("3".into())));
+        assert_eq!(key_bytes(&Value::Decimal(Decimal::new(150, 2))), key_bytes(&Value::Decimal(Decimal::new(15, 1))));
     }
 }

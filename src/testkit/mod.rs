@@ -18,7 +18,8 @@
 //! Input lines (see [`TopologyTestDriver::pipe_json`]): `{"source", "key", "value",
 //! "timestamp"}`. For a stream source the value is the record as JSON, typed by the source's
 //! `schema` when it has one; for a Debezium table source it is the change event (plain JSON
-//! envelope), and a null value is a tombstone.
+//! envelope), and a null value is a tombstone; for any other table source it is the new row
+//! (upsert) and a null value deletes the key.
 
 use crate::codec::debezium::DebeziumDecoder;
 use crate::codec::json;
@@ -104,8 +105,12 @@ impl TopologyTestDriver {
         self.stream_time = self.stream_time.max(timestamp);
     }
 
-    /// Pipes one record into a stream source.
+    /// Pipes one record into a source: an event for a stream source, an upsert for a table
+    /// source.
     pub fn pipe(&mut self, source: &str, key: Value, value: Row, timestamp: i64) -> Result<(), DriverError> {
+        if self.plan.source(source).is_some_and(|s| s.kind.is_table()) {
+            return self.apply_table_update(source, Some(TableUpdate::Upsert { key, row: value, timestamp }));
+        }
         let event = self.pipeline.event_for(source, key, value, timestamp)?;
         let event_time = event.timestamp;
         let mut out = Vec::new();
@@ -144,17 +149,19 @@ impl TopologyTestDriver {
 
     /// Pipes one CDC event into a table source.
     pub fn pipe_change(&mut self, source: &str, event: &CdcEvent) -> Result<(), DriverError> {
-        let update = Pipeline::update_for_change(event);
-        let timestamp = match &update {
-            Some(TableUpdate::Upsert { timestamp, .. } | TableUpdate::Delete { timestamp, .. } | TableUpdate::Truncate { timestamp }) => *timestamp,
-            None => self.stream_time,
-        };
-        let stream_time = self.stream_time.max(timestamp);
+        self.apply_table_update(source, Pipeline::update_for_change(event))
+    }
+
+    /// Applies a table change. Table changes do not move stream time (a dimension snapshot
+    /// stamped with today's commit time must not make older events late); history expiry uses
+    /// the stream time the events have reached.
+    fn apply_table_update(&mut self, source: &str, update: Option<TableUpdate>) -> Result<(), DriverError> {
         if let Some(update) = update {
+            let stream_time = self.stream_time;
             let state = self.state.as_mut().ok_or_else(|| DriverError::Input("the driver's state was lost in a failed restart".into()))?;
             self.pipeline.on_table_update(state, source, update, stream_time)?;
         }
-        self.advance(source, timestamp);
+        *self.positions.entry(source.to_owned()).or_insert(0) += 1;
         Ok(())
     }
 
@@ -179,6 +186,12 @@ impl TopologyTestDriver {
             let name = source_name.to_owned();
             return self.pipe_change(&name, &event);
         }
+        let timestamp = line.get("timestamp").and_then(serde_json::Value::as_i64).unwrap_or(0);
+        if source.kind.is_table() && value_json.is_null() {
+            let update = TableUpdate::Delete { key: json::infer(&key_json), timestamp };
+            let name = source_name.to_owned();
+            return self.apply_table_update(&name, Some(update));
+        }
         let value = match &source.schema {
             Some(schema) => json::convert(&value_json, schema).map_err(|e| DriverError::Input(e.to_string()))?,
             None => json::infer(&value_json),
@@ -187,7 +200,6 @@ impl TopologyTestDriver {
             Value::Struct(row) => row,
             other => Row::new().with("value", other),
         };
-        let timestamp = line.get("timestamp").and_then(serde_json::Value::as_i64).unwrap_or(0);
         let name = source_name.to_owned();
         self.pipe(&name, json::infer(&key_json), row, timestamp)
     }
