@@ -165,6 +165,13 @@ impl Pipeline {
         stores
     }
 
+    /// Forgets cached table rows; call after rolling the state back.
+    pub fn clear_caches(&self) {
+        for table in self.tables.values() {
+            table.clear_cache();
+        }
+    }
+
     /// Records an aggregation in `node` dropped as late (all their windows had closed).
     pub fn late_records(&self, node: &str) -> Option<u64> {
         let index = self.plan.nodes.iter().position(|n| n.name == node)?;

@@ -52,6 +52,11 @@ impl Table {
         Table { versioned: Some(VersionedStore::new(store.clone(), retention_ms)), store, cache: Mutex::default() }
     }
 
+    /// Drops every cached row (after the state was rolled back under the cache).
+    pub fn clear_cache(&self) {
+        self.forget(None);
+    }
+
     /// The store name.
     pub fn store(&self) -> &str {
         &self.store

@@ -18,6 +18,8 @@ pub struct TaskState<B: StateBackend> {
     pending_count: usize,
     changelog: Option<Box<dyn Changelog>>,
     checkpoint: Checkpoint,
+    /// Undo log of the record being processed: (store, key, what was pending before).
+    undo: Option<Vec<(String, Vec<u8>, Option<Option<Vec<u8>>>)>>,
 }
 
 impl<B: StateBackend> std::fmt::Debug for TaskState<B> {
@@ -31,7 +33,7 @@ impl<B: StateBackend> TaskState<B> {
     pub fn new(backend: B) -> Result<Self, StateError> {
         let checkpoint = backend.checkpoint()?.unwrap_or_default();
         let stores = backend.stores().into_iter().collect();
-        Ok(TaskState { backend, stores, pending: WriteSet::new(), pending_count: 0, changelog: None, checkpoint })
+        Ok(TaskState { backend, stores, pending: WriteSet::new(), pending_count: 0, changelog: None, checkpoint, undo: None })
     }
 
     /// Logs every committed write to `changelog` before it reaches the backend.
@@ -66,10 +68,44 @@ impl<B: StateBackend> TaskState<B> {
     fn write(&mut self, store: &str, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), StateError> {
         self.check(store)?;
         let entries = self.pending.entry(store.to_owned()).or_default();
-        if entries.insert(key, value).is_none() {
+        let previous = entries.insert(key.clone(), value);
+        if previous.is_none() {
             self.pending_count += 1;
         }
+        if let Some(undo) = &mut self.undo {
+            undo.push((store.to_owned(), key, previous));
+        }
         Ok(())
+    }
+
+    /// Starts processing one input record: its writes can be taken back with
+    /// [`TaskState::rollback_record`] if the record fails half-way (so a retried, skipped or
+    /// dead-lettered record never stays partly applied).
+    pub fn begin_record(&mut self) {
+        self.undo = Some(Vec::new());
+    }
+
+    /// The record was processed completely; its writes stay.
+    pub fn end_record(&mut self) {
+        self.undo = None;
+    }
+
+    /// Takes back every write since [`TaskState::begin_record`].
+    pub fn rollback_record(&mut self) {
+        let Some(undo) = self.undo.take() else { return };
+        for (store, key, previous) in undo.into_iter().rev() {
+            let Some(entries) = self.pending.get_mut(&store) else { continue };
+            match previous {
+                Some(value) => {
+                    entries.insert(key, value);
+                }
+                None => {
+                    if entries.remove(&key).is_some() {
+                        self.pending_count -= 1;
+                    }
+                }
+            }
+        }
     }
 
     /// Current entries with `from <= key < to` (uncommitted writes included), in key order.
@@ -131,6 +167,7 @@ impl<B: StateBackend> TaskState<B> {
     pub fn discard_pending(&mut self) {
         self.pending.clear();
         self.pending_count = 0;
+        self.undo = None;
     }
 
     /// The backend.

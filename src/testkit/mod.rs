@@ -116,7 +116,14 @@ impl TopologyTestDriver {
         let mut out = Vec::new();
         let stream_time = self.stream_time;
         let state = self.state.as_mut().ok_or_else(|| DriverError::Input("the driver's state was lost in a failed restart".into()))?;
-        self.pipeline.on_event(state, source, event, stream_time, &mut out)?;
+        state.begin_record();
+        if let Err(e) = self.pipeline.on_event(state, source, event, stream_time, &mut out) {
+            // All or nothing per record: take back what the record wrote before it failed.
+            state.rollback_record();
+            self.pipeline.clear_caches();
+            return Err(e.into());
+        }
+        state.end_record();
         self.collect(out);
         self.advance(source, event_time);
         self.close_windows()
@@ -159,7 +166,13 @@ impl TopologyTestDriver {
         if let Some(update) = update {
             let stream_time = self.stream_time;
             let state = self.state.as_mut().ok_or_else(|| DriverError::Input("the driver's state was lost in a failed restart".into()))?;
-            self.pipeline.on_table_update(state, source, update, stream_time)?;
+            state.begin_record();
+            if let Err(e) = self.pipeline.on_table_update(state, source, update, stream_time) {
+                state.rollback_record();
+                self.pipeline.clear_caches();
+                return Err(e.into());
+            }
+            state.end_record();
         }
         *self.positions.entry(source.to_owned()).or_insert(0) += 1;
         Ok(())

@@ -230,3 +230,32 @@ sinks:
     let ads: Vec<Json> = driver.read_output("out").into_iter().map(|o| o.value.unwrap().get("ad_id").unwrap().to_json()).collect();
     assert_eq!(ads, vec![json!(10), json!(11), json!(0)], "the click valid at each subscription's time, else the unknown member");
 }
+
+#[test]
+fn a_record_that_fails_half_way_leaves_no_trace() {
+    // `e` feeds a count (applied first) and a projection that fails for records where `y` is
+    // not a struct: the failed record must not stay counted.
+    let yaml = "
+name: atomic
+sources:
+  e: { topic: e, format: json, key: k }
+nodes:
+  - name: counts
+    from: e
+    aggregate: { group_by: { k: k }, measures: { n: { count: {} } } }
+  - name: projected
+    from: e
+    select: { z: \"y.z + 1\" }
+sinks:
+  - { from: counts, topic: counts, format: json }
+";
+    let plan = topology::parse(yaml, None, Path::new(".")).unwrap();
+    let mut driver = TopologyTestDriver::new(plan).unwrap();
+    let good = json!({"source": "e", "value": {"k": 1, "y": {"z": 1}}});
+    let bad = json!({"source": "e", "value": {"k": 1, "y": "not a struct"}});
+    driver.pipe_json(&good).unwrap();
+    assert!(driver.pipe_json(&bad).is_err());
+    driver.pipe_json(&good).unwrap();
+    let counts: Vec<Json> = driver.read_output("counts").into_iter().map(|o| o.value.unwrap().get("n").unwrap().to_json()).collect();
+    assert_eq!(counts, vec![json!(1), json!(2)], "the failed record was not counted");
+}
