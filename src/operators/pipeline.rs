@@ -96,7 +96,7 @@ impl Pipeline {
             }
             for (step_index, step) in node.steps.iter().enumerate() {
                 match step {
-                    Step::Filter(_) | Step::Rekey { .. } | Step::Select(_) | Step::FlatMap(_) => {}
+                    Step::Filter(_) | Step::Rekey { .. } | Step::Repartition { .. } | Step::Select(_) | Step::FlatMap(_) => {}
                     Step::ToTable { store, history_ms } => {
                         let table = match history_ms {
                             Some(h) => Table::versioned(store.clone(), *h),
@@ -106,7 +106,17 @@ impl Pipeline {
                     }
                     Step::Join { other, join_type, alias, unknown, window: None, .. } => {
                         let table = tables.get(other).cloned().ok_or_else(|| unsupported(node, &format!("joining `{other}`, a table produced by a node,")))?;
-                        let unknown_row: Row = unknown.iter().map(|(k, v)| (Arc::from(k.as_str()), json::infer(v))).collect();
+                        // The unknown member has every column of the table (null) when its
+                        // schema is known, so CEL reads of other columns give null, not an error.
+                        let mut unknown_row = Row::new();
+                        if let Some(fields) = plan.source(other).and_then(|s| s.schema.as_ref()).and_then(|s| s.fields()) {
+                            for field in fields {
+                                unknown_row.push(field.name.clone(), Value::Null);
+                            }
+                        }
+                        for (k, v) in unknown {
+                            unknown_row.set(k.as_str(), json::infer(v));
+                        }
                         joins.insert((index, step_index), StreamTableJoin::new(&node.name, table, *join_type, alias, unknown_row));
                     }
                     Step::Join { other, join_type, alias, window: Some((within, grace)), stores, .. } => {
@@ -282,6 +292,8 @@ impl Pipeline {
                 match step {
                     Step::Filter(predicate) => next.extend(stateless::filter(predicate, event)?),
                     Step::Rekey { key, .. } => next.push(stateless::rekey(key, event)?),
+                    // One task holds every partition: a repartition topic is a pass-through here.
+                    Step::Repartition { .. } => next.push(event),
                     Step::Select(fields) => next.push(stateless::select(fields, event)?),
                     Step::FlatMap(expression) => next.extend(stateless::flat_map(expression, event)?),
                     Step::Join { window: Some(_), .. } => {

@@ -13,6 +13,7 @@ fn step_label(step: &Step) -> String {
             Some(topic) => format!("re-key: {} -> repartition topic {topic}", key.source()),
             None => format!("re-key: {}", key.source()),
         },
+        Step::Repartition { topic } => format!("repartition through topic {topic} (key changed upstream)"),
         Step::Join { other, other_kind, on, join_type, alias, window, .. } => {
             let kind = match (other_kind, window) {
                 (_, Some((within, grace))) => format!("stream-stream join within {} grace {}", format_duration(*within), format_duration(*grace)),

@@ -146,6 +146,11 @@ pub enum Step {
         /// Internal topic, if the re-keyed stream feeds state.
         repartition: Option<String>,
     },
+    /// Read through a repartition topic (the key was changed by an earlier node).
+    Repartition {
+        /// Internal topic.
+        topic: String,
+    },
     /// Join with a table, global table or stream.
     Join {
         /// Other side (source or node).
@@ -272,7 +277,9 @@ impl Plan {
             .iter()
             .flat_map(|n| n.steps.iter())
             .filter_map(|s| match s {
-                Step::Rekey { repartition: Some(t), .. } | Step::Aggregate { repartition: Some(t), .. } => Some(t.clone()),
+                Step::Rekey { repartition: Some(t), .. } | Step::Aggregate { repartition: Some(t), .. } | Step::Repartition { topic: t } => {
+                    Some(t.clone())
+                }
                 _ => None,
             })
             .collect()
@@ -293,7 +300,11 @@ struct Builder<'a> {
 struct Known {
     shape: Shape,
     kind: SourceKind,
+    /// The expression the key was computed by, when known.
     key_source: Option<String>,
+    /// The key changed since the stream was last partitioned by it: a stateful step must read
+    /// through a repartition topic first.
+    key_dirty: bool,
     key_type: Option<FieldType>,
     fields: Fields,
     group: Option<usize>,
@@ -397,7 +408,8 @@ pub fn build(spec: TopologySpec, file: Option<&Path>, base_dir: &Path) -> Result
         let shape = if source.kind.is_table() { Shape::Table } else { Shape::Stream };
         b.known.insert(
             name.clone(),
-            Known { shape, kind: source.kind, key_source: source.key.clone().or(source.primary_key.clone()), key_type, fields, group },
+            // A source's `key` states how its topic is partitioned, so it is not dirty.
+            Known { shape, kind: source.kind, key_source: source.key.clone().or(source.primary_key.clone()), key_dirty: false, key_type, fields, group },
         );
         sources.push(PlannedSource {
             store: source.kind.is_table().then(|| format!("{name}-table")),
@@ -467,6 +479,7 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
 
     let mut first: Option<Known> = None;
     let mut group = None;
+    let mut merged_dirty = false;
     for input in &inputs {
         let known = b.input(input, line, &name)?;
         if known.shape == Shape::Table && inputs.len() > 1 {
@@ -477,11 +490,14 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
             (Some(a), Some(c)) => group = Some(b.union(a, c)),
             (Some(_), None) => {}
         }
-        if first.is_none() {
-            first = Some(known);
+        match &first {
+            None => first = Some(known),
+            // Merged streams keyed differently (or dirty) need repartitioning before state.
+            Some(f) => merged_dirty |= known.key_dirty || f.key_source != known.key_source || f.key_source.is_none(),
         }
     }
     let mut current = first.ok_or_else(|| b.error(Some(line), Some(&name), "no input"))?;
+    current.key_dirty |= merged_dirty;
     let mut group = group.unwrap_or_else(|| b.new_group());
     let mut steps = Vec::new();
     let mut rekeyed = false;
@@ -493,6 +509,7 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
         let expr = b.expr(key, line, &name)?;
         current.key_type = type_of(&expr, &current.fields);
         current.key_source = Some(key.clone());
+        current.key_dirty = true;
         rekeyed = true;
         steps.push(Step::Rekey { key: expr, repartition: None });
     }
@@ -544,11 +561,18 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
         if other_known.kind != SourceKind::Global {
             if let Some(text) = &join.on {
                 steps.push(Step::Rekey { key: b.expr(text, line, &name)?, repartition: None });
+                current.key_source = Some(text.clone());
+                current.key_dirty = true;
                 on = None;
                 rekeyed = true;
             }
-            if rekeyed {
-                set_repartition(&mut steps, &repartition_topic);
+            if current.key_dirty {
+                if rekeyed {
+                    set_repartition(&mut steps, &repartition_topic);
+                } else {
+                    steps.push(Step::Repartition { topic: repartition_topic.clone() });
+                }
+                current.key_dirty = false;
                 group = b.new_group();
             }
             if let Some(g) = other_known.group {
@@ -574,6 +598,14 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
             projected.push((out, e));
         }
         current.fields = current.fields.as_ref().map(|_| fields);
+        // The key stays; but if the field it was computed from is redefined, the name no longer
+        // describes it.
+        if let Some(source) = &current.key_source {
+            let kept = projected.iter().any(|(out, e)| out == source && e.as_field().is_some_and(|p| p.len() == 1 && &p[0] == source));
+            if !kept {
+                current.key_source = None;
+            }
+        }
         steps.push(Step::Select(projected));
     }
     if let Some(flat) = &node.flat_map {
@@ -600,7 +632,7 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
         if measures.is_empty() {
             return Err(b.error(Some(line), Some(&name), "`measures` needs at least one measure"));
         }
-        let by_current_key = group_by.len() == 1 && current.key_source.as_deref() == Some(group_by[0].1.source()) && !rekeyed;
+        let by_current_key = group_by.len() == 1 && current.key_source.as_deref() == Some(group_by[0].1.source()) && !current.key_dirty;
         let repartition = (!by_current_key).then(|| repartition_topic.clone());
         if repartition.is_some() {
             group = b.new_group();
@@ -616,6 +648,7 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
         }
         current.key_type = if group_by.len() == 1 { fields.get(&group_by[0].0).copied() } else { Some(FieldType::Other) };
         current.key_source = Some(group_by.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(","));
+        current.key_dirty = false;
         current.fields = Some(fields);
         steps.push(Step::Aggregate { group_by, window, emit: agg.emit, measures, ttl_ms, repartition, store: format!("{name}-aggregate") });
         shape = Shape::Table;

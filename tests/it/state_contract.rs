@@ -251,6 +251,8 @@ fn versioned_store_answers_as_of_event_time_in_any_arrival_order() {
         // Keys that are prefixes of each other do not mix.
         versions.put(&mut state, b"v", 50, Some(b"other"), 400).unwrap();
         assert_eq!(at(&state, 150), Some(b"silver".to_vec()), "{kind:?}");
+        assert_eq!(versions.get_as_of(&state, b"v", 150).unwrap().and_then(|v| v.value), Some(b"other".to_vec()), "{kind:?}");
+        assert_eq!(versions.latest(&state, b"v").unwrap().and_then(|v| v.value), Some(b"other".to_vec()), "{kind:?}");
         state.commit(inputs(1)).unwrap();
         assert_eq!(at(&state, 250), Some(b"gold".to_vec()), "{kind:?}: same after commit");
     }

@@ -158,3 +158,29 @@ fn describe_cli_reports_errors_with_file_and_line() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("bad.yaml:4") && stderr.contains("`a`"), "{stderr}");
 }
+
+#[test]
+fn a_key_changed_in_an_earlier_node_is_repartitioned_before_state() {
+    // Re-key in one node, group by that key in the next: the grouping must still repartition.
+    let plan = parse(&with_nodes(
+        "  - name: by_session\n    from: clicks\n    key: session_id\n  - name: per_session\n    from: by_session\n    aggregate:\n      group_by: { session_id: session_id }\n      measures: { n: { count: {} } }\n",
+    ))
+    .unwrap();
+    assert_eq!(plan.repartition_topics(), vec!["t-per_session-repartition".to_string()]);
+    assert_ne!(plan.node("per_session").unwrap().subtopology, plan.node("by_session").unwrap().subtopology);
+    // Re-key in one node, join a co-partitioned table in the next.
+    let plan = parse(&with_nodes(
+        "  - name: by_uid\n    from: clicks\n    key: visitor_id * 1\n  - name: joined\n    from: by_uid\n    join: { table: visitors }\n",
+    ))
+    .unwrap();
+    assert!(matches!(&plan.node("joined").unwrap().steps[0], Step::Repartition { topic } if topic == "t-joined-repartition"));
+    // Grouping by the key the source is partitioned by needs no repartition.
+    let plan = parse(&with_nodes("  - name: per_visitor\n    from: clicks\n    aggregate:\n      group_by: { visitor_id: visitor_id }\n      measures: { n: { count: {} } }\n")).unwrap();
+    assert!(plan.repartition_topics().is_empty());
+    // ...but not after a select redefined that field.
+    let plan = parse(&with_nodes(
+        "  - name: renamed\n    from: clicks\n    select: { visitor_id: session_id }\n  - name: per_visitor\n    from: renamed\n    aggregate:\n      group_by: { visitor_id: visitor_id }\n      measures: { n: { count: {} } }\n",
+    ))
+    .unwrap();
+    assert_eq!(plan.repartition_topics().len(), 1);
+}
