@@ -20,7 +20,7 @@
 use super::window::{Bounds, is_closed, windows_for};
 use super::{Event, OperatorError};
 use crate::expression::{Expression, Scope};
-use crate::record::encoding::{decode_row, encode_row, key_bytes};
+use crate::record::encoding::{decode_row, encode_row, key_bytes, ordered_i64};
 use crate::record::{Decimal, Row, TimeUnit, Value};
 use crate::state::{StateBackend, StateError, TaskState};
 use crate::topology::plan::{Measure, Window};
@@ -40,15 +40,12 @@ pub struct Aggregator {
     pub late_records: AtomicU64,
 }
 
-fn time_bytes(ts: i64) -> [u8; 8] {
-    ((ts as u64) ^ (1 << 63)).to_be_bytes()
-}
 
 fn state_key(bounds: Option<Bounds>, group: &Value) -> Vec<u8> {
     let mut out = Vec::new();
     if let Some(b) = bounds {
-        out.extend_from_slice(&time_bytes(b.end));
-        out.extend_from_slice(&time_bytes(b.start));
+        out.extend_from_slice(&ordered_i64(b.end));
+        out.extend_from_slice(&ordered_i64(b.start));
     }
     out.extend_from_slice(&key_bytes(group));
     out
@@ -193,10 +190,10 @@ impl Aggregator {
     /// results (emit-final) and drops the windows' state.
     pub fn on_stream_time<B: StateBackend>(&self, state: &mut TaskState<B>, measures: &[(String, Measure)], stream_time: i64) -> Result<Vec<Event>, OperatorError> {
         let Some(window) = &self.window else { return Ok(Vec::new()) };
-        // Windows with end <= stream_time - grace: keys below time_bytes(that + 1).
+        // Windows with end <= stream_time - grace: keys below ordered_i64(that + 1).
         let cutoff = stream_time.saturating_sub(window.grace_ms).saturating_add(1);
         let mut outputs = Vec::new();
-        for (key, bytes) in state.range(&self.store, &[], Some(&time_bytes(cutoff)))? {
+        for (key, bytes) in state.range(&self.store, &[], Some(&ordered_i64(cutoff)))? {
             let acc = decode_row(&bytes).map_err(|e| OperatorError::State(StateError::Encoding { store: self.store.clone(), detail: e.to_string() }))?;
             if self.emit == Emit::Final {
                 outputs.push(result(&acc, measures, 0));

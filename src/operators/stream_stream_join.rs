@@ -10,7 +10,7 @@
 //! the later of the two event times.
 
 use super::{Event, OperatorError};
-use crate::record::encoding::{decode_row, encode_row, key_bytes};
+use crate::record::encoding::{decode_row, encode_row, key_bytes, ordered_i64};
 use crate::record::Value;
 use crate::state::{StateBackend, StateError, TaskState};
 use std::sync::Arc;
@@ -42,9 +42,6 @@ pub struct StreamStreamJoin {
 
 const SEQUENCE_KEY: &[u8] = b"\xff\xffsequence";
 
-fn time_bytes(ts: i64) -> [u8; 8] {
-    ((ts as u64) ^ (1 << 63)).to_be_bytes()
-}
 
 fn prefix(key: &Value) -> Vec<u8> {
     let k = key_bytes(key);
@@ -56,7 +53,7 @@ fn prefix(key: &Value) -> Vec<u8> {
 
 fn at(prefix: &[u8], ts: i64) -> Vec<u8> {
     let mut out = prefix.to_vec();
-    out.extend_from_slice(&time_bytes(ts));
+    out.extend_from_slice(&ordered_i64(ts));
     out
 }
 

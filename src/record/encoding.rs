@@ -146,6 +146,17 @@ pub fn encode_into(out: &mut Vec<u8>, value: &Value) {
     }
 }
 
+/// A time (or any i64) as 8 bytes whose byte order is numeric order (big-endian with the sign
+/// bit flipped): the building block of time-ordered state keys.
+pub fn ordered_i64(value: i64) -> [u8; 8] {
+    ((value as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The inverse of [`ordered_i64`].
+pub fn from_ordered_i64(bytes: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(bytes) ^ (1 << 63)) as i64
+}
+
 /// The binary form of a value.
 pub fn encode(value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);

@@ -16,6 +16,7 @@
 use super::backend::StateBackend;
 use super::task_state::TaskState;
 use super::StateError;
+use crate::record::encoding::{from_ordered_i64, ordered_i64};
 
 /// One version of a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,14 +34,11 @@ pub struct VersionedStore {
     retention_ms: i64,
 }
 
-fn time_bytes(ts: i64) -> [u8; 8] {
-    ((ts as u64) ^ (1 << 63)).to_be_bytes()
-}
 
 fn time_from(bytes: &[u8]) -> i64 {
     let mut buf = [0u8; 8];
     buf.copy_from_slice(&bytes[bytes.len() - 8..]);
-    (u64::from_be_bytes(buf) ^ (1 << 63)) as i64
+    from_ordered_i64(buf)
 }
 
 fn prefix(key: &[u8]) -> Vec<u8> {
@@ -52,7 +50,7 @@ fn prefix(key: &[u8]) -> Vec<u8> {
 
 fn versioned_key(key: &[u8], ts: i64) -> Vec<u8> {
     let mut out = prefix(key);
-    out.extend_from_slice(&time_bytes(ts));
+    out.extend_from_slice(&ordered_i64(ts));
     out
 }
 
