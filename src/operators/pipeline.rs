@@ -261,18 +261,27 @@ impl Pipeline {
     }
 
     fn emit<B: StateBackend>(&self, state: &mut TaskState<B>, from: &str, events: Vec<Event>, stream_time: i64, out: &mut Vec<Output>) -> Result<(), OperatorError> {
+        let sinks = self.sinks.get(from).map(Vec::as_slice).unwrap_or_default();
+        let nodes = self.downstream.get(from).map(Vec::as_slice).unwrap_or_default();
+        let right_joins = self.right_inputs.get(from).map(Vec::as_slice).unwrap_or_default();
+        let consumers = sinks.len() + nodes.len() + right_joins.len();
         for event in events {
-            for topic in self.sinks.get(from).map(Vec::as_slice).unwrap_or_default() {
-                out.push(Output { topic: topic.clone(), key: event.key.clone(), value: Some(event.value.clone()), timestamp: event.timestamp });
+            // One copy per consumer; the last consumer takes the event itself.
+            let mut copies = Vec::with_capacity(consumers);
+            copies.extend((1..consumers).map(|_| event.clone()));
+            copies.push(event);
+            let mut copies = copies.into_iter();
+            for (topic, e) in sinks.iter().zip(copies.by_ref()) {
+                out.push(Output { topic: topic.clone(), key: e.key, value: Some(e.value), timestamp: e.timestamp });
             }
-            for &index in self.downstream.get(from).map(Vec::as_slice).unwrap_or_default() {
-                let produced = self.run_steps(state, index, vec![event.clone()], 0, stream_time)?;
+            for (&index, e) in nodes.iter().zip(copies.by_ref()) {
+                let produced = self.run_steps(state, index, vec![e], 0, stream_time)?;
                 self.emit(state, &self.plan.nodes[index].name, produced, stream_time, out)?;
             }
             // Records of a stream that is the right side of stream-stream joins.
-            for &(index, step_index) in self.right_inputs.get(from).map(Vec::as_slice).unwrap_or_default() {
+            for (&(index, step_index), e) in right_joins.iter().zip(copies.by_ref()) {
                 let join = self.stream_joins.get(&(index, step_index)).ok_or_else(|| OperatorError::Config("stream join not wired".into()))?;
-                let joined = join.on_record(state, Side::Right, event.clone(), stream_time)?;
+                let joined = join.on_record(state, Side::Right, e, stream_time)?;
                 let produced = self.run_steps(state, index, joined, step_index + 1, stream_time)?;
                 self.emit(state, &self.plan.nodes[index].name, produced, stream_time, out)?;
             }
