@@ -9,6 +9,10 @@ use happystreams::testkit::TopologyTestDriver;
 use serde_json::json;
 use std::path::Path;
 
+// The allocator the `happystreams` binary uses, so the numbers are what users get.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CLICKS: usize = 20_000;
 
 fn driver(name: &str) -> TopologyTestDriver {
