@@ -36,6 +36,7 @@ pub struct Aggregator {
     store: String,
     window: Option<Window>,
     emit: Emit,
+    ttl_ms: Option<i64>,
     /// Records dropped because every window they belong to had closed.
     pub late_records: AtomicU64,
 }
@@ -50,6 +51,8 @@ fn state_key(bounds: Option<Bounds>, group: &Value) -> Vec<u8> {
     out.extend_from_slice(&key_bytes(group));
     out
 }
+
+const EXPIRY_PREFIX: u8 = 0xFF;
 
 fn millis(ts: i64) -> Value {
     Value::Timestamp { value: ts, unit: TimeUnit::Millis }
@@ -116,8 +119,18 @@ fn compare(a: &Value, b: &Value) -> Option<Ordering> {
 
 impl Aggregator {
     /// An aggregator for a node.
-    pub fn new(node: &str, store: &str, window: Option<Window>, emit: Emit) -> Self {
-        Aggregator { node: node.to_owned(), store: store.to_owned(), window, emit, late_records: AtomicU64::new(0) }
+    pub fn new(node: &str, store: &str, window: Option<Window>, emit: Emit, ttl_ms: Option<i64>) -> Self {
+        Aggregator { node: node.to_owned(), store: store.to_owned(), window, emit, ttl_ms, late_records: AtomicU64::new(0) }
+    }
+
+    /// The expiry-index entry of an unwindowed group: `0xFF ++ expiry time ++ group key`
+    /// (group keys start with a value tag below 0xFF, so index entries never mix with them).
+    fn expiry_key(expires_at: i64, group_key: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(9 + group_key.len());
+        out.push(EXPIRY_PREFIX);
+        out.extend_from_slice(&ordered_i64(expires_at));
+        out.extend_from_slice(group_key);
+        out
     }
 
     fn load<B: StateBackend>(&self, state: &TaskState<B>, key: &[u8]) -> Result<Option<Row>, OperatorError> {
@@ -159,7 +172,18 @@ impl Aggregator {
         let mut outputs = Vec::new();
         for bounds in windows {
             let key = state_key(bounds, &group);
-            let mut acc = match self.load(state, &key)? {
+            let loaded = match (self.load(state, &key)?, self.ttl_ms) {
+                // A group idle past its ttl starts afresh, even if the record that notices it is
+                // the one moving stream time.
+                (Some(row), Some(_)) if row.get("expires").and_then(Value::as_i64).is_some_and(|e| e <= stream_time.max(event.timestamp)) => {
+                    if let Some(old) = row.get("expires").and_then(Value::as_i64) {
+                        state.delete(&self.store, Self::expiry_key(old, &key))?;
+                    }
+                    None
+                }
+                (loaded, _) => loaded,
+            };
+            let mut acc = match loaded {
                 Some(row) => row,
                 None => {
                     let mut fresh = Row::new().with("group", group.clone());
@@ -178,6 +202,15 @@ impl Aggregator {
                 accumulators.set(name.as_str(), update(measure, current, &scope)?);
             }
             acc.set("measures", Value::Struct(accumulators));
+            if let (Some(ttl), None) = (self.ttl_ms, bounds) {
+                // Move the group's expiry: drop the old index entry, add the new one.
+                if let Some(old) = acc.get("expires").and_then(Value::as_i64) {
+                    state.delete(&self.store, Self::expiry_key(old, &key))?;
+                }
+                let expires = stream_time.max(event.timestamp).saturating_add(ttl);
+                acc.set("expires", Value::Long(expires));
+                state.put(&self.store, Self::expiry_key(expires, &key), Vec::new())?;
+            }
             state.put(&self.store, key, encode_row(&acc))?;
             if self.emit == Emit::OnUpdate {
                 outputs.push(result(&acc, measures, event.timestamp));
@@ -189,7 +222,10 @@ impl Aggregator {
     /// Closes every window whose end + grace is at or before `stream_time`; returns the final
     /// results (emit-final) and drops the windows' state.
     pub fn on_stream_time<B: StateBackend>(&self, state: &mut TaskState<B>, measures: &[(String, Measure)], stream_time: i64) -> Result<Vec<Event>, OperatorError> {
-        let Some(window) = &self.window else { return Ok(Vec::new()) };
+        let Some(window) = &self.window else {
+            self.expire_groups(state, stream_time)?;
+            return Ok(Vec::new());
+        };
         // Windows with end <= stream_time - grace: keys below ordered_i64(that + 1).
         let cutoff = stream_time.saturating_sub(window.grace_ms).saturating_add(1);
         let mut outputs = Vec::new();
@@ -201,6 +237,24 @@ impl Aggregator {
             state.delete(&self.store, key)?;
         }
         Ok(outputs)
+    }
+}
+
+impl Aggregator {
+    /// Unwindowed aggregates with a `ttl`: drops the groups whose last update is `ttl` older
+    /// than stream time (their next record starts them afresh). Nothing is emitted.
+    fn expire_groups<B: StateBackend>(&self, state: &mut TaskState<B>, stream_time: i64) -> Result<(), OperatorError> {
+        if self.ttl_ms.is_none() {
+            return Ok(());
+        }
+        let from = [EXPIRY_PREFIX];
+        let to = Self::expiry_key(stream_time.saturating_add(1), &[]);
+        for (index_key, _) in state.range(&self.store, &from, Some(&to))? {
+            state.delete(&self.store, index_key[9..].to_vec())?;
+            state.delete(&self.store, index_key)?;
+            metrics::counter!("aggregate_expired_groups_total", "node" => self.node.clone()).increment(1);
+        }
+        Ok(())
     }
 }
 

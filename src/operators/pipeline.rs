@@ -11,8 +11,8 @@
 //! Supported today: stream sources, table / versioned / global table sources, filter, re-key,
 //! select, flat-map, merge, `to_table` (plain or versioned, joinable by later nodes),
 //! stream-table, stream-global-table and inner stream-stream joins, and aggregations
-//! (unwindowed, tumbling, hopping; emit on update or final). Not yet: session and sliding
-//! windows, left stream-stream joins, aggregate `ttl`, nodes reading a table's
+//! (unwindowed with an optional `ttl`, tumbling, hopping; emit on update or final). Not yet: session and sliding
+//! windows, left stream-stream joins, nodes reading a table's
 //! changelog. A plan that uses any of these is refused with [`OperatorError::Unsupported`]
 //! naming the node — never run partially.
 
@@ -131,10 +131,7 @@ impl Pipeline {
                         if let Some(w) = window.as_ref().filter(|w| matches!(w.window_type, WindowType::Session | WindowType::Sliding)) {
                             return Err(unsupported(node, &format!("a {:?} window", w.window_type).to_lowercase()));
                         }
-                        if ttl_ms.is_some() {
-                            return Err(unsupported(node, "an aggregate `ttl`"));
-                        }
-                        aggregators.insert((index, step_index), Aggregator::new(&node.name, store, window.clone(), *emit));
+                        aggregators.insert((index, step_index), Aggregator::new(&node.name, store, window.clone(), *emit, *ttl_ms));
                     }
                 }
             }

@@ -638,6 +638,9 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
             group = b.new_group();
         }
         let ttl_ms = agg.ttl.as_deref().map(|t| b.duration(t, line, &name, "ttl")).transpose()?;
+        if ttl_ms.is_some() && window.is_some() {
+            return Err(b.error(Some(line), Some(&name), "`ttl` is for unwindowed aggregates; windowed state is dropped when the window closes"));
+        }
         let mut fields: BTreeMap<String, FieldType> = group_by.iter().filter_map(|(k, e)| type_of(e, &current.fields).map(|t| (k.clone(), t))).collect();
         for (out, m) in &measures {
             fields.insert(out.clone(), match m {

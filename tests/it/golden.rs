@@ -259,3 +259,34 @@ sinks:
     let counts: Vec<Json> = driver.read_output("counts").into_iter().map(|o| o.value.unwrap().get("n").unwrap().to_json()).collect();
     assert_eq!(counts, vec![json!(1), json!(2)], "the failed record was not counted");
 }
+
+#[test]
+fn unwindowed_aggregates_drop_groups_idle_longer_than_their_ttl() {
+    let yaml = "
+name: ttl
+sources:
+  e: { topic: e, format: json, key: k, timestamp: t }
+nodes:
+  - name: counts
+    from: e
+    aggregate: { group_by: { k: k }, measures: { n: { count: {} } }, ttl: 100ms }
+sinks:
+  - { from: counts, topic: counts, format: json }
+";
+    let plan = topology::parse(yaml, None, Path::new(".")).unwrap();
+    let mut driver = TopologyTestDriver::new(plan).unwrap();
+    for (k, t) in [(1, 0), (1, 50), (2, 140), (2, 300), (1, 310), (2, 320)] {
+        driver.pipe_json(&json!({"source": "e", "value": {"k": k, "t": t}})).unwrap();
+        if t == 140 {
+            driver.restart().unwrap();
+        }
+    }
+    let counts: Vec<(Json, Json)> =
+        driver.read_output("counts").into_iter().map(|o| { let v = o.value.unwrap(); (v.get("k").unwrap().to_json(), v.get("n").unwrap().to_json()) }).collect();
+    // Group 1 was last updated at 50 and group 2 at 140: both idled for more than 100 ms before
+    // their next records (310 and 300), which start them afresh; 320 continues group 2.
+    assert_eq!(counts, vec![(json!(1), json!(1)), (json!(1), json!(2)), (json!(2), json!(1)), (json!(2), json!(1)), (json!(1), json!(1)), (json!(2), json!(2))]);
+    let windowed_ttl = "name: x\nsources:\n  e: { topic: e, format: json }\nnodes:\n  - name: w\n    from: e\n    aggregate: { group_by: { k: k }, window: { type: tumbling, size: 1m }, measures: { n: { count: {} } }, ttl: 1h }\n";
+    let err = topology::parse(windowed_ttl, None, Path::new(".")).unwrap_err();
+    assert!(err.message.contains("`ttl` is for unwindowed aggregates"), "{err}");
+}
