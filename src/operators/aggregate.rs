@@ -37,6 +37,8 @@ pub struct Aggregator {
     window: Option<Window>,
     emit: Emit,
     ttl_ms: Option<i64>,
+    /// Session windows: the store indexing each group's sessions by start.
+    session_index: Option<String>,
     /// Records dropped because every window they belong to had closed.
     pub late_records: AtomicU64,
 }
@@ -119,8 +121,8 @@ fn compare(a: &Value, b: &Value) -> Option<Ordering> {
 
 impl Aggregator {
     /// An aggregator for a node.
-    pub fn new(node: &str, store: &str, window: Option<Window>, emit: Emit, ttl_ms: Option<i64>) -> Self {
-        Aggregator { node: node.to_owned(), store: store.to_owned(), window, emit, ttl_ms, late_records: AtomicU64::new(0) }
+    pub fn new(node: &str, store: &str, window: Option<Window>, emit: Emit, ttl_ms: Option<i64>, session_index: Option<String>) -> Self {
+        Aggregator { node: node.to_owned(), store: store.to_owned(), window, emit, ttl_ms, session_index, late_records: AtomicU64::new(0) }
     }
 
     /// The expiry-index entry of an unwindowed group: `0xFF ++ expiry time ++ group key`
@@ -156,6 +158,9 @@ impl Aggregator {
             group.push(Arc::from(name.as_str()), expression.evaluate(&scope)?);
         }
         let group = Value::Struct(group);
+        if let (Some(index), Some(window)) = (&self.session_index, &self.window) {
+            return self.on_session_record(state, index, window, &group, measures, &scope, event, stream_time);
+        }
         let windows: Vec<Option<Bounds>> = match &self.window {
             None => vec![None],
             Some(w) => {
@@ -226,18 +231,190 @@ impl Aggregator {
             self.expire_groups(state, stream_time)?;
             return Ok(Vec::new());
         };
-        // Windows with end <= stream_time - grace: keys below ordered_i64(that + 1).
-        let cutoff = stream_time.saturating_sub(window.grace_ms).saturating_add(1);
+        // Windows with end <= stream_time - grace: keys below ordered_i64(that + 1). Sessions
+        // close once no acceptable record can extend them: end + gap + grace < stream_time.
+        let cutoff = match &self.session_index {
+            Some(_) => stream_time.saturating_sub(window.size_ms).saturating_sub(window.grace_ms),
+            None => stream_time.saturating_sub(window.grace_ms).saturating_add(1),
+        };
         let mut outputs = Vec::new();
         for (key, bytes) in state.range(&self.store, &[], Some(&ordered_i64(cutoff)))? {
             let acc = decode_row(&bytes).map_err(|e| OperatorError::State(StateError::Encoding { store: self.store.clone(), detail: e.to_string() }))?;
             if self.emit == Emit::Final {
                 outputs.push(result(&acc, measures, 0));
             }
+            if let Some(index) = &self.session_index {
+                if let Some((start, end)) = bounds_of(&acc) {
+                    state.delete(index, session_index_key(&key[16..], start, end))?;
+                }
+            }
             state.delete(&self.store, key)?;
         }
         Ok(outputs)
     }
+
+    /// Session windows: the record's session `[t, t]` merges with every session of its group
+    /// whose end is within `gap` before it or whose start is within `gap` after it.
+    #[allow(clippy::too_many_arguments)]
+    fn on_session_record<B: StateBackend>(
+        &self,
+        state: &mut TaskState<B>,
+        index: &str,
+        window: &Window,
+        group: &Value,
+        measures: &[(String, Measure)],
+        scope: &Scope<'_>,
+        event: &Event,
+        stream_time: i64,
+    ) -> Result<Vec<Event>, OperatorError> {
+        let (t, gap) = (event.timestamp, window.size_ms);
+        let now = stream_time.max(t);
+        if t < now.saturating_sub(window.grace_ms) {
+            self.late_records.fetch_add(1, AtomicOrdering::Relaxed);
+            metrics::counter!("aggregate_late_records_total", "node" => self.node.clone()).increment(1);
+            return Ok(Vec::new());
+        }
+        let group_key = key_bytes(group);
+        let prefix = session_index_key(&group_key, i64::MIN, i64::MIN);
+        let upper = session_index_key(&group_key, t.saturating_add(gap).saturating_add(1), i64::MIN);
+        let mut merged: Option<Row> = None;
+        let (mut start, mut end) = (t, t);
+        let mut outputs = Vec::new();
+        for (index_key, _) in state.range(index, &prefix[..prefix.len() - 16], Some(&upper))? {
+            let Some((s, e)) = index_bounds(&index_key) else { continue };
+            if e < t.saturating_sub(gap) {
+                continue;
+            }
+            let primary = state_key(Some(Bounds { start: s, end: e }), group);
+            if let Some(acc) = self.load(state, &primary)? {
+                if self.emit == Emit::OnUpdate {
+                    let mut retraction = result(&acc, measures, 0);
+                    retraction.tombstone = true;
+                    outputs.push(retraction);
+                }
+                merged = Some(match merged {
+                    None => acc,
+                    Some(previous) => merge_accumulators(previous, &acc, measures)?,
+                });
+            }
+            start = start.min(s);
+            end = end.max(e);
+            state.delete(index, index_key)?;
+            state.delete(&self.store, primary)?;
+        }
+        let bounds = Bounds { start, end };
+        let mut acc = merged.unwrap_or_else(|| Row::new().with("group", group.clone()).with("measures", Value::Struct(Row::new())));
+        acc.set("start", Value::Long(bounds.start));
+        acc.set("end", Value::Long(bounds.end));
+        let mut accumulators = acc.get("measures").and_then(Value::as_row).cloned().unwrap_or_default();
+        for (name, measure) in measures {
+            let current = accumulators.get(name).cloned().unwrap_or(Value::Null);
+            accumulators.set(name.as_str(), update(measure, current, scope)?);
+        }
+        acc.set("measures", Value::Struct(accumulators));
+        state.put(index, session_index_key(&group_key, bounds.start, bounds.end), Vec::new())?;
+        state.put(&self.store, state_key(Some(bounds), group), encode_row(&acc))?;
+        if self.emit == Emit::OnUpdate {
+            // A retraction of the session being replaced by itself (same bounds) is not needed.
+            let current = result(&acc, measures, 0);
+            outputs.retain(|r| r.key != current.key);
+            outputs.push(current);
+        }
+        Ok(outputs)
+    }
+}
+
+fn bounds_of(acc: &Row) -> Option<(i64, i64)> {
+    Some((acc.get("start").and_then(Value::as_i64)?, acc.get("end").and_then(Value::as_i64)?))
+}
+
+/// Session index key: `len(group) ++ group ++ start ++ end`.
+fn session_index_key(group_key: &[u8], start: i64, end: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + group_key.len() + 16);
+    out.extend_from_slice(&(group_key.len() as u32).to_be_bytes());
+    out.extend_from_slice(group_key);
+    out.extend_from_slice(&ordered_i64(start));
+    out.extend_from_slice(&ordered_i64(end));
+    out
+}
+
+fn index_bounds(index_key: &[u8]) -> Option<(i64, i64)> {
+    let n = index_key.len();
+    let start: [u8; 8] = index_key.get(n.checked_sub(16)?..n - 8)?.try_into().ok()?;
+    let end: [u8; 8] = index_key.get(n - 8..)?.try_into().ok()?;
+    Some((crate::record::encoding::from_ordered_i64(start), crate::record::encoding::from_ordered_i64(end)))
+}
+
+/// Combines two accumulators of the same measures (session merges).
+fn merge_accumulators(mut into: Row, other: &Row, measures: &[(String, Measure)]) -> Result<Row, OperatorError> {
+    let mine = into.get("measures").and_then(Value::as_row).cloned().unwrap_or_default();
+    let theirs = other.get("measures").and_then(Value::as_row).cloned().unwrap_or_default();
+    let mut combined = Row::new();
+    for (name, measure) in measures {
+        let a = mine.get(name).cloned().unwrap_or(Value::Null);
+        let b = theirs.get(name).cloned().unwrap_or(Value::Null);
+        combined.push(name.as_str(), merge(measure, a, b)?);
+    }
+    into.set("measures", Value::Struct(combined));
+    Ok(into)
+}
+
+fn merge(measure: &Measure, a: Value, b: Value) -> Result<Value, OperatorError> {
+    Ok(match measure {
+        Measure::Count | Measure::Sum(_) => add(&a, &b)?,
+        Measure::Min(_) | Measure::Max(_) => match (&a, &b) {
+            (Value::Null, _) => b,
+            (_, Value::Null) => a,
+            _ => {
+                let order = compare(&b, &a).ok_or_else(|| data(format!("cannot compare a {} with a {}", b.type_name(), a.type_name())))?;
+                let take_b = if matches!(measure, Measure::Min(_)) { order == Ordering::Less } else { order == Ordering::Greater };
+                if take_b { b } else { a }
+            }
+        },
+        Measure::Avg(_) => {
+            let part = |v: &Value| match v {
+                Value::Struct(r) => (r.get("sum").cloned().unwrap_or(Value::Null), r.get("count").and_then(Value::as_i64).unwrap_or(0)),
+                _ => (Value::Null, 0),
+            };
+            let ((sa, ca), (sb, cb)) = (part(&a), part(&b));
+            if ca + cb == 0 { Value::Null } else { Value::Struct(Row::new().with("sum", add(&sa, &sb)?).with("count", Value::Long(ca + cb))) }
+        }
+        Measure::CountDistinct(_) => {
+            let mut set = match a {
+                Value::Array(items) => items,
+                _ => Vec::new(),
+            };
+            if let Value::Array(items) = b {
+                for item in items {
+                    if let Err(at) = set.binary_search_by(|x| byte_order(x, &item)) {
+                        set.insert(at, item);
+                    }
+                }
+            }
+            Value::Array(set)
+        }
+        Measure::TopN { .. } => {
+            let mut entries = match a {
+                Value::Array(items) => items,
+                _ => Vec::new(),
+            };
+            if let Value::Array(items) = b {
+                for item in items {
+                    let id = item.as_row().and_then(|r| r.get("id")).cloned().unwrap_or(Value::Null);
+                    match entries.binary_search_by(|x| byte_order(x.as_row().and_then(|r| r.get("id")).unwrap_or(&Value::Null), &id)) {
+                        Ok(at) => {
+                            if let (Some(Value::Struct(row)), Some(score)) = (entries.get_mut(at), item.as_row().and_then(|r| r.get("score"))) {
+                                let total = add(row.get("score").unwrap_or(&Value::Null), score)?;
+                                row.set("score", total);
+                            }
+                        }
+                        Err(at) => entries.insert(at, item),
+                    }
+                }
+            }
+            Value::Array(entries)
+        }
+    })
 }
 
 impl Aggregator {
@@ -388,5 +565,5 @@ fn result(acc: &Row, measures: &[(String, Measure)], record_time: i64) -> Event 
         let current = accumulators.and_then(|a| a.get(name)).unwrap_or(&Value::Null);
         value.push(Arc::from(name.as_str()), finish(measure, current));
     }
-    Event { key: Value::Struct(key), value, timestamp: window.map_or(record_time, |(start, _)| start) }
+    Event::new(Value::Struct(key), value, window.map_or(record_time, |(start, _)| start))
 }

@@ -33,6 +33,16 @@ pub struct Event {
     pub value: Row,
     /// Event time, ms since the epoch.
     pub timestamp: i64,
+    /// A deletion of `key` (the value is empty): sinks write a null value. Produced when a
+    /// session window merges away.
+    pub tombstone: bool,
+}
+
+impl Event {
+    /// An event.
+    pub fn new(key: Value, value: Row, timestamp: i64) -> Self {
+        Event { key, value, timestamp, tombstone: false }
+    }
 }
 
 /// A change to a table.

@@ -11,7 +11,7 @@
 //! Supported today: stream sources, table / versioned / global table sources, filter, re-key,
 //! select, flat-map, merge, `to_table` (plain or versioned, joinable by later nodes),
 //! stream-table, stream-global-table and inner stream-stream joins, and aggregations
-//! (unwindowed with an optional `ttl`, tumbling, hopping; emit on update or final). Not yet: session and sliding
+//! (unwindowed with an optional `ttl`, tumbling, hopping, session; emit on update or final). Not yet: sliding
 //! windows, left stream-stream joins, nodes reading a table's
 //! changelog. A plan that uses any of these is refused with [`OperatorError::Unsupported`]
 //! naming the node — never run partially.
@@ -126,12 +126,12 @@ impl Pipeline {
                         stream_joins.insert((index, step_index), StreamStreamJoin::new(&node.name, stores, alias, *within, *grace)?);
                         right_inputs.entry(other.clone()).or_default().push((index, step_index));
                     }
-                    Step::Aggregate { window, emit, ttl_ms, store, .. } => {
+                    Step::Aggregate { window, emit, ttl_ms, store, session_index, .. } => {
                         use crate::topology::spec::WindowType;
-                        if let Some(w) = window.as_ref().filter(|w| matches!(w.window_type, WindowType::Session | WindowType::Sliding)) {
+                        if let Some(w) = window.as_ref().filter(|w| w.window_type == WindowType::Sliding) {
                             return Err(unsupported(node, &format!("a {:?} window", w.window_type).to_lowercase()));
                         }
-                        aggregators.insert((index, step_index), Aggregator::new(&node.name, store, window.clone(), *emit, *ttl_ms));
+                        aggregators.insert((index, step_index), Aggregator::new(&node.name, store, window.clone(), *emit, *ttl_ms, session_index.clone()));
                     }
                 }
             }
@@ -160,7 +160,10 @@ impl Pipeline {
         for node in &self.plan.nodes {
             for step in &node.steps {
                 match step {
-                    Step::Aggregate { store, .. } => stores.push(store.clone()),
+                    Step::Aggregate { store, session_index, .. } => {
+                        stores.push(store.clone());
+                        stores.extend(session_index.iter().cloned());
+                    }
                     Step::Join { stores: join_stores, .. } => stores.extend(join_stores.iter().cloned()),
                     Step::ToTable { .. } => {}
                     _ => {}
@@ -200,7 +203,7 @@ impl Pipeline {
     /// record timestamp).
     pub fn event_for(&self, source: &str, record_key: Value, value: Row, record_timestamp: i64) -> Result<Event, OperatorError> {
         let spec = self.plan.source(source).ok_or_else(|| OperatorError::Config(format!("unknown source `{source}`")))?;
-        let mut event = Event { key: record_key, value, timestamp: record_timestamp };
+        let mut event = Event::new(record_key, value, record_timestamp);
         let named = [("key", &event.key)];
         let scope = stateless::scope(&event, &named);
         let key = spec.key.as_ref().map(|k| k.evaluate(&scope)).transpose()?;
@@ -269,7 +272,8 @@ impl Pipeline {
             copies.push(event);
             let mut copies = copies.into_iter();
             for (topic, e) in sinks.iter().zip(copies.by_ref()) {
-                out.push(Output { topic: topic.clone(), key: e.key, value: Some(e.value), timestamp: e.timestamp });
+                let value = (!e.tombstone).then_some(e.value);
+                out.push(Output { topic: topic.clone(), key: e.key, value, timestamp: e.timestamp });
             }
             for (&index, e) in nodes.iter().zip(copies.by_ref()) {
                 let produced = self.run_steps(state, index, vec![e], 0, stream_time)?;

@@ -54,13 +54,12 @@ pub fn flat_map(expression: &Expression, event: Event) -> Result<Vec<Event>, Ope
     };
     Ok(items
         .into_iter()
-        .map(|item| Event {
-            key: event.key.clone(),
-            value: match item {
+        .map(|item| {
+            let value = match item {
                 Value::Struct(row) => row,
                 other => Row::new().with("value", other),
-            },
-            timestamp: event.timestamp,
+            };
+            Event::new(event.key.clone(), value, event.timestamp)
         })
         .collect())
 }
@@ -70,11 +69,11 @@ mod tests {
     use super::*;
 
     fn event() -> Event {
-        Event {
-            key: Value::Long(1),
-            value: Row::new().with("n", Value::Long(3)).with("tags", Value::Array(vec![Value::String("a".into()), Value::String("b".into())])),
-            timestamp: 10,
-        }
+        Event::new(
+            Value::Long(1),
+            Row::new().with("n", Value::Long(3)).with("tags", Value::Array(vec![Value::String("a".into()), Value::String("b".into())])),
+            10,
+        )
     }
 
     #[test]

@@ -128,7 +128,7 @@ impl StreamStreamJoin {
                 Side::Right => (partner_row, event.value.clone()),
             };
             left.set(self.alias.clone(), Value::Struct(right));
-            joined.push(Event { key: event.key.clone(), value: left, timestamp: event.timestamp.max(partner_ts) });
+            joined.push(Event::new(event.key.clone(), left, event.timestamp.max(partner_ts)));
         }
         self.joined.fetch_add(joined.len() as u64, Ordering::Relaxed);
         let sequence = self.next_sequence(state)?;

@@ -190,6 +190,8 @@ pub enum Step {
         repartition: Option<String>,
         /// Store of the aggregates.
         store: String,
+        /// Session windows: the store indexing each group's sessions.
+        session_index: Option<String>,
     },
     /// Materialize as a table.
     ToTable {
@@ -263,7 +265,11 @@ impl Plan {
             for step in &node.steps {
                 match step {
                     Step::Join { stores: s, .. } => stores.extend(s.iter().cloned()),
-                    Step::Aggregate { store, .. } | Step::ToTable { store, .. } => stores.push(store.clone()),
+                    Step::Aggregate { store, session_index, .. } => {
+                        stores.push(store.clone());
+                        stores.extend(session_index.iter().cloned());
+                    }
+                    Step::ToTable { store, .. } => stores.push(store.clone()),
                     _ => {}
                 }
             }
@@ -653,7 +659,8 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
         current.key_source = Some(group_by.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(","));
         current.key_dirty = false;
         current.fields = Some(fields);
-        steps.push(Step::Aggregate { group_by, window, emit: agg.emit, measures, ttl_ms, repartition, store: format!("{name}-aggregate") });
+        let session_index = window.as_ref().filter(|w| w.window_type == WindowType::Session).map(|_| format!("{name}-sessions"));
+        steps.push(Step::Aggregate { group_by, window, emit: agg.emit, measures, ttl_ms, repartition, store: format!("{name}-aggregate"), session_index });
         shape = Shape::Table;
     } else if let Some(kind) = node.to_table {
         let history_ms = match kind {

@@ -5,7 +5,7 @@ use happystreams::record::{Row, Value};
 use happystreams::testkit::TopologyTestDriver;
 use happystreams::topology;
 use proptest::prelude::*;
-use serde_json::json;
+use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -290,5 +290,118 @@ proptest! {
             .collect();
         got.sort();
         prop_assert_eq!(got, expected);
+    }
+}
+
+const SESSIONS: &str = "
+name: oracle_sessions
+sources:
+  events: { topic: e, format: json, key: g, timestamp: t }
+nodes:
+  - name: agg
+    from: events
+    aggregate:
+      group_by: { g: g }
+      window: { type: session, gap: 30ms, grace: 20ms }
+      emit: EMIT
+      measures:
+        n: { count: {} }
+        total: { sum: v }
+        lo: { min: v }
+        hi: { max: v }
+        users: { count_distinct: u }
+        top: { top_n: { n: 2, of: u } }
+sinks:
+  - { from: agg, topic: out, format: json }
+";
+
+/// Naive sessions: the accepted records of each group sorted by time, split where two
+/// neighbours are more than `gap` apart.
+fn naive_sessions(events: &[(i64, i64, i64, i64)], gap: i64, grace: i64) -> BTreeMap<(i64, i64), Expected> {
+    let mut accepted: BTreeMap<i64, Vec<(i64, i64, i64)>> = BTreeMap::new();
+    let mut stream_time = i64::MIN;
+    for (g, t, v, u) in events {
+        let now = stream_time.max(*t);
+        if *t >= now - grace {
+            accepted.entry(*g).or_default().push((*t, *v, *u));
+        }
+        stream_time = now;
+    }
+    let mut out = BTreeMap::new();
+    for (g, mut rows) in accepted {
+        rows.sort();
+        let mut sessions: Vec<Vec<(i64, i64, i64)>> = Vec::new();
+        for row in rows {
+            match sessions.last_mut() {
+                Some(current) if row.0 - current.last().map_or(row.0, |r| r.0) <= gap => current.push(row),
+                _ => sessions.push(vec![row]),
+            }
+        }
+        for session in sessions {
+            let values: Vec<i64> = session.iter().map(|r| r.1).collect();
+            let mut per_user: BTreeMap<i64, i64> = BTreeMap::new();
+            for r in &session {
+                *per_user.entry(r.2).or_default() += 1;
+            }
+            let mut top: Vec<(i64, i64)> = per_user.iter().map(|(u, c)| (*u, *c)).collect();
+            top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            top.truncate(2);
+            let expected = (session.len() as i64, values.iter().sum(), *values.iter().min().unwrap(), *values.iter().max().unwrap(), per_user.len() as i64, top);
+            out.insert((g, session[0].0), expected);
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Session windows (gap 30 ms, grace 20 ms) over shuffled input with late records: emit-final
+    /// writes each session once and emit-on-update's compacted view (merged-away sessions
+    /// deleted) ends equal to the sessions a batch recomputation finds.
+    #[test]
+    fn session_windows_equal_batch_recomputation(
+        events in proptest::collection::vec((0i64..3, 0i64..400, -50i64..50, 0i64..5), 1..50),
+        emit_final in any::<bool>(),
+        restart_at in proptest::option::of(0usize..50),
+    ) {
+        let yaml = SESSIONS.replace("EMIT", if emit_final { "final" } else { "on_update" });
+        let plan = topology::parse(&yaml, None, Path::new(".")).unwrap();
+        let mut driver = TopologyTestDriver::new(plan).unwrap();
+        for (i, (g, t, v, u)) in events.iter().enumerate() {
+            if restart_at == Some(i) {
+                driver.restart().unwrap();
+            }
+            let value = Row::new().with("g", Value::Long(*g)).with("t", Value::Long(*t)).with("v", Value::Long(*v)).with("u", Value::Long(*u));
+            driver.pipe("events", Value::Null, value, 0).unwrap();
+        }
+        driver.advance_stream_time(1_000_000).unwrap();
+        let mut view: BTreeMap<String, Expected> = BTreeMap::new();
+        let mut by_window: BTreeMap<(i64, i64), Expected> = BTreeMap::new();
+        let mut emitted: BTreeMap<String, usize> = BTreeMap::new();
+        for output in driver.read_output("out") {
+            let key = output.key.to_json().to_string();
+            match output.value {
+                None => {
+                    prop_assert!(!emit_final, "emit-final never retracts");
+                    view.remove(&key);
+                }
+                Some(row) => {
+                    *emitted.entry(key.clone()).or_default() += 1;
+                    view.insert(key, observed(&row).1);
+                }
+            }
+        }
+        if emit_final {
+            prop_assert!(emitted.values().all(|n| *n == 1), "each session emitted once: {:?}", emitted);
+        }
+        for (key, result) in view {
+            let json: Json = serde_json::from_str(&key).unwrap();
+            let g = json["g"].as_i64().unwrap();
+            let start_text = json["window_start"].as_str().unwrap().to_owned();
+            let start_ms = chrono::DateTime::parse_from_rfc3339(&start_text).unwrap().timestamp_millis();
+            by_window.insert((g, start_ms), result);
+        }
+        prop_assert_eq!(by_window, naive_sessions(&events, 30, 20));
     }
 }
