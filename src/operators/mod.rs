@@ -6,7 +6,7 @@
 //!   deletes and tombstones remove rows, unavailable columns keep their last known value.
 //! - [`stream_table_join`]: a stream joined with a table (as of the event's time for versioned
 //!   tables), inner or left; a miss joins the explicit "unknown" member and is counted.
-//! - [`stream_stream_join`]: two streams joined within a time window (inner).
+//! - [`stream_stream_join`]: two streams joined within a time window (inner or left).
 //! - [`window`] and [`aggregate`]: grouped, windowed aggregation with grace, emit-on-update or
 //!   emit-final, exact measures; late records are counted.
 //! - [`pipeline`]: a validated plan wired into operators, for one task.

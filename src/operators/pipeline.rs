@@ -10,9 +10,9 @@
 //!
 //! Supported today: stream sources, table / versioned / global table sources, filter, re-key,
 //! select, flat-map, merge, `to_table` (plain or versioned, joinable by later nodes),
-//! stream-table, stream-global-table and inner stream-stream joins, and aggregations
+//! stream-table, stream-global-table and (inner or left) stream-stream joins, and aggregations
 //! (unwindowed with an optional `ttl`, tumbling, hopping, session; emit on update or final). Not yet: sliding
-//! windows, left stream-stream joins, nodes reading a table's
+//! windows, nodes reading a table's
 //! changelog. A plan that uses any of these is refused with [`OperatorError::Unsupported`]
 //! naming the node — never run partially.
 
@@ -119,11 +119,9 @@ impl Pipeline {
                         }
                         joins.insert((index, step_index), StreamTableJoin::new(&node.name, table, *join_type, alias, unknown_row));
                     }
-                    Step::Join { other, join_type, alias, window: Some((within, grace)), stores, .. } => {
-                        if *join_type != crate::topology::spec::JoinType::Inner {
-                            return Err(unsupported(node, "a left stream-stream join (use `type: inner`)"));
-                        }
-                        stream_joins.insert((index, step_index), StreamStreamJoin::new(&node.name, stores, alias, *within, *grace)?);
+                    Step::Join { other, join_type, alias, unknown, window: Some((within, grace)), stores, .. } => {
+                        let unknown_row: Row = unknown.iter().map(|(k, v)| (Arc::from(k.as_str()), json::infer(v))).collect();
+                        stream_joins.insert((index, step_index), StreamStreamJoin::new(&node.name, stores, alias, *join_type, unknown_row, *within, *grace)?);
                         right_inputs.entry(other.clone()).or_default().push((index, step_index));
                     }
                     Step::Aggregate { window, emit, ttl_ms, store, session_index, .. } => {
@@ -249,6 +247,14 @@ impl Pipeline {
 
     /// Stream time moved to `stream_time`: closes windows, emitting final results.
     pub fn on_stream_time<B: StateBackend>(&self, state: &mut TaskState<B>, stream_time: i64, out: &mut Vec<Output>) -> Result<(), OperatorError> {
+        for ((index, step_index), join) in &self.stream_joins {
+            let misses = join.on_stream_time(state, stream_time)?;
+            if !misses.is_empty() {
+                // Left-join misses continue through the node's steps after the join.
+                let produced = self.run_steps(state, *index, misses, step_index + 1, stream_time)?;
+                self.emit(state, &self.plan.nodes[*index].name, produced, stream_time, out)?;
+            }
+        }
         for ((index, step_index), aggregator) in &self.aggregators {
             let node = &self.plan.nodes[*index];
             let Step::Aggregate { measures, .. } = &node.steps[*step_index] else { continue };

@@ -234,7 +234,7 @@ sources:
 nodes:
   - name: joined
     from: views
-    join: { stream: clicks, type: inner, within: 20ms, grace: 10ms, as: click }
+    join: { stream: clicks, type: JOIN_TYPE, within: 20ms, grace: 10ms, as: click }
     select: { view: id, click: click.id }
 sinks:
   - { from: joined, topic: out, format: json }
@@ -245,13 +245,15 @@ proptest! {
 
     /// Two streams joined within 20 ms (grace 10 ms), records arriving in any order: the joined
     /// pairs are exactly the same-key pairs at most 20 ms apart among the records that were not
-    /// late when they arrived.
+    /// late when they arrived; a left join adds each accepted left record without a partner once.
     #[test]
     fn stream_stream_join_equals_batch_recomputation(
         events in proptest::collection::vec((any::<bool>(), 0i64..3, 0i64..200), 1..50),
         restart_at in proptest::option::of(0usize..50),
+        left in any::<bool>(),
     ) {
-        let plan = topology::parse(STREAM_JOIN, None, Path::new(".")).unwrap();
+        let yaml = STREAM_JOIN.replace("JOIN_TYPE", if left { "left" } else { "inner" });
+        let plan = topology::parse(&yaml, None, Path::new(".")).unwrap();
         let mut driver = TopologyTestDriver::new(plan).unwrap();
         let (within, grace) = (20, 10);
         let mut stream_time = i64::MIN;
@@ -268,24 +270,29 @@ proptest! {
             let row = Row::new().with("id", Value::Long(id as i64)).with("k", Value::Long(*k)).with("t", Value::Long(*t));
             driver.pipe(if *is_view { "views" } else { "clicks" }, Value::Null, row, 0).unwrap();
         }
-        let mut expected: Vec<(i64, i64)> = Vec::new();
+        driver.advance_stream_time(1_000_000).unwrap();
+        let mut expected: Vec<(i64, Option<i64>)> = Vec::new();
         for (is_view, k, t, id) in &accepted {
             if !is_view {
                 continue;
             }
+            let before = expected.len();
             for (other_is_view, k2, t2, id2) in &accepted {
                 if !other_is_view && k == k2 && (t - t2).abs() <= within {
-                    expected.push((*id as i64, *id2 as i64));
+                    expected.push((*id as i64, Some(*id2 as i64)));
                 }
+            }
+            if left && expected.len() == before {
+                expected.push((*id as i64, None));
             }
         }
         expected.sort();
-        let mut got: Vec<(i64, i64)> = driver
+        let mut got: Vec<(i64, Option<i64>)> = driver
             .read_output("out")
             .into_iter()
             .map(|o| {
                 let row = o.value.unwrap();
-                (row.get("view").and_then(Value::as_i64).unwrap(), row.get("click").and_then(Value::as_i64).unwrap())
+                (row.get("view").and_then(Value::as_i64).unwrap(), row.get("click").and_then(Value::as_i64))
             })
             .collect();
         got.sort();
