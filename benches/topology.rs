@@ -69,5 +69,39 @@ fn topologies(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, topologies);
+/// One aggregation node per window type (and a stream-stream join) over the same clicks.
+fn operators(c: &mut Criterion) {
+    let clicks = clicks();
+    let base = "name: b\nsources:\n  clicks: { topic: c, format: json, key: visitor_id }\n  views: { topic: v, format: json, key: visitor_id }\nnodes:\n";
+    let cases = [
+        ("tumbling_count", "  - name: a\n    from: clicks\n    aggregate: { group_by: { t: event_type }, window: { type: tumbling, size: 1m, grace: 1m }, measures: { n: { count: {} }, v: { count_distinct: visitor_id } } }\n"),
+        ("hopping_count", "  - name: a\n    from: clicks\n    aggregate: { group_by: { t: event_type }, window: { type: hopping, size: 1m, advance: 20s, grace: 1m }, measures: { n: { count: {} }, v: { count_distinct: visitor_id } } }\n"),
+        ("session_count", "  - name: a\n    from: clicks\n    aggregate: { group_by: { s: session_id }, window: { type: session, gap: 30s, grace: 1m }, measures: { n: { count: {} } } }\n"),
+        ("unwindowed_top_n", "  - name: a\n    from: clicks\n    aggregate: { group_by: { t: event_type }, measures: { top: { top_n: { n: 3, of: device_type } } } }\n"),
+        ("stream_stream_join", "  - name: a\n    from: clicks\n    join: { stream: views, type: inner, within: 5s }\n"),
+    ];
+    let mut group = c.benchmark_group("operator");
+    group.throughput(Throughput::Elements(clicks.len() as u64));
+    group.sample_size(10);
+    for (name, node) in cases {
+        let yaml = format!("{base}{node}sinks:\n  - {{ from: a, topic: out, format: json }}\n");
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || TopologyTestDriver::new(happystreams::topology::parse(&yaml, None, Path::new(".")).expect("topology")).expect("driver"),
+                |mut driver| {
+                    for (i, row) in clicks.iter().enumerate() {
+                        let ts = i as i64 * 100;
+                        let source = if name == "stream_stream_join" && i % 2 == 1 { "views" } else { "clicks" };
+                        driver.pipe(source, Value::Null, row.clone(), ts).expect("pipe");
+                    }
+                    std::hint::black_box(driver.read_output("out"));
+                },
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, topologies, operators);
 criterion_main!(benches);

@@ -67,10 +67,18 @@ impl<B: StateBackend> TaskState<B> {
 
     fn write(&mut self, store: &str, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), StateError> {
         self.check(store)?;
+        // Deleting a key written since the last commit that the backend never had: forget the
+        // write instead of keeping a tombstone, so short-lived keys (merged sessions, expired
+        // join buffers, closed windows) do not pile up in range scans until the next commit.
+        let short_lived = value.is_none()
+            && matches!(self.pending.get(store).and_then(|p| p.get(&key)), Some(Some(_)))
+            && self.backend.get(store, &key)?.is_none();
         let entries = self.pending.entry(store.to_owned()).or_default();
-        let previous = entries.insert(key.clone(), value);
-        if previous.is_none() {
-            self.pending_count += 1;
+        let previous = if short_lived { entries.remove(&key) } else { entries.insert(key.clone(), value) };
+        match (&previous, short_lived) {
+            (None, false) => self.pending_count += 1,
+            (Some(_), true) => self.pending_count -= 1,
+            _ => {}
         }
         if let Some(undo) = &mut self.undo {
             undo.push((store.to_owned(), key, previous));
@@ -94,10 +102,12 @@ impl<B: StateBackend> TaskState<B> {
     pub fn rollback_record(&mut self) {
         let Some(undo) = self.undo.take() else { return };
         for (store, key, previous) in undo.into_iter().rev() {
-            let Some(entries) = self.pending.get_mut(&store) else { continue };
+            let entries = self.pending.entry(store).or_default();
             match previous {
                 Some(value) => {
-                    entries.insert(key, value);
+                    if entries.insert(key, value).is_none() {
+                        self.pending_count += 1;
+                    }
                 }
                 None => {
                     if entries.remove(&key).is_some() {
