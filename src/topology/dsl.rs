@@ -15,7 +15,8 @@
 //!     .unwrap();
 //! ```
 
-use super::plan::{self, Plan};
+use super::plan::Plan;
+use super::validate;
 use super::spec::*;
 use super::TopologyError;
 use indexmap::IndexMap;
@@ -84,6 +85,6 @@ impl TopologyBuilder {
 
     /// Validates into a plan (same rules as a YAML file; errors name the node).
     pub fn build(self) -> Result<Plan, TopologyError> {
-        plan::build(self.spec, None, &self.base_dir)
+        validate::build(self.spec, None, &self.base_dir)
     }
 }

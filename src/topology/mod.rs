@@ -1,6 +1,6 @@
 //! Topologies: what a job computes, declared in `topologies/*.yaml` ([`spec`]) or built in Rust
-//! ([`dsl`]), and validated into a [`Plan`] ([`plan`]) that `describe` prints ([`describe`]) and
-//! the engine runs.
+//! ([`dsl`]), and validated ([`validate`]) into a [`Plan`] ([`plan`]) that `describe` prints
+//! ([`describe`]) and the engine runs.
 //!
 //! Loading is strict: unknown keys, bad durations, unknown inputs, type-mismatched join keys
 //! and impossible windows are errors that name the file, the line and the node.
@@ -10,6 +10,7 @@ pub mod dsl;
 pub mod duration;
 pub mod plan;
 pub mod spec;
+pub mod validate;
 
 pub use plan::{Plan, Shape, Step};
 
@@ -74,7 +75,7 @@ pub fn parse(yaml: &str, file: Option<&Path>, base_dir: &Path) -> Result<Plan, T
             message: first_line(&e.to_string()),
         }
     })?;
-    plan::build(spec, file, base_dir)
+    validate::build(spec, file, base_dir)
 }
 
 fn first_line(message: &str) -> String {
