@@ -134,11 +134,10 @@ fn placeholder_or(json: &Json, expected: &str) -> Result<Value, CodecError> {
 
 fn convert_union(json: &Json, branches: &[ConnectSchema]) -> Result<Value, CodecError> {
     // Avro's JSON encoding of a union is {"type name": value}; accept that and bare values.
-    if let Some((type_name, inner)) = json.as_object().filter(|o| o.len() == 1).and_then(|o| o.iter().next()) {
-        if let Some(branch) = branches.iter().find(|b| b.name.as_deref().is_some_and(|n| n == type_name || n.ends_with(&format!(".{type_name}")))) {
+    if let Some((type_name, inner)) = json.as_object().filter(|o| o.len() == 1).and_then(|o| o.iter().next())
+        && let Some(branch) = branches.iter().find(|b| b.name.as_deref().is_some_and(|n| n == type_name || n.ends_with(&format!(".{type_name}")))) {
             return convert(inner, branch);
         }
-    }
     branches
         .iter()
         .filter(|b| b.kind != ConnectKind::Null)
@@ -190,11 +189,10 @@ impl JsonSchemaDecoder {
         let mut hasher = DefaultHasher::new();
         text.hash(&mut hasher);
         let key = hasher.finish();
-        if let Some((cached_text, schema)) = self.cache.read().ok().and_then(|c| c.get(&key).cloned()) {
-            if &*cached_text == text {
+        if let Some((cached_text, schema)) = self.cache.read().ok().and_then(|c| c.get(&key).cloned())
+            && &*cached_text == text {
                 return Ok(schema);
             }
-        }
         let json: Json = serde_json::from_str(text).map_err(|e| CodecError::new(CodecErrorKind::InvalidJson(e.to_string())))?;
         let schema = Arc::new(ConnectSchema::from_connect_json(&json).map_err(|e| e.in_field("schema"))?);
         if let Ok(mut cache) = self.cache.write() {

@@ -243,11 +243,10 @@ impl Aggregator {
             if self.emit == Emit::Final {
                 outputs.push(result(&acc, measures, 0));
             }
-            if let Some(index) = &self.session_index {
-                if let Some((start, end)) = bounds_of(&acc) {
+            if let Some(index) = &self.session_index
+                && let Some((start, end)) = bounds_of(&acc) {
                     state.delete(index, session_index_key(&key[16..], start, end))?;
                 }
-            }
             state.delete(&self.store, key)?;
         }
         Ok(outputs)

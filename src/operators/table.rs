@@ -89,11 +89,10 @@ impl Table {
         match update {
             TableUpdate::Upsert { mut row, timestamp, .. } => {
                 let key = key.unwrap_or_default().to_vec();
-                if row.has_unavailable() {
-                    if let Some(previous) = self.row_at(state, &key, timestamp)? {
+                if row.has_unavailable()
+                    && let Some(previous) = self.row_at(state, &key, timestamp)? {
                         row.fill_unavailable_from(&previous);
                     }
-                }
                 let bytes = encode_row(&row);
                 match &self.versioned {
                     Some(v) => v.put(state, &key, timestamp, Some(&bytes), stream_time)?,

@@ -209,7 +209,7 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], EncodingError> {
-        match self.input.get(self.at..self.at.checked_add(n).unwrap_or(usize::MAX)) {
+        match self.input.get(self.at..self.at.saturating_add(n)) {
             Some(slice) => {
                 self.at += n;
                 Ok(slice)

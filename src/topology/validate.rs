@@ -289,8 +289,8 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
             Some(e) => type_of(e, &current.fields),
             None => current.key_type,
         };
-        if let (Some(mine), Some(theirs)) = (this_type, other_known.key_type) {
-            if !compatible(mine, theirs) {
+        if let (Some(mine), Some(theirs)) = (this_type, other_known.key_type)
+            && !compatible(mine, theirs) {
                 let mine_name = on.as_ref().map_or_else(|| current.key_source.clone().unwrap_or_else(|| "the key".into()), |e| e.source().to_owned());
                 return Err(b.error(
                     Some(line),
@@ -298,7 +298,6 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
                     format!("join key types differ: `{mine_name}` is {mine:?} but the key of `{other}` ({}) is {theirs:?}", other_known.key_source.clone().unwrap_or_else(|| "record key".into())),
                 ));
             }
-        }
         let window = if is_stream {
             let within = join.within.as_deref().ok_or_else(|| b.error(Some(line), Some(&name), "a stream-stream join needs `within` (e.g. `within: 5m`)"))?;
             let within = b.duration(within, line, &name, "within")?;

@@ -112,16 +112,14 @@ pub fn check(level: CompatibilityLevel, new: &Schema, existing: &[(u32, Schema)]
     };
     let mut messages = Vec::new();
     for (version, old) in against {
-        if level.backward() {
-            if let Err(reason) = can_read(old, new) {
+        if level.backward()
+            && let Err(reason) = can_read(old, new) {
                 messages.push(format!("{level}: the new schema cannot read data written with version {version}: {reason}"));
             }
-        }
-        if level.forward() {
-            if let Err(reason) = can_read(new, old) {
+        if level.forward()
+            && let Err(reason) = can_read(new, old) {
                 messages.push(format!("{level}: version {version} cannot read data written with the new schema: {reason}"));
             }
-        }
     }
     messages
 }
