@@ -22,10 +22,7 @@ fn capture(folder: &str) -> Vec<Record> {
 /// The change records of a capture (no transaction markers), for a realistic CDC topic mix.
 fn change_records(folder: &str) -> Vec<Record> {
     let decoder = DebeziumDecoder::json(folder.starts_with("json-schemas"));
-    capture(folder)
-        .into_iter()
-        .filter(|r| !matches!(decoder.decode_cached(r), Ok(CdcEvent::Transaction(_))))
-        .collect()
+    capture(folder).into_iter().filter(|r| !matches!(decoder.decode_cached(r), Ok(CdcEvent::Transaction(_)))).collect()
 }
 
 fn debezium_json(c: &mut Criterion) {
@@ -81,9 +78,27 @@ fn clicks(c: &mut Criterion) {
     codec.add_schema(AvroSchema::parse(1, include_str!("../schemas/happytimes.clicks-value.avsc")).expect("schema"));
     let mut group = c.benchmark_group("click_decode");
     group.throughput(Throughput::Elements(values.len() as u64));
-    group.bench_function("avro", |b| b.iter(|| for bytes in &avro { black_box(codec.decode_cached(bytes).ok()); }));
-    group.bench_function("json", |b| b.iter(|| for bytes in &plain { black_box(json::decode_plain(bytes).ok()); }));
-    group.bench_function("avro_encode", |b| b.iter(|| for v in &values { black_box(schema.encode(v).ok()); }));
+    group.bench_function("avro", |b| {
+        b.iter(|| {
+            for bytes in &avro {
+                black_box(codec.decode_cached(bytes).ok());
+            }
+        })
+    });
+    group.bench_function("json", |b| {
+        b.iter(|| {
+            for bytes in &plain {
+                black_box(json::decode_plain(bytes).ok());
+            }
+        })
+    });
+    group.bench_function("avro_encode", |b| {
+        b.iter(|| {
+            for v in &values {
+                black_box(schema.encode(v).ok());
+            }
+        })
+    });
     group.finish();
 }
 

@@ -3,7 +3,9 @@
 //! backends. 100k keys of 16 bytes with 100-byte values.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use happystreams::state::{MemoryBackend, RocksDbBackend, StateBackend, StateConfig, StateMemory, TaskState, VersionedStore};
+use happystreams::state::{
+    MemoryBackend, RocksDbBackend, StateBackend, StateConfig, StateMemory, TaskState, VersionedStore,
+};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 
@@ -27,7 +29,8 @@ fn fill(state: &mut TaskState<Box<dyn StateBackend>>) {
 
 fn backends(dir: &std::path::Path) -> Vec<(&'static str, TaskState<Box<dyn StateBackend>>)> {
     let memory = StateMemory::new(&StateConfig { memory_mb: 256, ..StateConfig::default() });
-    let rocks: Box<dyn StateBackend> = Box::new(RocksDbBackend::open(&dir.join("rocks"), &STORES, &memory).expect("open"));
+    let rocks: Box<dyn StateBackend> =
+        Box::new(RocksDbBackend::open(&dir.join("rocks"), &STORES, &memory).expect("open"));
     let mem: Box<dyn StateBackend> = Box::new(MemoryBackend::new(&STORES));
     vec![("memory", TaskState::new(mem).expect("state")), ("rocksdb", TaskState::new(rocks).expect("state"))]
 }

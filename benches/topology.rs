@@ -74,10 +74,22 @@ fn operators(c: &mut Criterion) {
     let clicks = clicks();
     let base = "name: b\nsources:\n  clicks: { topic: c, format: json, key: visitor_id }\n  views: { topic: v, format: json, key: visitor_id }\nnodes:\n";
     let cases = [
-        ("tumbling_count", "  - name: a\n    from: clicks\n    aggregate: { group_by: { t: event_type }, window: { type: tumbling, size: 1m, grace: 1m }, measures: { n: { count: {} }, v: { count_distinct: visitor_id } } }\n"),
-        ("hopping_count", "  - name: a\n    from: clicks\n    aggregate: { group_by: { t: event_type }, window: { type: hopping, size: 1m, advance: 20s, grace: 1m }, measures: { n: { count: {} }, v: { count_distinct: visitor_id } } }\n"),
-        ("session_count", "  - name: a\n    from: clicks\n    aggregate: { group_by: { s: session_id }, window: { type: session, gap: 30s, grace: 1m }, measures: { n: { count: {} } } }\n"),
-        ("unwindowed_top_n", "  - name: a\n    from: clicks\n    aggregate: { group_by: { t: event_type }, measures: { top: { top_n: { n: 3, of: device_type } } } }\n"),
+        (
+            "tumbling_count",
+            "  - name: a\n    from: clicks\n    aggregate: { group_by: { t: event_type }, window: { type: tumbling, size: 1m, grace: 1m }, measures: { n: { count: {} }, v: { count_distinct: visitor_id } } }\n",
+        ),
+        (
+            "hopping_count",
+            "  - name: a\n    from: clicks\n    aggregate: { group_by: { t: event_type }, window: { type: hopping, size: 1m, advance: 20s, grace: 1m }, measures: { n: { count: {} }, v: { count_distinct: visitor_id } } }\n",
+        ),
+        (
+            "session_count",
+            "  - name: a\n    from: clicks\n    aggregate: { group_by: { s: session_id }, window: { type: session, gap: 30s, grace: 1m }, measures: { n: { count: {} } } }\n",
+        ),
+        (
+            "unwindowed_top_n",
+            "  - name: a\n    from: clicks\n    aggregate: { group_by: { t: event_type }, measures: { top: { top_n: { n: 3, of: device_type } } } }\n",
+        ),
         ("stream_stream_join", "  - name: a\n    from: clicks\n    join: { stream: views, type: inner, within: 5s }\n"),
     ];
     let mut group = c.benchmark_group("operator");
@@ -87,7 +99,12 @@ fn operators(c: &mut Criterion) {
         let yaml = format!("{base}{node}sinks:\n  - {{ from: a, topic: out, format: json }}\n");
         group.bench_function(name, |b| {
             b.iter_batched(
-                || TopologyTestDriver::new(happystreams::topology::parse(&yaml, None, Path::new(".")).expect("topology")).expect("driver"),
+                || {
+                    TopologyTestDriver::new(
+                        happystreams::topology::parse(&yaml, None, Path::new(".")).expect("topology"),
+                    )
+                    .expect("driver")
+                },
                 |mut driver| {
                     for (i, row) in clicks.iter().enumerate() {
                         let ts = i as i64 * 100;

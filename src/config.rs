@@ -117,7 +117,12 @@ fn env_layer(vars: impl IntoIterator<Item = (String, String)>) -> Result<toml::T
             let entry = table.entry(part).or_insert_with(|| toml::Value::Table(toml::Table::new()));
             table = match entry {
                 toml::Value::Table(t) => t,
-                _ => return Err(ConfigError::Env { name: name.clone(), detail: "conflicts with another variable".into() }),
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: name.clone(),
+                        detail: "conflicts with another variable".into(),
+                    });
+                }
             };
         }
         table.insert(leaf, toml::Value::String(value));
@@ -131,20 +136,28 @@ impl Config {
         let defaults = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let mut merged = defaults;
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File { path: path.to_owned(), detail: e.to_string() })?;
-            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File { path: path.to_owned(), detail: e.to_string() })?;
-            let _: Config = table.clone().try_into().map_err(|e: toml::de::Error| ConfigError::File { path: path.to_owned(), detail: e.to_string() })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::File { path: path.to_owned(), detail: e.to_string() })?;
+            let table: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::File { path: path.to_owned(), detail: e.to_string() })?;
+            let _: Config = table
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::File { path: path.to_owned(), detail: e.to_string() })?;
             merge(&mut merged, table);
         }
-        let env_vars: Vec<(String, String)> = env
-            .into_iter()
-            .filter(|(k, _)| k.strip_prefix(ENV_PREFIX).is_some_and(|r| r.contains("__")))
-            .collect();
+        let env_vars: Vec<(String, String)> =
+            env.into_iter().filter(|(k, _)| k.strip_prefix(ENV_PREFIX).is_some_and(|r| r.contains("__"))).collect();
         for (name, value) in &env_vars {
             let single = env_layer([(name.clone(), value.clone())])?;
-            let mut probe = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            let mut probe =
+                toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
             merge(&mut probe, single);
-            let _: Config = probe.try_into().map_err(|e: toml::de::Error| ConfigError::Env { name: name.clone(), detail: e.message().to_owned() })?;
+            let _: Config = probe.try_into().map_err(|e: toml::de::Error| ConfigError::Env {
+                name: name.clone(),
+                detail: e.message().to_owned(),
+            })?;
         }
         merge(&mut merged, env_layer(env_vars)?);
         merged.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))
@@ -164,7 +177,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("happystreams.toml");
         std::fs::write(&file, "[registry]\nurl = \"http://file:1\"\n[log]\nlevel = \"debug\"\n").unwrap();
-        let config = Config::load(Some(&file), vars(&[("HAPPYSTREAMS_REGISTRY__URL", "http://env:2"), ("OTHER", "x")])).unwrap();
+        let config =
+            Config::load(Some(&file), vars(&[("HAPPYSTREAMS_REGISTRY__URL", "http://env:2"), ("OTHER", "x")])).unwrap();
         assert_eq!(config.registry.url, "http://env:2");
         assert_eq!(config.log.level, "debug");
         assert_eq!(config.log.format, LogFormat::Human);
@@ -172,7 +186,11 @@ mod tests {
 
     #[test]
     fn variables_without_a_section_separator_are_not_config_keys() {
-        let config = Config::load(None, vars(&[("HAPPYSTREAMS_CONFIG", "/etc/x.toml"), ("HAPPYSTREAMS_TANSU_BIN", "/bin/tansu")])).unwrap();
+        let config = Config::load(
+            None,
+            vars(&[("HAPPYSTREAMS_CONFIG", "/etc/x.toml"), ("HAPPYSTREAMS_TANSU_BIN", "/bin/tansu")]),
+        )
+        .unwrap();
         assert_eq!(config, Config::default());
     }
 

@@ -31,16 +31,13 @@ pub const MAGIC_BYTE: u8 = 0;
 pub fn split_wire(bytes: &[u8]) -> Result<(u32, &[u8]), CodecError> {
     match bytes {
         [] => Err(CodecErrorKind::WireFormat("empty payload".into()).into()),
-        [magic, ..] if *magic != MAGIC_BYTE => Err(CodecErrorKind::WireFormat(format!(
-            "magic byte is {magic:#04x}, expected 0x00"
-        ))
-        .into()),
+        [magic, ..] if *magic != MAGIC_BYTE => {
+            Err(CodecErrorKind::WireFormat(format!("magic byte is {magic:#04x}, expected 0x00")).into())
+        }
         [_, a, b, c, d, body @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), body)),
-        short => Err(CodecErrorKind::WireFormat(format!(
-            "{} bytes is too short for the 5-byte header",
-            short.len()
-        ))
-        .into()),
+        short => {
+            Err(CodecErrorKind::WireFormat(format!("{} bytes is too short for the 5-byte header", short.len())).into())
+        }
     }
 }
 
@@ -295,7 +292,8 @@ fn connect_to_avro(schema: &ConnectSchema, defined: &mut std::collections::HashS
         let logical_type = match (name.as_str(), schema.logical) {
             (_, super::connect::Logical::Decimal { scale }) => {
                 obj.insert("scale".into(), json!(scale));
-                let precision: u32 = schema.parameters.get("connect.decimal.precision").and_then(|p| p.parse().ok()).unwrap_or(64);
+                let precision: u32 =
+                    schema.parameters.get("connect.decimal.precision").and_then(|p| p.parse().ok()).unwrap_or(64);
                 obj.insert("precision".into(), json!(precision));
                 Some("decimal")
             }
@@ -355,7 +353,8 @@ pub fn from_avro(value: AvroValue, schema: &ConnectSchema) -> Result<Value, Code
             Value::Map(out)
         }
         AvroValue::Record(fields) => {
-            let field_schemas = schema.fields().ok_or_else(|| wrong_type("record schema", format!("{:?}", schema.kind)))?;
+            let field_schemas =
+                schema.fields().ok_or_else(|| wrong_type("record schema", format!("{:?}", schema.kind)))?;
             let mut row = Row::with_capacity(fields.len());
             for ((name, v), field) in fields.into_iter().zip(field_schemas) {
                 let converted = from_avro(v, &field.schema).map_err(|e| e.in_field(&name))?;
@@ -394,14 +393,20 @@ fn resolve<'a>(schema: &'a Schema, names: &'a HashMap<Name, Schema>) -> Result<&
 
 fn in_unit(value: i64, from: TimeUnit, to: TimeUnit) -> Result<i64, CodecError> {
     from.convert(value, to).ok_or_else(|| {
-        CodecErrorKind::InvalidValue(format!("{value} {from:?} cannot be written as {to:?} without losing precision")).into()
+        CodecErrorKind::InvalidValue(format!("{value} {from:?} cannot be written as {to:?} without losing precision"))
+            .into()
     })
 }
 
 /// Converts a value into an Avro value for `schema` (see the module docs). `connect` is the
 /// Connect view of the same schema, walked in parallel: it supplies what plain Avro types do not
 /// say (the unit of a `long` that Debezium marks `MicroTimestamp`, a decimal's scale).
-fn to_avro(value: &Value, schema: &Schema, names: &HashMap<Name, Schema>, connect: Option<&ConnectSchema>) -> Result<AvroValue, CodecError> {
+fn to_avro(
+    value: &Value,
+    schema: &Schema,
+    names: &HashMap<Name, Schema>,
+    connect: Option<&ConnectSchema>,
+) -> Result<AvroValue, CodecError> {
     use Value as V;
     let schema = resolve(schema, names)?;
     let logical = connect.map_or(super::connect::Logical::None, |c| c.logical);
@@ -457,7 +462,9 @@ fn to_avro(value: &Value, schema: &Schema, names: &HashMap<Name, Schema>, connec
         (Schema::Bytes, V::Decimal(d)) => match logical {
             super::connect::Logical::Decimal { scale } => AvroValue::Bytes(
                 super::connect::unscaled_at(d, scale)
-                    .ok_or_else(|| CodecError::new(CodecErrorKind::InvalidValue(format!("{d} does not fit scale {scale}"))))?
+                    .ok_or_else(|| {
+                        CodecError::new(CodecErrorKind::InvalidValue(format!("{d} does not fit scale {scale}")))
+                    })?
                     .to_signed_bytes_be(),
             ),
             _ => AvroValue::Bytes(d.to_be_bytes()),
@@ -478,7 +485,9 @@ fn to_avro(value: &Value, schema: &Schema, names: &HashMap<Name, Schema>, connec
             match &d.inner {
                 apache_avro::schema::InnerDecimalSchema::Fixed(fixed) => {
                     if bytes.len() > fixed.size {
-                        return Err(CodecErrorKind::InvalidValue(format!("{v} does not fit in {} bytes", fixed.size)).into());
+                        return Err(
+                            CodecErrorKind::InvalidValue(format!("{v} does not fit in {} bytes", fixed.size)).into()
+                        );
                     }
                     let sign = if rescaled.unscaled.sign() == num_bigint::Sign::Minus { 0xff } else { 0 };
                     let mut padded = vec![sign; fixed.size - bytes.len()];
@@ -494,11 +503,19 @@ fn to_avro(value: &Value, schema: &Schema, names: &HashMap<Name, Schema>, connec
         (Schema::TimeMillis, V::Time { value, unit }) => {
             AvroValue::TimeMillis(i32::try_from(in_unit(*value, *unit, TimeUnit::Millis)?).map_err(|_| mismatch())?)
         }
-        (Schema::TimeMicros, V::Time { value, unit }) => AvroValue::TimeMicros(in_unit(*value, *unit, TimeUnit::Micros)?),
+        (Schema::TimeMicros, V::Time { value, unit }) => {
+            AvroValue::TimeMicros(in_unit(*value, *unit, TimeUnit::Micros)?)
+        }
         // Kafka Connect writes its zone-less Timestamp as Avro `timestamp-*`.
-        (Schema::TimestampMillis, V::Timestamp { value, unit } | V::LocalTimestamp { value, unit }) => AvroValue::TimestampMillis(in_unit(*value, *unit, TimeUnit::Millis)?),
-        (Schema::TimestampMicros, V::Timestamp { value, unit } | V::LocalTimestamp { value, unit }) => AvroValue::TimestampMicros(in_unit(*value, *unit, TimeUnit::Micros)?),
-        (Schema::TimestampNanos, V::Timestamp { value, unit } | V::LocalTimestamp { value, unit }) => AvroValue::TimestampNanos(in_unit(*value, *unit, TimeUnit::Nanos)?),
+        (Schema::TimestampMillis, V::Timestamp { value, unit } | V::LocalTimestamp { value, unit }) => {
+            AvroValue::TimestampMillis(in_unit(*value, *unit, TimeUnit::Millis)?)
+        }
+        (Schema::TimestampMicros, V::Timestamp { value, unit } | V::LocalTimestamp { value, unit }) => {
+            AvroValue::TimestampMicros(in_unit(*value, *unit, TimeUnit::Micros)?)
+        }
+        (Schema::TimestampNanos, V::Timestamp { value, unit } | V::LocalTimestamp { value, unit }) => {
+            AvroValue::TimestampNanos(in_unit(*value, *unit, TimeUnit::Nanos)?)
+        }
         (Schema::LocalTimestampMillis, V::LocalTimestamp { value, unit }) => {
             AvroValue::LocalTimestampMillis(in_unit(*value, *unit, TimeUnit::Millis)?)
         }
@@ -534,9 +551,14 @@ fn to_avro(value: &Value, schema: &Schema, names: &HashMap<Name, Schema>, connec
                 .collect::<Result<_, CodecError>>()?,
         ),
         // Debezium's VariableScaleDecimal is a {scale, value} record.
-        (Schema::Record(record), V::Decimal(d)) if record.fields.iter().map(|f| f.name.as_str()).eq(["scale", "value"]) => {
+        (Schema::Record(record), V::Decimal(d))
+            if record.fields.iter().map(|f| f.name.as_str()).eq(["scale", "value"]) =>
+        {
             let scale = i32::try_from(d.scale).map_err(|_| mismatch())?;
-            AvroValue::Record(vec![("scale".into(), AvroValue::Int(scale)), ("value".into(), AvroValue::Bytes(d.to_be_bytes()))])
+            AvroValue::Record(vec![
+                ("scale".into(), AvroValue::Int(scale)),
+                ("value".into(), AvroValue::Bytes(d.to_be_bytes())),
+            ])
         }
         (Schema::Record(record), V::Struct(row)) => {
             let mut fields = Vec::with_capacity(record.fields.len());
@@ -609,14 +631,20 @@ mod tests {
     fn encode_writes_times_in_the_unit_the_schema_declares() {
         let schema = AvroSchema::parse(1, r#"{"type":"record","name":"R","fields":[
             {"name":"t","type":["null",{"type":"long","connect.name":"io.debezium.time.MicroTimestamp"}],"default":null}]}"#).unwrap();
-        let millis = Value::Struct(Row::new().with("t", Value::LocalTimestamp { value: 1_500, unit: TimeUnit::Millis }));
+        let millis =
+            Value::Struct(Row::new().with("t", Value::LocalTimestamp { value: 1_500, unit: TimeUnit::Millis }));
         let decoded = schema.decode_body(&schema.encode_body(&millis).unwrap()).unwrap();
-        assert_eq!(decoded, Value::Struct(Row::new().with("t", Value::LocalTimestamp { value: 1_500_000, unit: TimeUnit::Micros })));
+        assert_eq!(
+            decoded,
+            Value::Struct(Row::new().with("t", Value::LocalTimestamp { value: 1_500_000, unit: TimeUnit::Micros }))
+        );
     }
 
     #[test]
     fn explicit_null_in_a_required_field_is_an_error_even_with_a_default() {
-        let schema = AvroSchema::parse(1, r#"{"type":"record","name":"R","fields":[{"name":"n","type":"int","default":7}]}"#).unwrap();
+        let schema =
+            AvroSchema::parse(1, r#"{"type":"record","name":"R","fields":[{"name":"n","type":"int","default":7}]}"#)
+                .unwrap();
         assert!(schema.encode_body(&Value::Struct(Row::new().with("n", Value::Null))).is_err());
         let absent = schema.encode_body(&Value::Struct(Row::new())).unwrap();
         assert_eq!(schema.decode_body(&absent).unwrap(), Value::Struct(Row::new().with("n", Value::Int(7))));
@@ -624,14 +652,16 @@ mod tests {
 
     #[test]
     fn encode_refuses_lossy_decimal_rescale() {
-        let schema = AvroSchema::parse(1, r#"{"type":"bytes","logicalType":"decimal","precision":10,"scale":2}"#).unwrap();
+        let schema =
+            AvroSchema::parse(1, r#"{"type":"bytes","logicalType":"decimal","precision":10,"scale":2}"#).unwrap();
         let err = schema.encode(&Value::Decimal(Decimal::new(12345, 3))).unwrap_err();
         assert!(matches!(err.kind, CodecErrorKind::InvalidValue(_)), "{err}");
     }
 
     #[test]
     fn truncated_body_is_a_classified_error() {
-        let schema = AvroSchema::parse(1, r#"{"type":"record","name":"R","fields":[{"name":"s","type":"string"}]}"#).unwrap();
+        let schema =
+            AvroSchema::parse(1, r#"{"type":"record","name":"R","fields":[{"name":"s","type":"string"}]}"#).unwrap();
         let full = schema.encode_body(&Value::Struct(Row::new().with("s", Value::String("hello".into())))).unwrap();
         let err = schema.decode_body(&full[..3]).unwrap_err();
         assert!(matches!(err.kind, CodecErrorKind::Avro(_)), "{err}");

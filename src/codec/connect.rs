@@ -12,9 +12,9 @@
 //! the Avro `logicalType`, then the primitive type.
 
 use super::error::{CodecError, CodecErrorKind, wrong_type};
+use crate::record::UNAVAILABLE_TEXT;
 use crate::record::{Decimal, MAX_DECIMAL_SCALE, Row, TimeUnit, Value};
 use num_bigint::BigInt;
-use crate::record::UNAVAILABLE_TEXT;
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -94,12 +94,12 @@ impl Logical {
     /// special meaning).
     pub fn from_connect_name(name: &str, parameters: &BTreeMap<String, String>) -> Result<Option<Logical>, CodecError> {
         Ok(Some(match name {
-            "org.apache.kafka.connect.data.Decimal" => Logical::Decimal { scale: decimal_scale(parameters.get("scale").map(String::as_str))? },
+            "org.apache.kafka.connect.data.Decimal" => {
+                Logical::Decimal { scale: decimal_scale(parameters.get("scale").map(String::as_str))? }
+            }
             "io.debezium.data.VariableScaleDecimal" => Logical::VariableScaleDecimal,
             "org.apache.kafka.connect.data.Date" | "io.debezium.time.Date" => Logical::Date,
-            "org.apache.kafka.connect.data.Time" | "io.debezium.time.Time" => {
-                Logical::Time(TimeUnit::Millis)
-            }
+            "org.apache.kafka.connect.data.Time" | "io.debezium.time.Time" => Logical::Time(TimeUnit::Millis),
             "io.debezium.time.MicroTime" => Logical::Time(TimeUnit::Micros),
             "io.debezium.time.NanoTime" => Logical::Time(TimeUnit::Nanos),
             "org.apache.kafka.connect.data.Timestamp" | "io.debezium.time.Timestamp" => {
@@ -148,7 +148,9 @@ impl Logical {
         Ok(match (self, raw) {
             (_, V::Null) => V::Null,
             (Logical::None, v) => v,
-            (Logical::Decimal { scale }, V::Bytes(b)) => V::Decimal(scaled(BigInt::from_signed_bytes_be(&b), i64::from(scale))?),
+            (Logical::Decimal { scale }, V::Bytes(b)) => {
+                V::Decimal(scaled(BigInt::from_signed_bytes_be(&b), i64::from(scale))?)
+            }
             (Logical::Decimal { scale }, V::Decimal(d)) => V::Decimal(scaled(d.unscaled, i64::from(scale))?),
             (Logical::Decimal { scale }, V::String(s)) => match Decimal::parse(&s) {
                 Some(d) => V::Decimal(u32::try_from(scale).ok().and_then(|s| d.rescale(s)).unwrap_or(d)),
@@ -162,7 +164,9 @@ impl Logical {
                 }
             }
             (Logical::Date, V::Int(d)) => V::Date(d),
-            (Logical::Date, V::Long(d)) => V::Date(i32::try_from(d).map_err(|_| invalid(format!("date {d} out of range")))?),
+            (Logical::Date, V::Long(d)) => {
+                V::Date(i32::try_from(d).map_err(|_| invalid(format!("date {d} out of range")))?)
+            }
             (Logical::Date, v @ V::Date(_)) => v,
             (Logical::Time(unit), V::Int(t)) => V::Time { value: i64::from(t), unit },
             (Logical::Time(unit), V::Long(t)) => V::Time { value: t, unit },
@@ -175,9 +179,9 @@ impl Logical {
             // Kafka Connect's Timestamp travels as Avro `timestamp-millis` but carries no zone.
             (Logical::LocalTimestamp(_), V::Timestamp { value, unit }) => V::LocalTimestamp { value, unit },
             (Logical::ZonedTimestamp, V::String(s)) => parse_zoned_timestamp(&s)?,
-            (Logical::Uuid, V::String(s)) => V::Uuid(
-                uuid::Uuid::parse_str(&s).map_err(|e| invalid(format!("`{s}` is not a UUID: {e}")))?,
-            ),
+            (Logical::Uuid, V::String(s)) => {
+                V::Uuid(uuid::Uuid::parse_str(&s).map_err(|e| invalid(format!("`{s}` is not a UUID: {e}")))?)
+            }
             (Logical::Uuid, v @ V::Uuid(_)) => v,
             (Logical::Json, V::String(s)) => V::Json(s),
             (logical, v) => return Err(wrong_type(format!("a value for {logical:?}"), v.type_name())),
@@ -210,9 +214,9 @@ impl Logical {
 /// A time count in the unit `logical` declares (unchanged when it declares none).
 pub fn count_in(value: i64, unit: TimeUnit, logical: Logical) -> Result<i64, CodecError> {
     match logical.time_unit() {
-        Some(to) if to != unit => unit.convert(value, to).ok_or_else(|| {
-            invalid(format!("{value} {unit:?} cannot be written as {to:?} without losing precision"))
-        }),
+        Some(to) if to != unit => unit
+            .convert(value, to)
+            .ok_or_else(|| invalid(format!("{value} {unit:?} cannot be written as {to:?} without losing precision"))),
         _ => Ok(value),
     }
 }
@@ -250,10 +254,8 @@ pub fn is_unavailable_placeholder(value: &Value) -> bool {
 pub fn parse_zoned_timestamp(text: &str) -> Result<Value, CodecError> {
     let parsed = chrono::DateTime::parse_from_rfc3339(text)
         .map_err(|e| invalid(format!("`{text}` is not an ISO-8601 timestamp with offset: {e}")))?;
-    let fraction_digits = text
-        .split_once('.')
-        .map(|(_, rest)| rest.bytes().take_while(u8::is_ascii_digit).count())
-        .unwrap_or(0);
+    let fraction_digits =
+        text.split_once('.').map(|(_, rest)| rest.bytes().take_while(u8::is_ascii_digit).count()).unwrap_or(0);
     let utc = parsed.to_utc();
     let (value, unit) = match fraction_digits {
         0..=3 => (Some(utc.timestamp_millis()), TimeUnit::Millis),
@@ -362,9 +364,7 @@ impl ConnectSchema {
 fn string_map(json: Option<&Json>) -> BTreeMap<String, String> {
     json.and_then(Json::as_object)
         .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
-                .collect()
+            m.iter().map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))).collect()
         })
         .unwrap_or_default()
 }
@@ -400,7 +400,9 @@ fn avro_to_connect(
             None => names
                 .get(&full_name(type_name, namespace))
                 .or_else(|| names.get(type_name.as_str()))
-                .or_else(|| names.values().find(|s| s.name.as_deref().is_some_and(|n| n.rsplit('.').next() == Some(type_name))))
+                .or_else(|| {
+                    names.values().find(|s| s.name.as_deref().is_some_and(|n| n.rsplit('.').next() == Some(type_name)))
+                })
                 .cloned()
                 .ok_or_else(|| unsupported(format!("Avro type `{type_name}` is not defined before use"))),
         },
@@ -433,9 +435,14 @@ fn avro_to_connect(
                     let fields = obj.get("fields").and_then(Json::as_array).map(Vec::as_slice).unwrap_or(&[]);
                     let mut out = Vec::with_capacity(fields.len());
                     for field in fields {
-                        let name = field.get("name").and_then(Json::as_str).ok_or_else(|| unsupported("record field without name".into()))?;
-                        let field_type = field.get("type").ok_or_else(|| unsupported(format!("field `{name}` without type")))?;
-                        let schema = avro_to_connect(field_type, child_namespace.as_deref(), names).map_err(|e| e.in_field(name))?;
+                        let name = field
+                            .get("name")
+                            .and_then(Json::as_str)
+                            .ok_or_else(|| unsupported("record field without name".into()))?;
+                        let field_type =
+                            field.get("type").ok_or_else(|| unsupported(format!("field `{name}` without type")))?;
+                        let schema = avro_to_connect(field_type, child_namespace.as_deref(), names)
+                            .map_err(|e| e.in_field(name))?;
                         out.push(ConnectField { name: Arc::from(name), schema });
                     }
                     ConnectSchema { name: record_name.clone(), ..ConnectSchema::of(ConnectKind::Struct(out)) }
@@ -475,7 +482,8 @@ fn avro_to_connect(
             if let Some(logical) = from_name.or(from_logical_type) {
                 result.logical = logical;
             }
-            if let (Some(name), true) = (&record_name, matches!(type_name, Some("record" | "error" | "enum" | "fixed"))) {
+            if let (Some(name), true) = (&record_name, matches!(type_name, Some("record" | "error" | "enum" | "fixed")))
+            {
                 names.insert(name.clone(), result.clone());
             }
             Ok(result)
@@ -499,7 +507,10 @@ fn primitive(type_name: &str) -> Option<ConnectKind> {
 }
 
 /// Builds a [`Row`] from already-converted field values in schema order.
-pub fn row_from_fields(fields: &[ConnectField], mut value_of: impl FnMut(&ConnectField) -> Result<Value, CodecError>) -> Result<Row, CodecError> {
+pub fn row_from_fields(
+    fields: &[ConnectField],
+    mut value_of: impl FnMut(&ConnectField) -> Result<Value, CodecError>,
+) -> Result<Row, CodecError> {
     let mut row = Row::with_capacity(fields.len());
     for field in fields {
         let value = value_of(field).map_err(|e| e.in_field(&field.name))?;
@@ -527,12 +538,20 @@ mod tests {
     #[test]
     fn hostile_or_missing_decimal_scales_are_rejected_not_allocated() {
         let schema = |params: serde_json::Value| {
-            ConnectSchema::from_connect_json(&json!({"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal", "parameters": params}))
+            ConnectSchema::from_connect_json(
+                &json!({"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal", "parameters": params}),
+            )
         };
         assert!(matches!(schema(json!({})).unwrap_err().kind, CodecErrorKind::UnsupportedSchema(_)));
-        assert!(matches!(schema(json!({"scale": "4294967295"})).unwrap_err().kind, CodecErrorKind::UnsupportedSchema(_)));
+        assert!(matches!(
+            schema(json!({"scale": "4294967295"})).unwrap_err().kind,
+            CodecErrorKind::UnsupportedSchema(_)
+        ));
         assert_eq!(schema(json!({"scale": "-2"})).unwrap().logical, Logical::Decimal { scale: -2 });
-        assert_eq!(Logical::Decimal { scale: -2 }.apply(Value::Bytes(vec![12])).unwrap(), Value::Decimal(Decimal::new(1200, 0)));
+        assert_eq!(
+            Logical::Decimal { scale: -2 }.apply(Value::Bytes(vec![12])).unwrap(),
+            Value::Decimal(Decimal::new(1200, 0))
+        );
         let huge = Value::Struct(Row::new().with("scale", Value::Int(i32::MAX)).with("value", Value::Bytes(vec![1])));
         assert!(matches!(Logical::VariableScaleDecimal.apply(huge).unwrap_err().kind, CodecErrorKind::InvalidValue(_)));
         let negative = Value::Struct(Row::new().with("scale", Value::Int(-3)).with("value", Value::Bytes(vec![2])));

@@ -79,7 +79,14 @@ impl DebeziumDecoder {
     /// A decoder for JSON (with or without schemas).
     pub fn json(with_schemas: bool) -> Self {
         let format = if with_schemas { EnvelopeFormat::JsonSchema } else { EnvelopeFormat::Json };
-        DebeziumDecoder { format, json: JsonSchemaDecoder::new(), avro: None, row_schemas: HashMap::new(), default_row_schema: None, replica_identity: HashMap::new() }
+        DebeziumDecoder {
+            format,
+            json: JsonSchemaDecoder::new(),
+            avro: None,
+            row_schemas: HashMap::new(),
+            default_row_schema: None,
+            replica_identity: HashMap::new(),
+        }
     }
 
     /// A decoder for Avro records whose schemas come from `codec`.
@@ -156,7 +163,11 @@ impl DebeziumDecoder {
     }
 
     /// Decodes one part; also returns its schema when the format carries one.
-    fn decode_part(&self, bytes: &[u8], row_schema: Option<&ConnectSchema>) -> Result<(Option<Arc<ConnectSchema>>, Value), CodecError> {
+    fn decode_part(
+        &self,
+        bytes: &[u8],
+        row_schema: Option<&ConnectSchema>,
+    ) -> Result<(Option<Arc<ConnectSchema>>, Value), CodecError> {
         let untyped = |v| (None, v);
         match self.format {
             EnvelopeFormat::JsonSchema => self.json.decode(bytes).map(|(s, v)| (Some(s), v)),
@@ -191,7 +202,9 @@ impl DebeziumDecoder {
         let parse = |name: &str| -> Result<Option<Row>, CodecError> {
             let Some(bytes) = record.header(name).and_then(|h| h.value.as_deref()) else { return Ok(None) };
             let parsed = json::parse(bytes).map_err(|e| e.in_part(name))?;
-            let is_envelope = parsed.as_object().is_some_and(|o| o.len() == 2 && o.contains_key("schema") && o.contains_key("payload"));
+            let is_envelope = parsed
+                .as_object()
+                .is_some_and(|o| o.len() == 2 && o.contains_key("schema") && o.contains_key("payload"));
             let value = match (is_envelope, key_schema) {
                 (true, _) => self.json.decode(bytes).map(|(_, v)| v),
                 (false, Some(schema)) => json::convert(&parsed, schema),
@@ -262,7 +275,8 @@ pub fn event_from_values(
         None if envelope.get("status").is_some() => return transaction_event(&envelope).map(CdcEvent::Transaction),
         None => return Err(missing("op")),
     };
-    let op = Op::from_code(&op_code).ok_or_else(|| CodecError::new(CodecErrorKind::UnknownOp(op_code.clone())).in_field("op"))?;
+    let op = Op::from_code(&op_code)
+        .ok_or_else(|| CodecError::new(CodecErrorKind::UnknownOp(op_code.clone())).in_field("op"))?;
     let source = match envelope.get("source") {
         Some(Value::Struct(row)) => SourceInfo(row.clone()),
         Some(other) => return Err(wrong_type("a source object", other.type_name()).in_field("source")),
@@ -282,7 +296,9 @@ pub fn event_from_values(
         };
         if key_only {
             before_key_only = true;
-            before = Some(row.iter().filter(|(n, _)| key_row.get(n).is_some()).map(|(n, v)| (Arc::from(n), v.clone())).collect());
+            before = Some(
+                row.iter().filter(|(n, _)| key_row.get(n).is_some()).map(|(n, v)| (Arc::from(n), v.clone())).collect(),
+            );
         }
     }
     let transaction = match envelope.get("transaction") {
@@ -290,7 +306,9 @@ pub fn event_from_values(
         Some(Value::Struct(block)) => Some(TransactionBlock {
             id: text(block, "id").map_err(|e| e.in_field("transaction"))?,
             total_order: long(block, "total_order").map_err(|e| e.in_field("transaction"))?.unwrap_or(0),
-            data_collection_order: long(block, "data_collection_order").map_err(|e| e.in_field("transaction"))?.unwrap_or(0),
+            data_collection_order: long(block, "data_collection_order")
+                .map_err(|e| e.in_field("transaction"))?
+                .unwrap_or(0),
         }),
         Some(other) => return Err(wrong_type("a transaction object", other.type_name()).in_field("transaction")),
     };
@@ -300,9 +318,10 @@ pub fn event_from_values(
             content: match m.get("content") {
                 Some(Value::Bytes(b)) => b.clone(),
                 // Plain JSON carries bytes as base64 text.
-                Some(Value::String(s)) => base64::engine::general_purpose::STANDARD
-                    .decode(s)
-                    .map_err(|e| CodecError::new(CodecErrorKind::InvalidValue(format!("not base64: {e}"))).in_field("message.content"))?,
+                Some(Value::String(s)) => base64::engine::general_purpose::STANDARD.decode(s).map_err(|e| {
+                    CodecError::new(CodecErrorKind::InvalidValue(format!("not base64: {e}")))
+                        .in_field("message.content")
+                })?,
                 _ => Vec::new(),
             },
         }),
@@ -352,7 +371,10 @@ fn transaction_event(envelope: &Row) -> Result<TransactionEvent, CodecError> {
     let status = match text(envelope, "status")?.as_str() {
         "BEGIN" => TransactionStatus::Begin,
         "END" => TransactionStatus::End,
-        other => return Err(CodecError::new(CodecErrorKind::InvalidValue(format!("transaction status `{other}`"))).in_field("status")),
+        other => {
+            return Err(CodecError::new(CodecErrorKind::InvalidValue(format!("transaction status `{other}`")))
+                .in_field("status"));
+        }
     };
     let data_collections = match envelope.get("data_collections") {
         Some(Value::Array(items)) => items
@@ -387,7 +409,8 @@ mod tests {
 
     #[test]
     fn envelope_without_op_is_a_missing_field_error() {
-        let err = DebeziumDecoder::json(false).decode_cached(&record(r#"{"id":1}"#, Some(r#"{"before":null}"#))).unwrap_err();
+        let err =
+            DebeziumDecoder::json(false).decode_cached(&record(r#"{"id":1}"#, Some(r#"{"before":null}"#))).unwrap_err();
         assert_eq!(err.kind, CodecErrorKind::MissingField("op".into()));
         assert_eq!(err.part.as_deref(), Some("value"));
     }
@@ -408,20 +431,26 @@ mod tests {
 
     #[test]
     fn key_only_delete_recognises_zero_values_of_not_null_columns() {
-        let delete = r#"{"op":"d","before":{"id":1,"title":"","views":0,"premium":false,"note":null},"after":null,"source":{}}"#;
+        let delete =
+            r#"{"op":"d","before":{"id":1,"title":"","views":0,"premium":false,"note":null},"after":null,"source":{}}"#;
         let event = DebeziumDecoder::json(false).decode_cached(&record(r#"{"id":1}"#, Some(delete))).unwrap();
         let CdcEvent::Change(change) = event else { panic!("expected a change") };
         assert!(change.before_key_only);
         // A declared FULL table keeps the row as captured.
         let mut full = record(r#"{"id":1}"#, Some(delete));
         full.position = Some(crate::record::Position::new("t", 0, 0));
-        let event = DebeziumDecoder::json(false).with_replica_identity("t", ReplicaIdentity::Full).decode_cached(&full).unwrap();
+        let event = DebeziumDecoder::json(false)
+            .with_replica_identity("t", ReplicaIdentity::Full)
+            .decode_cached(&full)
+            .unwrap();
         let CdcEvent::Change(change) = event else { panic!("expected a change") };
         assert!(!change.before_key_only);
         assert_eq!(change.before.map(|r| r.len()), Some(5));
         // A real value in any non-key column means the row is whole.
         let real = r#"{"op":"d","before":{"id":1,"title":"","views":3},"after":null,"source":{}}"#;
-        let CdcEvent::Change(change) = DebeziumDecoder::json(false).decode_cached(&record(r#"{"id":1}"#, Some(real))).unwrap() else {
+        let CdcEvent::Change(change) =
+            DebeziumDecoder::json(false).decode_cached(&record(r#"{"id":1}"#, Some(real))).unwrap()
+        else {
             panic!("expected a change")
         };
         assert!(!change.before_key_only);

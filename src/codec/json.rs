@@ -53,18 +53,24 @@ pub fn convert(json: &Json, schema: &ConnectSchema) -> Result<Value, CodecError>
         return Ok(Value::Null);
     }
     let raw = match &schema.kind {
-        ConnectKind::Int8 | ConnectKind::Int16 | ConnectKind::Int32 => match json.as_i64().and_then(|v| i32::try_from(v).ok()) {
-            Some(v) => Value::Int(v),
-            None => return placeholder_or(json, "a 32-bit integer"),
-        },
+        ConnectKind::Int8 | ConnectKind::Int16 | ConnectKind::Int32 => {
+            match json.as_i64().and_then(|v| i32::try_from(v).ok()) {
+                Some(v) => Value::Int(v),
+                None => return placeholder_or(json, "a 32-bit integer"),
+            }
+        }
         ConnectKind::Int64 => match json.as_i64() {
             Some(v) => Value::Long(v),
             None => return placeholder_or(json, "a 64-bit integer"),
         },
-        ConnectKind::Float32 => Value::Float(json.as_f64().ok_or_else(|| wrong_type("a number", json_type(json)))? as f32),
+        ConnectKind::Float32 => {
+            Value::Float(json.as_f64().ok_or_else(|| wrong_type("a number", json_type(json)))? as f32)
+        }
         ConnectKind::Float64 => Value::Double(json.as_f64().ok_or_else(|| wrong_type("a number", json_type(json)))?),
         ConnectKind::Boolean => Value::Bool(json.as_bool().ok_or_else(|| wrong_type("a boolean", json_type(json)))?),
-        ConnectKind::String => Value::String(json.as_str().ok_or_else(|| wrong_type("a string", json_type(json)))?.to_owned()),
+        ConnectKind::String => {
+            Value::String(json.as_str().ok_or_else(|| wrong_type("a string", json_type(json)))?.to_owned())
+        }
         ConnectKind::Bytes => match json {
             Json::String(s) => match base64::engine::general_purpose::STANDARD.decode(s) {
                 Ok(b) => Value::Bytes(b),
@@ -135,9 +141,12 @@ fn placeholder_or(json: &Json, expected: &str) -> Result<Value, CodecError> {
 fn convert_union(json: &Json, branches: &[ConnectSchema]) -> Result<Value, CodecError> {
     // Avro's JSON encoding of a union is {"type name": value}; accept that and bare values.
     if let Some((type_name, inner)) = json.as_object().filter(|o| o.len() == 1).and_then(|o| o.iter().next())
-        && let Some(branch) = branches.iter().find(|b| b.name.as_deref().is_some_and(|n| n == type_name || n.ends_with(&format!(".{type_name}")))) {
-            return convert(inner, branch);
-        }
+        && let Some(branch) = branches
+            .iter()
+            .find(|b| b.name.as_deref().is_some_and(|n| n == type_name || n.ends_with(&format!(".{type_name}"))))
+    {
+        return convert(inner, branch);
+    }
     branches
         .iter()
         .filter(|b| b.kind != ConnectKind::Null)
@@ -176,11 +185,15 @@ impl JsonSchemaDecoder {
     pub fn decode(&self, bytes: &[u8]) -> Result<(Arc<ConnectSchema>, Value), CodecError> {
         std::str::from_utf8(bytes).map_err(|_| CodecError::new(CodecErrorKind::InvalidUtf8))?;
         let envelope: Envelope<'_> = serde_json::from_slice(bytes).map_err(|e| {
-            CodecError::new(CodecErrorKind::InvalidJson(format!("{e} (expected a {{\"schema\", \"payload\"}} envelope)")))
+            CodecError::new(CodecErrorKind::InvalidJson(format!(
+                "{e} (expected a {{\"schema\", \"payload\"}} envelope)"
+            )))
         })?;
-        let schema_text = envelope.schema.ok_or_else(|| CodecError::new(CodecErrorKind::MissingField("schema".into())))?;
+        let schema_text =
+            envelope.schema.ok_or_else(|| CodecError::new(CodecErrorKind::MissingField("schema".into())))?;
         let schema = self.schema(schema_text.get())?;
-        let payload = envelope.payload.ok_or_else(|| CodecError::new(CodecErrorKind::MissingField("payload".into())))?;
+        let payload =
+            envelope.payload.ok_or_else(|| CodecError::new(CodecErrorKind::MissingField("payload".into())))?;
         let value = convert(&payload, &schema).map_err(|e| e.in_field("payload"))?;
         Ok((schema, value))
     }
@@ -190,10 +203,12 @@ impl JsonSchemaDecoder {
         text.hash(&mut hasher);
         let key = hasher.finish();
         if let Some((cached_text, schema)) = self.cache.read().ok().and_then(|c| c.get(&key).cloned())
-            && &*cached_text == text {
-                return Ok(schema);
-            }
-        let json: Json = serde_json::from_str(text).map_err(|e| CodecError::new(CodecErrorKind::InvalidJson(e.to_string())))?;
+            && &*cached_text == text
+        {
+            return Ok(schema);
+        }
+        let json: Json =
+            serde_json::from_str(text).map_err(|e| CodecError::new(CodecErrorKind::InvalidJson(e.to_string())))?;
         let schema = Arc::new(ConnectSchema::from_connect_json(&json).map_err(|e| e.in_field("schema"))?);
         if let Ok(mut cache) = self.cache.write() {
             // A topic has a handful of schema versions; a flood of distinct schemas (hostile or
@@ -278,13 +293,15 @@ pub fn to_payload(value: &Value, schema: &ConnectSchema) -> Result<Json, CodecEr
         (Value::Null, _) => Json::Null,
         (Value::Unavailable, ConnectKind::Bytes) => b64(crate::record::UNAVAILABLE_TEXT.as_bytes()),
         (Value::Unavailable, _) => Json::String(crate::record::UNAVAILABLE_TEXT.into()),
-        (Value::Decimal(d), ConnectKind::Struct(_)) => serde_json::json!({"scale": d.scale, "value": b64(&d.to_be_bytes())}),
+        (Value::Decimal(d), ConnectKind::Struct(_)) => {
+            serde_json::json!({"scale": d.scale, "value": b64(&d.to_be_bytes())})
+        }
         (Value::Decimal(d), ConnectKind::Bytes) => match schema.logical {
-            Logical::Decimal { scale } => b64(
-                &unscaled_at(d, scale)
-                    .ok_or_else(|| CodecError::new(CodecErrorKind::InvalidValue(format!("{d} does not fit scale {scale}"))))?
-                    .to_signed_bytes_be(),
-            ),
+            Logical::Decimal { scale } => b64(&unscaled_at(d, scale)
+                .ok_or_else(|| {
+                    CodecError::new(CodecErrorKind::InvalidValue(format!("{d} does not fit scale {scale}")))
+                })?
+                .to_signed_bytes_be()),
             _ => b64(&d.to_be_bytes()),
         },
         (Value::Decimal(d), ConnectKind::Float64 | ConnectKind::Float32) => Json::from(d.to_f64()),
@@ -307,7 +324,10 @@ pub fn to_payload(value: &Value, schema: &ConnectSchema) -> Result<Json, CodecEr
             Json::Array(items.iter().map(|v| to_payload(v, item_schema)).collect::<Result<_, _>>()?)
         }
         (Value::Map(entries), ConnectKind::Map(_, value_schema)) => Json::Object(
-            entries.iter().map(|(k, v)| Ok((k.clone(), to_payload(v, value_schema)?))).collect::<Result<_, CodecError>>()?,
+            entries
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), to_payload(v, value_schema)?)))
+                .collect::<Result<_, CodecError>>()?,
         ),
         (Value::Struct(_) | Value::Array(_) | Value::Map(_), _) => {
             return Err(wrong_type(format!("{:?}", schema.kind), value.type_name()));
@@ -350,7 +370,10 @@ mod tests {
         assert_eq!(row.get("price"), Some(&Value::Decimal(Decimal::new(123450, 2))));
         assert_eq!(row.get("day"), Some(&Value::Date(19737)));
         assert_eq!(row.get("at"), Some(&Value::Timestamp { value: 1_705_307_400_123_456, unit: TimeUnit::Micros }));
-        assert_eq!(row.get("seen"), Some(&Value::LocalTimestamp { value: 1_705_307_400_123_456, unit: TimeUnit::Micros }));
+        assert_eq!(
+            row.get("seen"),
+            Some(&Value::LocalTimestamp { value: 1_705_307_400_123_456, unit: TimeUnit::Micros })
+        );
         let encoded = encode_with_schema(&schema, &value).unwrap();
         let (_, again) = decoder.decode(&encoded).unwrap();
         assert_eq!(again, value);

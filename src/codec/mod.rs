@@ -20,8 +20,7 @@ pub mod json;
 pub use error::{CodecError, CodecErrorKind};
 
 /// The value formats a topic or file can carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[derive(clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
     /// Plain JSON (no schema envelope).

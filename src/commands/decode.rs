@@ -158,8 +158,10 @@ struct RecordDecoder {
 }
 
 fn read_schema_file(path: &Path) -> Result<String, DecodeError> {
-    let text = std::fs::read_to_string(path).map_err(|e| DecodeError::Input { path: path.to_owned(), detail: e.to_string() })?;
-    AvroSchema::parse(0, &text).map_err(|e| DecodeError::Input { path: path.to_owned(), detail: format!("not a usable Avro schema: {e}") })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| DecodeError::Input { path: path.to_owned(), detail: e.to_string() })?;
+    AvroSchema::parse(0, &text)
+        .map_err(|e| DecodeError::Input { path: path.to_owned(), detail: format!("not a usable Avro schema: {e}") })?;
     Ok(text)
 }
 
@@ -173,7 +175,9 @@ impl RecordDecoder {
         let offline_key = args.key_schema.as_deref().map(read_schema_file).transpose()?;
         let avro = uses_avro.then(|| {
             Ok::<_, DecodeError>(Arc::new(match (&offline_value, &offline_key) {
-                (None, None) => AvroCodec::with_registry(sr_settings(&config.registry).map_err(|e| DecodeError::Usage(e.to_string()))?),
+                (None, None) => AvroCodec::with_registry(
+                    sr_settings(&config.registry).map_err(|e| DecodeError::Usage(e.to_string()))?,
+                ),
                 _ => AvroCodec::offline(),
             }))
         });
@@ -181,8 +185,12 @@ impl RecordDecoder {
         let row_schema = match &args.row_schema {
             Some(path) => {
                 let text = read_schema_file(path)?;
-                let json: Json = serde_json::from_str(&text).map_err(|e| DecodeError::Input { path: path.clone(), detail: e.to_string() })?;
-                Some(ConnectSchema::from_avro_json(&json).map_err(|e| DecodeError::Input { path: path.clone(), detail: e.to_string() })?)
+                let json: Json = serde_json::from_str(&text)
+                    .map_err(|e| DecodeError::Input { path: path.clone(), detail: e.to_string() })?;
+                Some(
+                    ConnectSchema::from_avro_json(&json)
+                        .map_err(|e| DecodeError::Input { path: path.clone(), detail: e.to_string() })?,
+                )
             }
             None => None,
         };
@@ -191,7 +199,11 @@ impl RecordDecoder {
                 (Format::Avro, Some(codec)) => DebeziumDecoder::avro(codec.clone()),
                 (Format::JsonSchema, _) => DebeziumDecoder::json(true),
                 (Format::Json, _) => DebeziumDecoder::json(false),
-                (other, _) => return Err(DecodeError::Usage(format!("--debezium needs --format json, json-schema or avro, not {other:?}"))),
+                (other, _) => {
+                    return Err(DecodeError::Usage(format!(
+                        "--debezium needs --format json, json-schema or avro, not {other:?}"
+                    )));
+                }
             };
             Ok(match &row_schema {
                 Some(schema) => decoder.with_default_row_schema(schema.clone()),
@@ -237,16 +249,26 @@ impl RecordDecoder {
     async fn decode(&self, record: &Record) -> Result<Vec<(&'static str, Json)>, CodecError> {
         if let Some(debezium) = &self.debezium {
             if self.args.format == Format::Avro {
-                for (bytes, is_value, part) in [(record.key.as_deref(), false, "key"), (record.value.as_deref(), true, "value")] {
-                    self.ensure_offline_schema(bytes, is_value).await.map_err(|e| e.in_part(part).at(record.position.as_ref()))?;
+                for (bytes, is_value, part) in
+                    [(record.key.as_deref(), false, "key"), (record.value.as_deref(), true, "value")]
+                {
+                    self.ensure_offline_schema(bytes, is_value)
+                        .await
+                        .map_err(|e| e.in_part(part).at(record.position.as_ref()))?;
                 }
             }
             let event = debezium.decode(record).await?;
             return Ok(vec![("event", serde_json::to_value(&event).unwrap_or_default())]);
         }
         let key_format = self.args.key_format.unwrap_or(self.args.format);
-        let key = self.decode_part(record.key.as_deref(), key_format, false).await.map_err(|e| e.in_part("key").at(record.position.as_ref()))?;
-        let value = self.decode_part(record.value.as_deref(), self.args.format, true).await.map_err(|e| e.in_part("value").at(record.position.as_ref()))?;
+        let key = self
+            .decode_part(record.key.as_deref(), key_format, false)
+            .await
+            .map_err(|e| e.in_part("key").at(record.position.as_ref()))?;
+        let value = self
+            .decode_part(record.value.as_deref(), self.args.format, true)
+            .await
+            .map_err(|e| e.in_part("value").at(record.position.as_ref()))?;
         let headers: serde_json::Map<String, Json> = record
             .headers
             .iter()
@@ -297,7 +319,9 @@ async fn read_input(args: &DecodeArgs, config: &Config) -> Result<Vec<Record>, D
             kafka.bootstrap_servers = servers.clone();
         }
         let (topic, partition, offset, count) = (topic.clone(), args.partition, args.offset, args.count);
-        let read = tokio::task::spawn_blocking(move || kafka::read_range(&kafka, &topic, partition, offset, count, Duration::from_secs(10)));
+        let read = tokio::task::spawn_blocking(move || {
+            kafka::read_range(&kafka, &topic, partition, offset, count, Duration::from_secs(10))
+        });
         return Ok(read.await.map_err(|e| DecodeError::Usage(e.to_string()))??);
     }
     if let Some(path) = &args.jsonl {
@@ -330,7 +354,8 @@ pub fn read_record_file(path: &Path) -> Result<Record, DecodeError> {
         Some(Bytes::from(std::fs::read(path).map_err(|e| input_error(path, e.to_string()))?))
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let key_path = ["json", "avro", "bin", "txt"].iter().map(|ext| dir.join(format!("{stem}.key.{ext}"))).find(|p| p.exists());
+    let key_path =
+        ["json", "avro", "bin", "txt"].iter().map(|ext| dir.join(format!("{stem}.key.{ext}"))).find(|p| p.exists());
     let key = match key_path {
         Some(p) => Some(Bytes::from(std::fs::read(&p).map_err(|e| input_error(&p, e.to_string()))?)),
         None => None,

@@ -58,14 +58,29 @@ impl ClickGenerator {
     /// The `index`-th click event, as a row of `schemas/happytimes.clicks-value.avsc`.
     pub fn click(&mut self, index: usize) -> Value {
         let r = self;
-        let event_type = r.pick(&["page_view", "page_view", "page_view", "click", "ad_click", "affiliate_click", "subscribe", "share", "search", "login"]);
+        let event_type = r.pick(&[
+            "page_view",
+            "page_view",
+            "page_view",
+            "click",
+            "ad_click",
+            "affiliate_click",
+            "subscribe",
+            "share",
+            "search",
+            "login",
+        ]);
         let content = (event_type == "page_view" || event_type == "share").then(|| 100 + r.below(3) as i32);
         let ad = (event_type == "ad_click" || event_type == "affiliate_click").then(|| 10 + r.below(2) as i32);
         let visitor = 1 + r.below(5) as i64;
         let geo = if r.below(4) == 0 {
             Value::Null
         } else {
-            let (country, city, lat, lon) = [("FR", "Paris", 48.8566, 2.3522), ("US", "Austin", 30.2672, -97.7431), ("DE", "Berlin", 52.52, 13.405)][r.below(3) as usize];
+            let (country, city, lat, lon) = [
+                ("FR", "Paris", 48.8566, 2.3522),
+                ("US", "Austin", 30.2672, -97.7431),
+                ("DE", "Berlin", 52.52, 13.405),
+            ][r.below(3) as usize];
             Value::Struct(
                 Row::new()
                     .with("country", Value::String(country.into()))
@@ -88,11 +103,24 @@ impl ClickGenerator {
                 .with("content_id", content.map_or(Value::Null, Value::Int))
                 .with("ad_id", ad.map_or(Value::Null, Value::Int))
                 .with("url", Value::String(url))
-                .with("referrer", if r.below(2) == 0 { Value::Null } else { Value::String(r.pick(&["https://news.example/", "https://social.example/"]).into()) })
+                .with(
+                    "referrer",
+                    if r.below(2) == 0 {
+                        Value::Null
+                    } else {
+                        Value::String(r.pick(&["https://news.example/", "https://social.example/"]).into())
+                    },
+                )
                 .with("geo", geo)
                 .with("device_type", Value::String(r.pick(&["mobile", "desktop", "tablet"]).into()))
                 .with("user_agent", Value::String("Mozilla/5.0 (demo)".into()))
-                .with("event_time", Value::Timestamp { value: 1_719_792_000_000 + index as i64 * 1_000 + r.below(1_000) as i64, unit: TimeUnit::Millis }),
+                .with(
+                    "event_time",
+                    Value::Timestamp {
+                        value: 1_719_792_000_000 + index as i64 * 1_000 + r.below(1_000) as i64,
+                        unit: TimeUnit::Millis,
+                    },
+                ),
         )
     }
 }
@@ -155,14 +183,26 @@ fn describe(event: &CdcEvent) -> (String, String) {
             let table = format!("{}.{}", c.source.schema().unwrap_or(""), c.source.table().unwrap_or(""));
             let mut line = format!("{:<2} {table:<22} key={} ", c.op.code(), short(&c.key));
             match c.op {
-                crate::record::Op::Delete => line.push_str(&format!("before={}{}", short(&c.before), if c.before_key_only { " (key only)" } else { "" })),
-                crate::record::Op::Message => line.push_str(&format!("message prefix={:?} {} bytes", c.message.as_ref().and_then(|m| m.prefix.clone()), c.message.as_ref().map_or(0, |m| m.content.len()))),
+                crate::record::Op::Delete => line.push_str(&format!(
+                    "before={}{}",
+                    short(&c.before),
+                    if c.before_key_only { " (key only)" } else { "" }
+                )),
+                crate::record::Op::Message => line.push_str(&format!(
+                    "message prefix={:?} {} bytes",
+                    c.message.as_ref().and_then(|m| m.prefix.clone()),
+                    c.message.as_ref().map_or(0, |m| m.content.len())
+                )),
                 _ => line.push_str(&format!("after={}", short(&c.after))),
             }
             (format!("{:?}", c.op).to_lowercase(), truncate(line))
         }
-        CdcEvent::Tombstone { key, .. } => ("tombstone".into(), format!("   tombstone              key={}", short(key))),
-        CdcEvent::Transaction(t) => ("transaction".into(), format!("   tx {:?} {} events={:?}", t.status, t.id, t.event_count)),
+        CdcEvent::Tombstone { key, .. } => {
+            ("tombstone".into(), format!("   tombstone              key={}", short(key)))
+        }
+        CdcEvent::Transaction(t) => {
+            ("transaction".into(), format!("   tx {:?} {} events={:?}", t.status, t.id, t.event_count))
+        }
     }
 }
 

@@ -2,8 +2,8 @@
 //! `clap::Args`, so their doc comments are the `--help` text) and calls `run`.
 
 pub mod decode;
-pub mod describe;
 pub mod demo;
+pub mod describe;
 pub mod registry;
 pub mod schemas;
 

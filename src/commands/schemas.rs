@@ -42,7 +42,10 @@ pub async fn check(args: &SchemasArgs, registry: &RegistryConfig) -> anyhow::Res
         }
     }
     if incompatible > 0 {
-        anyhow::bail!("{incompatible} schema(s) are incompatible with {}; evolve them compatibly (add fields with defaults) or change the subject's compatibility level", registry.url);
+        anyhow::bail!(
+            "{incompatible} schema(s) are incompatible with {}; evolve them compatibly (add fields with defaults) or change the subject's compatibility level",
+            registry.url
+        );
     }
     Ok(())
 }

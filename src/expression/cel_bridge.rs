@@ -37,7 +37,8 @@ pub fn evaluate(program: &cel::Program, scope: &Scope<'_>) -> Result<Value, Stri
 }
 
 fn row_to_map(row: &Row) -> cel::Value {
-    let map: HashMap<Key, cel::Value> = row.iter().map(|(k, v)| (Key::String(Arc::new(k.to_owned())), to_cel(v))).collect();
+    let map: HashMap<Key, cel::Value> =
+        row.iter().map(|(k, v)| (Key::String(Arc::new(k.to_owned())), to_cel(v))).collect();
     cel::Value::Map(Map { map: Arc::new(map) })
 }
 
@@ -68,7 +69,8 @@ pub fn to_cel(value: &Value) -> cel::Value {
         }
         Value::Array(items) => C::List(Arc::new(items.iter().map(to_cel).collect())),
         Value::Map(entries) => {
-            let map: HashMap<Key, cel::Value> = entries.iter().map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v))).collect();
+            let map: HashMap<Key, cel::Value> =
+                entries.iter().map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v))).collect();
             C::Map(Map { map: Arc::new(map) })
         }
         Value::Struct(row) => row_to_map(row),
@@ -87,18 +89,17 @@ pub fn from_cel(value: cel::Value) -> Result<Value, String> {
         C::String(s) => Value::String(Arc::unwrap_or_clone(s)),
         C::Bytes(b) => Value::Bytes(Arc::unwrap_or_clone(b)),
         C::Timestamp(t) => match t.timestamp_nanos_opt() {
-            Some(n) if n % 1_000_000 == 0 => Value::Timestamp { value: n / 1_000_000, unit: crate::record::TimeUnit::Millis },
+            Some(n) if n % 1_000_000 == 0 => {
+                Value::Timestamp { value: n / 1_000_000, unit: crate::record::TimeUnit::Millis }
+            }
             Some(n) => Value::Timestamp { value: n, unit: crate::record::TimeUnit::Nanos },
             None => Value::Timestamp { value: t.timestamp_millis(), unit: crate::record::TimeUnit::Millis },
         },
         C::Duration(d) => Value::Long(d.num_milliseconds()),
         C::List(items) => Value::Array(items.iter().cloned().map(from_cel).collect::<Result<_, _>>()?),
         C::Map(map) => {
-            let mut entries: Vec<(String, Value)> = map
-                .map
-                .iter()
-                .map(|(k, v)| Ok((key_text(k), from_cel(v.clone())?)))
-                .collect::<Result<_, String>>()?;
+            let mut entries: Vec<(String, Value)> =
+                map.map.iter().map(|(k, v)| Ok((key_text(k), from_cel(v.clone())?))).collect::<Result<_, String>>()?;
             entries.sort_by(|a, b| a.0.cmp(&b.0));
             Value::Struct(entries.into_iter().map(|(k, v)| (Arc::from(k.as_str()), v)).collect())
         }

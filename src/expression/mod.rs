@@ -86,11 +86,13 @@ impl<'a> Scope<'a> {
 fn field_path(source: &str) -> Option<Vec<String>> {
     let is_ident = |s: &str| {
         let mut chars = s.chars();
-        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
     };
     let parts: Vec<&str> = source.trim().split('.').collect();
     let reserved = ["true", "false", "null", "in"];
-    (parts.iter().all(|p| is_ident(p)) && !reserved.contains(&parts[0])).then(|| parts.into_iter().map(str::to_owned).collect())
+    (parts.iter().all(|p| is_ident(p)) && !reserved.contains(&parts[0]))
+        .then(|| parts.into_iter().map(str::to_owned).collect())
 }
 
 fn literal(source: &str) -> Option<Value> {
@@ -119,7 +121,10 @@ impl Expression {
         } else if let Some(value) = literal(source) {
             Kind::Literal(value)
         } else {
-            Kind::Cel(cel::Program::compile(source).map_err(|e| ExpressionError::Syntax { text: source.to_owned(), detail: e.to_string() })?)
+            Kind::Cel(
+                cel::Program::compile(source)
+                    .map_err(|e| ExpressionError::Syntax { text: source.to_owned(), detail: e.to_string() })?,
+            )
         };
         Ok(Expression { source: source.to_owned(), kind })
     }
@@ -157,7 +162,8 @@ impl Expression {
         match &self.kind {
             Kind::Literal(v) => Ok(v.clone()),
             Kind::Field(path) => {
-                let mut current = scope.resolve(&path[0]).ok_or_else(|| fail(format!("no field or name `{}`", path[0])))?;
+                let mut current =
+                    scope.resolve(&path[0]).ok_or_else(|| fail(format!("no field or name `{}`", path[0])))?;
                 for part in &path[1..] {
                     current = match current {
                         // A nested column a row does not have reads as null: rows written before a
@@ -181,7 +187,10 @@ impl Expression {
         match self.evaluate(scope)? {
             Value::Bool(b) => Ok(b),
             Value::Null => Ok(false),
-            other => Err(ExpressionError::Evaluation { text: self.source.clone(), detail: format!("a filter must be true or false, got a {}", other.type_name()) }),
+            other => Err(ExpressionError::Evaluation {
+                text: self.source.clone(),
+                detail: format!("a filter must be true or false, got a {}", other.type_name()),
+            }),
         }
     }
 }
@@ -206,7 +215,10 @@ mod tests {
         let e = Expression::compile("price").unwrap();
         assert!(e.as_field().is_some());
         assert_eq!(e.evaluate(&Scope::of(&row)).unwrap(), Value::Decimal(Decimal::new(1999, 2)));
-        assert_eq!(Expression::compile("geo.country").unwrap().evaluate(&Scope::of(&row)).unwrap(), Value::String("FR".into()));
+        assert_eq!(
+            Expression::compile("geo.country").unwrap().evaluate(&Scope::of(&row)).unwrap(),
+            Value::String("FR".into())
+        );
         let missing = Expression::compile("nope").unwrap().evaluate(&Scope::of(&row)).unwrap_err();
         assert_eq!(missing.class(), ErrorClass::Data);
     }
@@ -217,7 +229,10 @@ mod tests {
         let visitor = Value::Struct(Row::new().with("source", Value::String("email".into())));
         let named = [("visitors", &visitor)];
         let scope = Scope { record: Some(&row), named: &named };
-        assert_eq!(Expression::compile("visitors.source").unwrap().evaluate(&scope).unwrap(), Value::String("email".into()));
+        assert_eq!(
+            Expression::compile("visitors.source").unwrap().evaluate(&scope).unwrap(),
+            Value::String("email".into())
+        );
         let nothing = Value::Null;
         let named = [("visitors", &nothing)];
         let scope = Scope { record: Some(&row), named: &named };
@@ -232,12 +247,18 @@ mod tests {
         assert!(!Expression::compile("event_type in ['ad_click', 'affiliate_click']").unwrap().test(&scope).unwrap());
         assert_eq!(Expression::compile("visitor_id * 2 + 1").unwrap().evaluate(&scope).unwrap(), Value::Long(15));
         assert_eq!(Expression::compile("price > 10.0").unwrap().evaluate(&scope).unwrap(), Value::Bool(true));
-        assert_eq!(Expression::compile("geo.country + '-' + event_type").unwrap().evaluate(&scope).unwrap(), Value::String("FR-page_view".into()));
+        assert_eq!(
+            Expression::compile("geo.country + '-' + event_type").unwrap().evaluate(&scope).unwrap(),
+            Value::String("FR-page_view".into())
+        );
         assert_eq!(
             Expression::compile("event_time > timestamp('2024-06-30T00:00:00Z')").unwrap().evaluate(&scope).unwrap(),
             Value::Bool(true)
         );
-        assert_eq!(Expression::compile("'unknown'").unwrap().evaluate(&scope).unwrap(), Value::String("unknown".into()));
+        assert_eq!(
+            Expression::compile("'unknown'").unwrap().evaluate(&scope).unwrap(),
+            Value::String("unknown".into())
+        );
     }
 
     #[test]

@@ -43,7 +43,6 @@ pub struct Aggregator {
     pub late_records: AtomicU64,
 }
 
-
 fn state_key(bounds: Option<Bounds>, group: &Value) -> Vec<u8> {
     let mut out = Vec::new();
     if let Some(b) = bounds {
@@ -112,17 +111,33 @@ fn compare(a: &Value, b: &Value) -> Option<Ordering> {
             let scale = x.scale.max(y.scale);
             Some(x.rescale(scale)?.unscaled.cmp(&y.rescale(scale)?.unscaled))
         }
-        (Value::Timestamp { .. } | Value::LocalTimestamp { .. }, Value::Timestamp { .. } | Value::LocalTimestamp { .. }) => {
-            Some(a.epoch_millis()?.cmp(&b.epoch_millis()?))
-        }
+        (
+            Value::Timestamp { .. } | Value::LocalTimestamp { .. },
+            Value::Timestamp { .. } | Value::LocalTimestamp { .. },
+        ) => Some(a.epoch_millis()?.cmp(&b.epoch_millis()?)),
         _ => number(a)?.partial_cmp(&number(b)?),
     }
 }
 
 impl Aggregator {
     /// An aggregator for a node.
-    pub fn new(node: &str, store: &str, window: Option<Window>, emit: Emit, ttl_ms: Option<i64>, session_index: Option<String>) -> Self {
-        Aggregator { node: node.to_owned(), store: store.to_owned(), window, emit, ttl_ms, session_index, late_records: AtomicU64::new(0) }
+    pub fn new(
+        node: &str,
+        store: &str,
+        window: Option<Window>,
+        emit: Emit,
+        ttl_ms: Option<i64>,
+        session_index: Option<String>,
+    ) -> Self {
+        Aggregator {
+            node: node.to_owned(),
+            store: store.to_owned(),
+            window,
+            emit,
+            ttl_ms,
+            session_index,
+            late_records: AtomicU64::new(0),
+        }
     }
 
     /// The expiry-index entry of an unwindowed group: `0xFF ++ expiry time ++ group key`
@@ -138,7 +153,11 @@ impl Aggregator {
     fn load<B: StateBackend>(&self, state: &TaskState<B>, key: &[u8]) -> Result<Option<Row>, OperatorError> {
         state
             .get(&self.store, key)?
-            .map(|b| decode_row(&b).map_err(|e| OperatorError::State(StateError::Encoding { store: self.store.clone(), detail: e.to_string() })))
+            .map(|b| {
+                decode_row(&b).map_err(|e| {
+                    OperatorError::State(StateError::Encoding { store: self.store.clone(), detail: e.to_string() })
+                })
+            })
             .transpose()
     }
 
@@ -165,7 +184,11 @@ impl Aggregator {
             None => vec![None],
             Some(w) => {
                 let now = stream_time.max(event.timestamp);
-                let open: Vec<Option<Bounds>> = windows_for(w, event.timestamp).into_iter().filter(|b| !is_closed(*b, w.grace_ms, now)).map(Some).collect();
+                let open: Vec<Option<Bounds>> = windows_for(w, event.timestamp)
+                    .into_iter()
+                    .filter(|b| !is_closed(*b, w.grace_ms, now))
+                    .map(Some)
+                    .collect();
                 if open.is_empty() {
                     self.late_records.fetch_add(1, AtomicOrdering::Relaxed);
                     metrics::counter!("aggregate_late_records_total", "node" => self.node.clone()).increment(1);
@@ -180,7 +203,12 @@ impl Aggregator {
             let loaded = match (self.load(state, &key)?, self.ttl_ms) {
                 // A group idle past its ttl starts afresh, even if the record that notices it is
                 // the one moving stream time.
-                (Some(row), Some(_)) if row.get("expires").and_then(Value::as_i64).is_some_and(|e| e <= stream_time.max(event.timestamp)) => {
+                (Some(row), Some(_))
+                    if row
+                        .get("expires")
+                        .and_then(Value::as_i64)
+                        .is_some_and(|e| e <= stream_time.max(event.timestamp)) =>
+                {
                     if let Some(old) = row.get("expires").and_then(Value::as_i64) {
                         state.delete(&self.store, Self::expiry_key(old, &key))?;
                     }
@@ -226,7 +254,12 @@ impl Aggregator {
 
     /// Closes every window whose end + grace is at or before `stream_time`; returns the final
     /// results (emit-final) and drops the windows' state.
-    pub fn on_stream_time<B: StateBackend>(&self, state: &mut TaskState<B>, measures: &[(String, Measure)], stream_time: i64) -> Result<Vec<Event>, OperatorError> {
+    pub fn on_stream_time<B: StateBackend>(
+        &self,
+        state: &mut TaskState<B>,
+        measures: &[(String, Measure)],
+        stream_time: i64,
+    ) -> Result<Vec<Event>, OperatorError> {
         let Some(window) = &self.window else {
             self.expire_groups(state, stream_time)?;
             return Ok(Vec::new());
@@ -239,14 +272,17 @@ impl Aggregator {
         };
         let mut outputs = Vec::new();
         for (key, bytes) in state.range(&self.store, &[], Some(&ordered_i64(cutoff)))? {
-            let acc = decode_row(&bytes).map_err(|e| OperatorError::State(StateError::Encoding { store: self.store.clone(), detail: e.to_string() }))?;
+            let acc = decode_row(&bytes).map_err(|e| {
+                OperatorError::State(StateError::Encoding { store: self.store.clone(), detail: e.to_string() })
+            })?;
             if self.emit == Emit::Final {
                 outputs.push(result(&acc, measures, 0));
             }
             if let Some(index) = &self.session_index
-                && let Some((start, end)) = bounds_of(&acc) {
-                    state.delete(index, session_index_key(&key[16..], start, end))?;
-                }
+                && let Some((start, end)) = bounds_of(&acc)
+            {
+                state.delete(index, session_index_key(&key[16..], start, end))?;
+            }
             state.delete(&self.store, key)?;
         }
         Ok(outputs)
@@ -302,7 +338,8 @@ impl Aggregator {
             state.delete(&self.store, primary)?;
         }
         let bounds = Bounds { start, end };
-        let mut acc = merged.unwrap_or_else(|| Row::new().with("group", group.clone()).with("measures", Value::Struct(Row::new())));
+        let mut acc = merged
+            .unwrap_or_else(|| Row::new().with("group", group.clone()).with("measures", Value::Struct(Row::new())));
         acc.set("start", Value::Long(bounds.start));
         acc.set("end", Value::Long(bounds.end));
         let mut accumulators = acc.get("measures").and_then(Value::as_row).cloned().unwrap_or_default();
@@ -365,18 +402,29 @@ fn merge(measure: &Measure, a: Value, b: Value) -> Result<Value, OperatorError> 
             (Value::Null, _) => b,
             (_, Value::Null) => a,
             _ => {
-                let order = compare(&b, &a).ok_or_else(|| data(format!("cannot compare a {} with a {}", b.type_name(), a.type_name())))?;
-                let take_b = if matches!(measure, Measure::Min(_)) { order == Ordering::Less } else { order == Ordering::Greater };
+                let order = compare(&b, &a)
+                    .ok_or_else(|| data(format!("cannot compare a {} with a {}", b.type_name(), a.type_name())))?;
+                let take_b = if matches!(measure, Measure::Min(_)) {
+                    order == Ordering::Less
+                } else {
+                    order == Ordering::Greater
+                };
                 if take_b { b } else { a }
             }
         },
         Measure::Avg(_) => {
             let part = |v: &Value| match v {
-                Value::Struct(r) => (r.get("sum").cloned().unwrap_or(Value::Null), r.get("count").and_then(Value::as_i64).unwrap_or(0)),
+                Value::Struct(r) => {
+                    (r.get("sum").cloned().unwrap_or(Value::Null), r.get("count").and_then(Value::as_i64).unwrap_or(0))
+                }
                 _ => (Value::Null, 0),
             };
             let ((sa, ca), (sb, cb)) = (part(&a), part(&b));
-            if ca + cb == 0 { Value::Null } else { Value::Struct(Row::new().with("sum", add(&sa, &sb)?).with("count", Value::Long(ca + cb))) }
+            if ca + cb == 0 {
+                Value::Null
+            } else {
+                Value::Struct(Row::new().with("sum", add(&sa, &sb)?).with("count", Value::Long(ca + cb)))
+            }
         }
         Measure::CountDistinct(_) => {
             let mut set = match a {
@@ -400,9 +448,13 @@ fn merge(measure: &Measure, a: Value, b: Value) -> Result<Value, OperatorError> 
             if let Value::Array(items) = b {
                 for item in items {
                     let id = item.as_row().and_then(|r| r.get("id")).cloned().unwrap_or(Value::Null);
-                    match entries.binary_search_by(|x| byte_order(x.as_row().and_then(|r| r.get("id")).unwrap_or(&Value::Null), &id)) {
+                    match entries.binary_search_by(|x| {
+                        byte_order(x.as_row().and_then(|r| r.get("id")).unwrap_or(&Value::Null), &id)
+                    }) {
                         Ok(at) => {
-                            if let (Some(Value::Struct(row)), Some(score)) = (entries.get_mut(at), item.as_row().and_then(|r| r.get("score"))) {
+                            if let (Some(Value::Struct(row)), Some(score)) =
+                                (entries.get_mut(at), item.as_row().and_then(|r| r.get("score")))
+                            {
                                 let total = add(row.get("score").unwrap_or(&Value::Null), score)?;
                                 row.set("score", total);
                             }
@@ -444,8 +496,13 @@ fn update(measure: &Measure, current: Value, scope: &Scope<'_>) -> Result<Value,
                 (_, Value::Null) => false,
                 (Value::Null, _) => true,
                 (c, n) => {
-                    let order = compare(n, c).ok_or_else(|| data(format!("cannot compare a {} with a {}", n.type_name(), c.type_name())))?;
-                    if matches!(measure, Measure::Min(_)) { order == Ordering::Less } else { order == Ordering::Greater }
+                    let order = compare(n, c)
+                        .ok_or_else(|| data(format!("cannot compare a {} with a {}", n.type_name(), c.type_name())))?;
+                    if matches!(measure, Measure::Min(_)) {
+                        order == Ordering::Less
+                    } else {
+                        order == Ordering::Greater
+                    }
                 }
             };
             if keep_new { v } else { current }
@@ -453,7 +510,9 @@ fn update(measure: &Measure, current: Value, scope: &Scope<'_>) -> Result<Value,
         Measure::Avg(e) => {
             let v = e.evaluate(scope)?;
             let (sum, count) = match &current {
-                Value::Struct(r) => (r.get("sum").cloned().unwrap_or(Value::Null), r.get("count").and_then(Value::as_i64).unwrap_or(0)),
+                Value::Struct(r) => {
+                    (r.get("sum").cloned().unwrap_or(Value::Null), r.get("count").and_then(Value::as_i64).unwrap_or(0))
+                }
                 _ => (Value::Null, 0),
             };
             if v.is_null() {
@@ -487,7 +546,8 @@ fn update(measure: &Measure, current: Value, scope: &Scope<'_>) -> Result<Value,
                 _ => Vec::new(),
             };
             let id = Value::Bytes(key_bytes(&candidate));
-            let position = entries.binary_search_by(|x| byte_order(x.as_row().and_then(|r| r.get("id")).unwrap_or(&Value::Null), &id));
+            let position = entries
+                .binary_search_by(|x| byte_order(x.as_row().and_then(|r| r.get("id")).unwrap_or(&Value::Null), &id));
             match position {
                 Ok(at) => {
                     if let Some(Value::Struct(row)) = entries.get_mut(at) {
@@ -495,7 +555,10 @@ fn update(measure: &Measure, current: Value, scope: &Scope<'_>) -> Result<Value,
                         row.set("score", score);
                     }
                 }
-                Err(at) => entries.insert(at, Value::Struct(Row::new().with("id", id).with("value", candidate).with("score", weight))),
+                Err(at) => entries.insert(
+                    at,
+                    Value::Struct(Row::new().with("id", id).with("value", candidate).with("score", weight)),
+                ),
             }
             Value::Array(entries)
         }
@@ -530,14 +593,22 @@ fn finish(measure: &Measure, acc: &Value) -> Value {
                 _ => Vec::new(),
             };
             entries.sort_by(|a, b| {
-                let by_score = compare(b.get("score").unwrap_or(&Value::Null), a.get("score").unwrap_or(&Value::Null)).unwrap_or(Ordering::Equal);
-                by_score.then_with(|| byte_order(a.get("id").unwrap_or(&Value::Null), b.get("id").unwrap_or(&Value::Null)))
+                let by_score = compare(b.get("score").unwrap_or(&Value::Null), a.get("score").unwrap_or(&Value::Null))
+                    .unwrap_or(Ordering::Equal);
+                by_score
+                    .then_with(|| byte_order(a.get("id").unwrap_or(&Value::Null), b.get("id").unwrap_or(&Value::Null)))
             });
             Value::Array(
                 entries
                     .into_iter()
                     .take(*n)
-                    .map(|r| Value::Struct(Row::new().with("value", r.get("value").cloned().unwrap_or(Value::Null)).with("score", r.get("score").cloned().unwrap_or(Value::Null))))
+                    .map(|r| {
+                        Value::Struct(
+                            Row::new()
+                                .with("value", r.get("value").cloned().unwrap_or(Value::Null))
+                                .with("score", r.get("score").cloned().unwrap_or(Value::Null)),
+                        )
+                    })
                     .collect(),
             )
         }

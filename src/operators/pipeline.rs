@@ -64,7 +64,10 @@ pub struct Pipeline {
 }
 
 fn unsupported(node: &PlannedNode, what: &str) -> OperatorError {
-    OperatorError::Unsupported(format!("node `{}` (line {}): {what} is not supported by this version's engine yet", node.name, node.line))
+    OperatorError::Unsupported(format!(
+        "node `{}` (line {}): {what} is not supported by this version's engine yet",
+        node.name, node.line
+    ))
 }
 
 impl Pipeline {
@@ -87,16 +90,24 @@ impl Pipeline {
         let mut downstream: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (index, node) in plan.nodes.iter().enumerate() {
             for input in &node.inputs {
-                let reads_table = plan.source(input).is_some_and(|s| s.kind.is_table()) || plan.node(input).is_some_and(|n| n.shape == Shape::Table);
+                let reads_table = plan.source(input).is_some_and(|s| s.kind.is_table())
+                    || plan.node(input).is_some_and(|n| n.shape == Shape::Table);
                 // (A node's own `to_table` output is a table; reading it as a stream is refused too.)
                 if reads_table {
-                    return Err(unsupported(node, &format!("reading the table `{input}` as a changelog (use it in a `join`)")));
+                    return Err(unsupported(
+                        node,
+                        &format!("reading the table `{input}` as a changelog (use it in a `join`)"),
+                    ));
                 }
                 downstream.entry(input.clone()).or_default().push(index);
             }
             for (step_index, step) in node.steps.iter().enumerate() {
                 match step {
-                    Step::Filter(_) | Step::Rekey { .. } | Step::Repartition { .. } | Step::Select(_) | Step::FlatMap(_) => {}
+                    Step::Filter(_)
+                    | Step::Rekey { .. }
+                    | Step::Repartition { .. }
+                    | Step::Select(_)
+                    | Step::FlatMap(_) => {}
                     Step::ToTable { store, history_ms } => {
                         let table = match history_ms {
                             Some(h) => Table::versioned(store.clone(), *h),
@@ -105,11 +116,15 @@ impl Pipeline {
                         tables.insert(node.name.clone(), Arc::new(table));
                     }
                     Step::Join { other, join_type, alias, unknown, window: None, .. } => {
-                        let table = tables.get(other).cloned().ok_or_else(|| unsupported(node, &format!("joining `{other}`, a table produced by a node,")))?;
+                        let table = tables.get(other).cloned().ok_or_else(|| {
+                            unsupported(node, &format!("joining `{other}`, a table produced by a node,"))
+                        })?;
                         // The unknown member has every column of the table (null) when its
                         // schema is known, so CEL reads of other columns give null, not an error.
                         let mut unknown_row = Row::new();
-                        if let Some(fields) = plan.source(other).and_then(|s| s.schema.as_ref()).and_then(|s| s.fields()) {
+                        if let Some(fields) =
+                            plan.source(other).and_then(|s| s.schema.as_ref()).and_then(|s| s.fields())
+                        {
                             for field in fields {
                                 unknown_row.push(field.name.clone(), Value::Null);
                             }
@@ -117,11 +132,18 @@ impl Pipeline {
                         for (k, v) in unknown {
                             unknown_row.set(k.as_str(), json::infer(v));
                         }
-                        joins.insert((index, step_index), StreamTableJoin::new(&node.name, table, *join_type, alias, unknown_row));
+                        joins.insert(
+                            (index, step_index),
+                            StreamTableJoin::new(&node.name, table, *join_type, alias, unknown_row),
+                        );
                     }
                     Step::Join { other, join_type, alias, unknown, window: Some((within, grace)), stores, .. } => {
-                        let unknown_row: Row = unknown.iter().map(|(k, v)| (Arc::from(k.as_str()), json::infer(v))).collect();
-                        stream_joins.insert((index, step_index), StreamStreamJoin::new(&node.name, stores, alias, *join_type, unknown_row, *within, *grace)?);
+                        let unknown_row: Row =
+                            unknown.iter().map(|(k, v)| (Arc::from(k.as_str()), json::infer(v))).collect();
+                        stream_joins.insert(
+                            (index, step_index),
+                            StreamStreamJoin::new(&node.name, stores, alias, *join_type, unknown_row, *within, *grace)?,
+                        );
                         right_inputs.entry(other.clone()).or_default().push((index, step_index));
                     }
                     Step::Aggregate { window, emit, ttl_ms, store, session_index, .. } => {
@@ -129,7 +151,10 @@ impl Pipeline {
                         if let Some(w) = window.as_ref().filter(|w| w.window_type == WindowType::Sliding) {
                             return Err(unsupported(node, &format!("a {:?} window", w.window_type).to_lowercase()));
                         }
-                        aggregators.insert((index, step_index), Aggregator::new(&node.name, store, window.clone(), *emit, *ttl_ms, session_index.clone()));
+                        aggregators.insert(
+                            (index, step_index),
+                            Aggregator::new(&node.name, store, window.clone(), *emit, *ttl_ms, session_index.clone()),
+                        );
                     }
                 }
             }
@@ -183,24 +208,33 @@ impl Pipeline {
     /// Records an aggregation in `node` dropped as late (all their windows had closed).
     pub fn late_records(&self, node: &str) -> Option<u64> {
         let index = self.plan.nodes.iter().position(|n| n.name == node)?;
-        self.aggregators.iter().find(|((n, _), _)| *n == index).map(|(_, a)| a.late_records.load(std::sync::atomic::Ordering::Relaxed))
+        self.aggregators
+            .iter()
+            .find(|((n, _), _)| *n == index)
+            .map(|(_, a)| a.late_records.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Lookup outcomes of the join in `node` (matched, unknown member, dropped).
     pub fn join_counts(&self, node: &str) -> Option<(u64, u64, u64)> {
         use std::sync::atomic::Ordering::Relaxed;
         let index = self.plan.nodes.iter().position(|n| n.name == node)?;
-        self.joins
-            .iter()
-            .find(|((n, _), _)| *n == index)
-            .map(|(_, j)| (j.counts.matched.load(Relaxed), j.counts.unknown_member.load(Relaxed), j.counts.dropped.load(Relaxed)))
+        self.joins.iter().find(|((n, _), _)| *n == index).map(|(_, j)| {
+            (j.counts.matched.load(Relaxed), j.counts.unknown_member.load(Relaxed), j.counts.dropped.load(Relaxed))
+        })
     }
 
     /// Builds the event a stream source emits for a decoded record: the key from the source's
     /// `key` expression (else the record key), the time from its `timestamp` expression (else the
     /// record timestamp).
-    pub fn event_for(&self, source: &str, record_key: Value, value: Row, record_timestamp: i64) -> Result<Event, OperatorError> {
-        let spec = self.plan.source(source).ok_or_else(|| OperatorError::Config(format!("unknown source `{source}`")))?;
+    pub fn event_for(
+        &self,
+        source: &str,
+        record_key: Value,
+        value: Row,
+        record_timestamp: i64,
+    ) -> Result<Event, OperatorError> {
+        let spec =
+            self.plan.source(source).ok_or_else(|| OperatorError::Config(format!("unknown source `{source}`")))?;
         let mut event = Event::new(record_key, value, record_timestamp);
         let named = [("key", &event.key)];
         let scope = stateless::scope(&event, &named);
@@ -208,7 +242,13 @@ impl Pipeline {
         let timestamp = match &spec.timestamp {
             Some(t) => {
                 let value = t.evaluate(&scope)?;
-                value.epoch_millis().ok_or_else(|| OperatorError::Data(format!("timestamp `{}` of source `{source}` is a {}, not a time", t.source(), value.type_name())))?
+                value.epoch_millis().ok_or_else(|| {
+                    OperatorError::Data(format!(
+                        "timestamp `{}` of source `{source}` is a {}, not a time",
+                        t.source(),
+                        value.type_name()
+                    ))
+                })?
             }
             None => record_timestamp,
         };
@@ -226,7 +266,9 @@ impl Pipeline {
         let timestamp = change.event_time_ms().unwrap_or(0);
         let key = || change.key.clone().map(Value::Struct).unwrap_or(Value::Null);
         match change.op {
-            Op::Create | Op::Read | Op::Update => change.after.clone().map(|row| TableUpdate::Upsert { key: key(), row, timestamp }),
+            Op::Create | Op::Read | Op::Update => {
+                change.after.clone().map(|row| TableUpdate::Upsert { key: key(), row, timestamp })
+            }
             Op::Delete => Some(TableUpdate::Delete { key: key(), timestamp }),
             Op::Truncate => Some(TableUpdate::Truncate { timestamp }),
             Op::Message => None,
@@ -234,19 +276,40 @@ impl Pipeline {
     }
 
     /// Applies a change to a table source.
-    pub fn on_table_update<B: StateBackend>(&self, state: &mut TaskState<B>, source: &str, update: TableUpdate, stream_time: i64) -> Result<(), OperatorError> {
-        let table = self.tables.get(source).ok_or_else(|| OperatorError::Config(format!("`{source}` is not a table source")))?;
+    pub fn on_table_update<B: StateBackend>(
+        &self,
+        state: &mut TaskState<B>,
+        source: &str,
+        update: TableUpdate,
+        stream_time: i64,
+    ) -> Result<(), OperatorError> {
+        let table = self
+            .tables
+            .get(source)
+            .ok_or_else(|| OperatorError::Config(format!("`{source}` is not a table source")))?;
         table.apply(state, update, stream_time)
     }
 
     /// Processes one event from a stream source at `stream_time` (the highest event time seen
     /// before it); outputs are appended to `out`.
-    pub fn on_event<B: StateBackend>(&self, state: &mut TaskState<B>, source: &str, event: Event, stream_time: i64, out: &mut Vec<Output>) -> Result<(), OperatorError> {
+    pub fn on_event<B: StateBackend>(
+        &self,
+        state: &mut TaskState<B>,
+        source: &str,
+        event: Event,
+        stream_time: i64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), OperatorError> {
         self.emit(state, source, vec![event], stream_time, out)
     }
 
     /// Stream time moved to `stream_time`: closes windows, emitting final results.
-    pub fn on_stream_time<B: StateBackend>(&self, state: &mut TaskState<B>, stream_time: i64, out: &mut Vec<Output>) -> Result<(), OperatorError> {
+    pub fn on_stream_time<B: StateBackend>(
+        &self,
+        state: &mut TaskState<B>,
+        stream_time: i64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), OperatorError> {
         for ((index, step_index), join) in &self.stream_joins {
             let misses = join.on_stream_time(state, stream_time)?;
             if !misses.is_empty() {
@@ -266,7 +329,14 @@ impl Pipeline {
         Ok(())
     }
 
-    fn emit<B: StateBackend>(&self, state: &mut TaskState<B>, from: &str, events: Vec<Event>, stream_time: i64, out: &mut Vec<Output>) -> Result<(), OperatorError> {
+    fn emit<B: StateBackend>(
+        &self,
+        state: &mut TaskState<B>,
+        from: &str,
+        events: Vec<Event>,
+        stream_time: i64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), OperatorError> {
         let sinks = self.sinks.get(from).map(Vec::as_slice).unwrap_or_default();
         let nodes = self.downstream.get(from).map(Vec::as_slice).unwrap_or_default();
         let right_joins = self.right_inputs.get(from).map(Vec::as_slice).unwrap_or_default();
@@ -287,7 +357,10 @@ impl Pipeline {
             }
             // Records of a stream that is the right side of stream-stream joins.
             for (&(index, step_index), e) in right_joins.iter().zip(copies.by_ref()) {
-                let join = self.stream_joins.get(&(index, step_index)).ok_or_else(|| OperatorError::Config("stream join not wired".into()))?;
+                let join = self
+                    .stream_joins
+                    .get(&(index, step_index))
+                    .ok_or_else(|| OperatorError::Config("stream join not wired".into()))?;
                 let joined = join.on_record(state, Side::Right, e, stream_time)?;
                 let produced = self.run_steps(state, index, joined, step_index + 1, stream_time)?;
                 self.emit(state, &self.plan.nodes[index].name, produced, stream_time, out)?;
@@ -297,7 +370,14 @@ impl Pipeline {
     }
 
     /// Runs a node's steps from `start` on.
-    fn run_steps<B: StateBackend>(&self, state: &mut TaskState<B>, index: usize, mut batch: Vec<Event>, start: usize, stream_time: i64) -> Result<Vec<Event>, OperatorError> {
+    fn run_steps<B: StateBackend>(
+        &self,
+        state: &mut TaskState<B>,
+        index: usize,
+        mut batch: Vec<Event>,
+        start: usize,
+        stream_time: i64,
+    ) -> Result<Vec<Event>, OperatorError> {
         let node = &self.plan.nodes[index];
         for (step_index, step) in node.steps.iter().enumerate().skip(start) {
             if batch.is_empty() {
@@ -313,15 +393,24 @@ impl Pipeline {
                     Step::Select(fields) => next.push(stateless::select(fields, event)?),
                     Step::FlatMap(expression) => next.extend(stateless::flat_map(expression, event)?),
                     Step::Join { window: Some(_), .. } => {
-                        let join = self.stream_joins.get(&(index, step_index)).ok_or_else(|| OperatorError::Config(format!("join of `{}` not wired", node.name)))?;
+                        let join = self
+                            .stream_joins
+                            .get(&(index, step_index))
+                            .ok_or_else(|| OperatorError::Config(format!("join of `{}` not wired", node.name)))?;
                         next.extend(join.on_record(state, Side::Left, event, stream_time)?);
                     }
                     Step::Join { on, .. } => {
-                        let join = self.joins.get(&(index, step_index)).ok_or_else(|| OperatorError::Config(format!("join of `{}` not wired", node.name)))?;
+                        let join = self
+                            .joins
+                            .get(&(index, step_index))
+                            .ok_or_else(|| OperatorError::Config(format!("join of `{}` not wired", node.name)))?;
                         next.extend(join.on_record(state, on.as_ref(), event)?);
                     }
                     Step::Aggregate { group_by, measures, .. } => {
-                        let aggregator = self.aggregators.get(&(index, step_index)).ok_or_else(|| OperatorError::Config(format!("aggregate of `{}` not wired", node.name)))?;
+                        let aggregator = self
+                            .aggregators
+                            .get(&(index, step_index))
+                            .ok_or_else(|| OperatorError::Config(format!("aggregate of `{}` not wired", node.name)))?;
                         next.extend(aggregator.on_record(state, group_by, measures, &event, stream_time)?);
                     }
                     Step::ToTable { .. } if event.key.is_null() => {
@@ -330,8 +419,15 @@ impl Pipeline {
                         next.push(event);
                     }
                     Step::ToTable { .. } => {
-                        let table = self.tables.get(&node.name).ok_or_else(|| OperatorError::Config(format!("table of `{}` not wired", node.name)))?;
-                        let update = TableUpdate::Upsert { key: event.key.clone(), row: event.value.clone(), timestamp: event.timestamp };
+                        let table = self
+                            .tables
+                            .get(&node.name)
+                            .ok_or_else(|| OperatorError::Config(format!("table of `{}` not wired", node.name)))?;
+                        let update = TableUpdate::Upsert {
+                            key: event.key.clone(),
+                            row: event.value.clone(),
+                            timestamp: event.timestamp,
+                        };
                         table.apply(state, update, stream_time.max(event.timestamp))?;
                         next.push(event);
                     }

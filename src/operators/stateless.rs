@@ -50,7 +50,13 @@ pub fn flat_map(expression: &Expression, event: Event) -> Result<Vec<Event>, Ope
     let items = match expression.evaluate(&scope(&event, &named))? {
         Value::Array(items) => items,
         Value::Null => return Ok(Vec::new()),
-        other => return Err(OperatorError::Data(format!("flat_map `{}` must yield a list, got a {}", expression.source(), other.type_name()))),
+        other => {
+            return Err(OperatorError::Data(format!(
+                "flat_map `{}` must yield a list, got a {}",
+                expression.source(),
+                other.type_name()
+            )));
+        }
     };
     Ok(items
         .into_iter()
@@ -71,7 +77,9 @@ mod tests {
     fn event() -> Event {
         Event::new(
             Value::Long(1),
-            Row::new().with("n", Value::Long(3)).with("tags", Value::Array(vec![Value::String("a".into()), Value::String("b".into())])),
+            Row::new()
+                .with("n", Value::Long(3))
+                .with("tags", Value::Array(vec![Value::String("a".into()), Value::String("b".into())])),
             10,
         )
     }

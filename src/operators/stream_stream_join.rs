@@ -86,7 +86,15 @@ struct Buffered {
 
 impl StreamStreamJoin {
     /// A join keeping each side in its own store; `unknown` is the left join's unknown member.
-    pub fn new(node: &str, stores: &[String], alias: &str, join_type: JoinType, unknown: Row, within_ms: i64, grace_ms: i64) -> Result<Self, OperatorError> {
+    pub fn new(
+        node: &str,
+        stores: &[String],
+        alias: &str,
+        join_type: JoinType,
+        unknown: Row,
+        within_ms: i64,
+        grace_ms: i64,
+    ) -> Result<Self, OperatorError> {
         let [left_store, right_store] = stores else {
             return Err(OperatorError::Config(format!("stream-stream join of `{node}` needs two stores")));
         };
@@ -111,12 +119,15 @@ impl StreamStreamJoin {
     fn encode(time: i64, matched: bool, key: &Value, row: &Row) -> Vec<u8> {
         let mut out = time.to_be_bytes().to_vec();
         out.push(u8::from(matched));
-        out.extend_from_slice(&encode_row(&Row::new().with("key", key.clone()).with("row", Value::Struct(row.clone()))));
+        out.extend_from_slice(&encode_row(
+            &Row::new().with("key", key.clone()).with("row", Value::Struct(row.clone())),
+        ));
         out
     }
 
     fn decode(&self, store: &str, bytes: &[u8]) -> Result<Buffered, OperatorError> {
-        let (head, body) = bytes.split_at_checked(9).ok_or_else(|| self.encoding(store, "buffered record too short"))?;
+        let (head, body) =
+            bytes.split_at_checked(9).ok_or_else(|| self.encoding(store, "buffered record too short"))?;
         let time = i64::from_be_bytes(head[..8].try_into().map_err(|_| self.encoding(store, "buffered time"))?);
         let wrapper = decode_row(body).map_err(|e| self.encoding(store, e))?;
         let row = match wrapper.get("row") {
@@ -129,7 +140,9 @@ impl StreamStreamJoin {
 
     fn next_sequence<B: StateBackend>(&self, state: &mut TaskState<B>) -> Result<u64, OperatorError> {
         let current = match state.get(&self.left_store, SEQUENCE_KEY)? {
-            Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| self.encoding(&self.left_store, "sequence"))?),
+            Some(bytes) => u64::from_be_bytes(
+                bytes.as_slice().try_into().map_err(|_| self.encoding(&self.left_store, "sequence"))?,
+            ),
             None => 0,
         };
         state.put(&self.left_store, SEQUENCE_KEY.to_vec(), (current + 1).to_be_bytes().to_vec())?;
@@ -142,7 +155,13 @@ impl StreamStreamJoin {
     }
 
     /// Buffers `event` on `side` and returns its joins with the other side's buffered records.
-    pub fn on_record<B: StateBackend>(&self, state: &mut TaskState<B>, side: Side, event: Event, stream_time: i64) -> Result<Vec<Event>, OperatorError> {
+    pub fn on_record<B: StateBackend>(
+        &self,
+        state: &mut TaskState<B>,
+        side: Side,
+        event: Event,
+        stream_time: i64,
+    ) -> Result<Vec<Event>, OperatorError> {
         if event.key.is_null() {
             // As in Kafka Streams: a record without a key cannot join.
             metrics::counter!("join_null_keys_total", "node" => self.node.clone()).increment(1);
@@ -186,7 +205,11 @@ impl StreamStreamJoin {
 
     /// Expires buffered records no accepted record can pair with any more; returns the misses of
     /// a left join (each left record that never found a partner), oldest first.
-    pub fn on_stream_time<B: StateBackend>(&self, state: &mut TaskState<B>, stream_time: i64) -> Result<Vec<Event>, OperatorError> {
+    pub fn on_stream_time<B: StateBackend>(
+        &self,
+        state: &mut TaskState<B>,
+        stream_time: i64,
+    ) -> Result<Vec<Event>, OperatorError> {
         let horizon = stream_time.saturating_sub(self.within_ms).saturating_sub(self.grace_ms);
         let expired_before = horizon.saturating_sub(self.within_ms);
         let mut misses = Vec::new();

@@ -42,11 +42,23 @@ pub struct StreamTableJoin {
 impl StreamTableJoin {
     /// A join against `table`; `unknown` holds the unknown member's known columns.
     pub fn new(node: &str, table: Arc<Table>, join_type: JoinType, alias: &str, unknown: Row) -> Self {
-        StreamTableJoin { table, join_type, alias: Arc::from(alias), unknown, node: node.to_owned(), counts: JoinCounts::default() }
+        StreamTableJoin {
+            table,
+            join_type,
+            alias: Arc::from(alias),
+            unknown,
+            node: node.to_owned(),
+            counts: JoinCounts::default(),
+        }
     }
 
     /// Joins one event.
-    pub fn on_record<B: StateBackend>(&self, state: &TaskState<B>, on: Option<&Expression>, mut event: Event) -> Result<Option<Event>, OperatorError> {
+    pub fn on_record<B: StateBackend>(
+        &self,
+        state: &TaskState<B>,
+        on: Option<&Expression>,
+        mut event: Event,
+    ) -> Result<Option<Event>, OperatorError> {
         let key = match on {
             Some(expression) => {
                 let named = [("key", &event.key)];

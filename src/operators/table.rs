@@ -34,10 +34,9 @@ pub struct Table {
     cache: Mutex<HashMap<Vec<u8>, Versions>>,
 }
 
-
-
 fn decode(store: &str, bytes: &[u8]) -> Result<Row, OperatorError> {
-    decode_row(bytes).map_err(|e| OperatorError::State(StateError::Encoding { store: store.to_owned(), detail: e.to_string() }))
+    decode_row(bytes)
+        .map_err(|e| OperatorError::State(StateError::Encoding { store: store.to_owned(), detail: e.to_string() }))
 }
 
 impl Table {
@@ -74,7 +73,12 @@ impl Table {
     }
 
     /// Applies one change. `stream_time` (the highest event time seen) drives history expiry.
-    pub fn apply<B: StateBackend>(&self, state: &mut TaskState<B>, update: TableUpdate, stream_time: i64) -> Result<(), OperatorError> {
+    pub fn apply<B: StateBackend>(
+        &self,
+        state: &mut TaskState<B>,
+        update: TableUpdate,
+        stream_time: i64,
+    ) -> Result<(), OperatorError> {
         let key = match &update {
             TableUpdate::Upsert { key, .. } | TableUpdate::Delete { key, .. } => Some(key_bytes(key)),
             TableUpdate::Truncate { .. } => None,
@@ -85,14 +89,21 @@ impl Table {
         result
     }
 
-    fn write<B: StateBackend>(&self, state: &mut TaskState<B>, key: Option<&[u8]>, update: TableUpdate, stream_time: i64) -> Result<(), OperatorError> {
+    fn write<B: StateBackend>(
+        &self,
+        state: &mut TaskState<B>,
+        key: Option<&[u8]>,
+        update: TableUpdate,
+        stream_time: i64,
+    ) -> Result<(), OperatorError> {
         match update {
             TableUpdate::Upsert { mut row, timestamp, .. } => {
                 let key = key.unwrap_or_default().to_vec();
                 if row.has_unavailable()
-                    && let Some(previous) = self.row_at(state, &key, timestamp)? {
-                        row.fill_unavailable_from(&previous);
-                    }
+                    && let Some(previous) = self.row_at(state, &key, timestamp)?
+                {
+                    row.fill_unavailable_from(&previous);
+                }
                 let bytes = encode_row(&row);
                 match &self.versioned {
                     Some(v) => v.put(state, &key, timestamp, Some(&bytes), stream_time)?,
@@ -152,7 +163,12 @@ impl Table {
     }
 
     /// The row for `key` (as of `at` for versioned tables; the latest otherwise).
-    pub fn lookup<B: StateBackend>(&self, state: &TaskState<B>, key: &Value, at: i64) -> Result<Option<Row>, OperatorError> {
+    pub fn lookup<B: StateBackend>(
+        &self,
+        state: &TaskState<B>,
+        key: &Value,
+        at: i64,
+    ) -> Result<Option<Row>, OperatorError> {
         self.row_at(state, &key_bytes(key), at)
     }
 }
@@ -165,7 +181,10 @@ mod tests {
     fn upsert(id: i64, name: &str, ts: i64) -> TableUpdate {
         TableUpdate::Upsert {
             key: Value::Struct(Row::new().with("id", Value::Long(id))),
-            row: Row::new().with("id", Value::Long(id)).with("name", Value::String(name.into())).with("body", Value::String("long text".into())),
+            row: Row::new()
+                .with("id", Value::Long(id))
+                .with("name", Value::String(name.into()))
+                .with("body", Value::String("long text".into())),
             timestamp: ts,
         }
     }
@@ -175,13 +194,20 @@ mod tests {
         let mut state = TaskState::new(MemoryBackend::new(&["t"])).unwrap();
         let table = Table::versioned("t", 1_000_000);
         table.apply(&mut state, upsert(1, "a", 100), 100).unwrap();
-        let update = Row::new().with("id", Value::Long(1)).with("name", Value::String("b".into())).with("body", Value::Unavailable);
+        let update = Row::new()
+            .with("id", Value::Long(1))
+            .with("name", Value::String("b".into()))
+            .with("body", Value::Unavailable);
         table.apply(&mut state, TableUpdate::Upsert { key: Value::Long(1), row: update, timestamp: 200 }, 200).unwrap();
         let at = |state: &TaskState<MemoryBackend>, ts| table.lookup(state, &Value::Long(1), ts).unwrap();
         assert_eq!(at(&state, 150).unwrap().get("name"), Some(&Value::String("a".into())));
         let later = at(&state, 250).unwrap();
         assert_eq!(later.get("name"), Some(&Value::String("b".into())));
-        assert_eq!(later.get("body"), Some(&Value::String("long text".into())), "unavailable keeps the last known value");
+        assert_eq!(
+            later.get("body"),
+            Some(&Value::String("long text".into())),
+            "unavailable keeps the last known value"
+        );
         table.apply(&mut state, TableUpdate::Delete { key: Value::Int(1), timestamp: 300 }, 300).unwrap();
         assert_eq!(at(&state, 350), None);
         assert!(at(&state, 250).is_some(), "history before the delete stays");
@@ -194,7 +220,10 @@ mod tests {
         table.apply(&mut state, upsert(1, "a", 1), 1).unwrap();
         table.apply(&mut state, upsert(2, "b", 2), 2).unwrap();
         table.apply(&mut state, upsert(1, "c", 3), 3).unwrap();
-        assert_eq!(table.lookup(&state, &Value::Long(1), 0).unwrap().unwrap().get("name"), Some(&Value::String("c".into())));
+        assert_eq!(
+            table.lookup(&state, &Value::Long(1), 0).unwrap().unwrap().get("name"),
+            Some(&Value::String("c".into()))
+        );
         table.apply(&mut state, TableUpdate::Truncate { timestamp: 4 }, 4).unwrap();
         assert_eq!(table.lookup(&state, &Value::Long(2), 9).unwrap(), None);
     }

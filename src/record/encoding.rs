@@ -363,7 +363,10 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..16).prop_map(Value::Bytes),
             any::<[u8; 16]>().prop_map(|b| Value::Uuid(uuid::Uuid::from_bytes(b))),
             any::<i32>().prop_map(Value::Date),
-            (any::<i64>(), 0u8..3).prop_map(|(v, u)| Value::Timestamp { value: v, unit: [TimeUnit::Millis, TimeUnit::Micros, TimeUnit::Nanos][u as usize] }),
+            (any::<i64>(), 0u8..3).prop_map(|(v, u)| Value::Timestamp {
+                value: v,
+                unit: [TimeUnit::Millis, TimeUnit::Micros, TimeUnit::Nanos][u as usize]
+            }),
             any::<i64>().prop_map(|v| Value::LocalTimestamp { value: v, unit: TimeUnit::Micros }),
             any::<i64>().prop_map(|v| Value::Time { value: v, unit: TimeUnit::Nanos }),
         ]
@@ -374,8 +377,9 @@ mod tests {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
                 proptest::collection::vec(("[a-z]{1,4}", inner.clone()), 0..4).prop_map(Value::Map),
-                proptest::collection::vec(("[a-z]{1,4}", inner), 0..4)
-                    .prop_map(|fields| Value::Struct(fields.into_iter().map(|(k, v)| (Arc::from(k.as_str()), v)).collect())),
+                proptest::collection::vec(("[a-z]{1,4}", inner), 0..4).prop_map(|fields| Value::Struct(
+                    fields.into_iter().map(|(k, v)| (Arc::from(k.as_str()), v)).collect()
+                )),
             ]
         })
     }

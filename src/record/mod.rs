@@ -16,10 +16,11 @@ pub mod encoding;
 mod value;
 
 pub use change::{
-    CdcEvent, Change, KeyChange, LogicalMessage, Op, SourceInfo, TransactionBlock,
-    TransactionEvent, TransactionStatus,
+    CdcEvent, Change, KeyChange, LogicalMessage, Op, SourceInfo, TransactionBlock, TransactionEvent, TransactionStatus,
 };
-pub use value::{Decimal, MAX_DECIMAL_SCALE, Row, TimeUnit, UNAVAILABLE_TEXT, Value, format_date, format_time, format_timestamp};
+pub use value::{
+    Decimal, MAX_DECIMAL_SCALE, Row, TimeUnit, UNAVAILABLE_TEXT, Value, format_date, format_time, format_timestamp,
+};
 
 use bytes::Bytes;
 use std::fmt;

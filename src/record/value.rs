@@ -146,8 +146,7 @@ impl Decimal {
         }
         let factor = BigInt::from(10u32).pow(self.scale - scale);
         let remainder = &self.unscaled % &factor;
-        (remainder.sign() == Sign::NoSign)
-            .then(|| Decimal { unscaled: &self.unscaled / factor, scale })
+        (remainder.sign() == Sign::NoSign).then(|| Decimal { unscaled: &self.unscaled / factor, scale })
     }
 
     /// Numeric equality regardless of scale (`1.5 == 1.50`).
@@ -170,11 +169,8 @@ impl fmt::Display for Decimal {
         if scale == 0 {
             return write!(f, "{sign}{digits}");
         }
-        let padded = if digits.len() <= scale {
-            format!("{}{}", "0".repeat(scale - digits.len() + 1), digits)
-        } else {
-            digits
-        };
+        let padded =
+            if digits.len() <= scale { format!("{}{}", "0".repeat(scale - digits.len() + 1), digits) } else { digits };
         let (int_part, frac_part) = padded.split_at(padded.len() - scale);
         write!(f, "{sign}{int_part}.{frac_part}")
     }
@@ -297,9 +293,7 @@ impl Value {
     /// Milliseconds since the epoch for timestamp-like values (event time extraction).
     pub fn epoch_millis(&self) -> Option<i64> {
         match self {
-            Value::Timestamp { value, unit } | Value::LocalTimestamp { value, unit } => {
-                Some(to_millis(*value, *unit))
-            }
+            Value::Timestamp { value, unit } | Value::LocalTimestamp { value, unit } => Some(to_millis(*value, *unit)),
             Value::Long(v) => Some(*v),
             Value::Date(d) => Some(i64::from(*d) * 86_400_000),
             _ => None,
@@ -324,13 +318,9 @@ impl Value {
             Value::Date(d) => J::String(format_date(*d)),
             Value::Time { value, unit } => J::String(format_time(*value, *unit)),
             Value::Timestamp { value, unit } => J::String(format_timestamp(*value, *unit, true)),
-            Value::LocalTimestamp { value, unit } => {
-                J::String(format_timestamp(*value, *unit, false))
-            }
+            Value::LocalTimestamp { value, unit } => J::String(format_timestamp(*value, *unit, false)),
             Value::Array(items) => J::Array(items.iter().map(Value::to_json).collect()),
-            Value::Map(entries) => {
-                J::Object(entries.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
-            }
+            Value::Map(entries) => J::Object(entries.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()),
             Value::Struct(row) => row.to_json(),
         }
     }
@@ -495,9 +485,7 @@ impl Row {
 
     /// JSON object rendering (field order kept).
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::Value::Object(
-            self.fields.iter().map(|(n, v)| (n.to_string(), v.to_json())).collect(),
-        )
+        serde_json::Value::Object(self.fields.iter().map(|(n, v)| (n.to_string(), v.to_json())).collect())
     }
 }
 

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// Another process (or another task in this one) holds the state directory.
-    #[error("state directory {path} is locked by another process: {detail}; give each instance its own state directory (state.dir) or stop the other one")]
+    #[error(
+        "state directory {path} is locked by another process: {detail}; give each instance its own state directory (state.dir) or stop the other one"
+    )]
     Locked {
         /// The directory.
         path: PathBuf,

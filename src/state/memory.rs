@@ -1,8 +1,8 @@
 //! In-memory backend: `BTreeMap`s. Commits are atomic (one `&mut` swap) but nothing survives
 //! the process; use it for tests and for jobs whose state the changelog can rebuild cheaply.
 
-use super::backend::{Checkpoint, StateBackend, WriteSet, in_range};
 use super::StateError;
+use super::backend::{Checkpoint, StateBackend, WriteSet, in_range};
 use std::collections::BTreeMap;
 
 /// Stores as ordered maps.

@@ -11,9 +11,12 @@
 //! restored alone when the task moves to another instance, and RocksDB's `LOCK` file stops two
 //! processes from opening the same task.
 
-use super::backend::{Checkpoint, StateBackend, WriteSet, in_range};
 use super::StateError;
-use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteBufferManager, WriteOptions};
+use super::backend::{Checkpoint, StateBackend, WriteSet, in_range};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch,
+    WriteBufferManager, WriteOptions,
+};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -103,7 +106,10 @@ fn classify(path: &Path, e: rocksdb::Error) -> StateError {
     let path = path.to_owned();
     if detail.contains("lock") || detail.contains("LOCK") {
         StateError::Locked { path, detail }
-    } else if matches!(e.kind(), rocksdb::ErrorKind::Corruption) || detail.contains("Corruption") || detail.contains("CURRENT") {
+    } else if matches!(e.kind(), rocksdb::ErrorKind::Corruption)
+        || detail.contains("Corruption")
+        || detail.contains("CURRENT")
+    {
         StateError::Corrupt { path, detail }
     } else {
         StateError::Io { path, detail }
@@ -176,8 +182,10 @@ impl StateBackend for RocksDbBackend {
                 }
             }
         }
-        let encoded = serde_json::to_vec(checkpoint).map_err(|e| StateError::Encoding { store: CHECKPOINT_CF.into(), detail: e.to_string() })?;
-        let checkpoint_cf = self.db.cf_handle(CHECKPOINT_CF).ok_or_else(|| StateError::UnknownStore(CHECKPOINT_CF.into()))?;
+        let encoded = serde_json::to_vec(checkpoint)
+            .map_err(|e| StateError::Encoding { store: CHECKPOINT_CF.into(), detail: e.to_string() })?;
+        let checkpoint_cf =
+            self.db.cf_handle(CHECKPOINT_CF).ok_or_else(|| StateError::UnknownStore(CHECKPOINT_CF.into()))?;
         batch.put_cf(checkpoint_cf, CHECKPOINT_KEY, encoded);
         // The WAL makes the batch atomic across column families and durable against a process
         // crash; `sync` would add an fsync per commit (machine crash), which changelog restore

@@ -5,9 +5,9 @@
 //! were immediate; the backend sees them only at commit. Like Kafka Streams' record cache, this
 //! also collapses repeated writes to one key between commits into one.
 
+use super::StateError;
 use super::backend::{Checkpoint, StateBackend, WriteSet, in_range};
 use super::changelog::{Changelog, ChangelogEntry};
-use super::StateError;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The state of one task.
@@ -24,7 +24,11 @@ pub struct TaskState<B: StateBackend> {
 
 impl<B: StateBackend> std::fmt::Debug for TaskState<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskState").field("stores", &self.stores).field("pending", &self.pending_count).field("checkpoint", &self.checkpoint).finish()
+        f.debug_struct("TaskState")
+            .field("stores", &self.stores)
+            .field("pending", &self.pending_count)
+            .field("checkpoint", &self.checkpoint)
+            .finish()
     }
 }
 
@@ -33,7 +37,15 @@ impl<B: StateBackend> TaskState<B> {
     pub fn new(backend: B) -> Result<Self, StateError> {
         let checkpoint = backend.checkpoint()?.unwrap_or_default();
         let stores = backend.stores().into_iter().collect();
-        Ok(TaskState { backend, stores, pending: WriteSet::new(), pending_count: 0, changelog: None, checkpoint, undo: None })
+        Ok(TaskState {
+            backend,
+            stores,
+            pending: WriteSet::new(),
+            pending_count: 0,
+            changelog: None,
+            checkpoint,
+            undo: None,
+        })
     }
 
     /// Logs every committed write to `changelog` before it reaches the backend.
@@ -152,14 +164,22 @@ impl<B: StateBackend> TaskState<B> {
     }
 
     /// [`TaskState::commit`], also recording the task's stream time.
-    pub fn commit_at(&mut self, inputs: BTreeMap<String, i64>, stream_time_ms: Option<i64>) -> Result<&Checkpoint, StateError> {
+    pub fn commit_at(
+        &mut self,
+        inputs: BTreeMap<String, i64>,
+        stream_time_ms: Option<i64>,
+    ) -> Result<&Checkpoint, StateError> {
         let mut next = Checkpoint { inputs, changelogs: self.checkpoint.changelogs.clone(), stream_time_ms };
         if let Some(changelog) = &mut self.changelog {
             let entries: Vec<ChangelogEntry> = self
                 .pending
                 .iter()
                 .flat_map(|(store, writes)| {
-                    writes.iter().map(move |(key, value)| ChangelogEntry { store: store.clone(), key: key.clone(), value: value.clone() })
+                    writes.iter().map(move |(key, value)| ChangelogEntry {
+                        store: store.clone(),
+                        key: key.clone(),
+                        value: value.clone(),
+                    })
                 })
                 .collect();
             if !entries.is_empty() {

@@ -13,9 +13,9 @@
 //! version although the key existed then (Kafka Streams' versioned stores behave the same);
 //! callers compare the lookup time with `now - retention` to tell such a miss from a real one.
 
+use super::StateError;
 use super::backend::StateBackend;
 use super::task_state::TaskState;
-use super::StateError;
 use crate::record::encoding::{from_ordered_i64, ordered_i64};
 
 /// One version of a key.
@@ -33,7 +33,6 @@ pub struct VersionedStore {
     store: String,
     retention_ms: i64,
 }
-
 
 fn time_from(bytes: &[u8]) -> i64 {
     let mut buf = [0u8; 8];
@@ -85,7 +84,12 @@ impl VersionedStore {
         Ok(Version { valid_from: time_from(key), value })
     }
 
-    fn versions<B: StateBackend>(&self, state: &TaskState<B>, key: &[u8], up_to: Option<i64>) -> Result<Vec<Version>, StateError> {
+    fn versions<B: StateBackend>(
+        &self,
+        state: &TaskState<B>,
+        key: &[u8],
+        up_to: Option<i64>,
+    ) -> Result<Vec<Version>, StateError> {
         let from = versioned_key(key, i64::MIN);
         let to = match up_to {
             Some(ts) if ts < i64::MAX => versioned_key(key, ts + 1),
@@ -100,14 +104,26 @@ impl VersionedStore {
 
     /// Records that `key` has `value` (or, with `None`, stops existing) from `valid_from` on,
     /// then drops history older than the retention at stream time `now`.
-    pub fn put<B: StateBackend>(&self, state: &mut TaskState<B>, key: &[u8], valid_from: i64, value: Option<&[u8]>, now: i64) -> Result<(), StateError> {
+    pub fn put<B: StateBackend>(
+        &self,
+        state: &mut TaskState<B>,
+        key: &[u8],
+        valid_from: i64,
+        value: Option<&[u8]>,
+        now: i64,
+    ) -> Result<(), StateError> {
         state.put(&self.store, versioned_key(key, valid_from), encode_value(value))?;
         self.expire(state, key, now)
     }
 
     /// The version valid at `ts`: the newest with `valid_from <= ts`. `None` when the key had no
     /// version yet, or was deleted, at `ts`.
-    pub fn get_as_of<B: StateBackend>(&self, state: &TaskState<B>, key: &[u8], ts: i64) -> Result<Option<Version>, StateError> {
+    pub fn get_as_of<B: StateBackend>(
+        &self,
+        state: &TaskState<B>,
+        key: &[u8],
+        ts: i64,
+    ) -> Result<Option<Version>, StateError> {
         Ok(self.versions(state, key, Some(ts))?.pop().filter(|v| v.value.is_some()))
     }
 
@@ -116,7 +132,10 @@ impl VersionedStore {
         let mut keys: Vec<Vec<u8>> = Vec::new();
         for (stored, _) in state.range(&self.store, b"", None)? {
             let len = stored.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
-            let key = len.and_then(|n| stored.get(4..4 + n)).ok_or_else(|| StateError::Encoding { store: self.store.clone(), detail: "versioned key header".into() })?;
+            let key = len.and_then(|n| stored.get(4..4 + n)).ok_or_else(|| StateError::Encoding {
+                store: self.store.clone(),
+                detail: "versioned key header".into(),
+            })?;
             if keys.last().is_none_or(|last| last.as_slice() != key) {
                 keys.push(key.to_vec());
             }

@@ -58,7 +58,10 @@ pub struct TopologyTestDriver {
 
 impl std::fmt::Debug for TopologyTestDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TopologyTestDriver").field("topology", &self.plan.name).field("positions", &self.positions).finish()
+        f.debug_struct("TopologyTestDriver")
+            .field("topology", &self.plan.name)
+            .field("positions", &self.positions)
+            .finish()
     }
 }
 
@@ -97,7 +100,9 @@ impl TopologyTestDriver {
 
     fn state(&mut self) -> Result<&mut TaskState<Box<dyn StateBackend>>, DriverError> {
         // Only `restart` takes the state out, and it always puts one back before returning Ok.
-        self.state.as_mut().ok_or_else(|| DriverError::Input("the driver's state was lost in a failed restart; build a new driver".into()))
+        self.state.as_mut().ok_or_else(|| {
+            DriverError::Input("the driver's state was lost in a failed restart; build a new driver".into())
+        })
     }
 
     fn advance(&mut self, source: &str, timestamp: i64) {
@@ -115,7 +120,10 @@ impl TopologyTestDriver {
         let event_time = event.timestamp;
         let mut out = Vec::new();
         let stream_time = self.stream_time;
-        let state = self.state.as_mut().ok_or_else(|| DriverError::Input("the driver's state was lost in a failed restart".into()))?;
+        let state = self
+            .state
+            .as_mut()
+            .ok_or_else(|| DriverError::Input("the driver's state was lost in a failed restart".into()))?;
         state.begin_record();
         if let Err(e) = self.pipeline.on_event(state, source, event, stream_time, &mut out) {
             // All or nothing per record: take back what the record wrote before it failed.
@@ -137,7 +145,10 @@ impl TopologyTestDriver {
 
     fn close_windows(&mut self) -> Result<(), DriverError> {
         let mut out = Vec::new();
-        let state = self.state.as_mut().ok_or_else(|| DriverError::Input("the driver's state was lost in a failed restart".into()))?;
+        let state = self
+            .state
+            .as_mut()
+            .ok_or_else(|| DriverError::Input("the driver's state was lost in a failed restart".into()))?;
         self.pipeline.on_stream_time(state, self.stream_time, &mut out)?;
         self.collect(out);
         Ok(())
@@ -165,7 +176,10 @@ impl TopologyTestDriver {
     fn apply_table_update(&mut self, source: &str, update: Option<TableUpdate>) -> Result<(), DriverError> {
         if let Some(update) = update {
             let stream_time = self.stream_time;
-            let state = self.state.as_mut().ok_or_else(|| DriverError::Input("the driver's state was lost in a failed restart".into()))?;
+            let state = self
+                .state
+                .as_mut()
+                .ok_or_else(|| DriverError::Input("the driver's state was lost in a failed restart".into()))?;
             state.begin_record();
             if let Err(e) = self.pipeline.on_table_update(state, source, update, stream_time) {
                 state.rollback_record();
@@ -180,8 +194,14 @@ impl TopologyTestDriver {
 
     /// Pipes one JSON input line (see the module docs).
     pub fn pipe_json(&mut self, line: &serde_json::Value) -> Result<(), DriverError> {
-        let source_name = line.get("source").and_then(|s| s.as_str()).ok_or_else(|| DriverError::Input(format!("no `source` in {line}")))?;
-        let source = self.plan.source(source_name).ok_or_else(|| DriverError::Input(format!("`{source_name}` is not a source of the topology")))?;
+        let source_name = line
+            .get("source")
+            .and_then(|s| s.as_str())
+            .ok_or_else(|| DriverError::Input(format!("no `source` in {line}")))?;
+        let source = self
+            .plan
+            .source(source_name)
+            .ok_or_else(|| DriverError::Input(format!("`{source_name}` is not a source of the topology")))?;
         let key_json = line.get("key").cloned().unwrap_or(serde_json::Value::Null);
         let value_json = line.get("value").cloned().unwrap_or(serde_json::Value::Null);
         if source.format.is_cdc() {
@@ -239,7 +259,10 @@ impl TopologyTestDriver {
     /// restart of the task does. Piped positions continue from the checkpoint.
     pub fn restart(&mut self) -> Result<(), DriverError> {
         self.commit()?;
-        let state = self.state.take().ok_or_else(|| DriverError::Input("the driver's state was lost in a failed restart".into()))?;
+        let state = self
+            .state
+            .take()
+            .ok_or_else(|| DriverError::Input("the driver's state was lost in a failed restart".into()))?;
         let backend = state.into_backend();
         self.pipeline = Pipeline::new(self.plan.clone())?;
         let reopened = TaskState::new(backend).map_err(OperatorError::from)?;

@@ -16,7 +16,9 @@ fn step_label(step: &Step) -> String {
         Step::Repartition { topic } => format!("repartition through topic {topic} (key changed upstream)"),
         Step::Join { other, other_kind, on, join_type, alias, window, .. } => {
             let kind = match (other_kind, window) {
-                (_, Some((within, grace))) => format!("stream-stream join within {} grace {}", format_duration(*within), format_duration(*grace)),
+                (_, Some((within, grace))) => {
+                    format!("stream-stream join within {} grace {}", format_duration(*within), format_duration(*grace))
+                }
                 (SourceKind::Global, _) => "global-table join".into(),
                 (SourceKind::Versioned, _) => "versioned-table join (as of event time)".into(),
                 (SourceKind::Stream, _) => "join".into(),
@@ -25,11 +27,21 @@ fn step_label(step: &Step) -> String {
             let on = on.as_ref().map(|e| format!(" on {}", e.source())).unwrap_or_default();
             format!("{join_type:?} {kind} with {other}{on} as {alias}").to_lowercase()
         }
-        Step::Select(fields) => format!("select: {}", fields.iter().map(|(k, e)| format!("{k}={}", e.source())).collect::<Vec<_>>().join(", ")),
+        Step::Select(fields) => format!(
+            "select: {}",
+            fields.iter().map(|(k, e)| format!("{k}={}", e.source())).collect::<Vec<_>>().join(", ")
+        ),
         Step::FlatMap(e) => format!("flat-map: {}", e.source()),
         Step::Aggregate { group_by, window, emit, measures, repartition, store, .. } => {
             let window = window.as_ref().map_or_else(String::new, |w| {
-                format!(" {:?} window {} (advance {}, grace {})", w.window_type, format_duration(w.size_ms), format_duration(w.advance_ms), format_duration(w.grace_ms)).to_lowercase()
+                format!(
+                    " {:?} window {} (advance {}, grace {})",
+                    w.window_type,
+                    format_duration(w.size_ms),
+                    format_duration(w.advance_ms),
+                    format_duration(w.grace_ms)
+                )
+                .to_lowercase()
             });
             let measures = measures
                 .iter()
@@ -52,7 +64,9 @@ fn step_label(step: &Step) -> String {
             )
         }
         Step::ToTable { store, history_ms: None } => format!("to table (store {store})"),
-        Step::ToTable { store, history_ms: Some(h) } => format!("to versioned table, history {} (store {store})", format_duration(*h)),
+        Step::ToTable { store, history_ms: Some(h) } => {
+            format!("to versioned table, history {} (store {store})", format_duration(*h))
+        }
     }
 }
 
@@ -92,7 +106,13 @@ pub fn text(plan: &Plan) -> String {
     if !globals.is_empty() {
         let _ = writeln!(out, "  Global tables (every instance reads all partitions):");
         for s in globals {
-            let _ = writeln!(out, "    Source: {} (topic: {}, store: {})", s.name, s.topic, s.store.as_deref().unwrap_or("-"));
+            let _ = writeln!(
+                out,
+                "    Source: {} (topic: {}, store: {})",
+                s.name,
+                s.topic,
+                s.store.as_deref().unwrap_or("-")
+            );
         }
     }
     let repartitions = plan.repartition_topics();
@@ -113,10 +133,16 @@ pub fn dot(plan: &Plan) -> String {
     let _ = writeln!(out, "digraph {} {{", quote(&plan.name));
     let _ = writeln!(out, "  rankdir=LR;");
     for s in &plan.sources {
-        let _ = writeln!(out, "  {} [shape=ellipse, label={}];", quote(&s.name), quote(&format!("{}\\n{}", s.name, s.topic)));
+        let _ = writeln!(
+            out,
+            "  {} [shape=ellipse, label={}];",
+            quote(&s.name),
+            quote(&format!("{}\\n{}", s.name, s.topic))
+        );
     }
     for n in &plan.nodes {
-        let label = std::iter::once(n.name.clone()).chain(n.steps.iter().map(step_label)).collect::<Vec<_>>().join("\\n");
+        let label =
+            std::iter::once(n.name.clone()).chain(n.steps.iter().map(step_label)).collect::<Vec<_>>().join("\\n");
         let _ = writeln!(out, "  {} [shape=box, label={}];", quote(&n.name), quote(&label));
         for input in &n.inputs {
             let _ = writeln!(out, "  {} -> {};", quote(input), quote(&n.name));

@@ -15,10 +15,10 @@
 //!     .unwrap();
 //! ```
 
-use super::plan::Plan;
-use super::validate;
-use super::spec::*;
 use super::TopologyError;
+use super::plan::Plan;
+use super::spec::*;
+use super::validate;
 use indexmap::IndexMap;
 use std::path::{Path, PathBuf};
 
@@ -54,7 +54,13 @@ impl TopologyBuilder {
     /// An empty topology.
     pub fn new(name: &str) -> Self {
         TopologyBuilder {
-            spec: TopologySpec { name: name.to_owned(), description: None, sources: IndexMap::new(), nodes: Vec::new(), sinks: Vec::new() },
+            spec: TopologySpec {
+                name: name.to_owned(),
+                description: None,
+                sources: IndexMap::new(),
+                nodes: Vec::new(),
+                sinks: Vec::new(),
+            },
             base_dir: PathBuf::from("."),
         }
     }
@@ -79,7 +85,12 @@ impl TopologyBuilder {
 
     /// Writes a node's (or source's) records to a topic.
     pub fn sink(mut self, from: &str, topic: &str, format: SinkFormat) -> Self {
-        self.spec.sinks.push(Located::new(SinkSpec { from: from.to_owned(), topic: topic.to_owned(), format, schema: None }));
+        self.spec.sinks.push(Located::new(SinkSpec {
+            from: from.to_owned(),
+            topic: topic.to_owned(),
+            format,
+            schema: None,
+        }));
         self
     }
 

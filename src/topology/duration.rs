@@ -10,7 +10,9 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
     if t.starts_with('-') {
         return Err(format!("`{text}`: durations must not be negative"));
     }
-    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| format!("`{text}` needs a unit: ms, s, m, h, d or w (e.g. `30s`)"))?;
+    let split = t
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` needs a unit: ms, s, m, h, d or w (e.g. `30s`)"))?;
     let (number, unit) = t.split_at(split);
     let n: i64 = number.parse().map_err(|_| format!("`{text}` is not a duration like `30s`, `10m`, `1h`, `7d`"))?;
     let factor: i64 = match unit {

@@ -253,9 +253,9 @@ impl Plan {
             .iter()
             .flat_map(|n| n.steps.iter())
             .filter_map(|s| match s {
-                Step::Rekey { repartition: Some(t), .. } | Step::Aggregate { repartition: Some(t), .. } | Step::Repartition { topic: t } => {
-                    Some(t.clone())
-                }
+                Step::Rekey { repartition: Some(t), .. }
+                | Step::Aggregate { repartition: Some(t), .. }
+                | Step::Repartition { topic: t } => Some(t.clone()),
                 _ => None,
             })
             .collect()

@@ -13,10 +13,10 @@
 //! - a stateful step (join with a co-partitioned table, aggregate) after a re-key reads through
 //!   a repartition topic `<topology>-<node>-repartition`, which `describe` shows.
 
+use super::TopologyError;
 use super::duration::parse_duration;
 use super::plan::*;
 use super::spec::*;
-use super::TopologyError;
 use crate::codec::connect::{ConnectKind, ConnectSchema, Logical};
 use crate::expression::Expression;
 use std::collections::BTreeMap;
@@ -27,7 +27,14 @@ fn field_type(schema: &ConnectSchema) -> FieldType {
     match (schema.logical, &schema.kind) {
         (Logical::Decimal { .. } | Logical::VariableScaleDecimal, _) => FieldType::Decimal,
         (Logical::Uuid, _) => FieldType::Uuid,
-        (Logical::Date | Logical::Time(_) | Logical::Timestamp(_) | Logical::LocalTimestamp(_) | Logical::ZonedTimestamp, _) => FieldType::Time,
+        (
+            Logical::Date
+            | Logical::Time(_)
+            | Logical::Timestamp(_)
+            | Logical::LocalTimestamp(_)
+            | Logical::ZonedTimestamp,
+            _,
+        ) => FieldType::Time,
         (_, ConnectKind::Int8 | ConnectKind::Int16 | ConnectKind::Int32 | ConnectKind::Int64) => FieldType::Integer,
         (_, ConnectKind::Float32 | ConnectKind::Float64) => FieldType::Float,
         (_, ConnectKind::String | ConnectKind::Null) => FieldType::String,
@@ -65,7 +72,13 @@ struct Known {
 
 impl Builder<'_> {
     fn error(&self, line: Option<u64>, node: Option<&str>, message: impl Into<String>) -> TopologyError {
-        TopologyError { file: self.file.map(Path::to_path_buf), line, column: None, node: node.map(str::to_owned), message: message.into() }
+        TopologyError {
+            file: self.file.map(Path::to_path_buf),
+            line,
+            column: None,
+            node: node.map(str::to_owned),
+            message: message.into(),
+        }
     }
 
     fn new_group(&mut self) -> usize {
@@ -95,7 +108,12 @@ impl Builder<'_> {
         parse_duration(text).map_err(|e| self.error(Some(line), Some(node), format!("{what}: {e}")))
     }
 
-    fn load_schema(&self, schema_file: &str, line: u64, node: &str) -> Result<(Arc<ConnectSchema>, BTreeMap<String, FieldType>), TopologyError> {
+    fn load_schema(
+        &self,
+        schema_file: &str,
+        line: u64,
+        node: &str,
+    ) -> Result<(Arc<ConnectSchema>, BTreeMap<String, FieldType>), TopologyError> {
         let path = self.base_dir.join(schema_file);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| self.error(Some(line), Some(node), format!("schema {}: {e}", path.display())))?;
@@ -142,18 +160,28 @@ pub fn build(spec: TopologySpec, file: Option<&Path>, base_dir: &Path) -> Result
             None => (None, None),
         };
         if source.format.is_cdc() && !source.kind.is_table() {
-            return Err(b.error(Some(line), Some(&name), "a Debezium source is a table: set `table: table`, `versioned` or `global`"));
+            return Err(b.error(
+                Some(line),
+                Some(&name),
+                "a Debezium source is a table: set `table: table`, `versioned` or `global`",
+            ));
         }
         let key = source.key.as_deref().map(|k| b.expr(k, line, &name)).transpose()?;
         if key.is_some() && source.kind.is_table() {
-            return Err(b.error(Some(line), Some(&name), "a table is keyed by its record key; `key` is for streams (use `primary_key` to name the key column)"));
+            return Err(b.error(
+                Some(line),
+                Some(&name),
+                "a table is keyed by its record key; `key` is for streams (use `primary_key` to name the key column)",
+            ));
         }
         let history_ms = source.history.as_deref().map(|h| b.duration(h, line, &name, "history")).transpose()?;
         if history_ms.is_some() && source.kind != SourceKind::Versioned {
             return Err(b.error(Some(line), Some(&name), "`history` needs `table: versioned`"));
         }
         let key_type = match (&source.primary_key, &fields) {
-            (Some(pk), Some(f)) => Some(*f.get(pk).ok_or_else(|| b.error(Some(line), Some(&name), format!("primary_key `{pk}` is not a field of the schema")))?),
+            (Some(pk), Some(f)) => Some(*f.get(pk).ok_or_else(|| {
+                b.error(Some(line), Some(&name), format!("primary_key `{pk}` is not a field of the schema"))
+            })?),
             (None, _) => key.as_ref().and_then(|k| type_of(k, &fields)),
             _ => None,
         };
@@ -162,7 +190,15 @@ pub fn build(spec: TopologySpec, file: Option<&Path>, base_dir: &Path) -> Result
         b.known.insert(
             name.clone(),
             // A source's `key` states how its topic is partitioned, so it is not dirty.
-            Known { shape, kind: source.kind, key_source: source.key.clone().or(source.primary_key.clone()), key_dirty: false, key_type, fields, group },
+            Known {
+                shape,
+                kind: source.kind,
+                key_source: source.key.clone().or(source.primary_key.clone()),
+                key_dirty: false,
+                key_type,
+                fields,
+                group,
+            },
         );
         sources.push(PlannedSource {
             store: source.kind.is_table().then(|| format!("{name}-table")),
@@ -216,9 +252,14 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
     if inputs.is_empty() {
         return Err(b.error(Some(line), Some(&name), "a node needs `from` (or `merge`)"));
     }
-    let operations = [node.join.is_some(), node.aggregate.is_some(), node.flat_map.is_some()].iter().filter(|x| **x).count();
+    let operations =
+        [node.join.is_some(), node.aggregate.is_some(), node.flat_map.is_some()].iter().filter(|x| **x).count();
     if operations > 1 {
-        return Err(b.error(Some(line), Some(&name), "use at most one of `join`, `aggregate`, `flat_map` per node; chain nodes instead"));
+        return Err(b.error(
+            Some(line),
+            Some(&name),
+            "use at most one of `join`, `aggregate`, `flat_map` per node; chain nodes instead",
+        ));
     }
     if node.aggregate.is_some() && node.to_table.is_some() {
         return Err(b.error(Some(line), Some(&name), "an `aggregate` is already a table; drop `to_table`"));
@@ -227,7 +268,11 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
         return Err(b.error(Some(line), Some(&name), "`history` needs `to_table: versioned`"));
     }
     if node.aggregate.is_some() && node.select.is_some() {
-        return Err(b.error(Some(line), Some(&name), "`aggregate` defines its output fields; put `select` in a following node"));
+        return Err(b.error(
+            Some(line),
+            Some(&name),
+            "`aggregate` defines its output fields; put `select` in a following node",
+        ));
     }
 
     let mut first: Option<Known> = None;
@@ -276,13 +321,25 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
         };
         let other_known = b.input(&other, line, &name)?;
         match (is_stream, other_known.shape) {
-            (false, Shape::Stream) => return Err(b.error(Some(line), Some(&name), format!("`{other}` is a stream; join it with `stream:` and a `within` window, or make it a table"))),
-            (true, Shape::Table) => return Err(b.error(Some(line), Some(&name), format!("`{other}` is a table; join it with `table:`"))),
+            (false, Shape::Stream) => {
+                return Err(b.error(
+                    Some(line),
+                    Some(&name),
+                    format!("`{other}` is a stream; join it with `stream:` and a `within` window, or make it a table"),
+                ));
+            }
+            (true, Shape::Table) => {
+                return Err(b.error(Some(line), Some(&name), format!("`{other}` is a table; join it with `table:`")));
+            }
             _ => {}
         }
         let on = join.on.as_deref().map(|o| b.expr(o, line, &name)).transpose()?;
         if other_known.kind == SourceKind::Global && on.is_none() {
-            return Err(b.error(Some(line), Some(&name), format!("joining the global table `{other}` needs `on`: the foreign key expression")));
+            return Err(b.error(
+                Some(line),
+                Some(&name),
+                format!("joining the global table `{other}` needs `on`: the foreign key expression"),
+            ));
         }
         // Join key type check when both sides are known.
         let this_type = match &on {
@@ -290,16 +347,25 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
             None => current.key_type,
         };
         if let (Some(mine), Some(theirs)) = (this_type, other_known.key_type)
-            && !compatible(mine, theirs) {
-                let mine_name = on.as_ref().map_or_else(|| current.key_source.clone().unwrap_or_else(|| "the key".into()), |e| e.source().to_owned());
-                return Err(b.error(
-                    Some(line),
-                    Some(&name),
-                    format!("join key types differ: `{mine_name}` is {mine:?} but the key of `{other}` ({}) is {theirs:?}", other_known.key_source.clone().unwrap_or_else(|| "record key".into())),
-                ));
-            }
+            && !compatible(mine, theirs)
+        {
+            let mine_name = on.as_ref().map_or_else(
+                || current.key_source.clone().unwrap_or_else(|| "the key".into()),
+                |e| e.source().to_owned(),
+            );
+            return Err(b.error(
+                Some(line),
+                Some(&name),
+                format!(
+                    "join key types differ: `{mine_name}` is {mine:?} but the key of `{other}` ({}) is {theirs:?}",
+                    other_known.key_source.clone().unwrap_or_else(|| "record key".into())
+                ),
+            ));
+        }
         let window = if is_stream {
-            let within = join.within.as_deref().ok_or_else(|| b.error(Some(line), Some(&name), "a stream-stream join needs `within` (e.g. `within: 5m`)"))?;
+            let within = join.within.as_deref().ok_or_else(|| {
+                b.error(Some(line), Some(&name), "a stream-stream join needs `within` (e.g. `within: 5m`)")
+            })?;
             let within = b.duration(within, line, &name, "within")?;
             let grace = join.grace.as_deref().map(|g| b.duration(g, line, &name, "grace")).transpose()?.unwrap_or(0);
             Some((within, grace))
@@ -335,8 +401,18 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
         if let (Some(fields), alias) = (&mut current.fields, &alias) {
             fields.insert(alias.clone(), FieldType::Other);
         }
-        let stores = if is_stream { vec![format!("{name}-join-this"), format!("{name}-join-other")] } else { Vec::new() };
-        steps.push(Step::Join { other, other_kind: other_known.kind, on, join_type: join.join_type, alias, unknown: join.unknown, window, stores });
+        let stores =
+            if is_stream { vec![format!("{name}-join-this"), format!("{name}-join-other")] } else { Vec::new() };
+        steps.push(Step::Join {
+            other,
+            other_kind: other_known.kind,
+            on,
+            join_type: join.join_type,
+            alias,
+            unknown: join.unknown,
+            window,
+            stores,
+        });
     }
 
     if let Some(select) = node.select {
@@ -353,7 +429,9 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
         // The key stays; but if the field it was computed from is redefined, the name no longer
         // describes it.
         if let Some(source) = &current.key_source {
-            let kept = projected.iter().any(|(out, e)| out == source && e.as_field().is_some_and(|p| p.len() == 1 && &p[0] == source));
+            let kept = projected
+                .iter()
+                .any(|(out, e)| out == source && e.as_field().is_some_and(|p| p.len() == 1 && &p[0] == source));
             if !kept {
                 current.key_source = None;
             }
@@ -368,14 +446,21 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
     let mut shape = Shape::Stream;
     let mut table_kind = SourceKind::Table;
     if let Some(agg) = node.aggregate {
-        let group_by: Vec<(String, Expression)> =
-            agg.group_by.iter().map(|(k, v)| Ok((k.clone(), b.expr(v, line, &name)?))).collect::<Result<_, TopologyError>>()?;
+        let group_by: Vec<(String, Expression)> = agg
+            .group_by
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), b.expr(v, line, &name)?)))
+            .collect::<Result<_, TopologyError>>()?;
         if group_by.is_empty() {
             return Err(b.error(Some(line), Some(&name), "`group_by` needs at least one field"));
         }
         let window = agg.window.map(|w| window(b, w, line, &name)).transpose()?;
         if agg.emit == Emit::Final && window.is_none() {
-            return Err(b.error(Some(line), Some(&name), "`emit: final` needs a window (an unwindowed aggregate never closes)"));
+            return Err(b.error(
+                Some(line),
+                Some(&name),
+                "`emit: final` needs a window (an unwindowed aggregate never closes)",
+            ));
         }
         let mut measures = Vec::new();
         for (out, m) in agg.measures {
@@ -384,33 +469,59 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
         if measures.is_empty() {
             return Err(b.error(Some(line), Some(&name), "`measures` needs at least one measure"));
         }
-        let by_current_key = group_by.len() == 1 && current.key_source.as_deref() == Some(group_by[0].1.source()) && !current.key_dirty;
+        let by_current_key =
+            group_by.len() == 1 && current.key_source.as_deref() == Some(group_by[0].1.source()) && !current.key_dirty;
         let repartition = (!by_current_key).then(|| repartition_topic.clone());
         if repartition.is_some() {
             group = b.new_group();
         }
         let ttl_ms = agg.ttl.as_deref().map(|t| b.duration(t, line, &name, "ttl")).transpose()?;
         if ttl_ms.is_some() && window.is_some() {
-            return Err(b.error(Some(line), Some(&name), "`ttl` is for unwindowed aggregates; windowed state is dropped when the window closes"));
+            return Err(b.error(
+                Some(line),
+                Some(&name),
+                "`ttl` is for unwindowed aggregates; windowed state is dropped when the window closes",
+            ));
         }
-        let mut fields: BTreeMap<String, FieldType> = group_by.iter().filter_map(|(k, e)| type_of(e, &current.fields).map(|t| (k.clone(), t))).collect();
+        let mut fields: BTreeMap<String, FieldType> =
+            group_by.iter().filter_map(|(k, e)| type_of(e, &current.fields).map(|t| (k.clone(), t))).collect();
         for (out, m) in &measures {
-            fields.insert(out.clone(), match m {
-                Measure::Count | Measure::CountDistinct(_) => FieldType::Integer,
-                Measure::Avg(_) => FieldType::Float,
-                _ => FieldType::Other,
-            });
+            fields.insert(
+                out.clone(),
+                match m {
+                    Measure::Count | Measure::CountDistinct(_) => FieldType::Integer,
+                    Measure::Avg(_) => FieldType::Float,
+                    _ => FieldType::Other,
+                },
+            );
         }
-        current.key_type = if group_by.len() == 1 { fields.get(&group_by[0].0).copied() } else { Some(FieldType::Other) };
+        current.key_type =
+            if group_by.len() == 1 { fields.get(&group_by[0].0).copied() } else { Some(FieldType::Other) };
         current.key_source = Some(group_by.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(","));
         current.key_dirty = false;
         current.fields = Some(fields);
-        let session_index = window.as_ref().filter(|w| w.window_type == WindowType::Session).map(|_| format!("{name}-sessions"));
-        steps.push(Step::Aggregate { group_by, window, emit: agg.emit, measures, ttl_ms, repartition, store: format!("{name}-aggregate"), session_index });
+        let session_index =
+            window.as_ref().filter(|w| w.window_type == WindowType::Session).map(|_| format!("{name}-sessions"));
+        steps.push(Step::Aggregate {
+            group_by,
+            window,
+            emit: agg.emit,
+            measures,
+            ttl_ms,
+            repartition,
+            store: format!("{name}-aggregate"),
+            session_index,
+        });
         shape = Shape::Table;
     } else if let Some(kind) = node.to_table {
         let history_ms = match kind {
-            TableKind::Versioned => Some(node.history.as_deref().map(|h| b.duration(h, line, &name, "history")).transpose()?.unwrap_or(86_400_000)),
+            TableKind::Versioned => Some(
+                node.history
+                    .as_deref()
+                    .map(|h| b.duration(h, line, &name, "history"))
+                    .transpose()?
+                    .unwrap_or(86_400_000),
+            ),
             TableKind::Table => None,
         };
         steps.push(Step::ToTable { store: format!("{name}-table"), history_ms });
@@ -420,7 +531,15 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
         shape = Shape::Table;
     }
 
-    b.known.insert(name.clone(), Known { shape, kind: if shape == Shape::Table { table_kind } else { SourceKind::Stream }, group: Some(group), ..current });
+    b.known.insert(
+        name.clone(),
+        Known {
+            shape,
+            kind: if shape == Shape::Table { table_kind } else { SourceKind::Stream },
+            group: Some(group),
+            ..current
+        },
+    );
     Ok(PlannedNode { name, inputs, steps, shape, subtopology: group, line })
 }
 
@@ -433,7 +552,9 @@ fn set_repartition(steps: &mut [Step], topic: &str) {
 
 fn window(b: &Builder<'_>, w: WindowSpec, line: u64, node: &str) -> Result<Window, TopologyError> {
     let need = |field: &Option<String>, what: &str| -> Result<i64, TopologyError> {
-        let text = field.as_deref().ok_or_else(|| b.error(Some(line), Some(node), format!("a {:?} window needs `{what}`", w.window_type)))?;
+        let text = field
+            .as_deref()
+            .ok_or_else(|| b.error(Some(line), Some(node), format!("a {:?} window needs `{what}`", w.window_type)))?;
         let ms = b.duration(text, line, node, what)?;
         if ms <= 0 {
             return Err(b.error(Some(line), Some(node), format!("window `{what}` must be positive")));
@@ -450,7 +571,11 @@ fn window(b: &Builder<'_>, w: WindowSpec, line: u64, node: &str) -> Result<Windo
             let size = need(&w.size, "size")?;
             let advance = need(&w.advance, "advance")?;
             if advance > size {
-                return Err(b.error(Some(line), Some(node), "a hopping window's `advance` must not exceed its `size` (records would fall between windows)"));
+                return Err(b.error(
+                    Some(line),
+                    Some(node),
+                    "a hopping window's `advance` must not exceed its `size` (records would fall between windows)",
+                ));
             }
             (size, advance)
         }
@@ -467,12 +592,24 @@ fn window(b: &Builder<'_>, w: WindowSpec, line: u64, node: &str) -> Result<Windo
 }
 
 fn measure(b: &Builder<'_>, m: MeasureSpec, line: u64, node: &str, out: &str) -> Result<Measure, TopologyError> {
-    let set = [m.count.is_some(), m.sum.is_some(), m.min.is_some(), m.max.is_some(), m.avg.is_some(), m.count_distinct.is_some(), m.top_n.is_some()]
-        .iter()
-        .filter(|x| **x)
-        .count();
+    let set = [
+        m.count.is_some(),
+        m.sum.is_some(),
+        m.min.is_some(),
+        m.max.is_some(),
+        m.avg.is_some(),
+        m.count_distinct.is_some(),
+        m.top_n.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
     if set != 1 {
-        return Err(b.error(Some(line), Some(node), format!("measure `{out}` must set exactly one of count, sum, min, max, avg, count_distinct, top_n")));
+        return Err(b.error(
+            Some(line),
+            Some(node),
+            format!("measure `{out}` must set exactly one of count, sum, min, max, avg, count_distinct, top_n"),
+        ));
     }
     let e = |t: &str| b.expr(t, line, node);
     Ok(if m.count.is_some() {

@@ -79,9 +79,13 @@ async fn to_avro_record(record: &Record, config: &RegistryConfig, json: &JsonSch
         let Some(bytes) = part.as_deref() else { continue };
         let (schema, value) = json.decode(bytes).unwrap();
         let text = avro_schema_from_connect(&schema).to_string();
-        let registered = post_schema(&settings, format!("{topic}-{suffix}"), SuppliedSchema::new(None, SchemaType::Avro, text.clone()))
-            .await
-            .unwrap_or_else(|e| panic!("registering {topic}-{suffix}: {e}\n{text}"));
+        let registered = post_schema(
+            &settings,
+            format!("{topic}-{suffix}"),
+            SuppliedSchema::new(None, SchemaType::Avro, text.clone()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("registering {topic}-{suffix}: {e}\n{text}"));
         let writer = AvroSchema::parse(registered.id, &text).unwrap();
         *part = Some(writer.encode(&value).unwrap_or_else(|e| panic!("{topic} {suffix}: {e}")).into());
     }
@@ -97,7 +101,8 @@ async fn debezium_avro_envelopes_decode_like_their_json_twins() {
         let decoder = DebeziumDecoder::avro(Arc::new(AvroCodec::with_registry(sr_settings(&config).unwrap())));
         for (index, record) in records(folder).iter().enumerate() {
             let avro_record = to_avro_record(record, &config, &json).await;
-            let event = decoder.decode(&avro_record).await.unwrap_or_else(|e| panic!("{folder} seq {}: {e}", index + 1));
+            let event =
+                decoder.decode(&avro_record).await.unwrap_or_else(|e| panic!("{folder} seq {}: {e}", index + 1));
             assert_eq!(event, expected[index].1, "{folder} seq {}", index + 1);
         }
         running.shutdown().await.unwrap();

@@ -74,7 +74,10 @@ fn decode_prints_every_fixture_file_as_a_change_record() {
             .expect("content update");
         assert_eq!(update["event"]["after"]["body"], "__debezium_unavailable_value");
         assert_eq!(update["event"]["after"]["title"], "Happy Cats (Remastered)");
-        let delete = lines.iter().find(|l| l["event"]["op"] == "delete" && l["topic"] == "happytimes.public.ads").expect("ad delete");
+        let delete = lines
+            .iter()
+            .find(|l| l["event"]["op"] == "delete" && l["topic"] == "happytimes.public.ads")
+            .expect("ad delete");
         assert_eq!(delete["event"]["before_key_only"], true);
         assert_eq!(delete["event"]["before"], serde_json::json!({"ad_id": 10}));
     }
@@ -122,9 +125,14 @@ fn decode_reports_bad_records_and_keeps_going() {
     assert_eq!(lines[2]["event"]["op"], "read");
     assert!(String::from_utf8_lossy(&output.stderr).contains("2 of 3 records failed"));
 
-    let mixed = run(&["decode", "--debezium", "--format", "json", "--key-format", "avro", "--file", good.to_str().unwrap()]);
+    let mixed =
+        run(&["decode", "--debezium", "--format", "json", "--key-format", "avro", "--file", good.to_str().unwrap()]);
     assert_eq!(mixed.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&mixed.stderr).contains("drop --key-format"), "{}", String::from_utf8_lossy(&mixed.stderr));
+    assert!(
+        String::from_utf8_lossy(&mixed.stderr).contains("drop --key-format"),
+        "{}",
+        String::from_utf8_lossy(&mixed.stderr)
+    );
 
     let no_input = run(&["decode"]);
     assert_eq!(no_input.status.code(), Some(2));
@@ -141,7 +149,15 @@ fn decode_avro_offline_with_a_schema_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("click.avro");
     std::fs::write(&file, schema.encode(&click).unwrap()).unwrap();
-    let output = run(&["decode", "--format", "avro", "--schema", schema_path.to_str().unwrap(), "--file", file.to_str().unwrap()]);
+    let output = run(&[
+        "decode",
+        "--format",
+        "avro",
+        "--schema",
+        schema_path.to_str().unwrap(),
+        "--file",
+        file.to_str().unwrap(),
+    ]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(json_lines(&output)[0]["value"], click.to_json());
 }
@@ -192,7 +208,8 @@ fn schemas_register_and_check_against_a_served_registry_that_restarts() {
 
     // An incompatible change (a new field without a default) fails the check.
     let evolved = tempfile::tempdir().unwrap();
-    let mut click: Json = serde_json::from_str(&std::fs::read_to_string(schemas.join("happytimes.clicks-value.avsc")).unwrap()).unwrap();
+    let mut click: Json =
+        serde_json::from_str(&std::fs::read_to_string(schemas.join("happytimes.clicks-value.avsc")).unwrap()).unwrap();
     click["fields"].as_array_mut().unwrap().push(serde_json::json!({"name": "required_new", "type": "string"}));
     std::fs::write(evolved.path().join("happytimes.clicks-value.avsc"), click.to_string()).unwrap();
     let checked = run(&["schemas", "check", "--dir", evolved.path().to_str().unwrap(), "--registry", &url]);
@@ -201,7 +218,11 @@ fn schemas_register_and_check_against_a_served_registry_that_restarts() {
     assert!(out.contains("INCOMPATIBLE") && out.contains("required_new"), "{out}");
     let registered = run(&["schemas", "register", "--dir", evolved.path().to_str().unwrap(), "--registry", &url]);
     assert!(!registered.status.success());
-    assert!(String::from_utf8_lossy(&registered.stderr).contains("incompatible"), "{}", String::from_utf8_lossy(&registered.stderr));
+    assert!(
+        String::from_utf8_lossy(&registered.stderr).contains("incompatible"),
+        "{}",
+        String::from_utf8_lossy(&registered.stderr)
+    );
 }
 
 #[test]

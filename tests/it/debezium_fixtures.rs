@@ -11,8 +11,13 @@ use happystreams::commands::decode::read_jsonl;
 use happystreams::record::{CdcEvent, Change, Decimal, KeyChange, Op, Record, Row, TimeUnit, TransactionStatus, Value};
 use std::path::PathBuf;
 
-pub const FOLDERS: [&str; 5] =
-    ["json-schemas-precise", "json-plain-precise", "json-schemas-double", "json-schemas-connecttime", "json-plain-defaults"];
+pub const FOLDERS: [&str; 5] = [
+    "json-schemas-precise",
+    "json-plain-precise",
+    "json-schemas-double",
+    "json-schemas-connecttime",
+    "json-plain-defaults",
+];
 
 pub fn fixture_dir(folder: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debezium").join(folder)
@@ -84,7 +89,9 @@ fn every_fixture_record_decodes_to_the_kind_the_connector_wrote() {
             let payload = if value.get("payload").is_some() { &value["payload"] } else { value };
             match event {
                 CdcEvent::Tombstone { .. } => assert!(value.is_null(), "{folder} seq {}", raw["seq"]),
-                CdcEvent::Transaction(t) => assert_eq!(payload["status"], serde_json::json!(format!("{:?}", t.status).to_uppercase())),
+                CdcEvent::Transaction(t) => {
+                    assert_eq!(payload["status"], serde_json::json!(format!("{:?}", t.status).to_uppercase()))
+                }
                 CdcEvent::Change(c) => assert_eq!(payload["op"], c.op.code(), "{folder} seq {}", raw["seq"]),
             }
         }
@@ -106,7 +113,11 @@ fn snapshot_row_keeps_uuid_decimal_timestamp_date_and_json_types() {
             assert_eq!(field(&alice.after, "birth_date"), &Value::Long(7441), "{folder}");
             continue;
         }
-        assert_eq!(field(&alice.after, "visitor_uuid"), &Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".parse().unwrap()), "{folder}");
+        assert_eq!(
+            field(&alice.after, "visitor_uuid"),
+            &Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".parse().unwrap()),
+            "{folder}"
+        );
         assert_eq!(
             field(&alice.after, "first_seen"),
             &Value::Timestamp { value: 1_705_307_400_123_456, unit: TimeUnit::Micros },
@@ -114,8 +125,12 @@ fn snapshot_row_keeps_uuid_decimal_timestamp_date_and_json_types() {
         );
         assert_eq!(field(&alice.after, "birth_date"), &Value::Date(7441), "{folder}");
         assert_eq!(field(&alice.after, "birth_date").to_json(), "1990-05-17");
-        assert_eq!(field(&alice.after, "attributes"), &Value::Json(r#"{"segments": ["sports", "tech"], "newsletter": true}"#.into()));
-        let expected_ltv = if precise(folder) { Value::Decimal(Decimal::new(123_450, 2)) } else { Value::Double(1234.5) };
+        assert_eq!(
+            field(&alice.after, "attributes"),
+            &Value::Json(r#"{"segments": ["sports", "tech"], "newsletter": true}"#.into())
+        );
+        let expected_ltv =
+            if precise(folder) { Value::Decimal(Decimal::new(123_450, 2)) } else { Value::Double(1234.5) };
         assert_eq!(field(&alice.after, "lifetime_value"), &expected_ltv, "{folder}");
     }
 }
@@ -193,7 +208,9 @@ fn primary_key_update_is_delete_tombstone_create_linked_by_headers() {
         assert_eq!(delete.key_change, Some(KeyChange::MovedTo(create.key.clone().unwrap())), "{folder}");
         assert_eq!(create.key_change, Some(KeyChange::MovedFrom(delete.key.clone().unwrap())), "{folder}");
         let tombstone = events.iter().find_map(|(_, e)| match e {
-            CdcEvent::Tombstone { key: Some(k), key_change } if k.get("content_id").and_then(Value::as_i64) == Some(101) => {
+            CdcEvent::Tombstone { key: Some(k), key_change }
+                if k.get("content_id").and_then(Value::as_i64) == Some(101) =>
+            {
                 Some(key_change.clone())
             }
             _ => None,
@@ -217,7 +234,11 @@ fn column_added_mid_stream_appears_in_later_rows_only() {
         let eve = change(&events, "visitors", Op::Create, 5);
         assert_eq!(field(&eve.after, "referrer"), &Value::String("newsletter-42".into()), "{folder}");
         let carol = change(&events, "visitors", Op::Create, 3);
-        assert_eq!(carol.after.as_ref().unwrap().get("referrer"), None, "{folder}: rows before ALTER TABLE have no referrer");
+        assert_eq!(
+            carol.after.as_ref().unwrap().get("referrer"),
+            None,
+            "{folder}: rows before ALTER TABLE have no referrer"
+        );
     }
 }
 
@@ -257,13 +278,18 @@ fn truncate_message_and_transaction_metadata_decode() {
         }
         assert_eq!(transactions.len(), 24, "{folder}: 12 transactions, BEGIN + END each");
         // The multi-row transaction: 5 changes on 4 tables, and every change carries the tx id.
-        let end = transactions.iter().find(|t| t.status == TransactionStatus::End && t.event_count == Some(5)).expect("5-event tx");
+        let end = transactions
+            .iter()
+            .find(|t| t.status == TransactionStatus::End && t.event_count == Some(5))
+            .expect("5-event tx");
         let mut tables: Vec<_> = end.data_collections.iter().map(|(t, _)| t.as_str()).collect();
         tables.sort_unstable();
         assert_eq!(tables, ["public.content", "public.social_outlets", "public.subscriptions", "public.visitors"]);
         let in_tx = events
             .iter()
-            .filter(|(_, e)| matches!(e, CdcEvent::Change(c) if c.transaction.as_ref().is_some_and(|b| b.tx() == end.tx())))
+            .filter(
+                |(_, e)| matches!(e, CdcEvent::Change(c) if c.transaction.as_ref().is_some_and(|b| b.tx() == end.tx())),
+            )
             .count();
         assert_eq!(in_tx, 5, "{folder}");
     }
@@ -311,7 +337,8 @@ fn plain_json_with_row_schema_equals_json_with_schemas() {
                 assert_eq!(normalize(&p.after), normalize(&t.after), "seq {}", index + 1);
                 assert_eq!(p.key_change.is_some(), t.key_change.is_some());
             }
-            (CdcEvent::Tombstone { .. }, CdcEvent::Tombstone { .. }) | (CdcEvent::Transaction(_), CdcEvent::Transaction(_)) => {}
+            (CdcEvent::Tombstone { .. }, CdcEvent::Tombstone { .. })
+            | (CdcEvent::Transaction(_), CdcEvent::Transaction(_)) => {}
             (p, t) => panic!("seq {}: {p:?} vs {t:?}", index + 1),
         }
     }

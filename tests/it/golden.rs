@@ -20,7 +20,11 @@ struct Golden {
 fn goldens() -> Vec<Golden> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies");
     let mut out = Vec::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "yaml")).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
     files.sort();
     for topology in files {
         let folder = topology.with_extension("");
@@ -28,7 +32,12 @@ fn goldens() -> Vec<Golden> {
             continue;
         }
         let lines = |path: &Path| -> Vec<Json> {
-            std::fs::read_to_string(path).unwrap().lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+            std::fs::read_to_string(path)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
         };
         let inputs = lines(&folder.join("input.jsonl"));
         let mut expected = BTreeMap::new();
@@ -68,7 +77,9 @@ fn golden_outputs_straight_and_with_a_restart() {
                     drain(&mut driver, &mut outputs);
                     driver.restart().unwrap();
                 }
-                driver.pipe_json(line).unwrap_or_else(|e| panic!("{}: input line {}: {e}", golden.topology.display(), index + 1));
+                driver
+                    .pipe_json(line)
+                    .unwrap_or_else(|e| panic!("{}: input line {}: {e}", golden.topology.display(), index + 1));
             }
             drain(&mut driver, &mut outputs);
             assert_eq!(outputs, golden.expected, "{} (restart at {restart_at:?})", golden.topology.display());
@@ -83,7 +94,8 @@ fn golden_outputs_with_rocksdb_state_reopened_from_disk() {
         let dir = tempfile::tempdir().unwrap();
         let plan = || topology::load(&golden.topology).unwrap();
         let stores = happystreams::operators::pipeline::Pipeline::new(std::sync::Arc::new(plan())).unwrap().stores();
-        let open = || -> Box<dyn StateBackend> { Box::new(RocksDbBackend::open(dir.path(), &stores, &memory).unwrap()) };
+        let open =
+            || -> Box<dyn StateBackend> { Box::new(RocksDbBackend::open(dir.path(), &stores, &memory).unwrap()) };
         let half = golden.inputs.len() / 2;
         let mut outputs = BTreeMap::new();
         {
@@ -146,34 +158,61 @@ fn the_rust_dsl_builds_the_same_topology_as_the_yaml() {
     let unknown = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
     let plan = TopologyBuilder::new("enriched_clicks")
         .schemas_relative_to(&dir)
-        .source("clicks", SourceSpec {
-            schema: Some("../schemas/happytimes.clicks-value.avsc".into()),
-            key: Some("visitor_id".into()),
-            timestamp: Some("event_time".into()),
-            on_error: OnError::DeadLetter,
-            ..SourceSpec::new("happytimes.clicks", SourceFormat::Avro)
-        })
-        .source("visitors", SourceSpec {
-            kind: SourceKind::Versioned,
-            history: Some("30d".into()),
-            schema: Some("../schemas/rows/visitors.avsc".into()),
-            primary_key: Some("visitor_id".into()),
-            ..SourceSpec::new("happytimes.public.visitors", SourceFormat::DebeziumJson)
-        })
-        .source("content", SourceSpec { kind: SourceKind::Global, ..SourceSpec::new("happytimes.public.content", SourceFormat::DebeziumJson) })
+        .source(
+            "clicks",
+            SourceSpec {
+                schema: Some("../schemas/happytimes.clicks-value.avsc".into()),
+                key: Some("visitor_id".into()),
+                timestamp: Some("event_time".into()),
+                on_error: OnError::DeadLetter,
+                ..SourceSpec::new("happytimes.clicks", SourceFormat::Avro)
+            },
+        )
+        .source(
+            "visitors",
+            SourceSpec {
+                kind: SourceKind::Versioned,
+                history: Some("30d".into()),
+                schema: Some("../schemas/rows/visitors.avsc".into()),
+                primary_key: Some("visitor_id".into()),
+                ..SourceSpec::new("happytimes.public.visitors", SourceFormat::DebeziumJson)
+            },
+        )
+        .source(
+            "content",
+            SourceSpec {
+                kind: SourceKind::Global,
+                ..SourceSpec::new("happytimes.public.content", SourceFormat::DebeziumJson)
+            },
+        )
         .node(NodeSpec {
             filter: Some("event_type != 'login'".into()),
-            join: Some(JoinSpec { unknown: unknown(&[("source", "unknown"), ("country", "unknown")]), ..JoinSpec::table("visitors") }),
+            join: Some(JoinSpec {
+                unknown: unknown(&[("source", "unknown"), ("country", "unknown")]),
+                ..JoinSpec::table("visitors")
+            }),
             ..NodeSpec::new("clicks_with_visitor", "clicks")
         })
         .node(NodeSpec {
-            join: Some(JoinSpec { on: Some("content_id".into()), unknown: unknown(&[("title", "unknown")]), ..JoinSpec::table("content") }),
+            join: Some(JoinSpec {
+                on: Some("content_id".into()),
+                unknown: unknown(&[("title", "unknown")]),
+                ..JoinSpec::table("content")
+            }),
             select: Some(
-                [("event_id", "event_id"), ("visitor_id", "visitor_id"), ("event_type", "event_type"), ("content_id", "content_id"),
-                 ("visitor_source", "visitors.source"), ("visitor_country", "visitors.country"), ("content_title", "content.title"), ("event_time", "event_time")]
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
+                [
+                    ("event_id", "event_id"),
+                    ("visitor_id", "visitor_id"),
+                    ("event_type", "event_type"),
+                    ("content_id", "content_id"),
+                    ("visitor_source", "visitors.source"),
+                    ("visitor_country", "visitors.country"),
+                    ("content_title", "content.title"),
+                    ("event_time", "event_time"),
+                ]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ),
             ..NodeSpec::new("enriched", "clicks_with_visitor")
         })
@@ -218,17 +257,27 @@ sinks:
   - { from: attributed, topic: out, format: json }
 ";
     let plan = topology::parse(yaml, None, Path::new(".")).unwrap();
-    assert!(happystreams::topology::describe::text(&plan).contains("versioned-table join"), "a versioned node table joins as of event time");
+    assert!(
+        happystreams::topology::describe::text(&plan).contains("versioned-table join"),
+        "a versioned node table joins as of event time"
+    );
     let mut driver = TopologyTestDriver::new(plan).unwrap();
-    let pipe = |driver: &mut TopologyTestDriver, source: &str, value: Json| driver.pipe_json(&json!({"source": source, "value": value})).unwrap();
+    let pipe = |driver: &mut TopologyTestDriver, source: &str, value: Json| {
+        driver.pipe_json(&json!({"source": source, "value": value})).unwrap()
+    };
     pipe(&mut driver, "clicks", json!({"visitor_id": 1, "event_type": "ad_click", "ad_id": 10, "t": 100}));
     pipe(&mut driver, "clicks", json!({"visitor_id": 1, "event_type": "page_view", "ad_id": null, "t": 150}));
     pipe(&mut driver, "clicks", json!({"visitor_id": 1, "event_type": "ad_click", "ad_id": 11, "t": 300}));
     pipe(&mut driver, "subscriptions", json!({"visitor_id": 1, "t": 200}));
     pipe(&mut driver, "subscriptions", json!({"visitor_id": 1, "t": 400}));
     pipe(&mut driver, "subscriptions", json!({"visitor_id": 2, "t": 500}));
-    let ads: Vec<Json> = driver.read_output("out").into_iter().map(|o| o.value.unwrap().get("ad_id").unwrap().to_json()).collect();
-    assert_eq!(ads, vec![json!(10), json!(11), json!(0)], "the click valid at each subscription's time, else the unknown member");
+    let ads: Vec<Json> =
+        driver.read_output("out").into_iter().map(|o| o.value.unwrap().get("ad_id").unwrap().to_json()).collect();
+    assert_eq!(
+        ads,
+        vec![json!(10), json!(11), json!(0)],
+        "the click valid at each subscription's time, else the unknown member"
+    );
 }
 
 #[test]
@@ -256,7 +305,8 @@ sinks:
     driver.pipe_json(&good).unwrap();
     assert!(driver.pipe_json(&bad).is_err());
     driver.pipe_json(&good).unwrap();
-    let counts: Vec<Json> = driver.read_output("counts").into_iter().map(|o| o.value.unwrap().get("n").unwrap().to_json()).collect();
+    let counts: Vec<Json> =
+        driver.read_output("counts").into_iter().map(|o| o.value.unwrap().get("n").unwrap().to_json()).collect();
     assert_eq!(counts, vec![json!(1), json!(2)], "the failed record was not counted");
 }
 
@@ -281,11 +331,27 @@ sinks:
             driver.restart().unwrap();
         }
     }
-    let counts: Vec<(Json, Json)> =
-        driver.read_output("counts").into_iter().map(|o| { let v = o.value.unwrap(); (v.get("k").unwrap().to_json(), v.get("n").unwrap().to_json()) }).collect();
+    let counts: Vec<(Json, Json)> = driver
+        .read_output("counts")
+        .into_iter()
+        .map(|o| {
+            let v = o.value.unwrap();
+            (v.get("k").unwrap().to_json(), v.get("n").unwrap().to_json())
+        })
+        .collect();
     // Group 1 was last updated at 50 and group 2 at 140: both idled for more than 100 ms before
     // their next records (310 and 300), which start them afresh; 320 continues group 2.
-    assert_eq!(counts, vec![(json!(1), json!(1)), (json!(1), json!(2)), (json!(2), json!(1)), (json!(2), json!(1)), (json!(1), json!(1)), (json!(2), json!(2))]);
+    assert_eq!(
+        counts,
+        vec![
+            (json!(1), json!(1)),
+            (json!(1), json!(2)),
+            (json!(2), json!(1)),
+            (json!(2), json!(1)),
+            (json!(1), json!(1)),
+            (json!(2), json!(2))
+        ]
+    );
     let windowed_ttl = "name: x\nsources:\n  e: { topic: e, format: json }\nnodes:\n  - name: w\n    from: e\n    aggregate: { group_by: { k: k }, window: { type: tumbling, size: 1m }, measures: { n: { count: {} } }, ttl: 1h }\n";
     let err = topology::parse(windowed_ttl, None, Path::new(".")).unwrap_err();
     assert!(err.message.contains("`ttl` is for unwindowed aggregates"), "{err}");

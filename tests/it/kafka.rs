@@ -25,7 +25,10 @@ async fn read_range_returns_keys_values_headers_and_tombstones_from_mock_cluster
     let config = kafka(&bootstrap);
     let read = {
         let topic = topic.clone();
-        tokio::task::spawn_blocking(move || read_range(&config, &topic, 0, 0, 10, Duration::from_secs(10))).await.unwrap().unwrap()
+        tokio::task::spawn_blocking(move || read_range(&config, &topic, 0, 0, 10, Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .unwrap()
     };
     assert_eq!(read.len(), 3, "stops at the end of the partition");
     assert_eq!(read[0].key.as_deref(), Some(&b"k1"[..]));
@@ -34,7 +37,10 @@ async fn read_range_returns_keys_values_headers_and_tombstones_from_mock_cluster
     assert_eq!(read[2].value, None, "tombstones stay null");
     assert_eq!(read.iter().map(|r| r.position.as_ref().unwrap().offset).collect::<Vec<_>>(), vec![0, 1, 2]);
     let config = kafka(&bootstrap);
-    let tail = tokio::task::spawn_blocking(move || read_range(&config, &topic, 0, 2, 10, Duration::from_secs(10))).await.unwrap().unwrap();
+    let tail = tokio::task::spawn_blocking(move || read_range(&config, &topic, 0, 2, 10, Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(tail.len(), 1);
 }
 
@@ -61,7 +67,20 @@ async fn decode_reads_a_debezium_topic_from_a_real_broker() {
 
     let output = tokio::task::spawn_blocking({
         let topic = topic.clone();
-        move || run(&["decode", "--topic", &topic, "--bootstrap-servers", bootstrap, "--count", "100", "--debezium", "--format", "json-schema"])
+        move || {
+            run(&[
+                "decode",
+                "--topic",
+                &topic,
+                "--bootstrap-servers",
+                bootstrap,
+                "--count",
+                "100",
+                "--debezium",
+                "--format",
+                "json-schema",
+            ])
+        }
     })
     .await
     .unwrap();

@@ -30,7 +30,10 @@ fn decoders() -> &'static Decoders {
             debezium_schema: DebeziumDecoder::json(true),
             debezium_avro: DebeziumDecoder::avro(avro.clone()),
             avro,
-            fixture_values: records("json-schemas-precise").into_iter().filter_map(|r| r.value.map(|v| v.to_vec())).collect(),
+            fixture_values: records("json-schemas-precise")
+                .into_iter()
+                .filter_map(|r| r.value.map(|v| v.to_vec()))
+                .collect(),
         }
     })
 }

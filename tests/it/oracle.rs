@@ -32,7 +32,8 @@ struct VisitorVersion {
 
 fn versions() -> impl Strategy<Value = Vec<VisitorVersion>> {
     proptest::collection::vec(
-        (0i64..4, 0i64..1_000, proptest::option::weighted(0.8, "[a-c]")).prop_map(|(visitor, valid_from, tier)| VisitorVersion { visitor, valid_from, tier }),
+        (0i64..4, 0i64..1_000, proptest::option::weighted(0.8, "[a-c]"))
+            .prop_map(|(visitor, valid_from, tier)| VisitorVersion { visitor, valid_from, tier }),
         0..20,
     )
 }
@@ -48,7 +49,11 @@ fn oracle(versions: &[VisitorVersion], clicks: &[(usize, i64, i64)]) -> BTreeMap
         .map(|(id, visitor, t)| {
             // Among versions at the same valid_from, the one applied last wins (the store keeps
             // one version per key and time).
-            let found = versions.iter().enumerate().filter(|(_, v)| v.visitor == *visitor && v.valid_from <= *t).max_by_key(|(i, v)| (v.valid_from, *i));
+            let found = versions
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.visitor == *visitor && v.valid_from <= *t)
+                .max_by_key(|(i, v)| (v.valid_from, *i));
             let tier = match found {
                 Some((_, v)) => v.tier.clone().unwrap_or_else(|| "unknown".into()),
                 None => "unknown".into(),
@@ -353,7 +358,14 @@ fn naive_sessions(events: &[(i64, i64, i64, i64)], gap: i64, grace: i64) -> BTre
             let mut top: Vec<(i64, i64)> = per_user.iter().map(|(u, c)| (*u, *c)).collect();
             top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             top.truncate(2);
-            let expected = (session.len() as i64, values.iter().sum(), *values.iter().min().unwrap(), *values.iter().max().unwrap(), per_user.len() as i64, top);
+            let expected = (
+                session.len() as i64,
+                values.iter().sum(),
+                *values.iter().min().unwrap(),
+                *values.iter().max().unwrap(),
+                per_user.len() as i64,
+                top,
+            );
             out.insert((g, session[0].0), expected);
         }
     }

@@ -42,7 +42,8 @@ impl Api {
     }
 
     async fn set_level(&self, subject: &str, level: &str) {
-        let (status, body) = self.call(reqwest::Method::PUT, &format!("/config/{subject}"), Some(json!({"compatibility": level}))).await;
+        let (status, body) =
+            self.call(reqwest::Method::PUT, &format!("/config/{subject}"), Some(json!({"compatibility": level}))).await;
         assert_eq!((status, body), (200, json!({"compatibility": level})));
     }
 }
@@ -67,13 +68,19 @@ async fn subjects_versions_ids_lookup_and_deletes_follow_the_confluent_api() {
 
     let (status, latest) = api.get("/subjects/events-value/versions/latest").await;
     assert_eq!(status, 200);
-    assert_eq!((latest["subject"].clone(), latest["version"].clone(), latest["id"].clone()), (json!("events-value"), json!(2), json!(2)));
+    assert_eq!(
+        (latest["subject"].clone(), latest["version"].clone(), latest["id"].clone()),
+        (json!("events-value"), json!(2), json!(2))
+    );
     let stored: Json = serde_json::from_str(latest["schema"].as_str().unwrap()).unwrap();
     assert_eq!(stored, v2);
     assert_eq!(api.get("/subjects/events-value/versions/1/schema").await, (200, v1.clone()));
     let (status, by_id) = api.get("/schemas/ids/1").await;
     assert_eq!((status, serde_json::from_str::<Json>(by_id["schema"].as_str().unwrap()).unwrap()), (200, v1.clone()));
-    assert_eq!(api.get("/schemas/ids/2/versions").await, (200, json!([{"subject": "events-value", "version": 2}, {"subject": "other-value", "version": 1}])));
+    assert_eq!(
+        api.get("/schemas/ids/2/versions").await,
+        (200, json!([{"subject": "events-value", "version": 2}, {"subject": "other-value", "version": 1}]))
+    );
     assert_eq!(api.get("/schemas/types").await, (200, json!(["AVRO"])));
 
     let (status, found) = api.post("/subjects/events-value", json!({"schema": v1.to_string()})).await;
@@ -87,9 +94,12 @@ async fn subjects_versions_ids_lookup_and_deletes_follow_the_confluent_api() {
     assert_eq!(api.get("/subjects/events-value/versions/zero").await.1["error_code"], 42202);
     let unknown = record(json!([{"name": "z", "type": "long"}]));
     assert_eq!(api.post("/subjects/events-value", json!({"schema": unknown.to_string()})).await.1["error_code"], 40403);
-    let (status, invalid) = api.post("/subjects/events-value/versions", json!({"schema": "{\"type\": \"nonsense\"}"})).await;
+    let (status, invalid) =
+        api.post("/subjects/events-value/versions", json!({"schema": "{\"type\": \"nonsense\"}"})).await;
     assert_eq!((status, invalid["error_code"].clone()), (422, json!(42201)));
-    let (status, proto) = api.post("/subjects/p-value/versions", json!({"schema": "syntax = \"proto3\";", "schemaType": "PROTOBUF"})).await;
+    let (status, proto) = api
+        .post("/subjects/p-value/versions", json!({"schema": "syntax = \"proto3\";", "schemaType": "PROTOBUF"}))
+        .await;
     assert_eq!((status, proto["error_code"].clone()), (422, json!(42201)));
 
     // Soft delete of a version, then permanent; subject deletes.
@@ -134,7 +144,8 @@ async fn verdict(level: &str, history: &[Json], candidate: &Json) -> bool {
         assert_eq!(api.register("s", schema).await.0, 200);
     }
     api.set_level("s", level).await;
-    let (status, checked) = api.post("/compatibility/subjects/s/versions?verbose=true", json!({"schema": candidate.to_string()})).await;
+    let (status, checked) =
+        api.post("/compatibility/subjects/s/versions?verbose=true", json!({"schema": candidate.to_string()})).await;
     assert_eq!(status, 200, "{checked}");
     let (status, registered) = api.register("s", candidate).await;
     let accepted = status == 200;
@@ -165,14 +176,20 @@ async fn backward_accepts_added_defaults_and_removed_fields_but_not_added_requir
     let v1 = fields(&[("a", None)]);
     assert!(verdict("BACKWARD", &[v1.clone()], &fields(&[("a", None), ("b", Some(0))])).await);
     assert!(!verdict("BACKWARD", &[v1.clone()], &fields(&[("a", None), ("b", None)])).await);
-    assert!(verdict("BACKWARD", &[fields(&[("a", None), ("b", None)])], &v1).await, "removing a field is backward compatible");
+    assert!(
+        verdict("BACKWARD", &[fields(&[("a", None), ("b", None)])], &v1).await,
+        "removing a field is backward compatible"
+    );
 }
 
 #[tokio::test]
 async fn forward_rejects_removing_a_field_old_readers_need() {
     let v1 = fields(&[("a", None), ("b", None)]);
     assert!(!verdict("FORWARD", &[v1.clone()], &fields(&[("a", None)])).await);
-    assert!(verdict("FORWARD", &[v1.clone()], &fields(&[("a", None), ("b", None), ("c", None)])).await, "adding a field is forward compatible");
+    assert!(
+        verdict("FORWARD", &[v1.clone()], &fields(&[("a", None), ("b", None), ("c", None)])).await,
+        "adding a field is forward compatible"
+    );
 }
 
 #[tokio::test]
@@ -205,7 +222,9 @@ async fn none_accepts_anything_and_enum_symbol_removal_is_not_backward() {
     let retyped = record(json!([{"name": "a", "type": "string"}]));
     assert!(verdict("NONE", &[v1.clone()], &retyped).await);
     assert!(!verdict("BACKWARD", &[v1], &retyped).await);
-    let colors = |symbols: &[&str]| record(json!([{"name": "c", "type": {"type": "enum", "name": "Color", "symbols": symbols}}]));
+    let colors = |symbols: &[&str]| {
+        record(json!([{"name": "c", "type": {"type": "enum", "name": "Color", "symbols": symbols}}]))
+    };
     assert!(!verdict("BACKWARD", &[colors(&["RED", "GREEN"])], &colors(&["RED"])).await);
     assert!(verdict("BACKWARD", &[colors(&["RED"])], &colors(&["RED", "GREEN"])).await);
 }
@@ -236,9 +255,15 @@ async fn schemas_check_uses_every_version_a_transitive_level_requires() {
     api.register("t-value", &fields(&[("a", None), ("b", Some(0))])).await;
     api.set_level("t-value", "BACKWARD_TRANSITIVE").await;
     let config = RegistryConfig { url: api.running.url.clone(), ..RegistryConfig::default() };
-    let file = SchemaFile { path: "t-value.avsc".into(), subject: "t-value".into(), schema: fields(&[("a", None), ("b", None)]).to_string() };
+    let file = SchemaFile {
+        path: "t-value.avsc".into(),
+        subject: "t-value".into(),
+        schema: fields(&[("a", None), ("b", None)]).to_string(),
+    };
     // Compatible with the latest version, but not with version 1.
-    assert!(matches!(check(&config, &file).await.unwrap(), CheckOutcome::Incompatible(reasons) if reasons.iter().any(|r| r.contains("version 1"))));
+    assert!(
+        matches!(check(&config, &file).await.unwrap(), CheckOutcome::Incompatible(reasons) if reasons.iter().any(|r| r.contains("version 1")))
+    );
     let new_subject = SchemaFile { subject: "fresh-value".into(), ..file };
     assert_eq!(check(&config, &new_subject).await.unwrap(), CheckOutcome::NewSubject);
     api.running.shutdown().await.unwrap();

@@ -11,9 +11,9 @@
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
-use rdkafka::message::{Header, OwnedHeaders};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -49,8 +49,12 @@ fn tansu_binary() -> String {
         return bin;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rig/tansu.sh");
-    let output = Command::new("bash").arg(script).arg("bin").stderr(Stdio::inherit()).output().expect("run tests/rig/tansu.sh");
-    assert!(output.status.success(), "tests/rig/tansu.sh bin failed: install Tansu with `tests/rig/tansu.sh install` or run the suite with tests/run.sh");
+    let output =
+        Command::new("bash").arg(script).arg("bin").stderr(Stdio::inherit()).output().expect("run tests/rig/tansu.sh");
+    assert!(
+        output.status.success(),
+        "tests/rig/tansu.sh bin failed: install Tansu with `tests/rig/tansu.sh install` or run the suite with tests/run.sh"
+    );
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 

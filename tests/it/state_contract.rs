@@ -2,8 +2,8 @@
 //! cases only a durable backend has (reopen, crash, locked and corrupt directories).
 
 use happystreams::state::{
-    Changelog, MemoryBackend, MemoryChangelog, RocksDbBackend, StateBackend, StateConfig, StateError, StateMemory, TaskState,
-    VersionedStore,
+    Changelog, MemoryBackend, MemoryChangelog, RocksDbBackend, StateBackend, StateConfig, StateError, StateMemory,
+    TaskState, VersionedStore,
 };
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -64,10 +64,22 @@ fn get_put_delete_and_range_follow_key_order() {
         assert_eq!(state.get("rows", b"c").unwrap(), None, "{kind:?}");
         assert_eq!(state.get("aggregates", b"a").unwrap(), None, "{kind:?}: stores are separate");
         let keys = |range: Vec<(Vec<u8>, Vec<u8>)>| range.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
-        assert_eq!(keys(state.range("rows", b"a", Some(b"b")).unwrap()), vec![b"a".to_vec(), b"ab".to_vec()], "{kind:?}");
+        assert_eq!(
+            keys(state.range("rows", b"a", Some(b"b")).unwrap()),
+            vec![b"a".to_vec(), b"ab".to_vec()],
+            "{kind:?}"
+        );
         state.commit(inputs(4)).unwrap();
-        assert_eq!(keys(state.range("rows", b"", None).unwrap()), vec![b"a".to_vec(), b"ab".to_vec(), b"b".to_vec()], "{kind:?}");
-        assert_eq!(keys(state.range("rows", b"ab", Some(b"ab")).unwrap()), Vec::<Vec<u8>>::new(), "{kind:?}: empty range");
+        assert_eq!(
+            keys(state.range("rows", b"", None).unwrap()),
+            vec![b"a".to_vec(), b"ab".to_vec(), b"b".to_vec()],
+            "{kind:?}"
+        );
+        assert_eq!(
+            keys(state.range("rows", b"ab", Some(b"ab")).unwrap()),
+            Vec::<Vec<u8>>::new(),
+            "{kind:?}: empty range"
+        );
         // Deleting a committed key hides it before the next commit, too.
         state.delete("rows", b"a".to_vec()).unwrap();
         assert_eq!(keys(state.range("rows", b"", None).unwrap()), vec![b"ab".to_vec(), b"b".to_vec()], "{kind:?}");
@@ -240,7 +252,9 @@ fn versioned_store_answers_as_of_event_time_in_any_arrival_order() {
         versions.put(&mut state, b"v1", 200, Some(b"gold"), 200).unwrap();
         versions.put(&mut state, b"v1", 100, Some(b"silver"), 200).unwrap();
         versions.put(&mut state, b"v1", 300, None, 300).unwrap();
-        let at = |state: &TaskState<Box<dyn StateBackend>>, ts| versions.get_as_of(state, b"v1", ts).unwrap().and_then(|v| v.value);
+        let at = |state: &TaskState<Box<dyn StateBackend>>, ts| {
+            versions.get_as_of(state, b"v1", ts).unwrap().and_then(|v| v.value)
+        };
         assert_eq!(at(&state, 99), None, "{kind:?}: before the first version");
         assert_eq!(at(&state, 100), Some(b"silver".to_vec()), "{kind:?}");
         assert_eq!(at(&state, 250), Some(b"gold".to_vec()), "{kind:?}");
@@ -251,7 +265,11 @@ fn versioned_store_answers_as_of_event_time_in_any_arrival_order() {
         // Keys that are prefixes of each other do not mix.
         versions.put(&mut state, b"v", 50, Some(b"other"), 400).unwrap();
         assert_eq!(at(&state, 150), Some(b"silver".to_vec()), "{kind:?}");
-        assert_eq!(versions.get_as_of(&state, b"v", 150).unwrap().and_then(|v| v.value), Some(b"other".to_vec()), "{kind:?}");
+        assert_eq!(
+            versions.get_as_of(&state, b"v", 150).unwrap().and_then(|v| v.value),
+            Some(b"other".to_vec()),
+            "{kind:?}"
+        );
         assert_eq!(versions.latest(&state, b"v").unwrap().and_then(|v| v.value), Some(b"other".to_vec()), "{kind:?}");
         state.commit(inputs(1)).unwrap();
         assert_eq!(at(&state, 250), Some(b"gold".to_vec()), "{kind:?}: same after commit");

@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 
 fn topology_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "yaml")).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
     files.sort();
     files
 }
@@ -65,7 +69,11 @@ fn page_views_plan_has_the_expected_stores_and_repartition() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/page_views_by_source.yaml");
     let plan = topology::load(&file).unwrap();
     assert_eq!(plan.stores(), vec!["visitors-table".to_string(), "views_per_source-aggregate".to_string()]);
-    assert_eq!(plan.repartition_topics(), vec!["page_views_by_source-views_per_source-repartition".to_string()], "grouping by source re-keys");
+    assert_eq!(
+        plan.repartition_topics(),
+        vec!["page_views_by_source-views_per_source-repartition".to_string()],
+        "grouping by source re-keys"
+    );
     assert_eq!(plan.source("visitors").unwrap().history_ms, Some(30 * 86_400_000));
     assert_eq!(plan.subtopologies, 2, "clicks+visitors+join, then the aggregation behind its repartition topic");
 }
@@ -142,7 +150,9 @@ fn impossible_windows_and_measures_are_rejected() {
     assert!(e.message.contains("needs `gap`"), "{e}");
     let e = error(&agg("{ type: tumbling, size: 1h }", "{ n: { count: {}, sum: visitor_id } }"));
     assert!(e.message.contains("exactly one"), "{e}");
-    let e = error(&with_nodes("  - name: w\n    from: clicks\n    aggregate:\n      group_by: { t: event_type }\n      emit: final\n      measures: { n: { count: {} } }\n"));
+    let e = error(&with_nodes(
+        "  - name: w\n    from: clicks\n    aggregate:\n      group_by: { t: event_type }\n      emit: final\n      measures: { n: { count: {} } }\n",
+    ));
     assert!(e.message.contains("needs a window"), "{e}");
     let e = error(&with_nodes("  - name: w\n    from: clicks\n    filter: \"event_type ==\"\n"));
     assert!(e.message.contains("not a valid expression"), "{e}");
@@ -173,7 +183,9 @@ fn a_key_changed_in_an_earlier_node_is_repartitioned_before_state() {
         "  - name: by_uid\n    from: clicks\n    key: visitor_id * 1\n  - name: joined\n    from: by_uid\n    join: { table: visitors }\n",
     ))
     .unwrap();
-    assert!(matches!(&plan.node("joined").unwrap().steps[0], Step::Repartition { topic } if topic == "t-joined-repartition"));
+    assert!(
+        matches!(&plan.node("joined").unwrap().steps[0], Step::Repartition { topic } if topic == "t-joined-repartition")
+    );
     // Grouping by the key the source is partitioned by needs no repartition.
     let plan = parse(&with_nodes("  - name: per_visitor\n    from: clicks\n    aggregate:\n      group_by: { visitor_id: visitor_id }\n      measures: { n: { count: {} } }\n")).unwrap();
     assert!(plan.repartition_topics().is_empty());

@@ -33,7 +33,10 @@ impl std::fmt::Debug for KafkaConfig {
             .iter()
             .map(|(k, v)| (k.as_str(), if is_secret(k) { "<redacted>" } else { v.as_str() }))
             .collect();
-        f.debug_struct("KafkaConfig").field("bootstrap_servers", &self.bootstrap_servers).field("properties", &shown).finish()
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("properties", &shown)
+            .finish()
     }
 }
 

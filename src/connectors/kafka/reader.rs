@@ -22,7 +22,9 @@ pub enum KafkaReadError {
     #[error("invalid Kafka client settings: {0}; check kafka.properties")]
     Settings(String),
     /// The broker reported an error.
-    #[error("reading {topic} partition {partition} failed: {detail}; check that the topic exists and the broker at {bootstrap} is reachable")]
+    #[error(
+        "reading {topic} partition {partition} failed: {detail}; check that the topic exists and the broker at {bootstrap} is reachable"
+    )]
     Broker {
         /// Topic.
         topic: String,

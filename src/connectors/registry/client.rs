@@ -33,7 +33,9 @@ pub enum RegistryClientError {
         message: String,
     },
     /// The registry could not be reached.
-    #[error("registry {url} is unreachable: {detail}; check --registry / HAPPYSTREAMS_REGISTRY__URL and that the registry is up")]
+    #[error(
+        "registry {url} is unreachable: {detail}; check --registry / HAPPYSTREAMS_REGISTRY__URL and that the registry is up"
+    )]
     Unreachable {
         /// Registry URL.
         url: String,
@@ -133,18 +135,22 @@ pub enum CheckOutcome {
 pub async fn check(config: &RegistryConfig, file: &SchemaFile) -> Result<CheckOutcome, RegistryClientError> {
     match check_against(config, file, &["versions"]).await? {
         Some(outcome) => Ok(outcome),
-        None => check_against(config, file, &["versions", "latest"])
-            .await?
-            .ok_or_else(|| RegistryClientError::Rejected {
+        None => {
+            check_against(config, file, &["versions", "latest"]).await?.ok_or_else(|| RegistryClientError::Rejected {
                 url: config.url.clone(),
                 subject: file.subject.clone(),
                 message: "the registry has no compatibility endpoint".into(),
-            }),
+            })
+        }
     }
 }
 
 /// One compatibility request; `Ok(None)` when the registry does not know the endpoint.
-async fn check_against(config: &RegistryConfig, file: &SchemaFile, path: &[&str]) -> Result<Option<CheckOutcome>, RegistryClientError> {
+async fn check_against(
+    config: &RegistryConfig,
+    file: &SchemaFile,
+    path: &[&str],
+) -> Result<Option<CheckOutcome>, RegistryClientError> {
     let unreachable = |detail: String| RegistryClientError::Unreachable { url: config.url.clone(), detail };
     let mut url = reqwest::Url::parse(&config.url).map_err(|e| unreachable(format!("invalid URL: {e}")))?;
     url.path_segments_mut()
@@ -171,7 +177,11 @@ async fn check_against(config: &RegistryConfig, file: &SchemaFile, path: &[&str]
         return Ok(None);
     }
     if !status.is_success() {
-        return Err(RegistryClientError::Rejected { url: config.url.clone(), subject: file.subject.clone(), message: format!("HTTP {status}: {body}") });
+        return Err(RegistryClientError::Rejected {
+            url: config.url.clone(),
+            subject: file.subject.clone(),
+            message: format!("HTTP {status}: {body}"),
+        });
     }
     match body.get("is_compatible").and_then(serde_json::Value::as_bool) {
         Some(true) => Ok(Some(CheckOutcome::Compatible)),
@@ -181,6 +191,10 @@ async fn check_against(config: &RegistryConfig, file: &SchemaFile, path: &[&str]
                 .map(|m| m.iter().map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())).collect())
                 .unwrap_or_default(),
         ))),
-        None => Err(RegistryClientError::Rejected { url: config.url.clone(), subject: file.subject.clone(), message: format!("unexpected answer {body}") }),
+        None => Err(RegistryClientError::Rejected {
+            url: config.url.clone(),
+            subject: file.subject.clone(),
+            message: format!("unexpected answer {body}"),
+        }),
     }
 }

@@ -56,7 +56,9 @@ impl CompatibilityLevel {
     fn transitive(self) -> bool {
         matches!(
             self,
-            CompatibilityLevel::BackwardTransitive | CompatibilityLevel::ForwardTransitive | CompatibilityLevel::FullTransitive
+            CompatibilityLevel::BackwardTransitive
+                | CompatibilityLevel::ForwardTransitive
+                | CompatibilityLevel::FullTransitive
         )
     }
     fn backward(self) -> bool {
@@ -97,7 +99,10 @@ impl FromStr for CompatibilityLevel {
 fn can_read(writer: &Schema, reader: &Schema) -> Result<(), String> {
     match SchemaCompatibility::can_read(writer, reader) {
         Ok(Compatibility::Full) => Ok(()),
-        Ok(Compatibility::Partial) => Err("reading may fail for some values (an enum symbol or union branch of the writer is missing in the reader)".into()),
+        Ok(Compatibility::Partial) => Err(
+            "reading may fail for some values (an enum symbol or union branch of the writer is missing in the reader)"
+                .into(),
+        ),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -113,13 +118,15 @@ pub fn check(level: CompatibilityLevel, new: &Schema, existing: &[(u32, Schema)]
     let mut messages = Vec::new();
     for (version, old) in against {
         if level.backward()
-            && let Err(reason) = can_read(old, new) {
-                messages.push(format!("{level}: the new schema cannot read data written with version {version}: {reason}"));
-            }
+            && let Err(reason) = can_read(old, new)
+        {
+            messages.push(format!("{level}: the new schema cannot read data written with version {version}: {reason}"));
+        }
         if level.forward()
-            && let Err(reason) = can_read(new, old) {
-                messages.push(format!("{level}: version {version} cannot read data written with the new schema: {reason}"));
-            }
+            && let Err(reason) = can_read(new, old)
+        {
+            messages.push(format!("{level}: version {version} cannot read data written with the new schema: {reason}"));
+        }
     }
     messages
 }

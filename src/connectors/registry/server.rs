@@ -68,17 +68,31 @@ fn schema_request(body: &Bytes) -> Result<String, RegistryError> {
     })?;
     match request.schema_type.as_deref() {
         None | Some("AVRO") => {}
-        Some(other) => return Err(RegistryError { code: 42201, message: format!("Invalid schema type {other}: this registry stores AVRO schemas only") }),
+        Some(other) => {
+            return Err(RegistryError {
+                code: 42201,
+                message: format!("Invalid schema type {other}: this registry stores AVRO schemas only"),
+            });
+        }
     }
     if !request.references.is_empty() {
-        return Err(RegistryError { code: 42201, message: "Invalid schema: schema references are not supported by this registry; inline the referenced types".into() });
+        return Err(RegistryError {
+            code: 42201,
+            message:
+                "Invalid schema: schema references are not supported by this registry; inline the referenced types"
+                    .into(),
+        });
     }
     Ok(request.schema)
 }
 
 fn level_request(body: &Bytes) -> Result<CompatibilityLevel, RegistryError> {
     let json: Json = serde_json::from_slice(body).map_err(|e| RegistryError::invalid_level(&e.to_string()))?;
-    let text = json.get("compatibility").or_else(|| json.get("compatibilityLevel")).and_then(Json::as_str).ok_or_else(|| RegistryError::invalid_level("body must be {\"compatibility\": \"<LEVEL>\"}"))?;
+    let text = json
+        .get("compatibility")
+        .or_else(|| json.get("compatibilityLevel"))
+        .and_then(Json::as_str)
+        .ok_or_else(|| RegistryError::invalid_level("body must be {\"compatibility\": \"<LEVEL>\"}"))?;
     text.parse().map_err(|e: String| RegistryError::invalid_level(&e))
 }
 
@@ -106,7 +120,9 @@ async fn raw_schema_by_id(State(store): State<Shared>, Path(id): Path<String>) -
 
 async fn id_versions(State(store): State<Shared>, Path(id): Path<String>) -> ApiResult {
     let pairs = lock(&store)?.id_versions(parse_id(&id)?)?;
-    Ok(respond(Json::Array(pairs.into_iter().map(|(subject, version)| json!({"subject": subject, "version": version})).collect())))
+    Ok(respond(Json::Array(
+        pairs.into_iter().map(|(subject, version)| json!({"subject": subject, "version": version})).collect(),
+    )))
 }
 
 async fn subjects(State(store): State<Shared>, Query(params): Params) -> ApiResult {
@@ -124,7 +140,11 @@ async fn register(State(store): State<Shared>, Path(subject): Path<String>, body
     Ok(respond(json!({ "id": id })))
 }
 
-async fn version(State(store): State<Shared>, Path((subject, version)): Path<(String, String)>, Query(params): Params) -> ApiResult {
+async fn version(
+    State(store): State<Shared>,
+    Path((subject, version)): Path<(String, String)>,
+    Query(params): Params,
+) -> ApiResult {
     let found = lock(&store)?.version(&subject, VersionRef::parse(&version)?, flag(&params, "deleted"))?;
     Ok(respond(json!(found)))
 }
@@ -134,7 +154,11 @@ async fn version_schema(State(store): State<Shared>, Path((subject, version)): P
     Ok(respond(serde_json::from_str(&found.schema).unwrap_or(Json::String(found.schema))))
 }
 
-async fn delete_version(State(store): State<Shared>, Path((subject, version)): Path<(String, String)>, Query(params): Params) -> ApiResult {
+async fn delete_version(
+    State(store): State<Shared>,
+    Path((subject, version)): Path<(String, String)>,
+    Query(params): Params,
+) -> ApiResult {
     let deleted = lock(&store)?.delete_version(&subject, VersionRef::parse(&version)?, flag(&params, "permanent"))?;
     Ok(respond(json!(deleted)))
 }
@@ -158,12 +182,19 @@ async fn put_global_config(State(store): State<Shared>, body: Bytes) -> ApiResul
     Ok(respond(json!({ "compatibility": level })))
 }
 
-async fn get_subject_config(State(store): State<Shared>, Path(subject): Path<String>, Query(params): Params) -> ApiResult {
+async fn get_subject_config(
+    State(store): State<Shared>,
+    Path(subject): Path<String>,
+    Query(params): Params,
+) -> ApiResult {
     let store = lock(&store)?;
     match store.subject_level(&subject) {
         Some(level) => Ok(respond(json!({ "compatibilityLevel": level }))),
         None if flag(&params, "defaultToGlobal") => Ok(respond(json!({ "compatibilityLevel": store.global_level() }))),
-        None => Err(RegistryError { code: 40408, message: format!("Subject '{subject}' does not have subject-level compatibility configured") }),
+        None => Err(RegistryError {
+            code: 40408,
+            message: format!("Subject '{subject}' does not have subject-level compatibility configured"),
+        }),
     }
 }
 
@@ -188,14 +219,24 @@ fn compatibility_response(messages: Vec<String>, verbose: bool) -> Response {
     respond(body)
 }
 
-async fn check_version(State(store): State<Shared>, Path((subject, version)): Path<(String, String)>, Query(params): Params, body: Bytes) -> ApiResult {
+async fn check_version(
+    State(store): State<Shared>,
+    Path((subject, version)): Path<(String, String)>,
+    Query(params): Params,
+    body: Bytes,
+) -> ApiResult {
     let schema = schema_request(&body)?;
     let version = VersionRef::parse(&version)?;
     let messages = lock(&store)?.check(&subject, &schema, Some(version))?;
     Ok(compatibility_response(messages, flag(&params, "verbose")))
 }
 
-async fn check_all(State(store): State<Shared>, Path(subject): Path<String>, Query(params): Params, body: Bytes) -> ApiResult {
+async fn check_all(
+    State(store): State<Shared>,
+    Path(subject): Path<String>,
+    Query(params): Params,
+    body: Bytes,
+) -> ApiResult {
     let schema = schema_request(&body)?;
     let messages = lock(&store)?.check(&subject, &schema, None)?;
     Ok(compatibility_response(messages, flag(&params, "verbose")))

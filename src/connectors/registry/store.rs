@@ -50,7 +50,12 @@ impl RegistryError {
         Self::new(40403, "Schema not found")
     }
     pub(crate) fn invalid_version(version: &str) -> Self {
-        Self::new(42202, format!("The specified version '{version}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\""))
+        Self::new(
+            42202,
+            format!(
+                "The specified version '{version}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\""
+            ),
+        )
     }
     pub(crate) fn invalid_level(detail: &str) -> Self {
         Self::new(42203, format!("Invalid compatibility level: {detail}"))
@@ -163,12 +168,20 @@ impl RegistryStore {
 
     /// Opens (or creates) a store persisted in `dir/registry.json`.
     pub fn open(dir: &Path) -> Result<Self, RegistryError> {
-        let storage = |e: std::io::Error| RegistryError::new(50001, format!("cannot use registry directory {}: {e}", dir.display()));
+        let storage = |e: std::io::Error| {
+            RegistryError::new(50001, format!("cannot use registry directory {}: {e}", dir.display()))
+        };
         std::fs::create_dir_all(dir).map_err(storage)?;
         let file = dir.join("registry.json");
         let state = match std::fs::read(&file) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                RegistryError::new(50001, format!("{} is corrupt ({e}); restore it from a backup or move it away to start empty", file.display()))
+                RegistryError::new(
+                    50001,
+                    format!(
+                        "{} is corrupt ({e}); restore it from a backup or move it away to start empty",
+                        file.display()
+                    ),
+                )
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State { next_id: 1, ..State::default() },
             Err(e) => return Err(storage(e)),
@@ -216,7 +229,12 @@ impl RegistryStore {
     }
 
     /// One version of a subject.
-    pub fn version(&self, subject: &str, version: VersionRef, include_deleted: bool) -> Result<SubjectVersion, RegistryError> {
+    pub fn version(
+        &self,
+        subject: &str,
+        version: VersionRef,
+        include_deleted: bool,
+    ) -> Result<SubjectVersion, RegistryError> {
         let s = self.subject(subject, include_deleted)?;
         let entry = match version {
             VersionRef::Latest => s.versions.iter().rev().find(|v| include_deleted || !v.deleted),
@@ -229,7 +247,12 @@ impl RegistryStore {
             };
             RegistryError::version_not_found(subject, &label)
         })?;
-        Ok(SubjectVersion { subject: subject.to_owned(), version: entry.version, id: entry.id, schema: self.schema_text(entry.id).to_owned() })
+        Ok(SubjectVersion {
+            subject: subject.to_owned(),
+            version: entry.version,
+            id: entry.id,
+            schema: self.schema_text(entry.id).to_owned(),
+        })
     }
 
     /// Schema text by id.
@@ -244,7 +267,9 @@ impl RegistryStore {
             .state
             .subjects
             .iter()
-            .flat_map(|(name, s)| s.versions.iter().filter(move |v| v.id == id && !v.deleted).map(move |v| (name.clone(), v.version)))
+            .flat_map(|(name, s)| {
+                s.versions.iter().filter(move |v| v.id == id && !v.deleted).map(move |v| (name.clone(), v.version))
+            })
             .collect())
     }
 
@@ -272,10 +297,16 @@ impl RegistryStore {
     }
 
     /// Sets (or with `None`, removes) a subject's level; returns the previous one.
-    pub fn set_subject_level(&mut self, subject: &str, level: Option<CompatibilityLevel>) -> Result<Option<CompatibilityLevel>, RegistryError> {
+    pub fn set_subject_level(
+        &mut self,
+        subject: &str,
+        level: Option<CompatibilityLevel>,
+    ) -> Result<Option<CompatibilityLevel>, RegistryError> {
         self.mutate(|state| {
             Ok(match level {
-                Some(_) => std::mem::replace(&mut state.subjects.entry(subject.to_owned()).or_default().compatibility, level),
+                Some(_) => {
+                    std::mem::replace(&mut state.subjects.entry(subject.to_owned()).or_default().compatibility, level)
+                }
                 None => state.subjects.get_mut(subject).and_then(|s| s.compatibility.take()),
             })
         })
@@ -306,7 +337,10 @@ impl RegistryStore {
         if !reasons.is_empty() {
             return Err(RegistryError::new(
                 409,
-                format!("Schema being registered is incompatible with an earlier schema for subject \"{subject}\", details: [{}]", reasons.join("; ")),
+                format!(
+                    "Schema being registered is incompatible with an earlier schema for subject \"{subject}\", details: [{}]",
+                    reasons.join("; ")
+                ),
             ));
         }
         self.mutate(|state| {
@@ -332,7 +366,12 @@ impl RegistryStore {
             .iter()
             .filter(|v| !v.deleted)
             .find(|v| self.state.schemas.get(&v.id).is_some_and(|stored| stored.identity == identity))
-            .map(|v| SubjectVersion { subject: subject.to_owned(), version: v.version, id: v.id, schema: self.schema_text(v.id).to_owned() })
+            .map(|v| SubjectVersion {
+                subject: subject.to_owned(),
+                version: v.version,
+                id: v.id,
+                schema: self.schema_text(v.id).to_owned(),
+            })
     }
 
     /// Finds the version of a subject that has this schema.
@@ -367,17 +406,27 @@ impl RegistryStore {
     }
 
     fn delete_subject_in(state: &mut State, subject: &str, permanent: bool) -> Result<Vec<u32>, RegistryError> {
-        let s = state.subjects.get_mut(subject).filter(|s| !s.versions.is_empty()).ok_or_else(|| RegistryError::subject_not_found(subject))?;
+        let s = state
+            .subjects
+            .get_mut(subject)
+            .filter(|s| !s.versions.is_empty())
+            .ok_or_else(|| RegistryError::subject_not_found(subject))?;
         let deleted = if permanent {
             if s.versions.iter().any(|v| !v.deleted) {
-                return Err(RegistryError::new(40405, format!("Subject '{subject}' was not deleted first before being permanently deleted")));
+                return Err(RegistryError::new(
+                    40405,
+                    format!("Subject '{subject}' was not deleted first before being permanently deleted"),
+                ));
             }
             let versions = s.versions.iter().map(|v| v.version).collect();
             state.subjects.remove(subject);
             versions
         } else {
             if s.versions.iter().all(|v| v.deleted) {
-                return Err(RegistryError::new(40404, format!("Subject '{subject}' was soft deleted.Set permanent=true to delete permanently")));
+                return Err(RegistryError::new(
+                    40404,
+                    format!("Subject '{subject}' was soft deleted.Set permanent=true to delete permanently"),
+                ));
             }
             let versions: Vec<u32> = s.versions.iter().filter(|v| !v.deleted).map(|v| v.version).collect();
             s.versions.iter_mut().for_each(|v| v.deleted = true);
@@ -387,12 +436,26 @@ impl RegistryStore {
     }
 
     /// Deletes one version (soft, or permanent after a soft delete).
-    pub fn delete_version(&mut self, subject: &str, version: VersionRef, permanent: bool) -> Result<u32, RegistryError> {
+    pub fn delete_version(
+        &mut self,
+        subject: &str,
+        version: VersionRef,
+        permanent: bool,
+    ) -> Result<u32, RegistryError> {
         self.mutate(|state| Self::delete_version_in(state, subject, version, permanent))
     }
 
-    fn delete_version_in(state: &mut State, subject: &str, version: VersionRef, permanent: bool) -> Result<u32, RegistryError> {
-        let s = state.subjects.get_mut(subject).filter(|s| !s.versions.is_empty()).ok_or_else(|| RegistryError::subject_not_found(subject))?;
+    fn delete_version_in(
+        state: &mut State,
+        subject: &str,
+        version: VersionRef,
+        permanent: bool,
+    ) -> Result<u32, RegistryError> {
+        let s = state
+            .subjects
+            .get_mut(subject)
+            .filter(|s| !s.versions.is_empty())
+            .ok_or_else(|| RegistryError::subject_not_found(subject))?;
         let position = match version {
             VersionRef::Latest => s.versions.iter().rposition(|v| !v.deleted),
             VersionRef::Number(n) => s.versions.iter().position(|v| v.version == n),
@@ -405,12 +468,24 @@ impl RegistryStore {
         let entry = s.versions[index].clone();
         if permanent {
             if !entry.deleted {
-                return Err(RegistryError::new(40407, format!("Subject '{subject}' Version {} was not deleted first before being permanently deleted", entry.version)));
+                return Err(RegistryError::new(
+                    40407,
+                    format!(
+                        "Subject '{subject}' Version {} was not deleted first before being permanently deleted",
+                        entry.version
+                    ),
+                ));
             }
             s.versions.remove(index);
         } else {
             if entry.deleted {
-                return Err(RegistryError::new(40406, format!("Subject '{subject}' Version {} was soft deleted.Set permanent=true to delete permanently", entry.version)));
+                return Err(RegistryError::new(
+                    40406,
+                    format!(
+                        "Subject '{subject}' Version {} was soft deleted.Set permanent=true to delete permanently",
+                        entry.version
+                    ),
+                ));
             }
             s.versions[index].deleted = true;
         }
