@@ -6,6 +6,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 . scripts/env.sh
 scripts/install-build-deps.sh
+if ! cargo fmt --check >/dev/null 2>&1; then
+  echo "formatting differs from rustfmt.toml: run \`cargo fmt\`" >&2
+  exit 1
+fi
 # The real-broker tests start their own Tansu broker from this binary (tests/it/rig.rs).
 HAPPYSTREAMS_TANSU_BIN=$(tests/rig/tansu.sh bin)
 export HAPPYSTREAMS_TANSU_BIN
