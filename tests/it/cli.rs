@@ -241,4 +241,7 @@ fn demo_runs_with_no_external_service() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("5 clicks round-tripped"), "{stdout}");
     assert!(stdout.contains("tombstone"), "{stdout}");
+    // The engine part: closed windows of page views per visitor source, from real CDC rows.
+    assert!(stdout.contains("2024-07-01T00:00:00.000Z - 00:01:00.000Z  source=email"), "{stdout}");
+    assert!(stdout.contains("source=unknown"), "a deleted visitor joins the unknown member: {stdout}");
 }
