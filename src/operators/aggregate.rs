@@ -615,6 +615,20 @@ fn finish(measure: &Measure, acc: &Value) -> Value {
     }
 }
 
+/// The current result of an unwindowed aggregate for a group key (a join's lookup of an
+/// aggregate node's table).
+pub fn lookup_result<B: StateBackend>(
+    state: &TaskState<B>,
+    store: &str,
+    group_key: &Value,
+    measures: &[(String, Measure)],
+) -> Result<Option<Row>, OperatorError> {
+    let Some(bytes) = state.get(store, &key_bytes(group_key))? else { return Ok(None) };
+    let acc = decode_row(&bytes)
+        .map_err(|e| OperatorError::State(StateError::Encoding { store: store.to_owned(), detail: e.to_string() }))?;
+    Ok(Some(result(&acc, measures, 0).value))
+}
+
 /// The output event for an accumulator.
 fn result(acc: &Row, measures: &[(String, Measure)], record_time: i64) -> Event {
     let group = acc.get("group").and_then(Value::as_row).cloned().unwrap_or_default();

@@ -19,7 +19,7 @@
 use super::aggregate::Aggregator;
 use super::stateless;
 use super::stream_stream_join::{Side, StreamStreamJoin};
-use super::stream_table_join::StreamTableJoin;
+use super::stream_table_join::{Dimension, StreamTableJoin};
 use super::table::Table;
 use super::{Event, OperatorError, TableUpdate};
 use crate::codec::json;
@@ -61,6 +61,13 @@ pub struct Pipeline {
     downstream: BTreeMap<String, Vec<usize>>,
     /// source or node name → sink topics
     sinks: BTreeMap<String, Vec<String>>,
+}
+
+/// The lookup into an unwindowed aggregate node's results, if `name` is one.
+fn aggregate_dimension(plan: &Arc<Plan>, name: &str) -> Option<Dimension> {
+    let index = plan.nodes.iter().position(|n| n.name == name)?;
+    let step = plan.nodes[index].steps.iter().position(|s| matches!(s, Step::Aggregate { window: None, .. }))?;
+    Some(Dimension::Aggregate { plan: plan.clone(), node: index, step })
 }
 
 fn unsupported(node: &PlannedNode, what: &str) -> OperatorError {
@@ -116,9 +123,15 @@ impl Pipeline {
                         tables.insert(node.name.clone(), Arc::new(table));
                     }
                     Step::Join { other, join_type, alias, unknown, window: None, .. } => {
-                        let table = tables.get(other).cloned().ok_or_else(|| {
-                            unsupported(node, &format!("joining `{other}`, a table produced by a node,"))
-                        })?;
+                        let dimension = match tables.get(other) {
+                            Some(table) => Dimension::Table(table.clone()),
+                            None => aggregate_dimension(&plan, other).ok_or_else(|| {
+                                unsupported(
+                                    node,
+                                    &format!("joining `{other}` (only table sources, `to_table` nodes and unwindowed aggregates can be joined)"),
+                                )
+                            })?,
+                        };
                         // The unknown member has every column of the table (null) when its
                         // schema is known, so CEL reads of other columns give null, not an error.
                         let mut unknown_row = Row::new();
@@ -134,7 +147,7 @@ impl Pipeline {
                         }
                         joins.insert(
                             (index, step_index),
-                            StreamTableJoin::new(&node.name, table, *join_type, alias, unknown_row),
+                            StreamTableJoin::new(&node.name, dimension, *join_type, alias, unknown_row),
                         );
                     }
                     Step::Join { other, join_type, alias, unknown, window: Some((within, grace)), stores, .. } => {

@@ -6,12 +6,14 @@
 //! (left join: the configured unknown values, other columns null), the data-warehouse
 //! convention; both are counted, so missing dimension rows are never silent.
 
+use super::aggregate::lookup_result;
 use super::stateless::scope;
 use super::table::Table;
 use super::{Event, OperatorError};
 use crate::expression::Expression;
 use crate::record::{Row, Value};
 use crate::state::{StateBackend, TaskState};
+use crate::topology::plan::{Plan, Step};
 use crate::topology::spec::JoinType;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,10 +29,43 @@ pub struct JoinCounts {
     pub dropped: AtomicU64,
 }
 
+/// What a stream-table join looks rows up in.
+#[derive(Debug)]
+pub enum Dimension {
+    /// A table source or a `to_table` node.
+    Table(Arc<Table>),
+    /// An unwindowed aggregate node: its current result per group.
+    Aggregate {
+        /// The plan (for the aggregate's measures).
+        plan: Arc<Plan>,
+        /// Node index of the aggregate.
+        node: usize,
+        /// Step index of the aggregate in that node.
+        step: usize,
+    },
+}
+
+impl Dimension {
+    fn lookup<B: StateBackend>(
+        &self,
+        state: &TaskState<B>,
+        key: &Value,
+        at: i64,
+    ) -> Result<Option<Row>, OperatorError> {
+        match self {
+            Dimension::Table(table) => table.lookup(state, key, at),
+            Dimension::Aggregate { plan, node, step } => match plan.nodes.get(*node).and_then(|n| n.steps.get(*step)) {
+                Some(Step::Aggregate { store, measures, .. }) => lookup_result(state, store, key, measures),
+                _ => Err(OperatorError::Config(format!("node {node} step {step} is not an aggregate"))),
+            },
+        }
+    }
+}
+
 /// One stream-table join step.
 #[derive(Debug)]
 pub struct StreamTableJoin {
-    table: Arc<Table>,
+    dimension: Dimension,
     join_type: JoinType,
     alias: Arc<str>,
     unknown: Row,
@@ -40,10 +75,10 @@ pub struct StreamTableJoin {
 }
 
 impl StreamTableJoin {
-    /// A join against `table`; `unknown` holds the unknown member's known columns.
-    pub fn new(node: &str, table: Arc<Table>, join_type: JoinType, alias: &str, unknown: Row) -> Self {
+    /// A join against `dimension`; `unknown` holds the unknown member's known columns.
+    pub fn new(node: &str, dimension: Dimension, join_type: JoinType, alias: &str, unknown: Row) -> Self {
         StreamTableJoin {
-            table,
+            dimension,
             join_type,
             alias: Arc::from(alias),
             unknown,
@@ -66,7 +101,7 @@ impl StreamTableJoin {
             }
             None => event.key.clone(),
         };
-        let found = if key.is_null() { None } else { self.table.lookup(state, &key, event.timestamp)? };
+        let found = if key.is_null() { None } else { self.dimension.lookup(state, &key, event.timestamp)? };
         let joined = match (found, self.join_type) {
             (Some(row), _) => {
                 self.counts.matched.fetch_add(1, Ordering::Relaxed);

@@ -356,3 +356,39 @@ sinks:
     let err = topology::parse(windowed_ttl, None, Path::new(".")).unwrap_err();
     assert!(err.message.contains("`ttl` is for unwindowed aggregates"), "{err}");
 }
+
+#[test]
+fn a_stream_joins_an_unwindowed_aggregate_by_its_group_key() {
+    // First visit per visitor (a cohort's basis), joined back onto every visit.
+    let yaml = "
+name: cohorts
+sources:
+  visits: { topic: v, format: json, key: visitor_id, timestamp: t }
+nodes:
+  - name: first_visit
+    from: visits
+    aggregate: { group_by: { visitor_id: visitor_id }, measures: { first: { min: t } } }
+  - name: with_first_visit
+    from: visits
+    join: { table: first_visit, as: fv }
+    select: { visitor_id: visitor_id, t: t, first: fv.first }
+sinks:
+  - { from: with_first_visit, topic: out, format: json }
+";
+    let plan = topology::parse(yaml, None, Path::new(".")).unwrap();
+    let mut driver = TopologyTestDriver::new(plan).unwrap();
+    for (visitor, t) in [(1, 100), (1, 50), (2, 200), (1, 300)] {
+        driver.pipe_json(&json!({"source": "visits", "value": {"visitor_id": visitor, "t": t}})).unwrap();
+    }
+    let rows: Vec<Json> = driver.read_output("out").into_iter().map(|o| o.value.unwrap().to_json()).collect();
+    assert_eq!(
+        rows,
+        vec![
+            json!({"visitor_id": 1, "t": 100, "first": 100}),
+            json!({"visitor_id": 1, "t": 50, "first": 50}),
+            json!({"visitor_id": 2, "t": 200, "first": 200}),
+            json!({"visitor_id": 1, "t": 300, "first": 50}),
+        ],
+        "each visit sees the aggregate after its own update (nodes run in file order)"
+    );
+}
