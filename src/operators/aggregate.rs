@@ -24,7 +24,7 @@ use crate::record::encoding::{decode_row, encode_row, key_bytes, ordered_i64};
 use crate::record::{Decimal, Row, TimeUnit, Value};
 use crate::state::{StateBackend, StateError, TaskState};
 use crate::topology::plan::{Measure, Window};
-use crate::topology::spec::Emit;
+use crate::topology::spec::{Emit, WindowType};
 use std::cmp::Ordering;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -32,13 +32,14 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 /// An aggregation step.
 #[derive(Debug)]
 pub struct Aggregator {
-    node: String,
-    store: String,
+    pub(super) node: String,
+    pub(super) store: String,
     window: Option<Window>,
-    emit: Emit,
+    pub(super) emit: Emit,
     ttl_ms: Option<i64>,
-    /// Session windows: the store indexing each group's sessions by start.
-    session_index: Option<String>,
+    /// Session windows: the store indexing each group's sessions by start; sliding windows: the
+    /// store buffering each group's records.
+    side_store: Option<String>,
     /// Records dropped because every window they belong to had closed.
     pub late_records: AtomicU64,
 }
@@ -127,7 +128,7 @@ impl Aggregator {
         window: Option<Window>,
         emit: Emit,
         ttl_ms: Option<i64>,
-        session_index: Option<String>,
+        side_store: Option<String>,
     ) -> Self {
         Aggregator {
             node: node.to_owned(),
@@ -135,7 +136,7 @@ impl Aggregator {
             window,
             emit,
             ttl_ms,
-            session_index,
+            side_store,
             late_records: AtomicU64::new(0),
         }
     }
@@ -177,8 +178,13 @@ impl Aggregator {
             group.push(Arc::from(name.as_str()), expression.evaluate(&scope)?);
         }
         let group = Value::Struct(group);
-        if let (Some(index), Some(window)) = (&self.session_index, &self.window) {
-            return self.on_session_record(state, index, window, &group, measures, &scope, event, stream_time);
+        if let (Some(side), Some(window)) = (&self.side_store, &self.window) {
+            return match window.window_type {
+                WindowType::Sliding => {
+                    self.on_sliding_record(state, side, window, &group, measures, event, stream_time)
+                }
+                _ => self.on_session_record(state, side, window, &group, measures, &scope, event, stream_time),
+            };
         }
         let windows: Vec<Option<Bounds>> = match &self.window {
             None => vec![None],
@@ -264,9 +270,12 @@ impl Aggregator {
             self.expire_groups(state, stream_time)?;
             return Ok(Vec::new());
         };
+        if let (WindowType::Sliding, Some(side)) = (window.window_type, &self.side_store) {
+            return self.close_sliding(state, side, window, measures, stream_time);
+        }
         // Windows with end <= stream_time - grace: keys below ordered_i64(that + 1). Sessions
         // close once no acceptable record can extend them: end + gap + grace < stream_time.
-        let cutoff = match &self.session_index {
+        let cutoff = match &self.side_store {
             Some(_) => stream_time.saturating_sub(window.size_ms).saturating_sub(window.grace_ms),
             None => stream_time.saturating_sub(window.grace_ms).saturating_add(1),
         };
@@ -278,7 +287,7 @@ impl Aggregator {
             if self.emit == Emit::Final {
                 outputs.push(result(&acc, measures, 0));
             }
-            if let Some(index) = &self.session_index
+            if let Some(index) = &self.side_store
                 && let Some((start, end)) = bounds_of(&acc)
             {
                 state.delete(index, session_index_key(&key[16..], start, end))?;
@@ -486,7 +495,7 @@ impl Aggregator {
     }
 }
 
-fn update(measure: &Measure, current: Value, scope: &Scope<'_>) -> Result<Value, OperatorError> {
+pub(super) fn update(measure: &Measure, current: Value, scope: &Scope<'_>) -> Result<Value, OperatorError> {
     Ok(match measure {
         Measure::Count => Value::Long(current.as_i64().unwrap_or(0) + 1),
         Measure::Sum(e) => add(&current, &e.evaluate(scope)?)?,
@@ -630,7 +639,7 @@ pub fn lookup_result<B: StateBackend>(
 }
 
 /// The output event for an accumulator.
-fn result(acc: &Row, measures: &[(String, Measure)], record_time: i64) -> Event {
+pub(super) fn result(acc: &Row, measures: &[(String, Measure)], record_time: i64) -> Event {
     let group = acc.get("group").and_then(Value::as_row).cloned().unwrap_or_default();
     let window = match (acc.get("start").and_then(Value::as_i64), acc.get("end").and_then(Value::as_i64)) {
         (Some(start), Some(end)) => Some((start, end)),

@@ -7,12 +7,14 @@
 //! - [`stream_table_join`]: a stream joined with a table (as of the event's time for versioned
 //!   tables), inner or left; a miss joins the explicit "unknown" member and is counted.
 //! - [`stream_stream_join`]: two streams joined within a time window (inner or left).
-//! - [`window`] and [`aggregate`]: grouped, windowed aggregation with grace, emit-on-update or
-//!   emit-final, exact measures; late records are counted.
+//! - [`window`], [`aggregate`] and [`sliding`]: grouped, windowed aggregation (tumbling,
+//!   hopping, session, sliding) with grace, emit-on-update or emit-final, exact measures; late
+//!   records are counted.
 //! - [`pipeline`]: a validated plan wired into operators, for one task.
 
 pub mod aggregate;
 pub mod pipeline;
+pub mod sliding;
 pub mod stateless;
 pub mod stream_stream_join;
 pub mod stream_table_join;

@@ -11,8 +11,8 @@
 //! Supported today: stream sources, table / versioned / global table sources, filter, re-key,
 //! select, flat-map, merge, `to_table` (plain or versioned, joinable by later nodes),
 //! stream-table, stream-global-table and (inner or left) stream-stream joins, and aggregations
-//! (unwindowed with an optional `ttl`, tumbling, hopping, session; emit on update or final). Not yet: sliding
-//! windows, nodes reading a table's
+//! (unwindowed with an optional `ttl`, tumbling, hopping, session, sliding; emit on update or
+//! final). Not yet: nodes reading a table's
 //! changelog. A plan that uses any of these is refused with [`OperatorError::Unsupported`]
 //! naming the node — never run partially.
 
@@ -159,14 +159,10 @@ impl Pipeline {
                         );
                         right_inputs.entry(other.clone()).or_default().push((index, step_index));
                     }
-                    Step::Aggregate { window, emit, ttl_ms, store, session_index, .. } => {
-                        use crate::topology::spec::WindowType;
-                        if let Some(w) = window.as_ref().filter(|w| w.window_type == WindowType::Sliding) {
-                            return Err(unsupported(node, &format!("a {:?} window", w.window_type).to_lowercase()));
-                        }
+                    Step::Aggregate { window, emit, ttl_ms, store, side_store, .. } => {
                         aggregators.insert(
                             (index, step_index),
-                            Aggregator::new(&node.name, store, window.clone(), *emit, *ttl_ms, session_index.clone()),
+                            Aggregator::new(&node.name, store, window.clone(), *emit, *ttl_ms, side_store.clone()),
                         );
                     }
                 }
@@ -196,9 +192,9 @@ impl Pipeline {
         for node in &self.plan.nodes {
             for step in &node.steps {
                 match step {
-                    Step::Aggregate { store, session_index, .. } => {
+                    Step::Aggregate { store, side_store, .. } => {
                         stores.push(store.clone());
-                        stores.extend(session_index.iter().cloned());
+                        stores.extend(side_store.iter().cloned());
                     }
                     Step::Join { stores: join_stores, .. } => stores.extend(join_stores.iter().cloned()),
                     Step::ToTable { .. } => {}

@@ -160,8 +160,9 @@ pub enum Step {
         repartition: Option<String>,
         /// Store of the aggregates.
         store: String,
-        /// Session windows: the store indexing each group's sessions.
-        session_index: Option<String>,
+        /// Session windows: the store indexing each group's sessions; sliding windows: the
+        /// store buffering each group's records.
+        side_store: Option<String>,
     },
     /// Materialize as a table.
     ToTable {
@@ -235,9 +236,9 @@ impl Plan {
             for step in &node.steps {
                 match step {
                     Step::Join { stores: s, .. } => stores.extend(s.iter().cloned()),
-                    Step::Aggregate { store, session_index, .. } => {
+                    Step::Aggregate { store, side_store, .. } => {
                         stores.push(store.clone());
-                        stores.extend(session_index.iter().cloned());
+                        stores.extend(side_store.iter().cloned());
                     }
                     Step::ToTable { store, .. } => stores.push(store.clone()),
                     _ => {}

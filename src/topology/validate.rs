@@ -500,8 +500,11 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
         current.key_source = Some(group_by.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(","));
         current.key_dirty = false;
         current.fields = Some(fields);
-        let session_index =
-            window.as_ref().filter(|w| w.window_type == WindowType::Session).map(|_| format!("{name}-sessions"));
+        let side_store = window.as_ref().and_then(|w| match w.window_type {
+            WindowType::Session => Some(format!("{name}-sessions")),
+            WindowType::Sliding => Some(format!("{name}-records")),
+            _ => None,
+        });
         steps.push(Step::Aggregate {
             group_by,
             window,
@@ -510,7 +513,7 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
             ttl_ms,
             repartition,
             store: format!("{name}-aggregate"),
-            session_index,
+            side_store,
         });
         shape = Shape::Table;
     } else if let Some(kind) = node.to_table {

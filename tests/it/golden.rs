@@ -132,10 +132,10 @@ fn unknown_members_and_filtered_records_are_counted_not_lost() {
 
 #[test]
 fn plans_with_steps_the_engine_cannot_run_yet_are_refused_up_front() {
-    let yaml = "name: s\nsources:\n  e: { topic: e, format: json }\nnodes:\n  - name: sliding\n    from: e\n    aggregate:\n      group_by: { k: k }\n      window: { type: sliding, size: 5m }\n      measures: { n: { count: {} } }\n";
+    let yaml = "name: s\nsources:\n  t: { topic: t, format: json, table: table }\nnodes:\n  - name: changes\n    from: t\n    select: { k: k }\n";
     let plan = topology::parse(yaml, None, Path::new(".")).unwrap();
     let err = TopologyTestDriver::new(plan).unwrap_err();
-    assert!(err.to_string().contains("node `sliding` (line 5): a sliding window is not supported"), "{err}");
+    assert!(err.to_string().contains("node `changes` (line 5): reading the table `t` as a changelog"), "{err}");
 }
 
 #[test]
