@@ -20,7 +20,7 @@
 use super::window::{Bounds, is_closed, windows_for};
 use super::{Event, OperatorError};
 use crate::expression::{Expression, Scope};
-use crate::record::encoding::{decode_row, encode_row, key_bytes, ordered_i64};
+use crate::record::encoding::{decode_row, encode_row, key_bytes, length_prefixed, ordered_i64};
 use crate::record::{Decimal, Row, TimeUnit, Value};
 use crate::state::{StateBackend, StateError, TaskState};
 use crate::topology::plan::{Measure, Window};
@@ -375,9 +375,7 @@ fn bounds_of(acc: &Row) -> Option<(i64, i64)> {
 
 /// Session index key: `len(group) ++ group ++ start ++ end`.
 fn session_index_key(group_key: &[u8], start: i64, end: i64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + group_key.len() + 16);
-    out.extend_from_slice(&(group_key.len() as u32).to_be_bytes());
-    out.extend_from_slice(group_key);
+    let mut out = length_prefixed(group_key, 16);
     out.extend_from_slice(&ordered_i64(start));
     out.extend_from_slice(&ordered_i64(end));
     out

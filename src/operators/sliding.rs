@@ -14,7 +14,9 @@
 use super::aggregate::{Aggregator, result, update};
 use super::{Event, OperatorError};
 use crate::expression::Scope;
-use crate::record::encoding::{decode, decode_row, encode, encode_row, from_ordered_i64, key_bytes, ordered_i64};
+use crate::record::encoding::{
+    decode, decode_row, encode, encode_row, from_ordered_i64, key_bytes, length_prefixed, ordered_i64,
+};
 use crate::record::{Row, Value};
 use crate::state::{StateBackend, StateError, TaskState};
 use crate::topology::plan::{Measure, Window};
@@ -26,10 +28,7 @@ const EXPIRY_INDEX: u8 = 0xFD;
 const SEQUENCE_KEY: &[u8] = b"\xff\xffsequence";
 
 fn group_prefix(group_key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + group_key.len() + 16);
-    out.extend_from_slice(&(group_key.len() as u32).to_be_bytes());
-    out.extend_from_slice(group_key);
-    out
+    length_prefixed(group_key, 16)
 }
 
 fn with_time(prefix: &[u8], t: i64) -> Vec<u8> {

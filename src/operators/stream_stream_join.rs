@@ -18,7 +18,7 @@
 //! the later of the two event times; left-join misses keep the left record's time.
 
 use super::{Event, OperatorError};
-use crate::record::encoding::{decode_row, encode_row, key_bytes, ordered_i64};
+use crate::record::encoding::{decode_row, encode_row, key_bytes, length_prefixed, ordered_i64};
 use crate::record::{Row, Value};
 use crate::state::{StateBackend, StateError, TaskState};
 use crate::topology::spec::JoinType;
@@ -55,11 +55,7 @@ const SEQUENCE_KEY: &[u8] = b"\xff\xffsequence";
 const TIME_INDEX: u8 = 0xFE;
 
 fn prefix(key: &Value) -> Vec<u8> {
-    let k = key_bytes(key);
-    let mut out = Vec::with_capacity(4 + k.len() + 16);
-    out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-    out.extend_from_slice(&k);
-    out
+    length_prefixed(&key_bytes(key), 16)
 }
 
 fn at(prefix: &[u8], ts: i64) -> Vec<u8> {

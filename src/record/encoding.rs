@@ -152,6 +152,15 @@ pub fn ordered_i64(value: i64) -> [u8; 8] {
     ((value as u64) ^ (1 << 63)).to_be_bytes()
 }
 
+/// `bytes` behind its length (u32, big-endian): a key prefix that no longer key can extend, so
+/// a range scan over it never mixes keys where one is a prefix of another.
+pub fn length_prefixed(bytes: &[u8], room: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + bytes.len() + room);
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+    out
+}
+
 /// The inverse of [`ordered_i64`].
 pub fn from_ordered_i64(bytes: [u8; 8]) -> i64 {
     (u64::from_be_bytes(bytes) ^ (1 << 63)) as i64

@@ -16,7 +16,7 @@
 use super::StateError;
 use super::backend::StateBackend;
 use super::task_state::TaskState;
-use crate::record::encoding::{from_ordered_i64, ordered_i64};
+use crate::record::encoding::{from_ordered_i64, length_prefixed, ordered_i64};
 
 /// One version of a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,10 +41,7 @@ fn time_from(bytes: &[u8]) -> i64 {
 }
 
 fn prefix(key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + key.len() + 8);
-    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
-    out.extend_from_slice(key);
-    out
+    length_prefixed(key, 8)
 }
 
 fn versioned_key(key: &[u8], ts: i64) -> Vec<u8> {

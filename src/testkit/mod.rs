@@ -118,23 +118,36 @@ impl TopologyTestDriver {
         }
         let event = self.pipeline.event_for(source, key, value, timestamp)?;
         let event_time = event.timestamp;
-        let mut out = Vec::new();
         let stream_time = self.stream_time;
+        let mut out = Vec::new();
+        self.atomically(|pipeline, state| pipeline.on_event(state, source, event, stream_time, &mut out))?;
+        self.collect(out);
+        self.advance(source, event_time);
+        self.close_windows()
+    }
+
+    /// Runs one record's processing all or nothing: if it fails half-way, what it wrote is
+    /// taken back (and cached table rows forgotten).
+    fn atomically(
+        &mut self,
+        process: impl FnOnce(&Pipeline, &mut TaskState<Box<dyn StateBackend>>) -> Result<(), OperatorError>,
+    ) -> Result<(), DriverError> {
         let state = self
             .state
             .as_mut()
             .ok_or_else(|| DriverError::Input("the driver's state was lost in a failed restart".into()))?;
         state.begin_record();
-        if let Err(e) = self.pipeline.on_event(state, source, event, stream_time, &mut out) {
-            // All or nothing per record: take back what the record wrote before it failed.
-            state.rollback_record();
-            self.pipeline.clear_caches();
-            return Err(e.into());
+        match process(&self.pipeline, state) {
+            Ok(()) => {
+                state.end_record();
+                Ok(())
+            }
+            Err(e) => {
+                state.rollback_record();
+                self.pipeline.clear_caches();
+                Err(e.into())
+            }
         }
-        state.end_record();
-        self.collect(out);
-        self.advance(source, event_time);
-        self.close_windows()
     }
 
     fn collect(&mut self, out: Vec<Output>) {
@@ -176,17 +189,7 @@ impl TopologyTestDriver {
     fn apply_table_update(&mut self, source: &str, update: Option<TableUpdate>) -> Result<(), DriverError> {
         if let Some(update) = update {
             let stream_time = self.stream_time;
-            let state = self
-                .state
-                .as_mut()
-                .ok_or_else(|| DriverError::Input("the driver's state was lost in a failed restart".into()))?;
-            state.begin_record();
-            if let Err(e) = self.pipeline.on_table_update(state, source, update, stream_time) {
-                state.rollback_record();
-                self.pipeline.clear_caches();
-                return Err(e.into());
-            }
-            state.end_record();
+            self.atomically(|pipeline, state| pipeline.on_table_update(state, source, update, stream_time))?;
         }
         *self.positions.entry(source.to_owned()).or_insert(0) += 1;
         Ok(())

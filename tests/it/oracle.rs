@@ -135,6 +135,26 @@ sinks:
 /// One window's naive aggregate: count, sum, min, max, distinct users, top-2 users by count.
 type Expected = (i64, i64, i64, i64, i64, Vec<(i64, i64)>);
 
+/// The measures of one window over its `(v, u)` records.
+fn summarize(rows: &[(i64, i64)]) -> Expected {
+    let values: Vec<i64> = rows.iter().map(|(v, _)| *v).collect();
+    let mut per_user: BTreeMap<i64, i64> = BTreeMap::new();
+    for (_, u) in rows {
+        *per_user.entry(*u).or_default() += 1;
+    }
+    let mut top: Vec<(i64, i64)> = per_user.iter().map(|(u, c)| (*u, *c)).collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    top.truncate(2);
+    (
+        rows.len() as i64,
+        values.iter().sum(),
+        *values.iter().min().unwrap_or(&0),
+        *values.iter().max().unwrap_or(&0),
+        per_user.len() as i64,
+        top,
+    )
+}
+
 fn naive(events: &[(i64, i64, i64, i64)], size: i64, advance: i64, grace: i64) -> BTreeMap<(i64, i64), Expected> {
     let mut accepted: BTreeMap<(i64, i64), Vec<(i64, i64)>> = BTreeMap::new();
     let mut stream_time = i64::MIN;
@@ -151,28 +171,7 @@ fn naive(events: &[(i64, i64, i64, i64)], size: i64, advance: i64, grace: i64) -
         }
         stream_time = now;
     }
-    accepted
-        .into_iter()
-        .map(|(window, rows)| {
-            let values: Vec<i64> = rows.iter().map(|(v, _)| *v).collect();
-            let mut per_user: BTreeMap<i64, i64> = BTreeMap::new();
-            for (_, u) in &rows {
-                *per_user.entry(*u).or_default() += 1;
-            }
-            let mut top: Vec<(i64, i64)> = per_user.iter().map(|(u, c)| (*u, *c)).collect();
-            top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            top.truncate(2);
-            let expected = (
-                rows.len() as i64,
-                values.iter().sum(),
-                *values.iter().min().unwrap_or(&0),
-                *values.iter().max().unwrap_or(&0),
-                per_user.len() as i64,
-                top,
-            );
-            (window, expected)
-        })
-        .collect()
+    accepted.into_iter().map(|(window, rows)| (window, summarize(&rows))).collect()
 }
 
 fn observed(row: &Row) -> ((i64, i64), Expected) {
@@ -350,23 +349,8 @@ fn naive_sessions(events: &[(i64, i64, i64, i64)], gap: i64, grace: i64) -> BTre
             }
         }
         for session in sessions {
-            let values: Vec<i64> = session.iter().map(|r| r.1).collect();
-            let mut per_user: BTreeMap<i64, i64> = BTreeMap::new();
-            for r in &session {
-                *per_user.entry(r.2).or_default() += 1;
-            }
-            let mut top: Vec<(i64, i64)> = per_user.iter().map(|(u, c)| (*u, *c)).collect();
-            top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            top.truncate(2);
-            let expected = (
-                session.len() as i64,
-                values.iter().sum(),
-                *values.iter().min().unwrap(),
-                *values.iter().max().unwrap(),
-                per_user.len() as i64,
-                top,
-            );
-            out.insert((g, session[0].0), expected);
+            let rows: Vec<(i64, i64)> = session.iter().map(|r| (r.1, r.2)).collect();
+            out.insert((g, session[0].0), summarize(&rows));
         }
     }
     out
@@ -462,24 +446,9 @@ fn naive_sliding(events: &[(i64, i64, i64, i64)], size: i64, grace: i64) -> BTre
     let mut out = BTreeMap::new();
     for (g, rows) in &accepted {
         for (r, _, _) in rows {
-            let inside: Vec<&(i64, i64, i64)> = rows.iter().filter(|(t, _, _)| *t >= r - size && t <= r).collect();
-            let values: Vec<i64> = inside.iter().map(|x| x.1).collect();
-            let mut per_user: BTreeMap<i64, i64> = BTreeMap::new();
-            for x in &inside {
-                *per_user.entry(x.2).or_default() += 1;
-            }
-            let mut top: Vec<(i64, i64)> = per_user.iter().map(|(u, c)| (*u, *c)).collect();
-            top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            top.truncate(2);
-            let expected = (
-                inside.len() as i64,
-                values.iter().sum(),
-                *values.iter().min().unwrap(),
-                *values.iter().max().unwrap(),
-                per_user.len() as i64,
-                top,
-            );
-            out.insert((*g, r - size), expected);
+            let inside: Vec<(i64, i64)> =
+                rows.iter().filter(|(t, _, _)| *t >= r - size && t <= r).map(|(_, v, u)| (*v, *u)).collect();
+            out.insert((*g, r - size), summarize(&inside));
         }
     }
     out
