@@ -36,8 +36,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the embedded default with no external service: registry, Avro round trip, and a real
-    /// Debezium capture decoded into change records.
+    /// Run the embedded default with no external service: registry, Avro round trip, a real
+    /// Debezium capture decoded into change records, and a topology run over it by the engine.
     Demo(demo::DemoArgs),
     /// Decode records (files, a JSON-lines dump or a topic range) and print them as JSON lines.
     Decode(decode::DecodeArgs),
