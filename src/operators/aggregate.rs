@@ -44,7 +44,7 @@ pub struct Aggregator {
     pub late_records: AtomicU64,
 }
 
-fn state_key(bounds: Option<Bounds>, group: &Value) -> Vec<u8> {
+pub(super) fn state_key(bounds: Option<Bounds>, group: &Value) -> Vec<u8> {
     let mut out = Vec::new();
     if let Some(b) = bounds {
         out.extend_from_slice(&ordered_i64(b.end));
@@ -65,7 +65,7 @@ fn data(message: String) -> OperatorError {
 }
 
 /// `a + b` keeping exact types (null is the neutral element).
-fn add(a: &Value, b: &Value) -> Result<Value, OperatorError> {
+pub(super) fn add(a: &Value, b: &Value) -> Result<Value, OperatorError> {
     use Value as V;
     Ok(match (a, b) {
         (V::Null, x) | (x, V::Null) => x.clone(),
@@ -151,7 +151,7 @@ impl Aggregator {
         out
     }
 
-    fn load<B: StateBackend>(&self, state: &TaskState<B>, key: &[u8]) -> Result<Option<Row>, OperatorError> {
+    pub(super) fn load<B: StateBackend>(&self, state: &TaskState<B>, key: &[u8]) -> Result<Option<Row>, OperatorError> {
         state
             .get(&self.store, key)?
             .map(|b| {
@@ -572,7 +572,7 @@ pub(super) fn update(measure: &Measure, current: Value, scope: &Scope<'_>) -> Re
     })
 }
 
-fn byte_order(a: &Value, b: &Value) -> Ordering {
+pub(super) fn byte_order(a: &Value, b: &Value) -> Ordering {
     match (a, b) {
         (Value::Bytes(x), Value::Bytes(y)) => x.cmp(y),
         _ => Ordering::Equal,

@@ -10,6 +10,7 @@
 //! - [`window`], [`aggregate`] and [`sliding`]: grouped, windowed aggregation (tumbling,
 //!   hopping, session, sliding) with grace, emit-on-update or emit-final, exact measures; late
 //!   records are counted.
+//! - [`table_aggregate`]: aggregating a table's changelog (old rows taken out, new rows added).
 //! - [`pipeline`]: a validated plan wired into operators, for one task.
 
 pub mod aggregate;
@@ -19,6 +20,7 @@ pub mod stateless;
 pub mod stream_stream_join;
 pub mod stream_table_join;
 pub mod table;
+pub mod table_aggregate;
 pub mod window;
 
 use crate::error::ErrorClass;
@@ -45,6 +47,19 @@ impl Event {
     pub fn new(key: Value, value: Row, timestamp: i64) -> Self {
         Event { key, value, timestamp, tombstone: false }
     }
+}
+
+/// One row of a table changed: what a node reading the table's changelog receives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableChange {
+    /// The row's key.
+    pub key: Value,
+    /// The row before (`None`: it did not exist).
+    pub old: Option<Row>,
+    /// The row after (`None`: it was deleted).
+    pub new: Option<Row>,
+    /// When (event time, ms).
+    pub timestamp: i64,
 }
 
 /// A change to a table.

@@ -12,8 +12,9 @@
 //! select, flat-map, merge, `to_table` (plain or versioned, joinable by later nodes),
 //! stream-table, stream-global-table and (inner or left) stream-stream joins, and aggregations
 //! (unwindowed with an optional `ttl`, tumbling, hopping, session, sliding; emit on update or
-//! final). Not yet: nodes reading a table's
-//! changelog. A plan that uses any of these is refused with [`OperatorError::Unsupported`]
+//! final), and nodes reading a plain table's changelog (filter, select, aggregate with measures
+//! that can be taken back). Not yet: table-table joins, changelogs of versioned tables and of
+//! aggregates. A plan that uses any of these is refused with [`OperatorError::Unsupported`]
 //! naming the node — never run partially.
 
 use super::aggregate::Aggregator;
@@ -21,7 +22,7 @@ use super::stateless;
 use super::stream_stream_join::{Side, StreamStreamJoin};
 use super::stream_table_join::{Dimension, StreamTableJoin};
 use super::table::Table;
-use super::{Event, OperatorError, TableUpdate};
+use super::{Event, OperatorError, TableChange, TableUpdate, table_aggregate};
 use crate::codec::json;
 use crate::record::{CdcEvent, Op, Row, Value};
 use crate::state::{StateBackend, TaskState};
@@ -57,10 +58,52 @@ pub struct Pipeline {
     stream_joins: BTreeMap<(usize, usize), StreamStreamJoin>,
     /// joined stream name → the (node, step) joins it feeds as their right side
     right_inputs: BTreeMap<String, Vec<(usize, usize)>>,
+    /// table name → the nodes that read its changelog
+    changelog_readers: BTreeMap<String, Vec<usize>>,
     /// source or node name → downstream node indexes
     downstream: BTreeMap<String, Vec<usize>>,
     /// source or node name → sink topics
     sinks: BTreeMap<String, Vec<String>>,
+}
+
+/// Whether `name` is a table whose changelog nodes can read: a plain table source, or a node
+/// that only filters and projects such a table.
+fn changelog_table(plan: &Plan, name: &str) -> bool {
+    if let Some(source) = plan.source(name) {
+        return source.kind == SourceKind::Table;
+    }
+    plan.node(name).is_some_and(|n| {
+        n.steps.iter().all(|s| matches!(s, Step::Filter(_) | Step::Select(_)))
+            && n.inputs.iter().all(|i| changelog_table(plan, i))
+    })
+}
+
+/// A node reading a table's changelog may filter, select and aggregate (unwindowed, measures
+/// that can be taken back).
+fn check_changelog_reader(plan: &Plan, node: &PlannedNode, input: &str) -> Result<(), OperatorError> {
+    if !changelog_table(plan, input) {
+        return Err(unsupported(
+            node,
+            &format!(
+                "reading the changelog of `{input}` (only plain table sources and nodes that filter or select them)"
+            ),
+        ));
+    }
+    for step in &node.steps {
+        match step {
+            Step::Filter(_) | Step::Select(_) => {}
+            Step::Aggregate { window: None, ttl_ms: None, measures, .. } => {
+                if let Some((name, _)) = measures.iter().find(|(_, m)| !table_aggregate::retractable(m)) {
+                    return Err(unsupported(
+                        node,
+                        &format!("measure `{name}` over a table's changelog (count, sum, avg and top_n can)"),
+                    ));
+                }
+            }
+            _ => return Err(unsupported(node, &format!("reading the table `{input}` as a changelog with this step"))),
+        }
+    }
+    Ok(())
 }
 
 /// The lookup into an unwindowed aggregate node's results, if `name` is one.
@@ -95,16 +138,15 @@ impl Pipeline {
         let mut stream_joins = BTreeMap::new();
         let mut right_inputs: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
         let mut downstream: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut changelog_readers: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (index, node) in plan.nodes.iter().enumerate() {
             for input in &node.inputs {
                 let reads_table = plan.source(input).is_some_and(|s| s.kind.is_table())
                     || plan.node(input).is_some_and(|n| n.shape == Shape::Table);
-                // (A node's own `to_table` output is a table; reading it as a stream is refused too.)
                 if reads_table {
-                    return Err(unsupported(
-                        node,
-                        &format!("reading the table `{input}` as a changelog (use it in a `join`)"),
-                    ));
+                    check_changelog_reader(&plan, node, input)?;
+                    changelog_readers.entry(input.clone()).or_default().push(index);
+                    continue;
                 }
                 downstream.entry(input.clone()).or_default().push(index);
             }
@@ -178,7 +220,17 @@ impl Pipeline {
             }
             sinks.entry(sink.from.clone()).or_default().push(sink.topic.clone());
         }
-        Ok(Pipeline { plan, tables, joins, aggregators, stream_joins, right_inputs, downstream, sinks })
+        Ok(Pipeline {
+            plan,
+            tables,
+            joins,
+            aggregators,
+            stream_joins,
+            right_inputs,
+            changelog_readers,
+            downstream,
+            sinks,
+        })
     }
 
     /// The plan.
@@ -291,12 +343,90 @@ impl Pipeline {
         source: &str,
         update: TableUpdate,
         stream_time: i64,
+        out: &mut Vec<Output>,
     ) -> Result<(), OperatorError> {
         let table = self
             .tables
             .get(source)
             .ok_or_else(|| OperatorError::Config(format!("`{source}` is not a table source")))?;
-        table.apply(state, update, stream_time)
+        if !self.changelog_readers.contains_key(source) {
+            return table.apply(state, update, stream_time);
+        }
+        let changes = table.apply_with_changes(state, update, stream_time)?;
+        self.emit_changes(state, source, changes, stream_time, out)
+    }
+
+    /// Hands a table's row changes to the nodes reading its changelog (and to its sinks).
+    fn emit_changes<B: StateBackend>(
+        &self,
+        state: &mut TaskState<B>,
+        from: &str,
+        changes: Vec<TableChange>,
+        stream_time: i64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), OperatorError> {
+        for change in changes {
+            for topic in self.sinks.get(from).map(Vec::as_slice).unwrap_or_default() {
+                out.push(Output {
+                    topic: topic.clone(),
+                    key: change.key.clone(),
+                    value: change.new.clone(),
+                    timestamp: change.timestamp,
+                });
+            }
+            for &index in self.changelog_readers.get(from).map(Vec::as_slice).unwrap_or_default() {
+                let (changes, events) = self.run_change_steps(state, index, change.clone())?;
+                let name = &self.plan.nodes[index].name;
+                self.emit_changes(state, name, changes, stream_time, out)?;
+                self.emit(state, name, events, stream_time, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a changelog reader's steps on one change: filter and select apply to both the old
+    /// and the new row; an aggregate turns the change into updated group results.
+    fn run_change_steps<B: StateBackend>(
+        &self,
+        state: &mut TaskState<B>,
+        index: usize,
+        mut change: TableChange,
+    ) -> Result<(Vec<TableChange>, Vec<Event>), OperatorError> {
+        let node = &self.plan.nodes[index];
+        let apply = |row: Option<Row>,
+                     f: &dyn Fn(Event) -> Result<Option<Event>, OperatorError>|
+         -> Result<Option<Row>, OperatorError> {
+            match row {
+                Some(r) => Ok(f(Event::new(change.key.clone(), r, change.timestamp))?.map(|e| e.value)),
+                None => Ok(None),
+            }
+        };
+        for (step_index, step) in node.steps.iter().enumerate() {
+            match step {
+                Step::Filter(predicate) => {
+                    let (old, new) = (change.old.take(), change.new.take());
+                    change.old = apply(old, &|e| stateless::filter(predicate, e))?;
+                    change.new = apply(new, &|e| stateless::filter(predicate, e))?;
+                    if change.old.is_none() && change.new.is_none() {
+                        return Ok((Vec::new(), Vec::new()));
+                    }
+                }
+                Step::Select(fields) => {
+                    let (old, new) = (change.old.take(), change.new.take());
+                    change.old = apply(old, &|e| stateless::select(fields, e).map(Some))?;
+                    change.new = apply(new, &|e| stateless::select(fields, e).map(Some))?;
+                }
+                Step::Aggregate { group_by, measures, .. } => {
+                    let aggregator = self
+                        .aggregators
+                        .get(&(index, step_index))
+                        .ok_or_else(|| OperatorError::Config(format!("aggregate of `{}` not wired", node.name)))?;
+                    return Ok((Vec::new(), aggregator.on_change(state, group_by, measures, &change)?));
+                }
+                _ => return Err(unsupported(node, "this step on a table's changelog")),
+            }
+        }
+        Ok((vec![change], Vec::new()))
     }
 
     /// Processes one event from a stream source at `stream_time` (the highest event time seen

@@ -11,7 +11,7 @@
 //! event. Every write goes through [`Table::apply`], which drops the key from the cache, and a
 //! restarted task builds new tables, so the cache never disagrees with the store.
 
-use super::{OperatorError, TableUpdate};
+use super::{OperatorError, TableChange, TableUpdate};
 use crate::record::encoding::{decode_row, encode_row, key_bytes};
 use crate::record::{Row, Value};
 use crate::state::{StateBackend, StateError, TaskState, VersionedStore};
@@ -49,6 +49,45 @@ impl Table {
     pub fn versioned(store: impl Into<String>, retention_ms: i64) -> Self {
         let store = store.into();
         Table { versioned: Some(VersionedStore::new(store.clone(), retention_ms)), store, cache: Mutex::default() }
+    }
+
+    /// Applies a change to a plain table and returns what changed, row by row (old and new), for
+    /// the nodes that read the table's changelog.
+    pub fn apply_with_changes<B: StateBackend>(
+        &self,
+        state: &mut TaskState<B>,
+        update: TableUpdate,
+        stream_time: i64,
+    ) -> Result<Vec<TableChange>, OperatorError> {
+        if self.versioned.is_some() {
+            return Err(OperatorError::Unsupported(format!("the changelog of the versioned table `{}`", self.store)));
+        }
+        let mut changes = Vec::new();
+        match &update {
+            TableUpdate::Upsert { key, timestamp, .. } | TableUpdate::Delete { key, timestamp } => {
+                let old = self.lookup(state, key, i64::MAX)?;
+                changes.push(TableChange { key: key.clone(), old, new: None, timestamp: *timestamp });
+            }
+            TableUpdate::Truncate { timestamp } => {
+                for (key, bytes) in state.range(&self.store, b"", None)? {
+                    let key = crate::record::encoding::decode(&key).map_err(|e| {
+                        OperatorError::State(StateError::Encoding { store: self.store.clone(), detail: e.to_string() })
+                    })?;
+                    changes.push(TableChange {
+                        key,
+                        old: Some(decode(&self.store, &bytes)?),
+                        new: None,
+                        timestamp: *timestamp,
+                    });
+                }
+            }
+        }
+        self.apply(state, update, stream_time)?;
+        for change in &mut changes {
+            change.new = self.lookup(state, &change.key, i64::MAX)?;
+        }
+        changes.retain(|c| c.old != c.new);
+        Ok(changes)
     }
 
     /// Drops every cached row (after the state was rolled back under the cache).

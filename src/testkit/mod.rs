@@ -189,7 +189,9 @@ impl TopologyTestDriver {
     fn apply_table_update(&mut self, source: &str, update: Option<TableUpdate>) -> Result<(), DriverError> {
         if let Some(update) = update {
             let stream_time = self.stream_time;
-            self.atomically(|pipeline, state| pipeline.on_table_update(state, source, update, stream_time))?;
+            let mut out = Vec::new();
+            self.atomically(|pipeline, state| pipeline.on_table_update(state, source, update, stream_time, &mut out))?;
+            self.collect(out);
         }
         *self.positions.entry(source.to_owned()).or_insert(0) += 1;
         Ok(())

@@ -132,10 +132,10 @@ fn unknown_members_and_filtered_records_are_counted_not_lost() {
 
 #[test]
 fn plans_with_steps_the_engine_cannot_run_yet_are_refused_up_front() {
-    let yaml = "name: s\nsources:\n  t: { topic: t, format: json, table: table }\nnodes:\n  - name: changes\n    from: t\n    select: { k: k }\n";
+    let yaml = "name: s\nsources:\n  t: { topic: t, format: json, table: versioned }\nnodes:\n  - name: changes\n    from: t\n    select: { k: k }\n";
     let plan = topology::parse(yaml, None, Path::new(".")).unwrap();
     let err = TopologyTestDriver::new(plan).unwrap_err();
-    assert!(err.to_string().contains("node `changes` (line 5): reading the table `t` as a changelog"), "{err}");
+    assert!(err.to_string().contains("node `changes` (line 5): reading the changelog of `t`"), "{err}");
 }
 
 #[test]
@@ -391,4 +391,66 @@ sinks:
         ],
         "each visit sees the aggregate after its own update (nodes run in file order)"
     );
+}
+
+#[test]
+fn aggregating_a_tables_changelog_moves_rows_between_groups() {
+    // Active subscriptions per type: an update moves a row from one group to another, a delete
+    // or a row no longer passing the filter takes it out, an emptied group is deleted.
+    let yaml = "
+name: subscriptions_per_type
+sources:
+  subscriptions: { topic: s, format: json, table: table }
+nodes:
+  - name: active
+    from: subscriptions
+    filter: \"active\"
+  - name: per_type
+    from: active
+    aggregate:
+      group_by: { type: type }
+      measures: { n: { count: {} }, revenue: { sum: price }, top: { top_n: { n: 1, of: visitor } } }
+sinks:
+  - { from: per_type, topic: out, format: json }
+";
+    let plan = topology::parse(yaml, None, Path::new(".")).unwrap();
+    let mut driver = TopologyTestDriver::new(plan).unwrap();
+    let upsert = |driver: &mut TopologyTestDriver, id: i64, value: Json| {
+        driver.pipe_json(&json!({"source": "subscriptions", "key": id, "value": value, "timestamp": id})).unwrap();
+    };
+    upsert(&mut driver, 1, json!({"type": "monthly", "price": 10, "active": true, "visitor": "a"}));
+    upsert(&mut driver, 2, json!({"type": "monthly", "price": 10, "active": true, "visitor": "b"}));
+    upsert(&mut driver, 1, json!({"type": "yearly", "price": 100, "active": true, "visitor": "a"}));
+    upsert(&mut driver, 2, json!({"type": "monthly", "price": 10, "active": false, "visitor": "b"}));
+    driver.pipe_json(&json!({"source": "subscriptions", "key": 1, "value": null})).unwrap();
+    let outputs: Vec<Json> = driver
+        .read_output("out")
+        .into_iter()
+        .map(|o| match o.value {
+            Some(v) => json!([
+                v.get("type").unwrap().to_json(),
+                v.get("n").unwrap().to_json(),
+                v.get("revenue").unwrap().to_json()
+            ]),
+            None => json!(["deleted", o.key.to_json()]),
+        })
+        .collect();
+    assert_eq!(
+        outputs,
+        vec![
+            json!(["monthly", 1, 10]),
+            json!(["monthly", 2, 20]),
+            json!(["monthly", 1, 10]),               // subscription 1 leaves monthly...
+            json!(["yearly", 1, 100]),               // ...and joins yearly
+            json!(["deleted", {"type": "monthly"}]), // subscription 2 no longer active: monthly is empty
+            json!(["deleted", {"type": "yearly"}]),  // subscription 1 deleted
+        ]
+    );
+}
+
+#[test]
+fn changelog_aggregates_refuse_measures_that_cannot_be_taken_back() {
+    let yaml = "name: m\nsources:\n  t: { topic: t, format: json, table: table }\nnodes:\n  - name: lo\n    from: t\n    aggregate: { group_by: { k: k }, measures: { low: { min: v } } }\n";
+    let err = TopologyTestDriver::new(topology::parse(yaml, None, Path::new(".")).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("measure `low` over a table's changelog"), "{err}");
 }
