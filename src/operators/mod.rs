@@ -10,6 +10,8 @@
 //! - [`window`], [`aggregate`] and [`sliding`]: grouped, windowed aggregation (tumbling,
 //!   hopping, session, sliding) with grace, emit-on-update or emit-final, exact measures; late
 //!   records are counted.
+//! - [`table_table_join`]: a table joined with another by a foreign key, kept current from both
+//!   changelogs.
 //! - [`table_aggregate`]: aggregating a table's changelog (old rows taken out, new rows added).
 //! - [`pipeline`]: a validated plan wired into operators, for one task.
 
@@ -21,6 +23,7 @@ pub mod stream_stream_join;
 pub mod stream_table_join;
 pub mod table;
 pub mod table_aggregate;
+pub mod table_table_join;
 pub mod window;
 
 use crate::error::ErrorClass;

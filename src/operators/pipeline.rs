@@ -12,9 +12,9 @@
 //! select, flat-map, merge, `to_table` (plain or versioned, joinable by later nodes),
 //! stream-table, stream-global-table and (inner or left) stream-stream joins, and aggregations
 //! (unwindowed with an optional `ttl`, tumbling, hopping, session, sliding; emit on update or
-//! final), and nodes reading a plain table's changelog (filter, select, aggregate with measures
-//! that can be taken back). Not yet: table-table joins, changelogs of versioned tables and of
-//! aggregates. A plan that uses any of these is refused with [`OperatorError::Unsupported`]
+//! final), and nodes reading a plain table's changelog (filter, select, table-table joins,
+//! aggregate with measures that can be taken back). Not yet: changelogs of versioned tables and
+//! of aggregates. A plan that uses any of these is refused with [`OperatorError::Unsupported`]
 //! naming the node — never run partially.
 
 use super::aggregate::Aggregator;
@@ -22,6 +22,7 @@ use super::stateless;
 use super::stream_stream_join::{Side, StreamStreamJoin};
 use super::stream_table_join::{Dimension, StreamTableJoin};
 use super::table::Table;
+use super::table_table_join::TableTableJoin;
 use super::{Event, OperatorError, TableChange, TableUpdate, table_aggregate};
 use crate::codec::json;
 use crate::record::{CdcEvent, Op, Row, Value};
@@ -60,6 +61,10 @@ pub struct Pipeline {
     right_inputs: BTreeMap<String, Vec<(usize, usize)>>,
     /// table name → the nodes that read its changelog
     changelog_readers: BTreeMap<String, Vec<usize>>,
+    /// (node index, step index) → table-table join
+    table_joins: BTreeMap<(usize, usize), TableTableJoin>,
+    /// right table name → the (node, step) table-table joins its changes feed
+    changelog_right: BTreeMap<String, Vec<(usize, usize)>>,
     /// source or node name → downstream node indexes
     downstream: BTreeMap<String, Vec<usize>>,
     /// source or node name → sink topics
@@ -92,6 +97,8 @@ fn check_changelog_reader(plan: &Plan, node: &PlannedNode, input: &str) -> Resul
     for step in &node.steps {
         match step {
             Step::Filter(_) | Step::Select(_) => {}
+            Step::Join { window: None, other, .. }
+                if plan.source(other).is_some_and(|s| s.kind == SourceKind::Table) => {}
             Step::Aggregate { window: None, ttl_ms: None, measures, .. } => {
                 if let Some((name, _)) = measures.iter().find(|(_, m)| !table_aggregate::retractable(m)) {
                     return Err(unsupported(
@@ -139,6 +146,8 @@ impl Pipeline {
         let mut right_inputs: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
         let mut downstream: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut changelog_readers: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut table_joins = BTreeMap::new();
+        let mut changelog_right: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
         for (index, node) in plan.nodes.iter().enumerate() {
             for input in &node.inputs {
                 let reads_table = plan.source(input).is_some_and(|s| s.kind.is_table())
@@ -163,6 +172,25 @@ impl Pipeline {
                             None => Table::plain(store.clone()),
                         };
                         tables.insert(node.name.clone(), Arc::new(table));
+                    }
+                    Step::Join { other, join_type, alias, unknown, window: None, stores, .. }
+                        if node.inputs.iter().any(|i| changelog_table(&plan, i)) =>
+                    {
+                        let left = node.inputs.first().and_then(|i| tables.get(i)).cloned();
+                        let right = tables.get(other).cloned();
+                        let (Some(left), Some(right), Some(index_store)) = (left, right, stores.first()) else {
+                            return Err(unsupported(
+                                node,
+                                "a table-table join whose sides are not both plain table sources",
+                            ));
+                        };
+                        let unknown_row: Row =
+                            unknown.iter().map(|(k, v)| (Arc::from(k.as_str()), json::infer(v))).collect();
+                        table_joins.insert(
+                            (index, step_index),
+                            TableTableJoin::new(left, right, index_store, *join_type, alias, unknown_row),
+                        );
+                        changelog_right.entry(other.clone()).or_default().push((index, step_index));
                     }
                     Step::Join { other, join_type, alias, unknown, window: None, .. } => {
                         let dimension = match tables.get(other) {
@@ -228,6 +256,8 @@ impl Pipeline {
             stream_joins,
             right_inputs,
             changelog_readers,
+            table_joins,
+            changelog_right,
             downstream,
             sinks,
         })
@@ -349,7 +379,7 @@ impl Pipeline {
             .tables
             .get(source)
             .ok_or_else(|| OperatorError::Config(format!("`{source}` is not a table source")))?;
-        if !self.changelog_readers.contains_key(source) {
+        if !self.changelog_readers.contains_key(source) && !self.changelog_right.contains_key(source) {
             return table.apply(state, update, stream_time);
         }
         let changes = table.apply_with_changes(state, update, stream_time)?;
@@ -375,10 +405,23 @@ impl Pipeline {
                 });
             }
             for &index in self.changelog_readers.get(from).map(Vec::as_slice).unwrap_or_default() {
-                let (changes, events) = self.run_change_steps(state, index, change.clone())?;
+                let (changes, events) = self.run_change_steps(state, index, change.clone(), 0)?;
                 let name = &self.plan.nodes[index].name;
                 self.emit_changes(state, name, changes, stream_time, out)?;
                 self.emit(state, name, events, stream_time, out)?;
+            }
+            // Table-table joins whose right side this table is.
+            for &(index, step_index) in self.changelog_right.get(from).map(Vec::as_slice).unwrap_or_default() {
+                let join = self
+                    .table_joins
+                    .get(&(index, step_index))
+                    .ok_or_else(|| OperatorError::Config("table join not wired".into()))?;
+                let name = &self.plan.nodes[index].name;
+                for rejoined in join.on_right(state, &change)? {
+                    let (changes, events) = self.run_change_steps(state, index, rejoined, step_index + 1)?;
+                    self.emit_changes(state, name, changes, stream_time, out)?;
+                    self.emit(state, name, events, stream_time, out)?;
+                }
             }
         }
         Ok(())
@@ -391,30 +434,47 @@ impl Pipeline {
         state: &mut TaskState<B>,
         index: usize,
         mut change: TableChange,
+        start: usize,
     ) -> Result<(Vec<TableChange>, Vec<Event>), OperatorError> {
         let node = &self.plan.nodes[index];
-        let apply = |row: Option<Row>,
-                     f: &dyn Fn(Event) -> Result<Option<Event>, OperatorError>|
-         -> Result<Option<Row>, OperatorError> {
+        /// Runs a record step on one side (old or new) of a change.
+        fn on_side(
+            key: &Value,
+            timestamp: i64,
+            row: Option<Row>,
+            f: &dyn Fn(Event) -> Result<Option<Event>, OperatorError>,
+        ) -> Result<Option<Row>, OperatorError> {
             match row {
-                Some(r) => Ok(f(Event::new(change.key.clone(), r, change.timestamp))?.map(|e| e.value)),
+                Some(r) => Ok(f(Event::new(key.clone(), r, timestamp))?.map(|e| e.value)),
                 None => Ok(None),
             }
-        };
-        for (step_index, step) in node.steps.iter().enumerate() {
+        }
+        for (step_index, step) in node.steps.iter().enumerate().skip(start) {
             match step {
+                Step::Join { on, .. } => {
+                    let join = self
+                        .table_joins
+                        .get(&(index, step_index))
+                        .ok_or_else(|| OperatorError::Config(format!("join of `{}` not wired", node.name)))?;
+                    match join.on_left(state, on.as_ref(), change)? {
+                        Some(joined) => change = joined,
+                        None => return Ok((Vec::new(), Vec::new())),
+                    }
+                }
                 Step::Filter(predicate) => {
                     let (old, new) = (change.old.take(), change.new.take());
-                    change.old = apply(old, &|e| stateless::filter(predicate, e))?;
-                    change.new = apply(new, &|e| stateless::filter(predicate, e))?;
+                    change.old = on_side(&change.key, change.timestamp, old, &|e| stateless::filter(predicate, e))?;
+                    change.new = on_side(&change.key, change.timestamp, new, &|e| stateless::filter(predicate, e))?;
                     if change.old.is_none() && change.new.is_none() {
                         return Ok((Vec::new(), Vec::new()));
                     }
                 }
                 Step::Select(fields) => {
                     let (old, new) = (change.old.take(), change.new.take());
-                    change.old = apply(old, &|e| stateless::select(fields, e).map(Some))?;
-                    change.new = apply(new, &|e| stateless::select(fields, e).map(Some))?;
+                    change.old =
+                        on_side(&change.key, change.timestamp, old, &|e| stateless::select(fields, e).map(Some))?;
+                    change.new =
+                        on_side(&change.key, change.timestamp, new, &|e| stateless::select(fields, e).map(Some))?;
                 }
                 Step::Aggregate { group_by, measures, .. } => {
                     let aggregator = self

@@ -376,7 +376,10 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
         // any re-key reads through a repartition topic. A global table is looked up by `on`
         // directly and needs neither.
         let mut on = on;
-        if other_known.kind != SourceKind::Global {
+        // A table joined with a table (by `on`, a foreign key, or by key) stays keyed by its own
+        // key: no re-key.
+        let table_table = current.shape == Shape::Table && !is_stream;
+        if other_known.kind != SourceKind::Global && !table_table {
             if let Some(text) = &join.on {
                 steps.push(Step::Rekey { key: b.expr(text, line, &name)?, repartition: None });
                 current.key_source = Some(text.clone());
@@ -401,8 +404,13 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
         if let (Some(fields), alias) = (&mut current.fields, &alias) {
             fields.insert(alias.clone(), FieldType::Other);
         }
-        let stores =
-            if is_stream { vec![format!("{name}-join-this"), format!("{name}-join-other")] } else { Vec::new() };
+        let stores = if is_stream {
+            vec![format!("{name}-join-this"), format!("{name}-join-other")]
+        } else if table_table {
+            vec![format!("{name}-join-index")]
+        } else {
+            Vec::new()
+        };
         steps.push(Step::Join {
             other,
             other_kind: other_known.kind,
@@ -530,7 +538,9 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
         steps.push(Step::ToTable { store: format!("{name}-table"), history_ms });
         shape = Shape::Table;
         table_kind = if history_ms.is_some() { SourceKind::Versioned } else { SourceKind::Table };
-    } else if current.shape == Shape::Table && steps.iter().all(|s| matches!(s, Step::Filter(_) | Step::Select(_))) {
+    } else if current.shape == Shape::Table
+        && steps.iter().all(|s| matches!(s, Step::Filter(_) | Step::Select(_) | Step::Join { window: None, .. }))
+    {
         shape = Shape::Table;
     }
 

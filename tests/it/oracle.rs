@@ -558,3 +558,69 @@ proptest! {
         prop_assert_eq!(view, expected);
     }
 }
+
+const TABLE_JOIN: &str = "
+name: oracle_table_join
+sources:
+  subscriptions: { topic: s, format: json, table: table }
+  visitors: { topic: v, format: json, table: table }
+nodes:
+  - name: enriched
+    from: subscriptions
+    join: { table: visitors, on: visitor_id, type: JOIN_TYPE, unknown: { source: unknown } }
+    select: { visitor: visitor_id, source: visitors.source }
+sinks:
+  - { from: enriched, topic: out, format: json }
+";
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Upserts and deletes on both sides of a foreign-key table join: the compacted output
+    /// equals a batch join of the two tables' final contents.
+    #[test]
+    fn table_table_join_equals_batch_recomputation(
+        ops in proptest::collection::vec((any::<bool>(), 0i64..5, proptest::option::weighted(0.8, 0i64..4)), 1..60),
+        left in any::<bool>(),
+        restart_at in proptest::option::of(0usize..60),
+    ) {
+        let yaml = TABLE_JOIN.replace("JOIN_TYPE", if left { "left" } else { "inner" });
+        let plan = topology::parse(&yaml, None, Path::new(".")).unwrap();
+        let mut driver = TopologyTestDriver::new(plan).unwrap();
+        let mut subscriptions: BTreeMap<i64, i64> = BTreeMap::new();
+        let mut visitors: BTreeMap<i64, i64> = BTreeMap::new();
+        for (i, (is_subscription, id, value)) in ops.iter().enumerate() {
+            if restart_at == Some(i) {
+                driver.restart().unwrap();
+            }
+            let (source, row) = match (is_subscription, value) {
+                (true, Some(v)) => { subscriptions.insert(*id, *v); ("subscriptions", json!({"visitor_id": v})) }
+                (false, Some(v)) => { visitors.insert(*id, *v); ("visitors", json!({"source": format!("s{v}")})) }
+                (true, None) => { subscriptions.remove(id); ("subscriptions", Json::Null) }
+                (false, None) => { visitors.remove(id); ("visitors", Json::Null) }
+            };
+            driver.pipe_json(&json!({"source": source, "key": id, "value": row, "timestamp": i})).unwrap();
+        }
+        let mut view: BTreeMap<i64, (i64, String)> = BTreeMap::new();
+        for output in driver.read_output("out") {
+            let key = output.key.as_i64().unwrap();
+            match output.value {
+                Some(row) => {
+                    view.insert(key, (row.get("visitor").and_then(Value::as_i64).unwrap(), row.get("source").and_then(Value::as_str).unwrap().to_owned()));
+                }
+                None => {
+                    view.remove(&key);
+                }
+            }
+        }
+        let expected: BTreeMap<i64, (i64, String)> = subscriptions
+            .iter()
+            .filter_map(|(id, visitor)| match visitors.get(visitor) {
+                Some(v) => Some((*id, (*visitor, format!("s{v}")))),
+                None if left => Some((*id, (*visitor, "unknown".to_owned()))),
+                None => None,
+            })
+            .collect();
+        prop_assert_eq!(view, expected);
+    }
+}
