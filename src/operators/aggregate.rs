@@ -198,7 +198,7 @@ impl Aggregator {
                 if open.is_empty() {
                     self.late_records.fetch_add(1, AtomicOrdering::Relaxed);
                     metrics::counter!("aggregate_late_records_total", "node" => self.node.clone()).increment(1);
-                    return Ok(Vec::new());
+                    return Err(OperatorError::Late { node: self.node.clone(), event: Box::new(event.clone()) });
                 }
                 open
             }
@@ -316,7 +316,7 @@ impl Aggregator {
         if t < now.saturating_sub(window.grace_ms) {
             self.late_records.fetch_add(1, AtomicOrdering::Relaxed);
             metrics::counter!("aggregate_late_records_total", "node" => self.node.clone()).increment(1);
-            return Ok(Vec::new());
+            return Err(OperatorError::Late { node: self.node.clone(), event: Box::new(event.clone()) });
         }
         let group_key = key_bytes(group);
         let prefix = session_index_key(&group_key, i64::MIN, i64::MIN);

@@ -109,6 +109,15 @@ pub enum OperatorError {
     /// A name the plan does not know.
     #[error("{0}")]
     Config(String),
+    /// The record arrived after its window (and grace) closed. The pipeline routes it by the
+    /// node's `late` policy (drop, counted, or dead-letter); it never reaches the caller.
+    #[error("late record for node `{node}`")]
+    Late {
+        /// The node that refused it.
+        node: String,
+        /// The record.
+        event: Box<Event>,
+    },
 }
 
 impl OperatorError {
@@ -119,6 +128,7 @@ impl OperatorError {
             OperatorError::State(e) => e.class(),
             OperatorError::Data(_) => ErrorClass::Data,
             OperatorError::Unsupported(_) | OperatorError::Config(_) => ErrorClass::Config,
+            OperatorError::Late { .. } => ErrorClass::Data,
         }
     }
 }

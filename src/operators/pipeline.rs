@@ -513,7 +513,7 @@ impl Pipeline {
             let misses = join.on_stream_time(state, stream_time)?;
             if !misses.is_empty() {
                 // Left-join misses continue through the node's steps after the join.
-                let produced = self.run_steps(state, *index, misses, step_index + 1, stream_time)?;
+                let produced = self.run_steps(state, *index, misses, step_index + 1, stream_time, out)?;
                 self.emit(state, &self.plan.nodes[*index].name, produced, stream_time, out)?;
             }
         }
@@ -551,7 +551,7 @@ impl Pipeline {
                 out.push(Output { topic: topic.clone(), key: e.key, value, timestamp: e.timestamp });
             }
             for (&index, e) in nodes.iter().zip(copies.by_ref()) {
-                let produced = self.run_steps(state, index, vec![e], 0, stream_time)?;
+                let produced = self.run_steps(state, index, vec![e], 0, stream_time, out)?;
                 self.emit(state, &self.plan.nodes[index].name, produced, stream_time, out)?;
             }
             // Records of a stream that is the right side of stream-stream joins.
@@ -560,12 +560,36 @@ impl Pipeline {
                     .stream_joins
                     .get(&(index, step_index))
                     .ok_or_else(|| OperatorError::Config("stream join not wired".into()))?;
-                let joined = join.on_record(state, Side::Right, e, stream_time)?;
-                let produced = self.run_steps(state, index, joined, step_index + 1, stream_time)?;
+                let joined = self.route_late(index, join.on_record(state, Side::Right, e, stream_time), out)?;
+                let produced = self.run_steps(state, index, joined, step_index + 1, stream_time, out)?;
                 self.emit(state, &self.plan.nodes[index].name, produced, stream_time, out)?;
             }
         }
         Ok(())
+    }
+
+    /// A late record goes to the node's late topic when its policy is `dead_letter`; otherwise it
+    /// was counted and is dropped. Other results pass through.
+    fn route_late(
+        &self,
+        index: usize,
+        result: Result<Vec<Event>, OperatorError>,
+        out: &mut Vec<Output>,
+    ) -> Result<Vec<Event>, OperatorError> {
+        match result {
+            Err(OperatorError::Late { event, .. }) => {
+                if let Some(topic) = &self.plan.nodes[index].late_topic {
+                    out.push(Output {
+                        topic: topic.clone(),
+                        key: event.key,
+                        value: Some(event.value),
+                        timestamp: event.timestamp,
+                    });
+                }
+                Ok(Vec::new())
+            }
+            other => other,
+        }
     }
 
     /// Runs a node's steps from `start` on.
@@ -576,6 +600,7 @@ impl Pipeline {
         mut batch: Vec<Event>,
         start: usize,
         stream_time: i64,
+        out: &mut Vec<Output>,
     ) -> Result<Vec<Event>, OperatorError> {
         let node = &self.plan.nodes[index];
         for (step_index, step) in node.steps.iter().enumerate().skip(start) {
@@ -596,7 +621,11 @@ impl Pipeline {
                             .stream_joins
                             .get(&(index, step_index))
                             .ok_or_else(|| OperatorError::Config(format!("join of `{}` not wired", node.name)))?;
-                        next.extend(join.on_record(state, Side::Left, event, stream_time)?);
+                        next.extend(self.route_late(
+                            index,
+                            join.on_record(state, Side::Left, event, stream_time),
+                            out,
+                        )?);
                     }
                     Step::Join { on, .. } => {
                         let join = self
@@ -610,7 +639,11 @@ impl Pipeline {
                             .aggregators
                             .get(&(index, step_index))
                             .ok_or_else(|| OperatorError::Config(format!("aggregate of `{}` not wired", node.name)))?;
-                        next.extend(aggregator.on_record(state, group_by, measures, &event, stream_time)?);
+                        next.extend(self.route_late(
+                            index,
+                            aggregator.on_record(state, group_by, measures, &event, stream_time),
+                            out,
+                        )?);
                     }
                     Step::ToTable { .. } if event.key.is_null() => {
                         // A table row needs a key; the record still flows on.

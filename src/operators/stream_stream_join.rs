@@ -168,7 +168,7 @@ impl StreamStreamJoin {
         if event.timestamp < horizon {
             self.late_records.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("join_late_records_total", "node" => self.node.clone()).increment(1);
-            return Ok(Vec::new());
+            return Err(OperatorError::Late { node: self.node.clone(), event: Box::new(event.clone()) });
         }
         let (mine, theirs) = match side {
             Side::Left => (&self.left_store, &self.right_store),

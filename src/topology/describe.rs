@@ -91,6 +91,9 @@ pub fn text(plan: &Plan) -> String {
             for step in &n.steps {
                 let _ = writeln!(out, "      {}", step_label(step));
             }
+            if let Some(topic) = &n.late_topic {
+                let _ = writeln!(out, "      late records --> {topic}");
+            }
             for input in &n.inputs {
                 let _ = writeln!(out, "      <-- {input}");
             }

@@ -186,6 +186,8 @@ pub struct PlannedNode {
     pub shape: Shape,
     /// Sub-topology of the node's last step.
     pub subtopology: usize,
+    /// Where its late records go: `None` = dropped (counted), `Some(topic)` = dead-lettered there.
+    pub late_topic: Option<String>,
     /// Line in the file.
     pub line: u64,
 }

@@ -332,6 +332,22 @@ pub struct NodeSpec {
     /// History kept by `to_table: versioned` (default 1d).
     #[serde(default)]
     pub history: Option<String>,
+    /// What happens to records that arrive after their window (and grace) closed, in this
+    /// node's windowed aggregate or stream-stream join: `drop` (counted) or `dead_letter`
+    /// (written unchanged to `<topology>-<node>-late`).
+    #[serde(default)]
+    pub late: LatePolicy,
+}
+
+/// Late-record policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LatePolicy {
+    /// Count it (`*_late_records_total`) and drop it.
+    #[default]
+    Drop,
+    /// Count it and write it to the node's late topic.
+    DeadLetter,
 }
 
 /// What `to_table` materializes.

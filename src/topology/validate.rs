@@ -553,7 +553,8 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
             ..current
         },
     );
-    Ok(PlannedNode { name, inputs, steps, shape, subtopology: group, line })
+    let late_topic = (node.late == LatePolicy::DeadLetter).then(|| format!("{}-{}-late", b.topology, name));
+    Ok(PlannedNode { name, inputs, steps, shape, subtopology: group, line, late_topic })
 }
 
 /// Marks the node's last re-key as read through `topic`.

@@ -454,3 +454,32 @@ fn changelog_aggregates_refuse_measures_that_cannot_be_taken_back() {
     let err = TopologyTestDriver::new(topology::parse(yaml, None, Path::new(".")).unwrap()).unwrap_err();
     assert!(err.to_string().contains("measure `low` over a table's changelog"), "{err}");
 }
+
+#[test]
+fn late_records_are_dead_lettered_when_the_node_says_so() {
+    let yaml = "
+name: late
+sources:
+  e: { topic: e, format: json, key: k, timestamp: t }
+nodes:
+  - name: w
+    from: e
+    late: dead_letter
+    aggregate:
+      group_by: { k: k }
+      window: { type: tumbling, size: 100ms, grace: 10ms }
+      measures: { n: { count: {} } }
+sinks:
+  - { from: w, topic: counts, format: json }
+";
+    let plan = topology::parse(yaml, None, Path::new(".")).unwrap();
+    assert!(happystreams::topology::describe::text(&plan).contains("late records --> late-w-late"));
+    let mut driver = TopologyTestDriver::new(plan).unwrap();
+    for t in [10, 500, 20] {
+        driver.pipe_json(&json!({"source": "e", "value": {"k": 1, "t": t}})).unwrap();
+    }
+    let late: Vec<Json> = driver.read_output("late-w-late").into_iter().map(|o| o.value.unwrap().to_json()).collect();
+    assert_eq!(late, vec![json!({"k": 1, "t": 20})], "the record for the closed window, unchanged");
+    assert_eq!(driver.late_records("w"), Some(1));
+    assert_eq!(driver.read_output("counts").len(), 2, "the two on-time records were counted");
+}
