@@ -62,8 +62,20 @@ fn drain(driver: &mut TopologyTestDriver, into: &mut BTreeMap<String, Vec<Json>>
 }
 
 #[test]
-fn goldens_exist() {
-    assert!(!goldens().is_empty(), "at least one topology has a golden folder");
+fn every_topology_has_a_golden_folder() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies");
+    let yaml: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    let with_golden = goldens().len();
+    assert!(with_golden >= 3);
+    assert_eq!(
+        with_golden,
+        yaml.len(),
+        "each topologies/<name>.yaml needs topologies/<name>/input.jsonl and expected/"
+    );
 }
 
 #[test]
