@@ -658,3 +658,59 @@ pub(super) fn result(acc: &Row, measures: &[(String, Measure)], record_time: i64
     }
     Event::new(Value::Struct(key), value, window.map_or(record_time, |(start, _)| start))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_stay_exact_and_overflow_is_an_error() {
+        assert_eq!(add(&Value::Long(2), &Value::Int(3)).unwrap(), Value::Long(5));
+        assert_eq!(
+            add(&Value::Decimal(Decimal::new(150, 2)), &Value::Decimal(Decimal::new(1, 1))).unwrap(),
+            Value::Decimal(Decimal::new(160, 2)),
+            "1.50 + 0.1 = 1.60 at the larger scale"
+        );
+        assert_eq!(
+            add(&Value::Decimal(Decimal::new(5, 1)), &Value::Long(2)).unwrap(),
+            Value::Decimal(Decimal::new(25, 1))
+        );
+        assert_eq!(add(&Value::Null, &Value::Long(7)).unwrap(), Value::Long(7));
+        assert!(add(&Value::Long(i64::MAX), &Value::Long(1)).is_err());
+        assert!(add(&Value::String("a".into()), &Value::Long(1)).is_err());
+    }
+
+    #[test]
+    fn comparisons_are_exact_for_integers_decimals_and_times() {
+        assert_eq!(
+            compare(&Value::Long(9_007_199_254_740_993), &Value::Long(9_007_199_254_740_992)),
+            Some(Ordering::Greater)
+        );
+        assert_eq!(
+            compare(&Value::Decimal(Decimal::new(150, 2)), &Value::Decimal(Decimal::new(15, 1))),
+            Some(Ordering::Equal)
+        );
+        let t = |ms| Value::Timestamp { value: ms, unit: crate::record::TimeUnit::Millis };
+        assert_eq!(compare(&t(1), &t(2)), Some(Ordering::Less));
+        assert_eq!(compare(&Value::String("a".into()), &Value::Long(1)), None);
+    }
+
+    #[test]
+    fn top_n_ranks_by_score_then_value_and_keeps_n() {
+        let of = Expression::compile("u").unwrap();
+        let measure = Measure::TopN { n: 2, of, by: None };
+        let mut acc = Value::Null;
+        for u in ["b", "a", "b", "c", "a", "c"] {
+            let row = Row::new().with("u", Value::String(u.into()));
+            acc = update(&measure, acc, &Scope::of(&row)).unwrap();
+        }
+        let top = finish(&measure, &acc);
+        let names: Vec<String> = match top {
+            Value::Array(items) => {
+                items.iter().map(|i| i.as_row().unwrap().get("value").unwrap().as_str().unwrap().to_owned()).collect()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(names, vec!["a", "b"], "three tied at 2: the first two values win");
+    }
+}
