@@ -60,7 +60,7 @@ fn millis(ts: i64) -> Value {
     Value::Timestamp { value: ts, unit: TimeUnit::Millis }
 }
 
-fn data(message: String) -> OperatorError {
+pub(super) fn data(message: String) -> OperatorError {
     OperatorError::Data(message)
 }
 
@@ -103,7 +103,7 @@ fn number(v: &Value) -> Option<f64> {
 }
 
 /// Orders two values of comparable types (numbers, text, times).
-fn compare(a: &Value, b: &Value) -> Option<Ordering> {
+pub(super) fn compare(a: &Value, b: &Value) -> Option<Ordering> {
     match (a, b) {
         (Value::Int(_) | Value::Long(_), Value::Int(_) | Value::Long(_)) => Some(a.as_i64()?.cmp(&b.as_i64()?)),
         (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
@@ -296,183 +296,18 @@ impl Aggregator {
         }
         Ok(outputs)
     }
-
-    /// Session windows: the record's session `[t, t]` merges with every session of its group
-    /// whose end is within `gap` before it or whose start is within `gap` after it.
-    #[allow(clippy::too_many_arguments)]
-    fn on_session_record<B: StateBackend>(
-        &self,
-        state: &mut TaskState<B>,
-        index: &str,
-        window: &Window,
-        group: &Value,
-        measures: &[(String, Measure)],
-        scope: &Scope<'_>,
-        event: &Event,
-        stream_time: i64,
-    ) -> Result<Vec<Event>, OperatorError> {
-        let (t, gap) = (event.timestamp, window.size_ms);
-        let now = stream_time.max(t);
-        if t < now.saturating_sub(window.grace_ms) {
-            self.late_records.fetch_add(1, AtomicOrdering::Relaxed);
-            metrics::counter!("aggregate_late_records_total", "node" => self.node.clone()).increment(1);
-            return Err(OperatorError::Late { node: self.node.clone(), event: Box::new(event.clone()) });
-        }
-        let group_key = key_bytes(group);
-        let prefix = session_index_key(&group_key, i64::MIN, i64::MIN);
-        let upper = session_index_key(&group_key, t.saturating_add(gap).saturating_add(1), i64::MIN);
-        let mut merged: Option<Row> = None;
-        let (mut start, mut end) = (t, t);
-        let mut outputs = Vec::new();
-        for (index_key, _) in state.range(index, &prefix[..prefix.len() - 16], Some(&upper))? {
-            let Some((s, e)) = index_bounds(&index_key) else { continue };
-            if e < t.saturating_sub(gap) {
-                continue;
-            }
-            let primary = state_key(Some(Bounds { start: s, end: e }), group);
-            if let Some(acc) = self.load(state, &primary)? {
-                if self.emit == Emit::OnUpdate {
-                    let mut retraction = result(&acc, measures, 0);
-                    retraction.tombstone = true;
-                    outputs.push(retraction);
-                }
-                merged = Some(match merged {
-                    None => acc,
-                    Some(previous) => merge_accumulators(previous, &acc, measures)?,
-                });
-            }
-            start = start.min(s);
-            end = end.max(e);
-            state.delete(index, index_key)?;
-            state.delete(&self.store, primary)?;
-        }
-        let bounds = Bounds { start, end };
-        let mut acc = merged
-            .unwrap_or_else(|| Row::new().with("group", group.clone()).with("measures", Value::Struct(Row::new())));
-        acc.set("start", Value::Long(bounds.start));
-        acc.set("end", Value::Long(bounds.end));
-        let mut accumulators = acc.get("measures").and_then(Value::as_row).cloned().unwrap_or_default();
-        for (name, measure) in measures {
-            let current = accumulators.get(name).cloned().unwrap_or(Value::Null);
-            accumulators.set(name.as_str(), update(measure, current, scope)?);
-        }
-        acc.set("measures", Value::Struct(accumulators));
-        state.put(index, session_index_key(&group_key, bounds.start, bounds.end), Vec::new())?;
-        state.put(&self.store, state_key(Some(bounds), group), encode_row(&acc))?;
-        if self.emit == Emit::OnUpdate {
-            // A retraction of the session being replaced by itself (same bounds) is not needed.
-            let current = result(&acc, measures, 0);
-            outputs.retain(|r| r.key != current.key);
-            outputs.push(current);
-        }
-        Ok(outputs)
-    }
 }
 
-fn bounds_of(acc: &Row) -> Option<(i64, i64)> {
+pub(super) fn bounds_of(acc: &Row) -> Option<(i64, i64)> {
     Some((acc.get("start").and_then(Value::as_i64)?, acc.get("end").and_then(Value::as_i64)?))
 }
 
 /// Session index key: `len(group) ++ group ++ start ++ end`.
-fn session_index_key(group_key: &[u8], start: i64, end: i64) -> Vec<u8> {
+pub(super) fn session_index_key(group_key: &[u8], start: i64, end: i64) -> Vec<u8> {
     let mut out = length_prefixed(group_key, 16);
     out.extend_from_slice(&ordered_i64(start));
     out.extend_from_slice(&ordered_i64(end));
     out
-}
-
-fn index_bounds(index_key: &[u8]) -> Option<(i64, i64)> {
-    let n = index_key.len();
-    let start: [u8; 8] = index_key.get(n.checked_sub(16)?..n - 8)?.try_into().ok()?;
-    let end: [u8; 8] = index_key.get(n - 8..)?.try_into().ok()?;
-    Some((crate::record::encoding::from_ordered_i64(start), crate::record::encoding::from_ordered_i64(end)))
-}
-
-/// Combines two accumulators of the same measures (session merges).
-fn merge_accumulators(mut into: Row, other: &Row, measures: &[(String, Measure)]) -> Result<Row, OperatorError> {
-    let mine = into.get("measures").and_then(Value::as_row).cloned().unwrap_or_default();
-    let theirs = other.get("measures").and_then(Value::as_row).cloned().unwrap_or_default();
-    let mut combined = Row::new();
-    for (name, measure) in measures {
-        let a = mine.get(name).cloned().unwrap_or(Value::Null);
-        let b = theirs.get(name).cloned().unwrap_or(Value::Null);
-        combined.push(name.as_str(), merge(measure, a, b)?);
-    }
-    into.set("measures", Value::Struct(combined));
-    Ok(into)
-}
-
-fn merge(measure: &Measure, a: Value, b: Value) -> Result<Value, OperatorError> {
-    Ok(match measure {
-        Measure::Count | Measure::Sum(_) => add(&a, &b)?,
-        Measure::Min(_) | Measure::Max(_) => match (&a, &b) {
-            (Value::Null, _) => b,
-            (_, Value::Null) => a,
-            _ => {
-                let order = compare(&b, &a)
-                    .ok_or_else(|| data(format!("cannot compare a {} with a {}", b.type_name(), a.type_name())))?;
-                let take_b = if matches!(measure, Measure::Min(_)) {
-                    order == Ordering::Less
-                } else {
-                    order == Ordering::Greater
-                };
-                if take_b { b } else { a }
-            }
-        },
-        Measure::Avg(_) => {
-            let part = |v: &Value| match v {
-                Value::Struct(r) => {
-                    (r.get("sum").cloned().unwrap_or(Value::Null), r.get("count").and_then(Value::as_i64).unwrap_or(0))
-                }
-                _ => (Value::Null, 0),
-            };
-            let ((sa, ca), (sb, cb)) = (part(&a), part(&b));
-            if ca + cb == 0 {
-                Value::Null
-            } else {
-                Value::Struct(Row::new().with("sum", add(&sa, &sb)?).with("count", Value::Long(ca + cb)))
-            }
-        }
-        Measure::CountDistinct(_) => {
-            let mut set = match a {
-                Value::Array(items) => items,
-                _ => Vec::new(),
-            };
-            if let Value::Array(items) = b {
-                for item in items {
-                    if let Err(at) = set.binary_search_by(|x| byte_order(x, &item)) {
-                        set.insert(at, item);
-                    }
-                }
-            }
-            Value::Array(set)
-        }
-        Measure::TopN { .. } => {
-            let mut entries = match a {
-                Value::Array(items) => items,
-                _ => Vec::new(),
-            };
-            if let Value::Array(items) = b {
-                for item in items {
-                    let id = item.as_row().and_then(|r| r.get("id")).cloned().unwrap_or(Value::Null);
-                    match entries.binary_search_by(|x| {
-                        byte_order(x.as_row().and_then(|r| r.get("id")).unwrap_or(&Value::Null), &id)
-                    }) {
-                        Ok(at) => {
-                            if let (Some(Value::Struct(row)), Some(score)) =
-                                (entries.get_mut(at), item.as_row().and_then(|r| r.get("score")))
-                            {
-                                let total = add(row.get("score").unwrap_or(&Value::Null), score)?;
-                                row.set("score", total);
-                            }
-                        }
-                        Err(at) => entries.insert(at, item),
-                    }
-                }
-            }
-            Value::Array(entries)
-        }
-    })
 }
 
 impl Aggregator {

@@ -7,8 +7,8 @@
 //! - [`stream_table_join`]: a stream joined with a table (as of the event's time for versioned
 //!   tables), inner or left; a miss joins the explicit "unknown" member and is counted.
 //! - [`stream_stream_join`]: two streams joined within a time window (inner or left).
-//! - [`window`], [`aggregate`] and [`sliding`]: grouped, windowed aggregation (tumbling,
-//!   hopping, session, sliding) with grace, emit-on-update or emit-final, exact measures; late
+//! - [`window`], [`aggregate`], [`session`] and [`sliding`]: grouped, windowed aggregation
+//!   (tumbling, hopping, session, sliding) with grace, emit-on-update or emit-final, exact measures; late
 //!   records are counted.
 //! - [`table_table_join`]: a table joined with another by a foreign key, kept current from both
 //!   changelogs.
@@ -17,6 +17,7 @@
 
 pub mod aggregate;
 pub mod pipeline;
+pub mod session;
 pub mod sliding;
 pub mod stateless;
 pub mod stream_stream_join;
