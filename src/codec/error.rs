@@ -93,8 +93,14 @@ impl CodecErrorKind {
 }
 
 /// A codec error with its location: the record position and the field path inside the value.
+/// Boxed, so that `Result<Value, CodecError>` stays small on the hot path; the fields are read
+/// through `Deref` (`error.kind`, `error.path`, ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CodecError {
+pub struct CodecError(Box<CodecErrorDetails>);
+
+/// What a [`CodecError`] holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodecErrorDetails {
     /// What went wrong.
     pub kind: CodecErrorKind,
     /// Field path inside the record, outermost first (`after.lifetime_value`).
@@ -108,7 +114,7 @@ pub struct CodecError {
 impl CodecError {
     /// An error without a location yet.
     pub fn new(kind: CodecErrorKind) -> Self {
-        CodecError { kind, path: Vec::new(), part: None, at: None }
+        CodecError(Box::new(CodecErrorDetails { kind, path: Vec::new(), part: None, at: None }))
     }
 
     /// Prepends a field name to the path (called while the error propagates outwards).
@@ -139,6 +145,19 @@ impl CodecError {
     /// See [`CodecErrorKind::retryable`].
     pub fn retryable(&self) -> bool {
         self.kind.retryable()
+    }
+}
+
+impl std::ops::Deref for CodecError {
+    type Target = CodecErrorDetails;
+    fn deref(&self) -> &CodecErrorDetails {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for CodecError {
+    fn deref_mut(&mut self) -> &mut CodecErrorDetails {
+        &mut self.0
     }
 }
 
