@@ -395,11 +395,21 @@ pub(super) fn update(measure: &Measure, current: Value, scope: &Scope<'_>) -> Re
                     if let Some(Value::Struct(row)) = entries.get_mut(at) {
                         let score = add(row.get("score").unwrap_or(&Value::Null), &weight)?;
                         row.set("score", score);
+                        // How many records name the candidate: it leaves a changelog aggregate
+                        // when the last one is taken back, whatever its score.
+                        let rows = row.get("rows").and_then(Value::as_i64).unwrap_or(1) + 1;
+                        row.set("rows", Value::Long(rows));
                     }
                 }
                 Err(at) => entries.insert(
                     at,
-                    Value::Struct(Row::new().with("id", id).with("value", candidate).with("score", weight)),
+                    Value::Struct(
+                        Row::new()
+                            .with("id", id)
+                            .with("value", candidate)
+                            .with("score", weight)
+                            .with("rows", Value::Long(1)),
+                    ),
                 ),
             }
             Value::Array(entries)

@@ -167,11 +167,15 @@ fn merge(measure: &Measure, a: Value, b: Value) -> Result<Value, OperatorError> 
                         byte_order(x.as_row().and_then(|r| r.get("id")).unwrap_or(&Value::Null), &id)
                     }) {
                         Ok(at) => {
-                            if let (Some(Value::Struct(row)), Some(score)) =
-                                (entries.get_mut(at), item.as_row().and_then(|r| r.get("score")))
-                            {
-                                let total = add(row.get("score").unwrap_or(&Value::Null), score)?;
+                            if let (Some(Value::Struct(row)), Some(other)) = (entries.get_mut(at), item.as_row()) {
+                                let total = add(
+                                    row.get("score").unwrap_or(&Value::Null),
+                                    other.get("score").unwrap_or(&Value::Null),
+                                )?;
                                 row.set("score", total);
+                                let rows = row.get("rows").and_then(Value::as_i64).unwrap_or(1)
+                                    + other.get("rows").and_then(Value::as_i64).unwrap_or(1);
+                                row.set("rows", Value::Long(rows));
                             }
                         }
                         Err(at) => entries.insert(at, item),

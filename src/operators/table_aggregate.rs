@@ -3,7 +3,7 @@
 //! version added to its new group, so every group always reflects the table's current rows.
 //!
 //! Measures that can take a value back: `count`, `sum`, `avg`, `top_n` (scores go down; a
-//! candidate at zero leaves). `min`, `max` and `count_distinct` would need every value's
+//! candidate leaves when the last row naming it does). `min`, `max` and `count_distinct` would need every value's
 //! multiplicity and are refused for changelogs. A group left without rows is deleted and a
 //! tombstone is emitted for it. Unwindowed only (a table has no event-time windows).
 
@@ -36,16 +36,6 @@ fn negate(v: &Value) -> Result<Value, OperatorError> {
     })
 }
 
-fn is_zero(v: &Value) -> bool {
-    match v {
-        Value::Long(i) => *i == 0,
-        Value::Int(i) => *i == 0,
-        Value::Double(f) => *f == 0.0,
-        Value::Decimal(d) => d.unscaled == 0.into(),
-        _ => false,
-    }
-}
-
 /// Takes one row's contribution back out of a measure's accumulator.
 fn retract(measure: &Measure, current: Value, scope: &crate::expression::Scope<'_>) -> Result<Value, OperatorError> {
     Ok(match measure {
@@ -75,12 +65,14 @@ fn retract(measure: &Measure, current: Value, scope: &crate::expression::Scope<'
             if let Ok(at) = entries
                 .binary_search_by(|x| byte_order(x.as_row().and_then(|r| r.get("id")).unwrap_or(&Value::Null), &id))
             {
-                let score = entries[at].as_row().and_then(|r| r.get("score")).cloned().unwrap_or(Value::Null);
-                let left = add(&score, &negate(&weight)?)?;
-                if is_zero(&left) {
+                let rows = entries[at].as_row().and_then(|r| r.get("rows")).and_then(Value::as_i64).unwrap_or(1) - 1;
+                if rows <= 0 {
+                    // The last record naming the candidate is gone, whatever its score.
                     entries.remove(at);
                 } else if let Value::Struct(row) = &mut entries[at] {
-                    row.set("score", left);
+                    let score = add(row.get("score").unwrap_or(&Value::Null), &negate(&weight)?)?;
+                    row.set("score", score);
+                    row.set("rows", Value::Long(rows));
                 }
             }
             Value::Array(entries)
