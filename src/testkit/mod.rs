@@ -119,11 +119,16 @@ impl TopologyTestDriver {
         let event = self.pipeline.event_for(source, key, value, timestamp)?;
         let event_time = event.timestamp;
         let stream_time = self.stream_time;
+        let new_stream_time = stream_time.max(event_time);
         let mut out = Vec::new();
-        self.atomically(|pipeline, state| pipeline.on_event(state, source, event, stream_time, &mut out))?;
+        // The event and the windows it closes are one unit: a failure takes back both.
+        self.atomically(|pipeline, state| {
+            pipeline.on_event(state, source, event, stream_time, &mut out)?;
+            pipeline.on_stream_time(state, new_stream_time, &mut out)
+        })?;
         self.collect(out);
         self.advance(source, event_time);
-        self.close_windows()
+        Ok(())
     }
 
     /// Runs one record's processing all or nothing: if it fails half-way, what it wrote is
@@ -156,21 +161,15 @@ impl TopologyTestDriver {
         }
     }
 
-    fn close_windows(&mut self) -> Result<(), DriverError> {
-        let mut out = Vec::new();
-        let state = self
-            .state
-            .as_mut()
-            .ok_or_else(|| DriverError::Input("the driver's state was lost in a failed restart".into()))?;
-        self.pipeline.on_stream_time(state, self.stream_time, &mut out)?;
-        self.collect(out);
-        Ok(())
-    }
-
     /// Moves stream time forward without a record (closing windows as a later record would).
+    /// Stream time only moves if every window it closes is emitted.
     pub fn advance_stream_time(&mut self, to: i64) -> Result<(), DriverError> {
-        self.stream_time = self.stream_time.max(to);
-        self.close_windows()
+        let new_stream_time = self.stream_time.max(to);
+        let mut out = Vec::new();
+        self.atomically(|pipeline, state| pipeline.on_stream_time(state, new_stream_time, &mut out))?;
+        self.collect(out);
+        self.stream_time = new_stream_time;
+        Ok(())
     }
 
     /// Records the aggregation in `node` dropped as late since the last (re)start.
