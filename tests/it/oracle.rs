@@ -1,6 +1,7 @@
 //! Oracle tests: the incremental engine's output equals a from-scratch recomputation of the same
 //! input, for shuffled and duplicated input.
 
+use happystreams::operators::pipeline::Output;
 use happystreams::record::{Row, Value};
 use happystreams::testkit::TopologyTestDriver;
 use happystreams::topology;
@@ -110,27 +111,67 @@ proptest! {
     }
 }
 
-const WINDOWS: &str = "
+/// The aggregation every window oracle runs: six measures per group `g` over `window`.
+fn windowed_topology(window: &str, emit_final: bool) -> String {
+    let emit = if emit_final { "final" } else { "on_update" };
+    format!(
+        "
 name: oracle_windows
 sources:
-  events: { topic: e, format: json, key: g, timestamp: t }
+  events: {{ topic: e, format: json, key: g, timestamp: t }}
 nodes:
   - name: agg
     from: events
     aggregate:
-      group_by: { g: g }
-      window: { type: WINDOW_TYPE, size: 100ms, advance: 40ms, grace: 30ms }
-      emit: EMIT
+      group_by: {{ g: g }}
+      window: {window}
+      emit: {emit}
       measures:
-        n: { count: {} }
-        total: { sum: v }
-        lo: { min: v }
-        hi: { max: v }
-        users: { count_distinct: u }
-        top: { top_n: { n: 2, of: u } }
+        n: {{ count: {{}} }}
+        total: {{ sum: v }}
+        lo: {{ min: v }}
+        hi: {{ max: v }}
+        users: {{ count_distinct: u }}
+        top: {{ top_n: {{ n: 2, of: u }} }}
 sinks:
-  - { from: agg, topic: out, format: json }
-";
+  - {{ from: agg, topic: out, format: json }}
+"
+    )
+}
+
+/// Pipes `(g, t, v, u)` events through `yaml` (restarting before event `restart_at`), then
+/// closes every window; returns what reached `out`.
+fn run_windowed(yaml: &str, events: &[(i64, i64, i64, i64)], restart_at: Option<usize>) -> Vec<Output> {
+    let plan = topology::parse(yaml, None, Path::new(".")).unwrap();
+    let mut driver = TopologyTestDriver::new(plan).unwrap();
+    for (i, (g, t, v, u)) in events.iter().enumerate() {
+        if restart_at == Some(i) {
+            driver.restart().unwrap();
+        }
+        let value = Row::new()
+            .with("g", Value::Long(*g))
+            .with("t", Value::Long(*t))
+            .with("v", Value::Long(*v))
+            .with("u", Value::Long(*u));
+        driver.pipe("events", Value::Null, value, 0).unwrap();
+    }
+    driver.advance_stream_time(1_000_000).unwrap();
+    driver.read_output("out")
+}
+
+/// The `(t, v, u)` records of each group that were within `grace` of stream time on arrival.
+fn accepted_by_group(events: &[(i64, i64, i64, i64)], grace: i64) -> BTreeMap<i64, Vec<(i64, i64, i64)>> {
+    let mut accepted: BTreeMap<i64, Vec<(i64, i64, i64)>> = BTreeMap::new();
+    let mut stream_time = i64::MIN;
+    for (g, t, v, u) in events {
+        let now = stream_time.max(*t);
+        if *t >= now - grace {
+            accepted.entry(*g).or_default().push((*t, *v, *u));
+        }
+        stream_time = now;
+    }
+    accepted
+}
 
 /// One window's naive aggregate: count, sum, min, max, distinct users, top-2 users by count.
 type Expected = (i64, i64, i64, i64, i64, Vec<(i64, i64)>);
@@ -203,22 +244,17 @@ proptest! {
         emit_final in any::<bool>(),
         restart_at in proptest::option::of(0usize..60),
     ) {
-        let (window_type, advance) = if hopping { ("hopping", 40) } else { ("tumbling", 100) };
-        let yaml = WINDOWS.replace("WINDOW_TYPE", window_type).replace("EMIT", if emit_final { "final" } else { "on_update" });
-        let yaml = if hopping { yaml } else { yaml.replace(", advance: 40ms", "") };
-        let plan = topology::parse(&yaml, None, Path::new(".")).unwrap();
-        let mut driver = TopologyTestDriver::new(plan).unwrap();
-        for (i, (g, t, v, u)) in events.iter().enumerate() {
-            if restart_at == Some(i) {
-                driver.restart().unwrap();
-            }
-            let value = Row::new().with("g", Value::Long(*g)).with("t", Value::Long(*t)).with("v", Value::Long(*v)).with("u", Value::Long(*u));
-            driver.pipe("events", Value::Null, value, 0).unwrap();
-        }
-        driver.advance_stream_time(1_000_000).unwrap();
+        let advance = if hopping { 40 } else { 100 };
+        let window = if hopping {
+            "{ type: hopping, size: 100ms, advance: 40ms, grace: 30ms }"
+        } else {
+            "{ type: tumbling, size: 100ms, grace: 30ms }"
+        };
+        let yaml = windowed_topology(window, emit_final);
+        let outputs = run_windowed(&yaml, &events, restart_at);
         let mut got: BTreeMap<(i64, i64), Expected> = BTreeMap::new();
         let mut emitted_per_window: BTreeMap<(i64, i64), usize> = BTreeMap::new();
-        for output in driver.read_output("out") {
+        for output in outputs {
             let (window, result) = observed(&output.value.unwrap());
             *emitted_per_window.entry(window).or_default() += 1;
             got.insert(window, result);
@@ -304,40 +340,10 @@ proptest! {
     }
 }
 
-const SESSIONS: &str = "
-name: oracle_sessions
-sources:
-  events: { topic: e, format: json, key: g, timestamp: t }
-nodes:
-  - name: agg
-    from: events
-    aggregate:
-      group_by: { g: g }
-      window: { type: session, gap: 30ms, grace: 20ms }
-      emit: EMIT
-      measures:
-        n: { count: {} }
-        total: { sum: v }
-        lo: { min: v }
-        hi: { max: v }
-        users: { count_distinct: u }
-        top: { top_n: { n: 2, of: u } }
-sinks:
-  - { from: agg, topic: out, format: json }
-";
-
 /// Naive sessions: the accepted records of each group sorted by time, split where two
 /// neighbours are more than `gap` apart.
 fn naive_sessions(events: &[(i64, i64, i64, i64)], gap: i64, grace: i64) -> BTreeMap<(i64, i64), Expected> {
-    let mut accepted: BTreeMap<i64, Vec<(i64, i64, i64)>> = BTreeMap::new();
-    let mut stream_time = i64::MIN;
-    for (g, t, v, u) in events {
-        let now = stream_time.max(*t);
-        if *t >= now - grace {
-            accepted.entry(*g).or_default().push((*t, *v, *u));
-        }
-        stream_time = now;
-    }
+    let accepted = accepted_by_group(events, grace);
     let mut out = BTreeMap::new();
     for (g, mut rows) in accepted {
         rows.sort();
@@ -368,21 +374,12 @@ proptest! {
         emit_final in any::<bool>(),
         restart_at in proptest::option::of(0usize..50),
     ) {
-        let yaml = SESSIONS.replace("EMIT", if emit_final { "final" } else { "on_update" });
-        let plan = topology::parse(&yaml, None, Path::new(".")).unwrap();
-        let mut driver = TopologyTestDriver::new(plan).unwrap();
-        for (i, (g, t, v, u)) in events.iter().enumerate() {
-            if restart_at == Some(i) {
-                driver.restart().unwrap();
-            }
-            let value = Row::new().with("g", Value::Long(*g)).with("t", Value::Long(*t)).with("v", Value::Long(*v)).with("u", Value::Long(*u));
-            driver.pipe("events", Value::Null, value, 0).unwrap();
-        }
-        driver.advance_stream_time(1_000_000).unwrap();
+        let yaml = windowed_topology("{ type: session, gap: 30ms, grace: 20ms }", emit_final);
+        let outputs = run_windowed(&yaml, &events, restart_at);
         let mut view: BTreeMap<String, Expected> = BTreeMap::new();
         let mut by_window: BTreeMap<(i64, i64), Expected> = BTreeMap::new();
         let mut emitted: BTreeMap<String, usize> = BTreeMap::new();
-        for output in driver.read_output("out") {
+        for output in outputs {
             let key = output.key.to_json().to_string();
             match output.value {
                 None => {
@@ -409,40 +406,10 @@ proptest! {
     }
 }
 
-const SLIDING: &str = "
-name: oracle_sliding
-sources:
-  events: { topic: e, format: json, key: g, timestamp: t }
-nodes:
-  - name: agg
-    from: events
-    aggregate:
-      group_by: { g: g }
-      window: { type: sliding, size: 50ms, grace: 20ms }
-      emit: EMIT
-      measures:
-        n: { count: {} }
-        total: { sum: v }
-        lo: { min: v }
-        hi: { max: v }
-        users: { count_distinct: u }
-        top: { top_n: { n: 2, of: u } }
-sinks:
-  - { from: agg, topic: out, format: json }
-";
-
 /// Naive sliding windows: for every accepted record time r of a group, the records of the group
 /// in [r - size, r].
 fn naive_sliding(events: &[(i64, i64, i64, i64)], size: i64, grace: i64) -> BTreeMap<(i64, i64), Expected> {
-    let mut accepted: BTreeMap<i64, Vec<(i64, i64, i64)>> = BTreeMap::new();
-    let mut stream_time = i64::MIN;
-    for (g, t, v, u) in events {
-        let now = stream_time.max(*t);
-        if *t >= now - grace {
-            accepted.entry(*g).or_default().push((*t, *v, *u));
-        }
-        stream_time = now;
-    }
+    let accepted = accepted_by_group(events, grace);
     let mut out = BTreeMap::new();
     for (g, rows) in &accepted {
         for (r, _, _) in rows {
@@ -466,20 +433,11 @@ proptest! {
         emit_final in any::<bool>(),
         restart_at in proptest::option::of(0usize..40),
     ) {
-        let yaml = SLIDING.replace("EMIT", if emit_final { "final" } else { "on_update" });
-        let plan = topology::parse(&yaml, None, Path::new(".")).unwrap();
-        let mut driver = TopologyTestDriver::new(plan).unwrap();
-        for (i, (g, t, v, u)) in events.iter().enumerate() {
-            if restart_at == Some(i) {
-                driver.restart().unwrap();
-            }
-            let value = Row::new().with("g", Value::Long(*g)).with("t", Value::Long(*t)).with("v", Value::Long(*v)).with("u", Value::Long(*u));
-            driver.pipe("events", Value::Null, value, 0).unwrap();
-        }
-        driver.advance_stream_time(1_000_000).unwrap();
+        let yaml = windowed_topology("{ type: sliding, size: 50ms, grace: 20ms }", emit_final);
+        let outputs = run_windowed(&yaml, &events, restart_at);
         let mut got: BTreeMap<(i64, i64), Expected> = BTreeMap::new();
         let mut emitted: BTreeMap<(i64, i64), usize> = BTreeMap::new();
-        for output in driver.read_output("out") {
+        for output in outputs {
             let (window, result) = observed(&output.value.unwrap());
             *emitted.entry(window).or_default() += 1;
             got.insert(window, result);
