@@ -378,18 +378,8 @@ pub(super) fn update(measure: &Measure, current: Value, scope: &Scope<'_>) -> Re
             Value::Array(set)
         }
         Measure::TopN { of, by, .. } => {
-            let candidate = of.evaluate(scope)?;
-            let weight = match by {
-                Some(b) => b.evaluate(scope)?,
-                None => Value::Long(1),
-            };
-            let mut entries = match current {
-                Value::Array(items) => items,
-                _ => Vec::new(),
-            };
-            let id = Value::Bytes(key_bytes(&candidate));
-            let position = entries
-                .binary_search_by(|x| byte_order(x.as_row().and_then(|r| r.get("id")).unwrap_or(&Value::Null), &id));
+            let TopNInput { candidate, id, weight, mut entries, position } =
+                top_n_input(of, by.as_ref(), scope, current)?;
             match position {
                 Ok(at) => {
                     if let Some(Value::Struct(row)) = entries.get_mut(at) {
@@ -415,6 +405,38 @@ pub(super) fn update(measure: &Measure, current: Value, scope: &Scope<'_>) -> Re
             Value::Array(entries)
         }
     })
+}
+
+/// One record's say in a `top_n`: the candidate it names, the candidate's id (its canonical
+/// key bytes), the record's weight, the current candidates (sorted by id) and where the
+/// candidate's entry is (`Err`: where it would go).
+pub(super) struct TopNInput {
+    pub candidate: Value,
+    pub id: Value,
+    pub weight: Value,
+    pub entries: Vec<Value>,
+    pub position: Result<usize, usize>,
+}
+
+pub(super) fn top_n_input(
+    of: &Expression,
+    by: Option<&Expression>,
+    scope: &Scope<'_>,
+    current: Value,
+) -> Result<TopNInput, OperatorError> {
+    let candidate = of.evaluate(scope)?;
+    let weight = match by {
+        Some(b) => b.evaluate(scope)?,
+        None => Value::Long(1),
+    };
+    let entries = match current {
+        Value::Array(items) => items,
+        _ => Vec::new(),
+    };
+    let id = Value::Bytes(key_bytes(&candidate));
+    let position =
+        entries.binary_search_by(|x| byte_order(x.as_row().and_then(|r| r.get("id")).unwrap_or(&Value::Null), &id));
+    Ok(TopNInput { candidate, id, weight, entries, position })
 }
 
 pub(super) fn byte_order(a: &Value, b: &Value) -> Ordering {

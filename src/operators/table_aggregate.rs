@@ -7,11 +7,11 @@
 //! multiplicity and are refused for changelogs. A group left without rows is deleted and a
 //! tombstone is emitted for it. Unwindowed only (a table has no event-time windows).
 
-use super::aggregate::{Aggregator, add, byte_order, result, state_key, update};
+use super::aggregate::{Aggregator, TopNInput, add, result, state_key, top_n_input, update};
 use super::stateless::scope;
 use super::{Event, OperatorError, TableChange};
 use crate::expression::Expression;
-use crate::record::encoding::{encode_row, key_bytes};
+use crate::record::encoding::encode_row;
 use crate::record::{Decimal, Row, Value};
 use crate::state::{StateBackend, TaskState};
 use crate::topology::plan::Measure;
@@ -53,18 +53,8 @@ fn retract(measure: &Measure, current: Value, scope: &crate::expression::Scope<'
             }
         }
         Measure::TopN { of, by, .. } => {
-            let id = Value::Bytes(key_bytes(&of.evaluate(scope)?));
-            let weight = match by {
-                Some(b) => b.evaluate(scope)?,
-                None => Value::Long(1),
-            };
-            let mut entries = match current {
-                Value::Array(items) => items,
-                _ => Vec::new(),
-            };
-            if let Ok(at) = entries
-                .binary_search_by(|x| byte_order(x.as_row().and_then(|r| r.get("id")).unwrap_or(&Value::Null), &id))
-            {
+            let TopNInput { weight, mut entries, position, .. } = top_n_input(of, by.as_ref(), scope, current)?;
+            if let Ok(at) = position {
                 let rows = entries[at].as_row().and_then(|r| r.get("rows")).and_then(Value::as_i64).unwrap_or(1) - 1;
                 if rows <= 0 {
                     // The last record naming the candidate is gone, whatever its score.
