@@ -82,9 +82,13 @@ impl Table {
                 }
             }
         }
+        // Only an upsert leaves a row behind (its unavailable columns filled from the old one).
+        let upserted = matches!(update, TableUpdate::Upsert { .. });
         self.apply(state, update, stream_time)?;
-        for change in &mut changes {
-            change.new = self.lookup(state, &change.key, i64::MAX)?;
+        if upserted {
+            for change in &mut changes {
+                change.new = self.lookup(state, &change.key, i64::MAX)?;
+            }
         }
         changes.retain(|c| c.old != c.new);
         Ok(changes)
