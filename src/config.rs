@@ -51,6 +51,8 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// Kafka cluster.
     pub kafka: KafkaConfig,
+    /// `happystreams run` settings.
+    pub runtime: crate::runtime::RuntimeConfig,
 }
 
 /// A configuration error: which layer and key, and what is wrong.

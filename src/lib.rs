@@ -14,6 +14,8 @@
 //! - [`expression`]: CEL expressions for filters, projections and keys, compiled once.
 //! - [`operators`]: what steps do to records (filter, re-key, select, flat-map, tables, joins),
 //!   and the pipeline that wires a plan into them. No Kafka inside.
+//! - [`runtime`]: the Kafka runtime — tasks per partition in a consumer group, changelog
+//!   restore, the commit protocol, dead letters (`happystreams run`).
 //! - [`testkit`]: `TopologyTestDriver` — run a topology with no broker.
 //! - [`state`]: what operators remember — store backends (memory, RocksDB with a shared memory
 //!   budget), the task write cache committed atomically with input positions, the changelog
@@ -37,6 +39,7 @@ pub mod expression;
 pub mod observe;
 pub mod operators;
 pub mod record;
+pub mod runtime;
 pub mod state;
 pub mod testkit;
 pub mod topology;

@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use happystreams::commands::{decode, demo, describe, registry, schemas};
+use happystreams::commands::{decode, demo, describe, registry, run as run_cmd, schemas};
 use happystreams::config::{Config, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +21,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "happystreams", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
-    /// Config file (TOML) with [log], [registry] and [kafka] sections.
+    /// Config file (TOML) with [log], [registry], [kafka] and [runtime] sections.
     #[arg(long, global = true, value_name = "FILE", env = "HAPPYSTREAMS_CONFIG")]
     config: Option<PathBuf>,
     /// Log level or filter, e.g. `debug` or `happystreams=debug,rdkafka=warn` (RUST_LOG wins).
@@ -43,6 +43,9 @@ enum Command {
     Decode(decode::DecodeArgs),
     /// Validate a topology file and print its graph (text or Graphviz DOT).
     Describe(describe::DescribeArgs),
+    /// Run a topology against a Kafka cluster as a member of its application's consumer group
+    /// (state in RocksDB, restored from changelog topics; stops cleanly on SIGTERM / Ctrl-C).
+    Run(run_cmd::RunArgs),
     /// The Confluent-compatible Schema Registry.
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -84,6 +87,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
+        Command::Run(args) => run_cmd::run(&args, &config).await?,
         Command::Describe(args) => print!("{}", describe::run(&args)?),
         Command::Registry(RegistryCommand::Serve(args)) => registry::serve(&args).await?,
         Command::Schemas(command) => {

@@ -5,6 +5,7 @@ pub mod decode;
 pub mod demo;
 pub mod describe;
 pub mod registry;
+pub mod run;
 pub mod schemas;
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM.

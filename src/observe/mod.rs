@@ -1,5 +1,6 @@
-//! Observability: logs now; metrics, health and lineage join as the runtime grows.
+//! Observability: logs and Prometheus metrics.
 
 mod logging;
+pub mod metrics;
 
 pub use logging::init_logging;

@@ -173,11 +173,7 @@ impl Aggregator {
     ) -> Result<Vec<Event>, OperatorError> {
         let named = [("key", &event.key)];
         let scope = Scope { record: Some(&event.value), named: &named };
-        let mut group = Row::with_capacity(group_by.len());
-        for (name, expression) in group_by {
-            group.push(Arc::from(name.as_str()), expression.evaluate(&scope)?);
-        }
-        let group = Value::Struct(group);
+        let group = group_in(group_by, &scope)?;
         if let (Some(side), Some(window)) = (&self.side_store, &self.window) {
             return match window.window_type {
                 WindowType::Sliding => {
@@ -580,4 +576,18 @@ mod tests {
         };
         assert_eq!(names, vec!["a", "b"], "three tied at 2: the first two values win");
     }
+}
+
+fn group_in(group_by: &[(String, Expression)], scope: &Scope<'_>) -> Result<Value, OperatorError> {
+    let mut group = Row::with_capacity(group_by.len());
+    for (name, expression) in group_by {
+        group.push(Arc::from(name.as_str()), expression.evaluate(scope)?);
+    }
+    Ok(Value::Struct(group))
+}
+
+/// The group an event belongs to: the key its aggregate state (and repartition record) has.
+pub fn group_of(group_by: &[(String, Expression)], event: &Event) -> Result<Value, OperatorError> {
+    let named = [("key", &event.key)];
+    group_in(group_by, &Scope { record: Some(&event.value), named: &named })
 }

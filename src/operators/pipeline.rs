@@ -5,8 +5,11 @@
 //! select, flat-map) and hands its output to downstream nodes and sinks, depth first, so one
 //! input record's outputs come out in a deterministic order.
 //!
-//! Within one task a repartition topic is a pass-through: the re-keyed event goes straight to the
-//! next step (the Kafka runtime splits the pipeline there instead).
+//! By default a repartition topic is a pass-through: the re-keyed event goes straight to the
+//! next step (one task holds every partition, as in the test driver). The Kafka runtime builds
+//! its pipelines [`Pipeline::split`]: there a re-keyed event leaves as an [`Output`] to the
+//! repartition topic, and comes back in through [`Pipeline::on_repartitioned`] in the task that
+//! owns its new key.
 //!
 //! Supported today: stream sources, table / versioned / global table sources, filter, re-key,
 //! select, flat-map, merge, `to_table` (plain or versioned, joinable by later nodes),
@@ -46,6 +49,14 @@ pub struct Output {
     pub timestamp: i64,
 }
 
+impl Output {
+    /// An event written to `topic` (a tombstone event as a null value).
+    pub fn of(topic: &str, event: Event) -> Output {
+        let value = (!event.tombstone).then_some(event.value);
+        Output { topic: topic.to_owned(), key: event.key, value, timestamp: event.timestamp }
+    }
+}
+
 /// The operators of one plan.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -69,6 +80,10 @@ pub struct Pipeline {
     downstream: BTreeMap<String, Vec<usize>>,
     /// source or node name → sink topics
     sinks: BTreeMap<String, Vec<String>>,
+    /// repartition topic → the (node, step) its records enter at
+    repartition_entry: BTreeMap<String, (usize, usize)>,
+    /// Split at repartition topics (the Kafka runtime), and run only this sub-topology's windows.
+    split: Option<usize>,
 }
 
 /// Whether `name` is a table whose changelog nodes can read: a plain table source, or a node
@@ -130,8 +145,18 @@ fn unsupported(node: &PlannedNode, what: &str) -> OperatorError {
 impl Pipeline {
     /// Wires a plan; refuses plans with steps the engine does not run yet.
     pub fn new(plan: Arc<Plan>) -> Result<Pipeline, OperatorError> {
+        Self::with_tables(plan, &BTreeMap::new())
+    }
+
+    /// Wires a plan whose table sources named in `shared` use those table operators (a global
+    /// table: one store and one row cache for every task of an instance).
+    pub fn with_tables(plan: Arc<Plan>, shared: &BTreeMap<String, Arc<Table>>) -> Result<Pipeline, OperatorError> {
         let mut tables = BTreeMap::new();
         for source in &plan.sources {
+            if let Some(table) = shared.get(&source.name) {
+                tables.insert(source.name.clone(), table.clone());
+                continue;
+            }
             if let Some(store) = &source.store {
                 let table = match source.kind {
                     SourceKind::Versioned => Table::versioned(store.clone(), source.history_ms.unwrap_or(86_400_000)),
@@ -238,6 +263,20 @@ impl Pipeline {
                 }
             }
         }
+        let mut repartition_entry = BTreeMap::new();
+        for (index, node) in plan.nodes.iter().enumerate() {
+            for (step_index, step) in node.steps.iter().enumerate() {
+                // A re-keyed record comes back after the re-key; an aggregate's at the aggregate.
+                let (topic, entry) = match step {
+                    Step::Rekey { repartition: Some(topic), .. } | Step::Repartition { topic } => {
+                        (topic, step_index + 1)
+                    }
+                    Step::Aggregate { repartition: Some(topic), .. } => (topic, step_index),
+                    _ => continue,
+                };
+                repartition_entry.insert(topic.clone(), (index, entry));
+            }
+        }
         let mut sinks: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for sink in &plan.sinks {
             if plan.source(&sink.from).is_some_and(|s| s.kind.is_table()) {
@@ -260,7 +299,63 @@ impl Pipeline {
             changelog_right,
             downstream,
             sinks,
+            repartition_entry,
+            split: None,
         })
+    }
+
+    /// The pipeline of one Kafka task of sub-topology `subtopology`: re-keyed events leave through
+    /// their repartition topics (as outputs) instead of flowing on, and only the sub-topology's
+    /// windows and join buffers are swept when stream time moves.
+    pub fn split(mut self, subtopology: usize) -> Self {
+        self.split = Some(subtopology);
+        self
+    }
+
+    /// The table operators by source or node name.
+    pub fn tables(&self) -> &BTreeMap<String, Arc<Table>> {
+        &self.tables
+    }
+
+    /// Repartition topics and the sub-topology reading each.
+    pub fn repartition_readers(&self) -> BTreeMap<String, usize> {
+        self.repartition_entry
+            .iter()
+            .map(|(topic, (index, _))| (topic.clone(), self.plan.nodes[*index].subtopology))
+            .collect()
+    }
+
+    /// A record read back from a repartition topic: it continues where it left its node.
+    pub fn on_repartitioned<B: StateBackend>(
+        &self,
+        state: &mut TaskState<B>,
+        topic: &str,
+        event: Event,
+        stream_time: i64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), OperatorError> {
+        let &(index, step_index) = self
+            .repartition_entry
+            .get(topic)
+            .ok_or_else(|| OperatorError::Config(format!("`{topic}` is not a repartition topic of the topology")))?;
+        let node = &self.plan.nodes[index];
+        let (batch, next) = match &node.steps[step_index] {
+            Step::Aggregate { group_by, measures, .. } => {
+                let aggregator = self
+                    .aggregators
+                    .get(&(index, step_index))
+                    .ok_or_else(|| OperatorError::Config(format!("aggregate of `{}` not wired", node.name)))?;
+                let result = aggregator.on_record(state, group_by, measures, &event, stream_time);
+                (self.route_late(index, result, out)?, step_index + 1)
+            }
+            _ => (vec![event], step_index),
+        };
+        let produced = self.run_steps(state, index, batch, next, stream_time, out)?;
+        self.emit(state, &node.name, produced, stream_time, out)
+    }
+
+    fn in_this_task(&self, index: usize) -> bool {
+        self.split.is_none_or(|s| self.plan.nodes[index].subtopology == s)
     }
 
     /// The plan.
@@ -510,6 +605,9 @@ impl Pipeline {
         out: &mut Vec<Output>,
     ) -> Result<(), OperatorError> {
         for ((index, step_index), join) in &self.stream_joins {
+            if !self.in_this_task(*index) {
+                continue;
+            }
             let misses = join.on_stream_time(state, stream_time)?;
             if !misses.is_empty() {
                 // Left-join misses continue through the node's steps after the join.
@@ -518,6 +616,9 @@ impl Pipeline {
             }
         }
         for ((index, step_index), aggregator) in &self.aggregators {
+            if !self.in_this_task(*index) {
+                continue;
+            }
             let node = &self.plan.nodes[*index];
             let Step::Aggregate { measures, .. } = &node.steps[*step_index] else { continue };
             let closed = aggregator.on_stream_time(state, measures, stream_time)?;
@@ -611,9 +712,21 @@ impl Pipeline {
             for event in batch {
                 match step {
                     Step::Filter(predicate) => next.extend(stateless::filter(predicate, event)?),
-                    Step::Rekey { key, .. } => next.push(stateless::rekey(key, event)?),
+                    Step::Rekey { key, repartition } => {
+                        let event = stateless::rekey(key, event)?;
+                        match repartition {
+                            Some(topic) if self.split.is_some() => out.push(Output::of(topic, event)),
+                            _ => next.push(event),
+                        }
+                    }
+                    Step::Repartition { topic } if self.split.is_some() => out.push(Output::of(topic, event)),
                     // One task holds every partition: a repartition topic is a pass-through here.
                     Step::Repartition { .. } => next.push(event),
+                    Step::Aggregate { group_by, repartition: Some(topic), .. } if self.split.is_some() => {
+                        // Keyed by the group, so the group's task gets it.
+                        let group = super::aggregate::group_of(group_by, &event)?;
+                        out.push(Output::of(topic, Event { key: group, ..event }));
+                    }
                     Step::Select(fields) => next.push(stateless::select(fields, event)?),
                     Step::FlatMap(expression) => next.extend(stateless::flat_map(expression, event)?),
                     Step::Join { window: Some(_), .. } => {

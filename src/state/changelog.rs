@@ -3,6 +3,7 @@
 //! topics through this trait; [`MemoryChangelog`] serves tests and the test driver.
 
 use super::StateError;
+use super::backend::Checkpoint;
 use std::collections::BTreeMap;
 
 /// One changelog record: a write to one key of one store (`None` = delete, a tombstone).
@@ -18,9 +19,14 @@ pub struct ChangelogEntry {
 
 /// Where committed writes are logged before they reach the local store.
 pub trait Changelog: Send {
-    /// Appends the entries (in order) and makes them durable; returns the next offset per store
-    /// after the append.
-    fn append(&mut self, entries: &[ChangelogEntry]) -> Result<BTreeMap<String, i64>, StateError>;
+    /// Appends the entries (in order) of one commit whose checkpoint will be `checkpoint`, and
+    /// makes them durable; returns the next changelog position(s) after the append (the
+    /// checkpoint's new `changelogs`).
+    fn append(
+        &mut self,
+        entries: &[ChangelogEntry],
+        checkpoint: &Checkpoint,
+    ) -> Result<BTreeMap<String, i64>, StateError>;
 }
 
 /// A changelog kept in memory, with a switch to simulate an unavailable log.
@@ -33,7 +39,7 @@ pub struct MemoryChangelog {
 }
 
 impl Changelog for MemoryChangelog {
-    fn append(&mut self, entries: &[ChangelogEntry]) -> Result<BTreeMap<String, i64>, StateError> {
+    fn append(&mut self, entries: &[ChangelogEntry], _: &Checkpoint) -> Result<BTreeMap<String, i64>, StateError> {
         if self.fail_appends {
             return Err(StateError::Changelog("changelog unavailable (simulated)".into()));
         }

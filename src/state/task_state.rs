@@ -183,7 +183,7 @@ impl<B: StateBackend> TaskState<B> {
                 })
                 .collect();
             if !entries.is_empty() {
-                next.changelogs.extend(changelog.append(&entries)?);
+                next.changelogs.extend(changelog.append(&entries, &next)?);
             }
         }
         self.backend.commit(&self.pending, &next)?;

@@ -44,8 +44,12 @@ fn inputs(offset: i64) -> BTreeMap<String, i64> {
 struct SharedChangelog(Arc<Mutex<MemoryChangelog>>);
 
 impl Changelog for SharedChangelog {
-    fn append(&mut self, entries: &[happystreams::state::ChangelogEntry]) -> Result<BTreeMap<String, i64>, StateError> {
-        self.0.lock().unwrap().append(entries)
+    fn append(
+        &mut self,
+        entries: &[happystreams::state::ChangelogEntry],
+        checkpoint: &happystreams::state::Checkpoint,
+    ) -> Result<BTreeMap<String, i64>, StateError> {
+        self.0.lock().unwrap().append(entries, checkpoint)
     }
 }
 

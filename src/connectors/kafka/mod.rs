@@ -9,4 +9,4 @@ mod config;
 mod reader;
 
 pub use config::KafkaConfig;
-pub use reader::{KafkaReadError, read_range};
+pub use reader::{KafkaReadError, read_range, record_from};

@@ -10,7 +10,7 @@ use crate::record::{Header, Position, Record};
 use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers as _, Message as _};
+use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,23 +87,26 @@ pub fn read_range(
             Some(Err(e)) => return Err(broker_error(e.to_string())),
             Some(Ok(message)) => {
                 last_progress = Instant::now();
-                let headers = message
-                    .headers()
-                    .map(|hs| {
-                        hs.iter()
-                            .map(|h| Header { key: h.key.to_owned(), value: h.value.map(Bytes::copy_from_slice) })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                records.push(Record {
-                    key: message.key().map(Bytes::copy_from_slice),
-                    value: message.payload().map(Bytes::copy_from_slice),
-                    headers,
-                    timestamp_ms: message.timestamp().to_millis(),
-                    position: Some(Position::new(topic_name.clone(), message.partition(), message.offset())),
-                });
+                records.push(record_from(&message, topic_name.clone()));
             }
         }
     }
     Ok(records)
+}
+
+/// A consumed message as a [`Record`] (`topic` is the message's topic, shared).
+pub fn record_from(message: &BorrowedMessage<'_>, topic: Arc<str>) -> Record {
+    let headers = message
+        .headers()
+        .map(|hs| {
+            hs.iter().map(|h| Header { key: h.key.to_owned(), value: h.value.map(Bytes::copy_from_slice) }).collect()
+        })
+        .unwrap_or_default();
+    Record {
+        key: message.key().map(Bytes::copy_from_slice),
+        value: message.payload().map(Bytes::copy_from_slice),
+        headers,
+        timestamp_ms: message.timestamp().to_millis(),
+        position: Some(Position::new(topic, message.partition(), message.offset())),
+    }
 }

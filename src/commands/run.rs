@@ -1,0 +1,83 @@
+//! `happystreams run`: run a topology as a member of its application's consumer group.
+
+use crate::config::Config;
+use crate::runtime::ProcessingGuarantee;
+use crate::runtime::instance::{self, Settings};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Flags of `happystreams run` (each overrides the config's `[runtime]` / `[kafka]` key).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The topology file (`topologies/*.yaml`).
+    #[arg(long, value_name = "FILE")]
+    pub topology: PathBuf,
+    /// Kafka bootstrap servers (`kafka.bootstrap_servers`).
+    #[arg(long, value_name = "HOST:PORT[,...]")]
+    pub bootstrap_servers: Option<String>,
+    /// Group id and internal-topic prefix (`runtime.application_id`; default: the topology name).
+    #[arg(long)]
+    pub application_id: Option<String>,
+    /// Directory for task state (`runtime.state_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Prometheus endpoint address (`runtime.metrics_address`); loopback by default, empty for none.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_address: Option<String>,
+    /// Schema Registry URL (`registry.url`).
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
+    /// Commit interval in ms (`runtime.commit_interval_ms`).
+    #[arg(long, value_name = "MS")]
+    pub commit_interval_ms: Option<u64>,
+    /// Delivery guarantee (`runtime.processing_guarantee`).
+    #[arg(long, value_enum)]
+    pub processing_guarantee: Option<ProcessingGuarantee>,
+}
+
+/// Runs until SIGTERM / Ctrl-C (a graceful stop: commit, leave the group) or a failure.
+pub async fn run(args: &RunArgs, config: &Config) -> anyhow::Result<()> {
+    let plan = crate::topology::load(&args.topology)?;
+    let base_dir = args.topology.parent().map(PathBuf::from).unwrap_or_default();
+    let mut settings =
+        Settings { kafka: config.kafka.clone(), registry: config.registry.clone(), runtime: config.runtime.clone() };
+    if let Some(servers) = &args.bootstrap_servers {
+        settings.kafka.bootstrap_servers = servers.clone();
+    }
+    if let Some(id) = &args.application_id {
+        settings.runtime.application_id = Some(id.clone());
+    }
+    if let Some(dir) = &args.state_dir {
+        settings.runtime.state_dir = dir.clone();
+    }
+    if let Some(address) = &args.metrics_address {
+        settings.runtime.metrics_address = address.clone();
+    }
+    if let Some(url) = &args.registry {
+        settings.registry.url = url.clone();
+    }
+    if let Some(ms) = args.commit_interval_ms {
+        settings.runtime.commit_interval_ms = ms;
+    }
+    if let Some(guarantee) = args.processing_guarantee {
+        settings.runtime.processing_guarantee = guarantee;
+    }
+    let handle = crate::observe::metrics::recorder().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
+    if !settings.runtime.metrics_address.is_empty() {
+        let bound = crate::observe::metrics::serve(&settings.runtime.metrics_address, handle)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        tracing::info!(address = %bound, "metrics at http://{bound}/metrics");
+    }
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let flag = shutdown.clone();
+    tokio::spawn(async move {
+        crate::commands::shutdown_signal().await;
+        tracing::info!("signal received: finishing in-flight records, committing and leaving the group");
+        flag.store(true, Ordering::Relaxed);
+    });
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || instance::run(plan, &base_dir, &settings, shutdown, runtime)).await??;
+    Ok(())
+}

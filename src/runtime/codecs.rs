@@ -1,0 +1,303 @@
+//! Bytes in, bytes out for the runtime: source records decoded into what the pipeline takes
+//! (stream events, table changes), outputs encoded for their sink topics, and the internal
+//! format of repartition records.
+//!
+//! A record that cannot be decoded, or whose key or time expression fails, is a [`BadRecord`]:
+//! the source's `on_error` policy decides what happens to it.
+
+use crate::codec::avro::{AvroCodec, AvroSchema};
+use crate::codec::debezium::DebeziumDecoder;
+use crate::codec::json::{self, JsonSchemaDecoder};
+use crate::codec::{CodecError, CodecErrorKind};
+use crate::error::ErrorClass;
+use crate::operators::pipeline::{Output, Pipeline};
+use crate::operators::{Event, TableUpdate};
+use crate::record::{Record, Row, Value, encoding};
+use crate::topology::Plan;
+use crate::topology::spec::{SinkFormat, SourceFormat};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What a decoded input record is for the pipeline.
+#[derive(Debug)]
+pub enum Input {
+    /// An event of the stream source `source`.
+    Event {
+        /// Source name.
+        source: String,
+        /// The event.
+        event: Event,
+    },
+    /// A change of the table source `source` (`None`: nothing to apply, e.g. a transaction
+    /// marker or the tombstone after a delete).
+    Table {
+        /// Source name.
+        source: String,
+        /// The change.
+        update: Option<TableUpdate>,
+    },
+    /// A record read back from a repartition topic (named as in the plan).
+    Repartitioned {
+        /// Plan topic name.
+        topic: String,
+        /// The event.
+        event: Event,
+    },
+}
+
+/// An input record that cannot be processed: its class and why.
+#[derive(Debug, Clone)]
+pub struct BadRecord {
+    /// Who has to act.
+    pub class: ErrorClass,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl From<CodecError> for BadRecord {
+    fn from(e: CodecError) -> Self {
+        BadRecord { class: e.class(), message: e.to_string() }
+    }
+}
+
+enum TopicDecoder {
+    Source {
+        name: String,
+        format: SourceFormat,
+        table: bool,
+        schema: Option<Arc<crate::codec::connect::ConnectSchema>>,
+        debezium: Option<DebeziumDecoder>,
+    },
+    Repartition {
+        plan_topic: String,
+    },
+}
+
+/// Decoders for every input topic of a topology.
+pub struct Decoders {
+    topics: HashMap<String, TopicDecoder>,
+    avro: Arc<AvroCodec>,
+    json_schema: JsonSchemaDecoder,
+    runtime: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for Decoders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoders").field("topics", &self.topics.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Decoders {
+    /// Decoders for `plan`'s sources (by topic) and for its repartition topics (`physical`
+    /// name → plan name). Avro schemas come from `avro` (a registry codec).
+    pub fn new(
+        plan: &Plan,
+        repartitions: impl IntoIterator<Item = (String, String)>,
+        avro: Arc<AvroCodec>,
+        runtime: tokio::runtime::Handle,
+    ) -> Decoders {
+        let mut topics = HashMap::new();
+        for source in &plan.sources {
+            let debezium = match source.format {
+                SourceFormat::DebeziumJson => Some(match &source.schema {
+                    Some(schema) => DebeziumDecoder::json(false).with_default_row_schema((**schema).clone()),
+                    None => DebeziumDecoder::json(false),
+                }),
+                SourceFormat::DebeziumJsonSchema => Some(DebeziumDecoder::json(true)),
+                SourceFormat::DebeziumAvro => Some(DebeziumDecoder::avro(avro.clone())),
+                _ => None,
+            };
+            topics.insert(
+                source.topic.clone(),
+                TopicDecoder::Source {
+                    name: source.name.clone(),
+                    format: source.format,
+                    table: source.kind.is_table(),
+                    schema: source.schema.clone(),
+                    debezium,
+                },
+            );
+        }
+        for (physical, plan_topic) in repartitions {
+            topics.insert(physical, TopicDecoder::Repartition { plan_topic });
+        }
+        Decoders { topics, avro, json_schema: JsonSchemaDecoder::new(), runtime }
+    }
+
+    /// The source a topic feeds (`None` for repartition and unknown topics).
+    pub fn source_of(&self, topic: &str) -> Option<&str> {
+        match self.topics.get(topic) {
+            Some(TopicDecoder::Source { name, .. }) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Decodes one record of `topic`.
+    pub fn decode(&self, pipeline: &Pipeline, topic: &str, record: &Record) -> Result<Input, BadRecord> {
+        let decoder = self.topics.get(topic).ok_or_else(|| BadRecord {
+            class: ErrorClass::Internal,
+            message: format!("no decoder for topic `{topic}`"),
+        })?;
+        let timestamp = record.timestamp_ms.unwrap_or(0);
+        match decoder {
+            TopicDecoder::Repartition { plan_topic } => {
+                let event = decode_repartitioned(record, timestamp)?;
+                Ok(Input::Repartitioned { topic: plan_topic.clone(), event })
+            }
+            TopicDecoder::Source { name, debezium: Some(debezium), table, .. } => {
+                let change = match debezium.decode_cached(record) {
+                    Err(e) if matches!(e.kind, CodecErrorKind::UnknownSchemaId(_)) => {
+                        self.runtime.block_on(debezium.decode(record))?
+                    }
+                    other => other?,
+                };
+                let update = Pipeline::update_for_change(&change);
+                if *table {
+                    return Ok(Input::Table { source: name.clone(), update });
+                }
+                // A change stream read as events: each new row is an event.
+                match update {
+                    Some(TableUpdate::Upsert { key, row, timestamp }) => {
+                        let event = pipeline.event_for(name, key, row, timestamp).map_err(operator_error)?;
+                        Ok(Input::Event { source: name.clone(), event })
+                    }
+                    _ => Ok(Input::Table { source: name.clone(), update: None }),
+                }
+            }
+            TopicDecoder::Source { name, format, table, schema, .. } => {
+                let key = match record.key.as_deref() {
+                    Some(bytes) => decode_key(bytes),
+                    None => Value::Null,
+                };
+                let Some(bytes) = record.value.as_deref() else {
+                    if *table {
+                        return Ok(Input::Table {
+                            source: name.clone(),
+                            update: Some(TableUpdate::Delete { key, timestamp }),
+                        });
+                    }
+                    return Err(BadRecord {
+                        class: ErrorClass::Data,
+                        message: "null value on a stream source (only tables take tombstones)".into(),
+                    });
+                };
+                let value = match format {
+                    SourceFormat::Json => match schema {
+                        Some(schema) => json::decode_plain_with_schema(bytes, schema)?,
+                        None => json::decode_plain(bytes)?,
+                    },
+                    SourceFormat::JsonSchema => self.json_schema.decode(bytes)?.1,
+                    SourceFormat::Avro => match self.avro.decode_cached(bytes) {
+                        Err(e) if matches!(e.kind, CodecErrorKind::UnknownSchemaId(_)) => {
+                            self.runtime.block_on(self.avro.decode(bytes))?
+                        }
+                        other => other?,
+                    },
+                    SourceFormat::Text => Value::String(String::from_utf8_lossy(bytes).trim_end().into()),
+                    _ => unreachable!("Debezium formats have a decoder"),
+                };
+                let row = match (value, format) {
+                    (Value::Struct(row), _) => row,
+                    (line, SourceFormat::Text) => Row::new().with("line", line),
+                    (other, _) => Row::new().with("value", other),
+                };
+                if *table {
+                    return Ok(Input::Table {
+                        source: name.clone(),
+                        update: Some(TableUpdate::Upsert { key, row, timestamp }),
+                    });
+                }
+                let event = pipeline.event_for(name, key, row, timestamp).map_err(operator_error)?;
+                Ok(Input::Event { source: name.clone(), event })
+            }
+        }
+    }
+}
+
+fn operator_error(e: crate::operators::OperatorError) -> BadRecord {
+    BadRecord { class: e.class(), message: e.to_string() }
+}
+
+/// A record key: JSON when it parses as JSON, else the UTF-8 text (else the bytes).
+fn decode_key(bytes: &[u8]) -> Value {
+    match json::decode_plain(bytes) {
+        Ok(value) => value,
+        Err(_) => match std::str::from_utf8(bytes) {
+            Ok(text) => Value::String(text.into()),
+            Err(_) => Value::Bytes(bytes.to_vec()),
+        },
+    }
+}
+
+/// Repartition records: the Kafka key is the canonical key bytes (so equal keys land on the same
+/// partition whatever their original form); the value is `[flag][key length u32][key][row]`
+/// in happystreams' lossless encoding (flag 1: a tombstone, no row).
+pub fn encode_repartitioned(key: &Value, value: Option<&Row>) -> (Vec<u8>, Vec<u8>) {
+    let key_bytes = encoding::key_bytes(key);
+    let full_key = encoding::encode(key);
+    let mut out = Vec::with_capacity(5 + full_key.len() + 64);
+    out.push(u8::from(value.is_none()));
+    out.extend_from_slice(&(full_key.len() as u32).to_be_bytes());
+    out.extend_from_slice(&full_key);
+    if let Some(row) = value {
+        out.extend_from_slice(&encoding::encode_row(row));
+    }
+    (key_bytes, out)
+}
+
+fn decode_repartitioned(record: &Record, timestamp: i64) -> Result<Event, BadRecord> {
+    let bad = |detail: &str| BadRecord {
+        class: ErrorClass::Internal,
+        message: format!("repartition record is corrupt: {detail} (was it written by this version?)"),
+    };
+    let bytes = record.value.as_deref().ok_or_else(|| bad("null value"))?;
+    if bytes.len() < 5 {
+        return Err(bad("too short"));
+    }
+    let tombstone = bytes[0] == 1;
+    let key_len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+    let key_end = 5usize.checked_add(key_len).filter(|end| *end <= bytes.len()).ok_or_else(|| bad("key length"))?;
+    let key = encoding::decode(&bytes[5..key_end]).map_err(|e| bad(&e.to_string()))?;
+    let value = if tombstone {
+        Row::new()
+    } else {
+        encoding::decode_row(&bytes[key_end..]).map_err(|e| bad(&e.to_string()))?
+    };
+    Ok(Event { key, value, timestamp, tombstone })
+}
+
+/// Encoders of a topology's sink topics.
+#[derive(Debug, Default)]
+pub struct Encoders {
+    avro: HashMap<String, Arc<AvroSchema>>,
+}
+
+impl Encoders {
+    /// Encoders; Avro sinks use the registered schema given per plan topic.
+    pub fn new(avro: HashMap<String, Arc<AvroSchema>>) -> Self {
+        Encoders { avro }
+    }
+
+    /// Key and value bytes of an output to a sink (`format`) topic. Keys are JSON.
+    pub fn encode(
+        &self,
+        format: SinkFormat,
+        output: &Output,
+    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), CodecError> {
+        let key = (!output.key.is_null()).then(|| json::encode_plain(&output.key));
+        let value = match (&output.value, format) {
+            (None, _) => None,
+            (Some(row), SinkFormat::Json) => Some(json::encode_plain(&Value::Struct(row.clone()))),
+            (Some(row), SinkFormat::Avro) => {
+                let schema = self.avro.get(&output.topic).ok_or_else(|| {
+                    CodecError::new(CodecErrorKind::UnsupportedSchema(format!(
+                        "sink `{}` has no registered Avro schema",
+                        output.topic
+                    )))
+                })?;
+                Some(schema.encode(&Value::Struct(row.clone()))?)
+            }
+        };
+        Ok((key, value))
+    }
+}

@@ -1,0 +1,160 @@
+//! Where task outputs go: sink topics (encoded as the sink says), repartition topics (internal
+//! encoding), late-record topics (JSON), dead-letter topics (the bad record unchanged, with
+//! headers saying why). Every send is remembered until [`Emitter::flush`] confirms it — step 1 of
+//! the commit protocol.
+
+use super::RuntimeError;
+use super::changelog::send;
+use super::codecs::{BadRecord, Encoders, encode_repartitioned};
+use crate::codec::json;
+use crate::operators::pipeline::Output;
+use crate::record::{Record, Value};
+use crate::topology::spec::SinkFormat;
+use futures::future::join_all;
+use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+
+/// Header names on dead-lettered records.
+pub mod headers {
+    /// Error class (`data`, `config`, ...).
+    pub const ERROR_CLASS: &str = "happystreams.error.class";
+    /// What was wrong.
+    pub const ERROR_MESSAGE: &str = "happystreams.error.message";
+    /// Topic the record was read from.
+    pub const SOURCE_TOPIC: &str = "happystreams.source.topic";
+    /// Its partition.
+    pub const SOURCE_PARTITION: &str = "happystreams.source.partition";
+    /// Its offset.
+    pub const SOURCE_OFFSET: &str = "happystreams.source.offset";
+    /// Its timestamp (ms), when it had one.
+    pub const SOURCE_TIMESTAMP: &str = "happystreams.source.timestamp";
+}
+
+/// Sends outputs and remembers them until flushed.
+pub struct Emitter {
+    producer: FutureProducer,
+    encoders: Encoders,
+    sinks: HashMap<String, SinkFormat>,
+    repartitions: HashSet<String>,
+    physical: BTreeMap<String, String>,
+    pending: Mutex<Vec<DeliveryFuture>>,
+}
+
+impl Emitter {
+    /// An emitter writing through `producer`: `sinks` are the plan's sink topics and formats,
+    /// `repartitions` its repartition topics, `physical` renames internal topics.
+    pub fn new(
+        producer: FutureProducer,
+        encoders: Encoders,
+        sinks: HashMap<String, SinkFormat>,
+        repartitions: HashSet<String>,
+        physical: BTreeMap<String, String>,
+    ) -> Self {
+        Emitter { producer, encoders, sinks, repartitions, physical, pending: Mutex::default() }
+    }
+
+    /// The producer (shared with changelogs).
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    fn remember(&self, future: DeliveryFuture) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.push(future);
+        }
+    }
+
+    /// Sends a task's outputs.
+    pub fn emit(&self, outputs: Vec<Output>) -> Result<(), RuntimeError> {
+        for output in outputs {
+            let topic = self.physical.get(&output.topic).unwrap_or(&output.topic);
+            let (key, value): (Option<Vec<u8>>, Option<Vec<u8>>) = if self.repartitions.contains(&output.topic) {
+                let (key, value) = encode_repartitioned(&output.key, output.value.as_ref());
+                (Some(key), Some(value))
+            } else if let Some(format) = self.sinks.get(&output.topic) {
+                self.encoders
+                    .encode(*format, &output)
+                    .map_err(|e| RuntimeError::Output(format!("encoding a record for `{}`: {e}", output.topic)))?
+            } else {
+                // Late-record topics: JSON.
+                let key = (!output.key.is_null()).then(|| json::encode_plain(&output.key));
+                (key, output.value.map(|row| json::encode_plain(&Value::Struct(row))))
+            };
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic).timestamp(output.timestamp);
+            if let Some(key) = &key {
+                record = record.key(key.as_slice());
+            }
+            if let Some(value) = &value {
+                record = record.payload(value.as_slice());
+            }
+            let future =
+                send(&self.producer, record).map_err(|e| RuntimeError::Output(format!("sending to {topic}: {e}")))?;
+            self.remember(future);
+            metrics::counter!("records_out_total", "topic" => topic.clone()).increment(1);
+        }
+        Ok(())
+    }
+
+    /// Sends a bad record unchanged to `dlq`, with headers saying what was wrong and where it
+    /// came from.
+    pub fn dead_letter(&self, dlq: &str, record: &Record, bad: &BadRecord) -> Result<(), RuntimeError> {
+        let (topic, partition, offset) =
+            record.position.as_ref().map_or((String::new(), -1, -1), |p| (p.topic.to_string(), p.partition, p.offset));
+        let (partition, offset) = (partition.to_string(), offset.to_string());
+        let timestamp = record.timestamp_ms.map(|t| t.to_string());
+        let mut kafka_headers = OwnedHeaders::new();
+        for header in &record.headers {
+            kafka_headers = kafka_headers.insert(KafkaHeader { key: &header.key, value: header.value.as_deref() });
+        }
+        for (key, value) in [
+            (headers::ERROR_CLASS, Some(bad.class.as_str())),
+            (headers::ERROR_MESSAGE, Some(bad.message.as_str())),
+            (headers::SOURCE_TOPIC, Some(topic.as_str())),
+            (headers::SOURCE_PARTITION, Some(partition.as_str())),
+            (headers::SOURCE_OFFSET, Some(offset.as_str())),
+            (headers::SOURCE_TIMESTAMP, timestamp.as_deref()),
+        ] {
+            if let Some(value) = value {
+                kafka_headers = kafka_headers.insert(KafkaHeader { key, value: Some(value.as_bytes()) });
+            }
+        }
+        let mut out = FutureRecord::<[u8], [u8]>::to(dlq).headers(kafka_headers);
+        if let Some(key) = record.key.as_deref() {
+            out = out.key(key);
+        }
+        if let Some(value) = record.value.as_deref() {
+            out = out.payload(value);
+        }
+        if let Some(ts) = record.timestamp_ms {
+            out = out.timestamp(ts);
+        }
+        let future = send(&self.producer, out).map_err(|e| RuntimeError::Output(format!("sending to {dlq}: {e}")))?;
+        self.remember(future);
+        Ok(())
+    }
+
+    /// Waits until every record sent so far is acknowledged; the first failure is an error (the
+    /// caller must not commit).
+    pub fn flush(&self) -> Result<(), RuntimeError> {
+        let pending = match self.pending.lock() {
+            Ok(mut pending) => std::mem::take(&mut *pending),
+            Err(_) => return Err(RuntimeError::Output("emitter lock poisoned".into())),
+        };
+        for result in futures::executor::block_on(join_all(pending)) {
+            match result {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, message))) => {
+                    use rdkafka::Message as _;
+                    return Err(RuntimeError::Output(format!(
+                        "a record for {} was not delivered: {e}",
+                        message.topic()
+                    )));
+                }
+                Err(_) => return Err(RuntimeError::Output("the producer closed before delivering".into())),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,234 @@
+//! Starting an instance: check the topology against the cluster's topics, create internal
+//! topics, register sink schemas, build decoders, the producer and the global store, then hand
+//! over to the [`super::worker`] loop.
+
+use super::codecs::{Decoders, Encoders};
+use super::emitter::Emitter;
+use super::global::SharedBackend;
+use super::layout::{InternalTopic, Layout, check_supported};
+use super::worker::{self, Shared};
+use super::{ProcessingGuarantee, RuntimeConfig, RuntimeError};
+use crate::codec::avro::{AvroCodec, AvroSchema};
+use crate::connectors::kafka::KafkaConfig;
+use crate::connectors::registry::RegistryConfig;
+use crate::connectors::registry::client::{SchemaFile, register, sr_settings};
+use crate::operators::pipeline::Pipeline;
+use crate::state::{RocksDbBackend, StateConfig, StateMemory};
+use crate::topology::Plan;
+use crate::topology::spec::{SinkFormat, SourceKind};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureProducer;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+/// Everything `happystreams run` needs besides the topology.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Kafka cluster.
+    pub kafka: KafkaConfig,
+    /// Schema Registry (Avro sources and sinks).
+    pub registry: RegistryConfig,
+    /// Runtime settings.
+    pub runtime: RuntimeConfig,
+}
+
+/// Runs `plan` (loaded from a file in `base_dir`, against which sink schema paths resolve) until
+/// `shutdown` is set or a task fails. Blocking: call from a thread that may block, with a handle
+/// to the tokio runtime (for registry calls).
+pub fn run(
+    plan: Plan,
+    base_dir: &Path,
+    settings: &Settings,
+    shutdown: Arc<AtomicBool>,
+    runtime: tokio::runtime::Handle,
+) -> Result<(), RuntimeError> {
+    if settings.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
+        return Err(RuntimeError::Config(
+            "processing_guarantee = exactly_once is not available in this version yet; use at_least_once (state is still updated exactly once, see docs/RUNTIME.md)".into(),
+        ));
+    }
+    check_supported(&plan).map_err(|e| RuntimeError::Config(e.to_string()))?;
+    let application_id = settings.runtime.application_id.clone().unwrap_or_else(|| plan.name.clone());
+    if application_id.is_empty() || !application_id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        return Err(RuntimeError::Config(format!(
+            "application id `{application_id}` must be non-empty ASCII letters, digits, `.`, `_` or `-` (it names the group and internal topics)"
+        )));
+    }
+    let plan = Arc::new(plan);
+    let reference = Pipeline::new(plan.clone()).map_err(|e| RuntimeError::Config(e.to_string()))?;
+    let kafka = &settings.kafka;
+    let partitions = topic_partitions(kafka)?;
+    let layout = Layout::new(&plan, &reference, &application_id, &partitions).map_err(|e| RuntimeError::Config(e.0))?;
+    create_topics(kafka, &layout.internal, settings.runtime.replication_factor, &partitions, &runtime)?;
+
+    let avro = Arc::new(AvroCodec::with_registry(
+        sr_settings(&settings.registry).map_err(|e| RuntimeError::Config(e.to_string()))?,
+    ));
+    let mut sink_schemas = HashMap::new();
+    let mut sinks = HashMap::new();
+    for sink in &plan.sinks {
+        sinks.insert(sink.topic.clone(), sink.format);
+        if sink.format != SinkFormat::Avro {
+            continue;
+        }
+        let path = sink
+            .schema
+            .as_ref()
+            .map(|s| base_dir.join(s))
+            .ok_or_else(|| RuntimeError::Config(format!("Avro sink `{}` needs a `schema:` file", sink.topic)))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| RuntimeError::Config(format!("sink `{}`: cannot read {}: {e}", sink.topic, path.display())))?;
+        let file = SchemaFile { path: path.clone(), subject: format!("{}-value", sink.topic), schema: text.clone() };
+        let id = runtime
+            .block_on(register(&settings.registry, &file))
+            .map_err(|e| RuntimeError::Config(format!("registering the schema of sink `{}`: {e}", sink.topic)))?;
+        let schema =
+            AvroSchema::parse(id, &text).map_err(|e| RuntimeError::Config(format!("{}: {e}", path.display())))?;
+        sink_schemas.insert(sink.topic.clone(), Arc::new(schema));
+    }
+
+    let producer: FutureProducer = {
+        let mut config = rdkafka::ClientConfig::new();
+        config
+            .set("enable.idempotence", "true")
+            // The partitioner of the Java client: repartitioned keys land where a Java producer
+            // (Debezium, Kafka Connect) would put the same key bytes.
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4");
+        for (key, value) in kafka.client_config().config_map() {
+            config.set(key, value);
+        }
+        config.create().map_err(|e| RuntimeError::Kafka(format!("creating the producer: {e}")))?
+    };
+    let repartitions: HashSet<String> = plan.repartition_topics().into_iter().collect();
+    let emitter = Emitter::new(producer, Encoders::new(sink_schemas), sinks, repartitions, layout.physical.clone());
+
+    let memory = StateMemory::new(&StateConfig {
+        dir: settings.runtime.state_dir.clone(),
+        memory_mb: settings.runtime.state_cache_mb,
+        ..StateConfig::default()
+    });
+    let global_stores = Layout::global_stores(&plan);
+    let global = if global_stores.is_empty() {
+        None
+    } else {
+        let dir = settings.runtime.state_dir.join(&application_id).join("global");
+        Some(SharedBackend::new(Box::new(RocksDbBackend::open(&dir, &global_stores, &memory)?)))
+    };
+    let global_tables = reference
+        .tables()
+        .iter()
+        .filter(|(name, _)| plan.source(name).is_some_and(|s| s.kind == SourceKind::Global))
+        .map(|(name, table)| (name.clone(), table.clone()))
+        .collect();
+    let mut companions = HashMap::new();
+    for sub in &layout.subtopologies {
+        for input in sub.inputs.iter().filter(|i| i.table && i.topic != sub.lead) {
+            companions.insert(input.topic.clone(), sub.id);
+        }
+    }
+    let repartition_names: Vec<(String, String)> =
+        layout.physical.iter().map(|(plan_topic, physical)| (physical.clone(), plan_topic.clone())).collect();
+    let decoders = Decoders::new(&plan, repartition_names, avro, runtime);
+    tracing::info!(
+        application = %application_id,
+        subtopologies = layout.subtopologies.len(),
+        tasks = layout.subtopologies.iter().map(|s| s.partitions).sum::<i32>(),
+        global_tables = layout.globals.len(),
+        "starting"
+    );
+    let shared = Arc::new(Shared {
+        plan,
+        layout,
+        kafka: kafka.clone(),
+        runtime: settings.runtime.clone(),
+        decoders,
+        emitter,
+        memory,
+        global,
+        global_tables,
+        companions,
+    });
+    worker::run(shared, shutdown)
+}
+
+/// Partition counts of every topic in the cluster.
+fn topic_partitions(kafka: &KafkaConfig) -> Result<BTreeMap<String, i32>, RuntimeError> {
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .create()
+        .map_err(|e| RuntimeError::Config(format!("invalid Kafka client settings: {e}; check kafka.properties")))?;
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(15)).map_err(|e| {
+        RuntimeError::Kafka(format!(
+            "cannot read topic metadata from {}: {e}; check kafka.bootstrap_servers and that the brokers are up",
+            kafka.bootstrap_servers
+        ))
+    })?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
+        .collect())
+}
+
+/// Creates missing internal topics; existing ones must have the partition count the layout needs.
+fn create_topics(
+    kafka: &KafkaConfig,
+    topics: &[InternalTopic],
+    replication: i32,
+    existing: &BTreeMap<String, i32>,
+    runtime: &tokio::runtime::Handle,
+) -> Result<(), RuntimeError> {
+    let mut missing = Vec::new();
+    for topic in topics {
+        match existing.get(&topic.name) {
+            Some(&n) if n != topic.partitions => {
+                return Err(RuntimeError::Config(format!(
+                    "internal topic `{}` has {n} partitions but the topology needs {} (its input partition count); delete it (and the application's state directory) to reset, or restore the inputs' partition count",
+                    topic.name, topic.partitions
+                )));
+            }
+            Some(_) => {}
+            None => missing.push(topic),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<_> = kafka
+        .client_config()
+        .create()
+        .map_err(|e| RuntimeError::Config(format!("invalid Kafka client settings: {e}")))?;
+    let new_topics: Vec<NewTopic<'_>> = missing
+        .iter()
+        .map(|t| {
+            let topic = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(replication));
+            if t.compact { topic.set("cleanup.policy", "compact") } else { topic }
+        })
+        .collect();
+    let results = runtime
+        .block_on(
+            admin.create_topics(&new_topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))),
+        )
+        .map_err(|e| RuntimeError::Kafka(format!("creating internal topics: {e}")))?;
+    for result in results {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "created internal topic"),
+            Err((name, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                tracing::info!(topic = %name, "internal topic already exists")
+            }
+            Err((name, code)) => {
+                return Err(RuntimeError::Kafka(format!("creating internal topic `{name}`: {code}")));
+            }
+        }
+    }
+    // New topics take a moment to have leaders.
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! The Kafka runtime: runs a topology as a member of a consumer group (`happystreams run`).
+//!
+//! # Tasks
+//!
+//! A topology's plan splits into sub-topologies at repartition topics. Each sub-topology runs as
+//! one task per partition of its inputs: task `S_P` reads partition `P` of every non-global
+//! source of sub-topology `S` (and of the repartition topics it reads), which must therefore
+//! have the same number of partitions (checked at start-up). Each task owns its state — one
+//! RocksDB instance under `<state_dir>/<application_id>/S_P` — and one changelog partition.
+//!
+//! The consumer group (`group.id = application_id`, cooperative-sticky by default) assigns one
+//! *lead* topic per sub-topology; partition `P` of a lead topic is task `S_P`. The task's other
+//! inputs (co-partitioned tables) are read by the instance's side consumer, so co-partitioned
+//! partitions always land together whatever the assignor does. Global tables are read in full by
+//! every instance into one shared store ([`global`]).
+//!
+//! # Commit protocol (at least once)
+//!
+//! Every `commit_interval_ms` (and on revocation and shutdown) each task with work:
+//! 1. flushes the producer: every output and repartition record of the processed input is
+//!    acknowledged by the brokers;
+//! 2. appends its pending state writes to its changelog partition, tagged with a fresh batch id,
+//!    then a *commit marker* for that batch carrying the task's input positions and stream time,
+//!    and waits for them to be acknowledged ([`changelog`]);
+//! 3. writes the state, the input positions and the changelog position to RocksDB in ONE atomic
+//!    write batch (`crate::state`'s protocol);
+//! 4. commits the input offsets to the consumer group (for lag monitoring and stateless tasks:
+//!    a stateful task resumes from its state's positions, never from the group's).
+//!
+//! A crash before 2 completes leaves changelog entries without a marker: restoring skips them
+//! (and the next commit rewrites those keys, so a compacted changelog cannot keep them), and the
+//! input is processed again from the last marker's positions. A crash between 2 and 3 leaves a
+//! marker the local checkpoint lacks: restoring from the local checkpoint replays the changelog
+//! from the checkpoint's position up to the end, marker included. Either way the state holds every
+//! input record exactly once; outputs may repeat (at least once) with the same keys and values, so
+//! each output topic's compacted view is right.
+//!
+//! # Restore
+//!
+//! On assignment a task opens its local state and replays its changelog partition from the local
+//! checkpoint's position (from 0 without local state) to the end — the end found by consuming
+//! (`enable.partition.eof`), never by ListOffsets. Then it reads its table partitions to their
+//! end (tables bootstrap before the streams that join them), then it processes. Restoring runs
+//! on its own thread while the other tasks go on; progress goes to the log and to metrics.
+
+pub mod changelog;
+pub mod codecs;
+pub mod emitter;
+pub mod global;
+pub mod instance;
+pub mod layout;
+pub mod task;
+pub mod worker;
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Delivery guarantee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessingGuarantee {
+    /// Outputs at least once, state exactly once (the commit protocol above).
+    #[default]
+    AtLeastOnce,
+    /// Outputs, changelog and input offsets in one Kafka transaction per commit.
+    ExactlyOnce,
+}
+
+/// `[runtime]` settings of `happystreams run`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Consumer group id and prefix of internal topics; defaults to the topology's name.
+    pub application_id: Option<String>,
+    /// Where task state lives (one RocksDB per task).
+    pub state_dir: PathBuf,
+    /// How often tasks commit (ms).
+    pub commit_interval_ms: u64,
+    /// at_least_once or exactly_once.
+    pub processing_guarantee: ProcessingGuarantee,
+    /// Prometheus `/metrics` address; loopback by default. Empty: no endpoint.
+    pub metrics_address: String,
+    /// Replication factor of internal topics (changelog, repartition, dead letters).
+    pub replication_factor: i32,
+    /// RocksDB block cache shared by all tasks (MiB).
+    pub state_cache_mb: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            application_id: None,
+            state_dir: PathBuf::from("state"),
+            commit_interval_ms: 1_000,
+            processing_guarantee: ProcessingGuarantee::AtLeastOnce,
+            metrics_address: "127.0.0.1:9464".into(),
+            replication_factor: 1,
+            state_cache_mb: 256,
+        }
+    }
+}
+
+/// Why the runtime stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The configuration or topology cannot run against this cluster.
+    #[error("{0}")]
+    Config(String),
+    /// The Kafka cluster could not be used.
+    #[error("{0}")]
+    Kafka(String),
+    /// State could not be read or written.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// Outputs could not be written.
+    #[error("{0}")]
+    Output(String),
+    /// A record failed with `on_error: fail` (or outside any source's policy).
+    #[error(
+        "{class} error on {topic} partition {partition} offset {offset}: {message}; the record was not processed and nothing after it was committed. Fix the input or set the source's `on_error: skip | dead_letter`"
+    )]
+    Record {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+        /// Error class.
+        class: crate::error::ErrorClass,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl RuntimeError {
+    /// Who has to act.
+    pub fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            RuntimeError::Config(_) => ErrorClass::Config,
+            RuntimeError::Kafka(_) | RuntimeError::Output(_) => ErrorClass::External,
+            RuntimeError::State(e) => e.class(),
+            RuntimeError::Record { class, .. } => *class,
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! One task: the pipeline of one sub-topology over one partition, with its state, its input
+//! positions and its stream time. The worker feeds it decoded records; it commits on request.
+
+use super::codecs::Input;
+use super::layout::TaskId;
+use crate::operators::OperatorError;
+use crate::operators::pipeline::{Output, Pipeline};
+use crate::state::{StateBackend, StateError, TaskState};
+use std::collections::BTreeMap;
+
+/// The checkpoint key of an input partition.
+pub fn position_key(topic: &str, partition: i32) -> String {
+    format!("{topic}:{partition}")
+}
+
+/// A task.
+pub struct Task {
+    /// Which task.
+    pub id: TaskId,
+    pipeline: Pipeline,
+    state: TaskState<Box<dyn StateBackend>>,
+    positions: BTreeMap<String, i64>,
+    stream_time: i64,
+    /// Records processed since the last commit.
+    uncommitted: u64,
+}
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task").field("id", &self.id).field("positions", &self.positions).finish()
+    }
+}
+
+impl Task {
+    /// A task over `state`, resuming from its checkpoint.
+    pub fn new(id: TaskId, pipeline: Pipeline, state: TaskState<Box<dyn StateBackend>>) -> Self {
+        let positions = state.checkpoint().inputs.clone();
+        let stream_time = state.checkpoint().stream_time_ms.unwrap_or(i64::MIN);
+        Task { id, pipeline, state, positions, stream_time, uncommitted: 0 }
+    }
+
+    /// The next offset to read from an input partition, if the state has one.
+    pub fn position(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.positions.get(&position_key(topic, partition)).copied()
+    }
+
+    /// Records that every record of the partition before `next` is done (processed, skipped or
+    /// dead-lettered).
+    pub fn advance(&mut self, topic: &str, partition: i32, next: i64) {
+        self.positions.insert(position_key(topic, partition), next);
+        self.uncommitted += 1;
+    }
+
+    /// Processes one record all or nothing: if it fails half-way its state writes are taken back
+    /// and its outputs dropped from `out`.
+    pub fn process(&mut self, input: Input, out: &mut Vec<Output>) -> Result<(), OperatorError> {
+        let stream_time = self.stream_time;
+        let before = out.len();
+        self.state.begin_record();
+        let pipeline = &self.pipeline;
+        let state = &mut self.state;
+        let result = match input {
+            Input::Event { source, event } => {
+                let now = stream_time.max(event.timestamp);
+                pipeline
+                    .on_event(state, &source, event, stream_time, out)
+                    .and_then(|()| pipeline.on_stream_time(state, now, out))
+                    .map(|()| now)
+            }
+            Input::Repartitioned { topic, event } => {
+                let now = stream_time.max(event.timestamp);
+                pipeline
+                    .on_repartitioned(state, &topic, event, stream_time, out)
+                    .and_then(|()| pipeline.on_stream_time(state, now, out))
+                    .map(|()| now)
+            }
+            // Table changes do not move stream time.
+            Input::Table { source, update: Some(update) } => {
+                pipeline.on_table_update(state, &source, update, stream_time, out).map(|()| stream_time)
+            }
+            Input::Table { update: None, .. } => Ok(stream_time),
+        };
+        match result {
+            Ok(now) => {
+                self.state.end_record();
+                self.stream_time = now;
+                Ok(())
+            }
+            Err(e) => {
+                self.state.rollback_record();
+                self.pipeline.clear_caches();
+                out.truncate(before);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether anything happened since the last commit.
+    pub fn needs_commit(&self) -> bool {
+        self.uncommitted > 0 || self.state.pending_writes() > 0
+    }
+
+    /// Commits state and positions (steps 2-3 of the commit protocol; the caller flushed the
+    /// producer first and commits group offsets after).
+    pub fn commit(&mut self) -> Result<(), StateError> {
+        let stream_time = (self.stream_time != i64::MIN).then_some(self.stream_time);
+        self.state.commit_at(self.positions.clone(), stream_time)?;
+        self.uncommitted = 0;
+        Ok(())
+    }
+
+    /// Keys a crashed commit logged without its marker: logs their current values again in the
+    /// next commit, so a compacted changelog keeps the right value.
+    pub fn rewrite(&mut self, keys: &[(String, Vec<u8>)]) -> Result<(), StateError> {
+        let stores = self.state.backend().stores();
+        for (store, key) in keys.iter().filter(|(s, _)| stores.contains(s)) {
+            match self.state.get(store, key)? {
+                Some(value) => self.state.put(store, key.clone(), value)?,
+                None => self.state.delete(store, key.clone())?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The task's pipeline.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// Every input position.
+    pub fn positions(&self) -> &BTreeMap<String, i64> {
+        &self.positions
+    }
+}

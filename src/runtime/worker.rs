@@ -1,0 +1,647 @@
+//! One instance of an application: a consumer-group member running its assigned tasks.
+//!
+//! Threads: the worker thread polls both consumers and processes every running task in turn;
+//! each newly assigned task restores (changelog, then its tables) on a thread of its own and
+//! joins the worker's loop when done. Revocation happens inside the group consumer's rebalance
+//! callback, on the worker thread: the revoked tasks flush, commit and close before their
+//! partitions are given away.
+
+use super::changelog::{KafkaChangelog, RestoreReport, restore};
+use super::codecs::{BadRecord, Decoders};
+use super::emitter::Emitter;
+use super::global::{SharedBackend, TaskBackend};
+use super::layout::{Layout, TaskId};
+use super::task::Task;
+use super::{RuntimeConfig, RuntimeError};
+use crate::connectors::kafka::KafkaConfig;
+use crate::connectors::kafka::record_from;
+use crate::error::ErrorClass;
+use crate::operators::OperatorError;
+use crate::operators::pipeline::Pipeline;
+use crate::operators::table::Table;
+use crate::record::Record;
+use crate::state::{MemoryBackend, RocksDbBackend, StateBackend, StateMemory, TaskState};
+use crate::topology::Plan;
+use crate::topology::spec::OnError;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message as _};
+use rdkafka::{Offset, Statistics, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// What every task of the instance shares.
+pub struct Shared {
+    /// The plan.
+    pub plan: Arc<Plan>,
+    /// Tasks and topics.
+    pub layout: Layout,
+    /// Kafka settings (for restore consumers).
+    pub kafka: KafkaConfig,
+    /// Runtime settings.
+    pub runtime: RuntimeConfig,
+    /// Input decoders.
+    pub decoders: Decoders,
+    /// Output writer.
+    pub emitter: Emitter,
+    /// RocksDB memory budget.
+    pub memory: StateMemory,
+    /// Global tables' store, if the topology has global tables.
+    pub global: Option<SharedBackend>,
+    /// Global tables' operators (shared by every task's pipeline).
+    pub global_tables: BTreeMap<String, Arc<Table>>,
+    /// Topic → sub-topology of non-lead inputs (tables), read by the side consumer.
+    pub companions: HashMap<String, usize>,
+}
+
+impl Shared {
+    fn task_dir(&self, name: &str) -> PathBuf {
+        self.runtime.state_dir.join(&self.layout.application_id).join(name)
+    }
+}
+
+enum Slot {
+    Restoring { cancel: Arc<AtomicBool>, handle: Option<JoinHandle<Result<(Task, RestoreReport), RuntimeError>>> },
+    Running(Task),
+}
+
+/// The group consumer's context: closes revoked tasks inside the rebalance callback, pauses newly
+/// assigned partitions until their task is restored, and turns statistics into lag gauges.
+struct GroupContext {
+    shared: Arc<Shared>,
+    tasks: Arc<Mutex<BTreeMap<TaskId, Slot>>>,
+    assigned: Mutex<Vec<TaskId>>,
+    revoked: Mutex<Vec<TaskId>>,
+    failure: Mutex<Option<RuntimeError>>,
+}
+
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    metrics::gauge!("consumer_lag", "topic" => topic.clone(), "partition" => partition.to_string())
+                        .set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(partitions) = rebalance else { return };
+        let ids: Vec<TaskId> = partitions
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                self.shared.layout.by_lead(e.topic()).map(|s| TaskId { subtopology: s.id, partition: e.partition() })
+            })
+            .collect();
+        if let Err(e) = self.close(consumer, &ids) {
+            tracing::error!(error = %e, "closing revoked tasks failed; their last uncommitted records will be processed again by the next owner");
+            if let Ok(mut failure) = self.failure.lock() {
+                failure.get_or_insert(e);
+            }
+        }
+        if let Ok(mut revoked) = self.revoked.lock() {
+            revoked.extend(ids);
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(partitions) = rebalance else { return };
+        // Nothing is read from a task's partitions until its state is restored.
+        if let Err(e) = consumer.pause(partitions) {
+            tracing::warn!(error = %e, "pausing newly assigned partitions failed");
+        }
+        let elements = partitions.elements();
+        let ids = elements.iter().filter_map(|e| {
+            self.shared.layout.by_lead(e.topic()).map(|s| TaskId { subtopology: s.id, partition: e.partition() })
+        });
+        if let Ok(mut assigned) = self.assigned.lock() {
+            assigned.extend(ids);
+        }
+    }
+}
+
+impl GroupContext {
+    /// Flushes, commits and closes tasks (revocation and shutdown).
+    fn close(&self, consumer: &BaseConsumer<Self>, ids: &[TaskId]) -> Result<(), RuntimeError> {
+        let mut slots = Vec::new();
+        if let Ok(mut tasks) = self.tasks.lock() {
+            slots.extend(ids.iter().filter_map(|id| tasks.remove(id).map(|slot| (*id, slot))));
+        }
+        if slots.is_empty() {
+            return Ok(());
+        }
+        self.shared.emitter.flush()?;
+        let mut offsets = TopicPartitionList::new();
+        for (id, slot) in slots {
+            match slot {
+                Slot::Running(mut task) => {
+                    task.commit()?;
+                    add_offsets(&mut offsets, &task);
+                    tracing::info!(task = %id, "task closed (revoked)");
+                }
+                Slot::Restoring { cancel, handle } => {
+                    cancel.store(true, Ordering::Relaxed);
+                    if let Some(handle) = handle {
+                        let _ = handle.join();
+                    }
+                    tracing::info!(task = %id, "task restore cancelled (revoked)");
+                }
+            }
+            metrics::gauge!("task_running", "task" => id.to_string()).set(0.0);
+        }
+        if offsets.count() > 0 {
+            consumer
+                .commit(&offsets, CommitMode::Sync)
+                .map_err(|e| RuntimeError::Kafka(format!("committing offsets: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn add_offsets(offsets: &mut TopicPartitionList, task: &Task) {
+    for (key, next) in task.positions() {
+        if let Some((topic, partition)) = key.rsplit_once(':')
+            && let Ok(partition) = partition.parse::<i32>()
+        {
+            let _ = offsets.add_partition_offset(topic, partition, Offset::Offset(*next));
+        }
+    }
+}
+
+/// Handles one input record for `task`: decode, process, emit; a bad record follows its
+/// source's `on_error` policy. The task's position moves past the record unless it fails.
+pub fn handle_record(shared: &Shared, task: &mut Task, topic: &str, record: &Record) -> Result<(), RuntimeError> {
+    let (partition, offset) = record.position.as_ref().map_or((-1, -1), |p| (p.partition, p.offset));
+    metrics::counter!("records_in_total", "topic" => topic.to_owned()).increment(1);
+    let source = shared.decoders.source_of(topic).and_then(|s| shared.plan.source(s));
+    let decoded = shared.decoders.decode(task.pipeline(), topic, record);
+    let outcome = decoded.and_then(|input| {
+        let mut out = Vec::new();
+        match task.process(input, &mut out) {
+            Ok(()) => Ok(out),
+            Err(e @ (OperatorError::Expression(_) | OperatorError::Data(_))) => {
+                Err(BadRecord { class: ErrorClass::Data, message: e.to_string() })
+            }
+            Err(e) => Err(BadRecord { class: e.class(), message: e.to_string() }),
+        }
+    });
+    match outcome {
+        Ok(out) => shared.emitter.emit(out)?,
+        Err(bad) => {
+            let policy = match (source, bad.class) {
+                (Some(source), ErrorClass::Data) => source.on_error,
+                _ => OnError::Fail,
+            };
+            let name = source.map_or("-", |s| s.name.as_str());
+            match policy {
+                OnError::Fail => {
+                    return Err(RuntimeError::Record {
+                        topic: topic.to_owned(),
+                        partition,
+                        offset,
+                        class: bad.class,
+                        message: bad.message,
+                    });
+                }
+                OnError::Skip => {
+                    tracing::warn!(topic, partition, offset, error = %bad.message, "bad record skipped");
+                    metrics::counter!("records_skipped_total", "source" => name.to_owned()).increment(1);
+                }
+                OnError::DeadLetter => {
+                    let dlq = shared
+                        .layout
+                        .dead_letters
+                        .get(name)
+                        .ok_or_else(|| RuntimeError::Config(format!("source `{name}` has no dead-letter topic")))?;
+                    shared.emitter.dead_letter(dlq, record, &bad)?;
+                    metrics::counter!("records_dead_lettered_total", "source" => name.to_owned()).increment(1);
+                }
+            }
+        }
+    }
+    task.advance(topic, partition, offset + 1);
+    Ok(())
+}
+
+/// Reads `topic`/`partition` from the task's position (the start without one) to its end,
+/// processing every record: how tables bootstrap before the streams that join them.
+fn catch_up(
+    shared: &Shared,
+    task: &mut Task,
+    topic: &str,
+    partition: i32,
+    cancel: &AtomicBool,
+) -> Result<u64, RuntimeError> {
+    let from = task.position(topic, partition).map_or(Offset::Beginning, Offset::Offset);
+    let consumer: BaseConsumer = shared
+        .kafka
+        .client_config()
+        .set("group.id", format!("{}-bootstrap", shared.layout.application_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(|e| RuntimeError::Kafka(format!("creating a consumer: {e}")))?;
+    let mut assignment = TopicPartitionList::new();
+    let _ = assignment.add_partition_offset(topic, partition, from);
+    consumer.assign(&assignment).map_err(|e| RuntimeError::Kafka(format!("reading {topic}: {e}")))?;
+    let name: Arc<str> = Arc::from(topic);
+    let mut records = 0;
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(RuntimeError::Kafka(format!("reading {topic} cancelled (task revoked)")));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(records),
+            Some(Err(e)) => tracing::warn!(topic, partition, error = %e, "read error; retrying"),
+            Some(Ok(message)) => {
+                records += 1;
+                handle_record(shared, task, topic, &record_from(&message, name.clone()))?;
+            }
+        }
+    }
+}
+
+/// Opens a task: local state, changelog restore from the local checkpoint, then its tables read
+/// to their end. Runs on its own thread.
+fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Task, RestoreReport), RuntimeError> {
+    let sub = shared
+        .layout
+        .subtopology(id.subtopology)
+        .ok_or_else(|| RuntimeError::Config(format!("no sub-topology {}", id.subtopology)))?;
+    let mut local: Box<dyn StateBackend> = if sub.stores.is_empty() {
+        Box::new(MemoryBackend::new(&[] as &[String]))
+    } else {
+        Box::new(RocksDbBackend::open(&shared.task_dir(&id.to_string()), &sub.stores, &shared.memory)?)
+    };
+    let mut report = RestoreReport::default();
+    if let Some(changelog) = &sub.changelog {
+        let task = id.to_string();
+        let started = Instant::now();
+        report = restore(&shared.kafka, changelog, id.partition, local.as_mut(), cancel, |read, total| {
+            let rate = read as f64 / started.elapsed().as_secs_f64().max(0.001);
+            let remaining = total.map(|t| (t - read as i64).max(0));
+            let eta = remaining.map(|r| r as f64 / rate.max(1.0));
+            metrics::gauge!("restore_remaining_records", "task" => task.clone()).set(remaining.unwrap_or(0) as f64);
+            tracing::info!(task = %task, records = read, total, rate = rate as u64, eta_s = eta.map(|e| e.round() as u64), "restoring");
+        })?;
+        metrics::counter!("restore_records_total", "task" => id.to_string()).increment(report.records);
+        metrics::gauge!("restore_remaining_records", "task" => id.to_string()).set(0.0);
+        let rate = report.records as f64 / report.elapsed.as_secs_f64().max(0.001);
+        tracing::info!(
+            task = %id, from = report.from, to = report.to, records = report.records, batches = report.batches,
+            uncommitted_keys = report.orphans.len(), rate = rate as u64, elapsed_ms = report.elapsed.as_millis() as u64,
+            "restored"
+        );
+    }
+    let mut state = TaskState::new(Box::new(TaskBackend::new(local, shared.global.clone())) as Box<dyn StateBackend>)?;
+    if let Some(changelog) = &sub.changelog {
+        state = state.with_changelog(Box::new(KafkaChangelog::new(
+            shared.emitter.producer().clone(),
+            changelog,
+            id.partition,
+        )));
+    }
+    let pipeline = Pipeline::with_tables(shared.plan.clone(), &shared.global_tables)
+        .map_err(|e| RuntimeError::Config(e.to_string()))?
+        .split(id.subtopology);
+    let mut task = Task::new(id, pipeline, state);
+    task.rewrite(&report.orphans)?;
+    for input in sub.inputs.iter().filter(|i| i.table) {
+        let records = catch_up(shared, &mut task, &input.topic, id.partition, cancel)?;
+        tracing::info!(task = %id, topic = %input.topic, records, "table read to its end");
+    }
+    shared.emitter.flush()?;
+    task.commit()?;
+    Ok((task, report))
+}
+
+/// The global tables: one task over every partition of every global topic.
+fn open_global(shared: &Shared) -> Result<Option<Task>, RuntimeError> {
+    let Some(global) = &shared.global else { return Ok(None) };
+    let state = TaskState::new(Box::new(global.clone()) as Box<dyn StateBackend>)?;
+    let pipeline = Pipeline::with_tables(shared.plan.clone(), &shared.global_tables)
+        .map_err(|e| RuntimeError::Config(e.to_string()))?;
+    let mut task = Task::new(TaskId { subtopology: usize::MAX, partition: -1 }, pipeline, state);
+    let never = AtomicBool::new(false);
+    for (_, topic, partitions) in &shared.layout.globals {
+        for partition in 0..*partitions {
+            let records = catch_up(shared, &mut task, topic, partition, &never)?;
+            tracing::info!(topic, partition, records, "global table read to its end");
+        }
+    }
+    shared.emitter.flush()?;
+    task.commit()?;
+    Ok(Some(task))
+}
+
+/// Runs the instance until `shutdown` is set or a task fails.
+pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), RuntimeError> {
+    let mut global = open_global(&shared)?;
+    let tasks: Arc<Mutex<BTreeMap<TaskId, Slot>>> = Arc::default();
+    let context = GroupContext {
+        shared: shared.clone(),
+        tasks: tasks.clone(),
+        assigned: Mutex::default(),
+        revoked: Mutex::default(),
+        failure: Mutex::default(),
+    };
+    let mut config = rdkafka::ClientConfig::new();
+    config
+        .set("group.id", &shared.layout.application_id)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "5000")
+        .set("isolation.level", "read_committed");
+    for (key, value) in shared.kafka.client_config().config_map() {
+        config.set(key, value);
+    }
+    let group: BaseConsumer<GroupContext> = config
+        .create_with_context(context)
+        .map_err(|e| RuntimeError::Kafka(format!("creating the group consumer: {e}")))?;
+    let side: BaseConsumer = shared
+        .kafka
+        .client_config()
+        .set("group.id", format!("{}-side", shared.layout.application_id))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(|e| RuntimeError::Kafka(format!("creating the table consumer: {e}")))?;
+    let leads: Vec<&str> = shared.layout.subtopologies.iter().map(|s| s.lead.as_str()).collect();
+    group.subscribe(&leads).map_err(|e| RuntimeError::Kafka(format!("subscribing to {leads:?}: {e}")))?;
+    tracing::info!(application = %shared.layout.application_id, topics = ?leads, "joined the group");
+
+    // Side assignment: global partitions at the global task's positions, plus the table
+    // partitions of running tasks.
+    let mut side_assignment: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    if let Some(task) = &global {
+        for (_, topic, partitions) in &shared.layout.globals {
+            for partition in 0..*partitions {
+                side_assignment.insert((topic.clone(), partition), task.position(topic, partition).unwrap_or(0));
+            }
+        }
+    }
+    assign_side(&side, &side_assignment)?;
+
+    let commit_interval = Duration::from_millis(shared.runtime.commit_interval_ms.max(1));
+    let mut last_commit = Instant::now();
+    let result = (|| -> Result<(), RuntimeError> {
+        while !shutdown.load(Ordering::Relaxed) {
+            if let Some(e) = group.context().failure.lock().ok().and_then(|mut f| f.take()) {
+                return Err(e);
+            }
+            // Records of running tasks (lead partitions).
+            for n in 0..1000 {
+                match group.poll(Duration::from_millis(if n == 0 { 50 } else { 0 })) {
+                    None => break,
+                    Some(Ok(message)) => on_group_record(&shared, &tasks, &message)?,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "consumer error");
+                        break;
+                    }
+                }
+            }
+            // Table and global-table records.
+            let mut global_changed = false;
+            for _ in 0..1000 {
+                match side.poll(Duration::ZERO) {
+                    None => break,
+                    Some(Ok(message)) => {
+                        global_changed |=
+                            on_side_record(&shared, &tasks, global.as_mut(), &mut side_assignment, &message)?;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "table consumer error");
+                        break;
+                    }
+                }
+            }
+            if global_changed && let Some(task) = &mut global {
+                // Committed before any task reads the new rows (tasks read the store, not the
+                // global task's write cache).
+                task.commit()?;
+                for table in shared.global_tables.values() {
+                    table.clear_cache();
+                }
+            }
+            let revoked: Vec<TaskId> =
+                group.context().revoked.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+            if !revoked.is_empty() {
+                for id in &revoked {
+                    if let Some(sub) = shared.layout.subtopology(id.subtopology) {
+                        for input in sub.inputs.iter().filter(|i| i.table) {
+                            side_assignment.remove(&(input.topic.clone(), id.partition));
+                        }
+                    }
+                }
+                assign_side(&side, &side_assignment)?;
+            }
+            start_assigned(&shared, &group, &tasks);
+            if finish_restores(&shared, &group, &tasks, &mut side_assignment)? {
+                assign_side(&side, &side_assignment)?;
+            }
+            if last_commit.elapsed() >= commit_interval {
+                commit_running(&shared, &group, &tasks)?;
+                last_commit = Instant::now();
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "stopping: {}", e.class());
+    }
+    // Graceful stop (also after a failed record: the others' work is kept): commit every task and
+    // leave the group.
+    let ids: Vec<TaskId> = tasks.lock().map(|t| t.keys().copied().collect()).unwrap_or_default();
+    let closed = group.context().close(&group, &ids);
+    group.unsubscribe();
+    if let Some(task) = &mut global {
+        task.commit()?;
+    }
+    tracing::info!(tasks = ids.len(), "stopped");
+    result.and(closed)
+}
+
+fn assign_side(side: &BaseConsumer, assignment: &BTreeMap<(String, i32), i64>) -> Result<(), RuntimeError> {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in assignment {
+        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+    }
+    side.assign(&tpl).map_err(|e| RuntimeError::Kafka(format!("assigning table partitions: {e}")))
+}
+
+fn on_group_record(
+    shared: &Shared,
+    tasks: &Mutex<BTreeMap<TaskId, Slot>>,
+    message: &BorrowedMessage<'_>,
+) -> Result<(), RuntimeError> {
+    let Some(sub) = shared.layout.by_lead(message.topic()) else { return Ok(()) };
+    let id = TaskId { subtopology: sub.id, partition: message.partition() };
+    let mut tasks = tasks.lock().map_err(|_| RuntimeError::Config("task lock poisoned".into()))?;
+    let Some(Slot::Running(task)) = tasks.get_mut(&id) else { return Ok(()) };
+    if task.position(message.topic(), message.partition()).is_some_and(|next| message.offset() < next) {
+        return Ok(()); // fetched before the seek to the task's position
+    }
+    handle_record(shared, task, message.topic(), &record_from(message, Arc::from(message.topic())))
+}
+
+/// A record of a table (a running task's) or of a global table; true if global state changed.
+fn on_side_record(
+    shared: &Shared,
+    tasks: &Mutex<BTreeMap<TaskId, Slot>>,
+    global: Option<&mut Task>,
+    assignment: &mut BTreeMap<(String, i32), i64>,
+    message: &BorrowedMessage<'_>,
+) -> Result<bool, RuntimeError> {
+    let (topic, partition) = (message.topic(), message.partition());
+    let Some(next) = assignment.get_mut(&(topic.to_owned(), partition)) else { return Ok(false) };
+    if message.offset() < *next {
+        return Ok(false);
+    }
+    *next = message.offset() + 1;
+    let record = record_from(message, Arc::from(topic));
+    if let Some(&sub) = shared.companions.get(topic) {
+        let mut tasks = tasks.lock().map_err(|_| RuntimeError::Config("task lock poisoned".into()))?;
+        if let Some(Slot::Running(task)) = tasks.get_mut(&TaskId { subtopology: sub, partition }) {
+            handle_record(shared, task, topic, &record)?;
+        }
+        return Ok(false);
+    }
+    match global {
+        Some(task) => {
+            handle_record(shared, task, topic, &record)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Starts restoring newly assigned tasks, each on its own thread.
+fn start_assigned(shared: &Arc<Shared>, group: &BaseConsumer<GroupContext>, tasks: &Mutex<BTreeMap<TaskId, Slot>>) {
+    let assigned: Vec<TaskId> =
+        group.context().assigned.lock().map(|mut a| std::mem::take(&mut *a)).unwrap_or_default();
+    let Ok(mut tasks) = tasks.lock() else { return };
+    for id in assigned {
+        if tasks.contains_key(&id) {
+            continue;
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (thread_shared, thread_cancel) = (shared.clone(), cancel.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("restore-{id}"))
+            .spawn(move || open_task(&thread_shared, id, &thread_cancel));
+        match handle {
+            Ok(handle) => {
+                tracing::info!(task = %id, "task assigned; restoring");
+                metrics::gauge!("task_running", "task" => id.to_string()).set(0.0);
+                tasks.insert(id, Slot::Restoring { cancel, handle: Some(handle) });
+            }
+            Err(e) => tracing::error!(task = %id, error = %e, "cannot start a restore thread"),
+        }
+    }
+}
+
+/// Tasks whose restore finished start running: their lead partition is sought to the task's
+/// position and resumed, their table partitions join the side consumer. True if the side
+/// assignment changed.
+fn finish_restores(
+    shared: &Shared,
+    group: &BaseConsumer<GroupContext>,
+    tasks: &Mutex<BTreeMap<TaskId, Slot>>,
+    side_assignment: &mut BTreeMap<(String, i32), i64>,
+) -> Result<bool, RuntimeError> {
+    let mut tasks = tasks.lock().map_err(|_| RuntimeError::Config("task lock poisoned".into()))?;
+    let done: Vec<TaskId> = tasks
+        .iter()
+        .filter(|(_, slot)| matches!(slot, Slot::Restoring { handle: Some(h), .. } if h.is_finished()))
+        .map(|(id, _)| *id)
+        .collect();
+    let mut changed = false;
+    for id in done {
+        let Some(Slot::Restoring { handle: Some(handle), .. }) = tasks.remove(&id) else { continue };
+        let (task, _) =
+            handle.join().map_err(|_| RuntimeError::Config(format!("task {id}: restore thread panicked")))??;
+        let sub = shared
+            .layout
+            .subtopology(id.subtopology)
+            .ok_or_else(|| RuntimeError::Config(format!("no sub-topology {}", id.subtopology)))?;
+        let offset = match task.position(&sub.lead, id.partition) {
+            Some(next) => Offset::Offset(next),
+            None => committed(group, &sub.lead, id.partition),
+        };
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition_offset(&sub.lead, id.partition, offset);
+        // Where the group left off is where the task's state left off (not the committed offset).
+        group
+            .seek_partitions(tpl.clone(), Duration::from_secs(10))
+            .map_err(|e| RuntimeError::Kafka(format!("seeking {} partition {}: {e}", sub.lead, id.partition)))?;
+        group.resume(&tpl).map_err(|e| RuntimeError::Kafka(format!("resuming {}: {e}", sub.lead)))?;
+        for input in sub.inputs.iter().filter(|i| i.table) {
+            side_assignment
+                .insert((input.topic.clone(), id.partition), task.position(&input.topic, id.partition).unwrap_or(0));
+            changed = true;
+        }
+        tracing::info!(task = %id, lead = %sub.lead, ?offset, "task running");
+        metrics::gauge!("task_running", "task" => id.to_string()).set(1.0);
+        tasks.insert(id, Slot::Running(task));
+    }
+    Ok(changed)
+}
+
+/// The group's committed offset of a partition (the start when none).
+fn committed(group: &BaseConsumer<GroupContext>, topic: &str, partition: i32) -> Offset {
+    let mut tpl = TopicPartitionList::new();
+    let _ = tpl.add_partition(topic, partition);
+    match group.committed_offsets(tpl, Duration::from_secs(10)) {
+        Ok(list) => match list.find_partition(topic, partition).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Offset::Offset(o),
+            _ => Offset::Beginning,
+        },
+        Err(e) => {
+            tracing::warn!(topic, partition, error = %e, "reading the committed offset failed; starting from the beginning");
+            Offset::Beginning
+        }
+    }
+}
+
+/// The commit protocol for every running task with work: flush outputs, commit each task's
+/// state (changelog first), then the group offsets.
+fn commit_running(
+    shared: &Shared,
+    group: &BaseConsumer<GroupContext>,
+    tasks: &Mutex<BTreeMap<TaskId, Slot>>,
+) -> Result<(), RuntimeError> {
+    let mut tasks = tasks.lock().map_err(|_| RuntimeError::Config("task lock poisoned".into()))?;
+    if !tasks.values().any(|slot| matches!(slot, Slot::Running(t) if t.needs_commit())) {
+        return Ok(());
+    }
+    let started = Instant::now();
+    shared.emitter.flush()?;
+    let mut offsets = TopicPartitionList::new();
+    for slot in tasks.values_mut() {
+        if let Slot::Running(task) = slot
+            && task.needs_commit()
+        {
+            task.commit()?;
+            add_offsets(&mut offsets, task);
+        }
+    }
+    if let Err(e) = group.commit(&offsets, CommitMode::Async) {
+        tracing::warn!(error = %e, "committing group offsets failed (state positions are unaffected)");
+    }
+    metrics::histogram!("commit_seconds").record(started.elapsed().as_secs_f64());
+    Ok(())
+}
