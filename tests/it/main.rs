@@ -11,6 +11,8 @@
 //! - `oracle`: incremental results equal a from-scratch recomputation on shuffled input.
 //! - `no_panic`: arbitrary bytes into every decoder never panic.
 //! - `topology`: topology files validate and describe; bad ones are rejected with file and line.
+//! - `runtime`: `happystreams run` instances in a group on Tansu, killed and restarted, against
+//!   the oracle; restore from the local checkpoint; dead letters.
 //! - `state_contract`: the state store contract on every backend, crash and failure cases.
 
 mod avro_registry;
@@ -22,5 +24,6 @@ mod no_panic;
 mod oracle;
 mod registry_api;
 mod rig;
+mod runtime;
 mod state_contract;
 mod topology;

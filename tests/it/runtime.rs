@@ -1,0 +1,400 @@
+//! `happystreams run` on a real broker (Tansu): instances of the binary in one consumer group,
+//! killed with SIGKILL and restarted, joining late; the outputs' compacted view must equal a
+//! from-scratch recomputation (the oracle), and a restart must restore from its local checkpoint.
+
+use crate::rig::{self, create_topic, tansu};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers as _, Message as _};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{Value as Json, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PARTITIONS: i32 = 4;
+const VISITORS: i64 = 40;
+const SOURCES: [&str; 4] = ["email", "social", "search", "direct"];
+const MINUTE: i64 = 60_000;
+const START: i64 = 1_750_000_000_000;
+
+/// One test's topics, application id and temporary files.
+struct Setup {
+    bootstrap: String,
+    prefix: String,
+    dir: tempfile::TempDir,
+    topology: PathBuf,
+}
+
+impl Setup {
+    async fn new(name: &str) -> Setup {
+        let bootstrap = tansu().to_owned();
+        let prefix = rig::unique_topic(name).replace('-', "_");
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/topologies/views_by_source.yaml"
+        ))
+        .unwrap()
+        .replace("rt.", &format!("{prefix}."));
+        let topology = dir.path().join("views_by_source.yaml");
+        std::fs::write(&topology, yaml).unwrap();
+        for topic in ["clicks", "visitors"] {
+            create_topic(&bootstrap, &format!("{prefix}.{topic}"), PARTITIONS).await;
+        }
+        Setup { bootstrap, prefix, dir, topology }
+    }
+
+    fn topic(&self, name: &str) -> String {
+        format!("{}.{name}", self.prefix)
+    }
+
+    /// Starts `happystreams run` with its own state directory and metrics port.
+    fn start(&self, instance: &str) -> Instance {
+        let state = self.dir.path().join(instance);
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = std::fs::File::create(self.dir.path().join(format!("{instance}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_happystreams"))
+            .args(["run", "--topology"])
+            .arg(&self.topology)
+            .args(["--bootstrap-servers", &self.bootstrap, "--application-id", &self.prefix, "--state-dir"])
+            .arg(&state)
+            .args(["--metrics-address", &format!("127.0.0.1:{port}"), "--commit-interval-ms", "200"])
+            .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
+            .env("RUST_LOG", "happystreams=info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start happystreams run");
+        Instance { child, port, log: self.dir.path().join(format!("{instance}.log")) }
+    }
+}
+
+struct Instance {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Instance {
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "instance did not stop within 30 s of SIGTERM; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sum of a metric's samples (all label sets) on the instance's endpoint.
+    fn metric(&self, name: &str) -> f64 {
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return 0.0 };
+        use std::io::{Read, Write};
+        let _ = write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        let mut body = String::new();
+        let _ = stream.read_to_string(&mut body);
+        body.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn producer(bootstrap: &str) -> FutureProducer {
+    rig::client_config(bootstrap).set("linger.ms", "5").set("partitioner", "murmur2_random").create().unwrap()
+}
+
+fn visitor_source(visitor: i64, version: i64) -> &'static str {
+    SOURCES[((visitor + version) % SOURCES.len() as i64) as usize]
+}
+
+/// Debezium change events for every visitor (JSON without schemas, as the connector writes them).
+async fn produce_visitors(setup: &Setup, version: i64) {
+    let producer = producer(&setup.bootstrap);
+    let topic = setup.topic("visitors");
+    for visitor in 1..=VISITORS {
+        let key = json!({"visitor_id": visitor}).to_string();
+        let value = json!({
+            "before": null,
+            "after": {"visitor_id": visitor, "source": visitor_source(visitor, version)},
+            "source": {"connector": "postgresql", "ts_ms": START, "schema": "public", "table": "visitors"},
+            "op": if version == 0 { "r" } else { "u" },
+            "ts_ms": START,
+        })
+        .to_string();
+        let record = FutureRecord::to(&topic).key(key.as_bytes()).payload(value.as_bytes());
+        producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+    }
+}
+
+/// Clicks `from..to`: one every 100 ms of event time, visitors round-robin.
+async fn produce_clicks(setup: &Setup, range: std::ops::Range<i64>) {
+    let producer = producer(&setup.bootstrap);
+    let topic = setup.topic("clicks");
+    let mut deliveries = Vec::new();
+    for i in range {
+        let (key, value) = click(i);
+        let record = FutureRecord::to(&topic).key(key.as_bytes()).payload(value.as_bytes()).timestamp(START + i * 100);
+        deliveries.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+}
+
+fn click(i: i64) -> (String, String) {
+    let visitor = 1 + i % VISITORS;
+    let key = json!({"visitor_id": visitor}).to_string();
+    let value = json!({"event_id": format!("e{i}"), "visitor_id": visitor, "event_time": START + i * 100}).to_string();
+    (key, value)
+}
+
+/// Every record of a topic, read to the end of each partition (the Fetch high watermark).
+fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> Vec<(Option<String>, Option<Json>, Vec<String>)> {
+    let consumer: BaseConsumer = rig::client_config(bootstrap)
+        .set("group.id", "happystreams-test-reader")
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut out = Vec::new();
+    for partition in 0..partitions {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Beginning).unwrap();
+        consumer.assign(&tpl).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(Instant::now() < deadline, "reading {topic} partition {partition} timed out");
+            match consumer.poll(Duration::from_millis(200)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                Some(Ok(m)) => {
+                    let headers = m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| format!("{}={}", h.key, String::from_utf8_lossy(h.value.unwrap_or_default())))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    out.push((
+                        m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                        m.payload().map(|v| serde_json::from_slice(v).unwrap_or(Json::Null)),
+                        headers,
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The oracle: the facts and the per-minute, per-source view counts recomputed from scratch
+/// (every click joined with the visitor's source as of the run's table version).
+fn oracle(clicks: i64, version: i64) -> (BTreeSet<(String, i64, String)>, BTreeMap<(i64, String), i64>) {
+    let mut facts = BTreeSet::new();
+    let mut counts = BTreeMap::new();
+    for i in 0..clicks {
+        let visitor = 1 + i % VISITORS;
+        let source = visitor_source(visitor, version).to_owned();
+        let time = START + i * 100;
+        *counts.entry((time - time.rem_euclid(MINUTE), source.clone())).or_insert(0) += 1;
+        facts.insert((format!("e{i}"), visitor, source));
+    }
+    (facts, counts)
+}
+
+/// The facts (distinct) and the compacted view of the counts written so far.
+fn outputs(setup: &Setup) -> (BTreeSet<(String, i64, String)>, BTreeMap<(i64, String), i64>, usize) {
+    let facts_records = read_all(&setup.bootstrap, &setup.topic("facts"), PARTITIONS);
+    let total = facts_records.len();
+    let facts = facts_records
+        .into_iter()
+        .filter_map(|(_, v, _)| {
+            let v = v?;
+            Some((v["event_id"].as_str()?.to_owned(), v["visitor_id"].as_i64()?, v["source"].as_str()?.to_owned()))
+        })
+        .collect();
+    let mut latest: BTreeMap<String, Json> = BTreeMap::new();
+    for (key, value, _) in read_all(&setup.bootstrap, &setup.topic("views_per_source"), PARTITIONS) {
+        if let (Some(key), Some(value)) = (key, value) {
+            latest.insert(key, value);
+        }
+    }
+    let counts = latest
+        .values()
+        .filter_map(|v| {
+            let start = match &v["window_start"] {
+                Json::Number(n) => n.as_i64()?,
+                Json::String(s) => chrono::DateTime::parse_from_rfc3339(s).ok()?.timestamp_millis(),
+                _ => return None,
+            };
+            Some(((start, v["source"].as_str()?.to_owned()), v["views"].as_i64()?))
+        })
+        .collect();
+    (facts, counts, total)
+}
+
+/// Waits until the outputs equal the oracle; panics with the difference and the logs if not.
+fn await_oracle(setup: &Setup, clicks: i64, instances: &[&Instance]) {
+    let (want_facts, want_counts) = oracle(clicks, 0);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (facts, counts, _) = outputs(setup);
+        if facts == want_facts && counts == want_counts {
+            return;
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<_> = want_facts.difference(&facts).take(5).collect();
+            let extra: Vec<_> = facts.difference(&want_facts).take(5).collect();
+            let wrong: Vec<_> = want_counts.iter().filter(|(k, v)| counts.get(*k) != Some(*v)).take(5).collect();
+            let logs: Vec<String> = instances.iter().map(|i| i.log_text()).collect();
+            panic!(
+                "outputs differ from the oracle after 90 s: {} of {} facts, missing {missing:?}, unexpected {extra:?}; counts wrong (want) {wrong:?}\nlogs:\n{}",
+                facts.len(),
+                want_facts.len(),
+                logs.join("\n-----\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_killed_restarted_and_joined_late_matches_the_oracle() {
+    let setup = Setup::new("rt_group").await;
+    produce_visitors(&setup, 0).await;
+    let mut first = setup.start("first");
+    let second = setup.start("second");
+    produce_clicks(&setup, 0..3_000).await;
+    // Kill one instance mid-stream, once it has processed some of the input.
+    wait_until("the first instance to process records", Duration::from_secs(60), || {
+        first.metric("records_in_total") > 0.0
+    });
+    first.kill();
+    produce_clicks(&setup, 3_000..6_000).await;
+    let third = setup.start("third"); // joins late
+    produce_clicks(&setup, 6_000..8_000).await;
+    let restarted = setup.start("first"); // same state directory
+    produce_clicks(&setup, 8_000..10_000).await;
+    await_oracle(&setup, 10_000, &[&second, &third, &restarted]);
+    drop((second, third, restarted));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_restores_from_the_local_checkpoint_not_the_whole_changelog() {
+    let setup = Setup::new("rt_restore").await;
+    produce_visitors(&setup, 0).await;
+    let mut instance = setup.start("only");
+    produce_clicks(&setup, 0..4_000).await;
+    await_oracle(&setup, 4_000, &[&instance]);
+    let status = instance.terminate();
+    assert!(status.success(), "SIGTERM must stop the instance cleanly: {status}\n{}", instance.log_text());
+    let changelog_records: usize = ["visitors-table", "views_per_source-aggregate"]
+        .iter()
+        .map(|store| read_all(&setup.bootstrap, &format!("{}-{store}-changelog", setup.prefix), PARTITIONS).len())
+        .sum();
+    assert!(changelog_records > 100, "the changelogs hold the state: {changelog_records} records");
+
+    let mut restarted = setup.start("only");
+    produce_clicks(&setup, 4_000..5_000).await;
+    await_oracle(&setup, 5_000, &[&restarted]);
+    let restored = restarted.metric("restore_records_total");
+    assert!(
+        restored < changelog_records as f64 / 10.0,
+        "a restart with intact local state replays only what its checkpoint lacks: {restored} of {changelog_records} changelog records replayed\n{}",
+        restarted.log_text()
+    );
+    // A fresh state directory restores the whole changelog and gives the same results.
+    restarted.kill();
+    let mut fresh = setup.start("fresh");
+    produce_clicks(&setup, 5_000..5_500).await;
+    await_oracle(&setup, 5_500, &[&fresh]);
+    assert!(fresh.metric("restore_records_total") >= changelog_records as f64, "{}", fresh.log_text());
+    fresh.kill();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_records_go_to_the_dead_letter_topic_with_headers_and_the_rest_is_processed() {
+    let setup = Setup::new("rt_dlq").await;
+    produce_visitors(&setup, 0).await;
+    let producer = producer(&setup.bootstrap);
+    let topic = setup.topic("clicks");
+    for i in 0..300 {
+        let (key, mut value) = click(i);
+        if i % 100 == 50 {
+            value = format!("not json {i}");
+        }
+        let record = FutureRecord::to(&topic).key(key.as_bytes()).payload(value.as_bytes()).timestamp(START + i * 100);
+        producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+    }
+    let instance = setup.start("only");
+    let good: BTreeSet<String> = (0..300).filter(|i| i % 100 != 50).map(|i| format!("e{i}")).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (facts, _, _) = outputs(&setup);
+        let seen: BTreeSet<String> = facts.into_iter().map(|(e, _, _)| e).collect();
+        if seen == good {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} good clicks processed\n{}",
+            seen.len(),
+            good.len(),
+            instance.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let dead = read_all(&setup.bootstrap, &format!("{}-clicks-dlq", setup.prefix), 1);
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    for (_, _, headers) in &dead {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find_map(|h| h.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name} in {headers:?}"))
+        };
+        assert_eq!(header("happystreams.error.class"), "data");
+        assert!(header("happystreams.error.message").contains("JSON"), "{headers:?}");
+        assert_eq!(header("happystreams.source.topic"), topic);
+        let offset: i64 = header("happystreams.source.offset").parse().unwrap();
+        let partition: i32 = header("happystreams.source.partition").parse().unwrap();
+        assert!(offset >= 0 && (0..PARTITIONS).contains(&partition));
+        assert!(header("happystreams.source.timestamp").parse::<i64>().unwrap() >= START);
+    }
+}
