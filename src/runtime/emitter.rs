@@ -14,7 +14,7 @@ use futures::future::join_all;
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock, RwLockWriteGuard};
 
 /// Header names on dead-lettered records.
 pub mod headers {
@@ -40,6 +40,9 @@ pub struct Emitter {
     repartitions: HashSet<String>,
     physical: BTreeMap<String, String>,
     pending: Mutex<Vec<DeliveryFuture>>,
+    /// Sends hold it shared; a transaction commit holds it exclusively, so no record is sent
+    /// between committing one transaction and beginning the next.
+    gate: RwLock<()>,
 }
 
 impl Emitter {
@@ -52,7 +55,15 @@ impl Emitter {
         repartitions: HashSet<String>,
         physical: BTreeMap<String, String>,
     ) -> Self {
-        Emitter { producer, encoders, sinks, repartitions, physical, pending: Mutex::default() }
+        Emitter {
+            producer,
+            encoders,
+            sinks,
+            repartitions,
+            physical,
+            pending: Mutex::default(),
+            gate: RwLock::default(),
+        }
     }
 
     /// The producer (shared with changelogs).
@@ -66,8 +77,14 @@ impl Emitter {
         }
     }
 
+    /// Holds off every send until the guard drops.
+    pub fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
+        self.gate.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Sends a task's outputs.
     pub fn emit(&self, outputs: Vec<Output>) -> Result<(), RuntimeError> {
+        let _shared = self.gate.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         for output in outputs {
             let topic = self.physical.get(&output.topic).unwrap_or(&output.topic);
             let (key, value): (Option<Vec<u8>>, Option<Vec<u8>>) = if self.repartitions.contains(&output.topic) {
@@ -100,6 +117,7 @@ impl Emitter {
     /// Sends a bad record unchanged to `dlq`, with headers saying what was wrong and where it
     /// came from.
     pub fn dead_letter(&self, dlq: &str, record: &Record, bad: &BadRecord) -> Result<(), RuntimeError> {
+        let _shared = self.gate.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (topic, partition, offset) =
             record.position.as_ref().map_or((String::new(), -1, -1), |p| (p.topic.to_string(), p.partition, p.offset));
         let (partition, offset) = (partition.to_string(), offset.to_string());

@@ -46,11 +46,6 @@ pub fn run(
     shutdown: Arc<AtomicBool>,
     runtime: tokio::runtime::Handle,
 ) -> Result<(), RuntimeError> {
-    if settings.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
-        return Err(RuntimeError::Config(
-            "processing_guarantee = exactly_once is not available in this version yet; use at_least_once (state is still updated exactly once, see docs/RUNTIME.md)".into(),
-        ));
-    }
     check_supported(&plan).map_err(|e| RuntimeError::Config(e.to_string()))?;
     let application_id = settings.runtime.application_id.clone().unwrap_or_else(|| plan.name.clone());
     if application_id.is_empty() || !application_id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
@@ -100,10 +95,26 @@ pub fn run(
             .set("partitioner", "murmur2_random")
             .set("linger.ms", "5")
             .set("compression.type", "lz4");
+        let exactly_once = settings.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
+        if exactly_once {
+            // One transactional producer per instance; a restarted instance gets a new id and a
+            // crashed one's open transaction is aborted by the broker after its timeout.
+            config.set("transactional.id", format!("{application_id}-{}", instance_id()));
+        }
         for (key, value) in kafka.client_config().config_map() {
             config.set(key, value);
         }
-        config.create().map_err(|e| RuntimeError::Kafka(format!("creating the producer: {e}")))?
+        let producer: FutureProducer =
+            config.create().map_err(|e| RuntimeError::Kafka(format!("creating the producer: {e}")))?;
+        if exactly_once {
+            use rdkafka::producer::Producer as _;
+            let timeout = Duration::from_secs(30);
+            producer.init_transactions(timeout).map_err(|e| {
+                RuntimeError::Kafka(format!("initialising transactions (does the broker support them?): {e}"))
+            })?;
+            producer.begin_transaction().map_err(|e| RuntimeError::Kafka(format!("beginning a transaction: {e}")))?;
+        }
+        producer
     };
     let repartitions: HashSet<String> = plan.repartition_topics().into_iter().collect();
     let emitter = Emitter::new(producer, Encoders::new(sink_schemas), sinks, repartitions, layout.physical.clone());
@@ -155,6 +166,12 @@ pub fn run(
         companions,
     });
     worker::run(shared, shutdown)
+}
+
+/// An id unique to this process (transactional ids).
+fn instance_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{:x}-{:x}", std::process::id(), nanos)
 }
 
 /// Partition counts of every topic in the cluster.

@@ -103,8 +103,20 @@ impl Task {
     /// Commits state and positions (steps 2-3 of the commit protocol; the caller flushed the
     /// producer first and commits group offsets after).
     pub fn commit(&mut self) -> Result<(), StateError> {
+        self.prepare_commit()?;
+        self.finish_commit()
+    }
+
+    /// Step 2 alone: the changelog part of a commit (inside the open transaction under
+    /// exactly-once).
+    pub fn prepare_commit(&mut self) -> Result<(), StateError> {
         let stream_time = (self.stream_time != i64::MIN).then_some(self.stream_time);
-        self.state.commit_at(self.positions.clone(), stream_time)?;
+        self.state.prepare_commit(self.positions.clone(), stream_time)
+    }
+
+    /// Step 3 alone: state and checkpoint to the local store (after the transaction committed).
+    pub fn finish_commit(&mut self) -> Result<(), StateError> {
+        self.state.finish_commit()?;
         self.uncommitted = 0;
         Ok(())
     }

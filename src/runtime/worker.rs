@@ -12,7 +12,7 @@ use super::emitter::Emitter;
 use super::global::{SharedBackend, TaskBackend};
 use super::layout::{Layout, TaskId};
 use super::task::Task;
-use super::{RuntimeConfig, RuntimeError};
+use super::{ProcessingGuarantee, RuntimeConfig, RuntimeError};
 use crate::connectors::kafka::KafkaConfig;
 use crate::connectors::kafka::record_from;
 use crate::error::ErrorClass;
@@ -27,6 +27,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message as _};
+use rdkafka::producer::Producer as _;
 use rdkafka::{Offset, Statistics, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -131,40 +132,29 @@ impl ConsumerContext for GroupContext {
 }
 
 impl GroupContext {
-    /// Flushes, commits and closes tasks (revocation and shutdown).
+    /// Commits every task (one transaction under exactly-once), then closes `ids` (revocation
+    /// and shutdown).
     fn close(&self, consumer: &BaseConsumer<Self>, ids: &[TaskId]) -> Result<(), RuntimeError> {
-        let mut slots = Vec::new();
-        if let Ok(mut tasks) = self.tasks.lock() {
-            slots.extend(ids.iter().filter_map(|id| tasks.remove(id).map(|slot| (*id, slot))));
-        }
-        if slots.is_empty() {
+        let mut tasks = self.tasks.lock().map_err(|_| RuntimeError::Config("task lock poisoned".into()))?;
+        if !ids.iter().any(|id| tasks.contains_key(id)) {
             return Ok(());
         }
-        self.shared.emitter.flush()?;
-        let mut offsets = TopicPartitionList::new();
-        for (id, slot) in slots {
-            match slot {
-                Slot::Running(mut task) => {
-                    task.commit()?;
-                    add_offsets(&mut offsets, &task);
-                    tracing::info!(task = %id, "task closed (revoked)");
-                }
-                Slot::Restoring { cancel, handle } => {
+        let committed = commit_tasks(&self.shared, consumer, &mut tasks, CommitMode::Sync);
+        for id in ids {
+            match tasks.remove(id) {
+                Some(Slot::Running(_)) => tracing::info!(task = %id, "task closed"),
+                Some(Slot::Restoring { cancel, handle }) => {
                     cancel.store(true, Ordering::Relaxed);
                     if let Some(handle) = handle {
                         let _ = handle.join();
                     }
-                    tracing::info!(task = %id, "task restore cancelled (revoked)");
+                    tracing::info!(task = %id, "task restore cancelled");
                 }
+                None => continue,
             }
             metrics::gauge!("task_running", "task" => id.to_string()).set(0.0);
         }
-        if offsets.count() > 0 {
-            consumer
-                .commit(&offsets, CommitMode::Sync)
-                .map_err(|e| RuntimeError::Kafka(format!("committing offsets: {e}")))?;
-        }
-        Ok(())
+        committed
     }
 }
 
@@ -322,8 +312,7 @@ fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Task, 
         let records = catch_up(shared, &mut task, &input.topic, id.partition, cancel)?;
         tracing::info!(task = %id, topic = %input.topic, records, "table read to its end");
     }
-    shared.emitter.flush()?;
-    task.commit()?;
+    // Committed by the worker with the others (inside its transaction under exactly-once).
     Ok((task, report))
 }
 
@@ -454,7 +443,8 @@ pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), Runtime
                 assign_side(&side, &side_assignment)?;
             }
             if last_commit.elapsed() >= commit_interval {
-                commit_running(&shared, &group, &tasks)?;
+                let mut tasks = tasks.lock().map_err(|_| RuntimeError::Config("task lock poisoned".into()))?;
+                commit_tasks(&shared, &group, &mut tasks, CommitMode::Async)?;
                 last_commit = Instant::now();
             }
         }
@@ -617,31 +607,74 @@ fn committed(group: &BaseConsumer<GroupContext>, topic: &str, partition: i32) ->
     }
 }
 
-/// The commit protocol for every running task with work: flush outputs, commit each task's
-/// state (changelog first), then the group offsets.
-fn commit_running(
+/// The commit protocol (module docs of `runtime`) for every running task with work: outputs
+/// flushed, each task's changelog then state committed, then the input offsets — to the group
+/// (at least once), or inside the producer's transaction, which commits before any task's local
+/// state does (exactly once).
+fn commit_tasks(
     shared: &Shared,
     group: &BaseConsumer<GroupContext>,
-    tasks: &Mutex<BTreeMap<TaskId, Slot>>,
+    tasks: &mut BTreeMap<TaskId, Slot>,
+    mode: CommitMode,
 ) -> Result<(), RuntimeError> {
-    let mut tasks = tasks.lock().map_err(|_| RuntimeError::Config("task lock poisoned".into()))?;
     if !tasks.values().any(|slot| matches!(slot, Slot::Running(t) if t.needs_commit())) {
         return Ok(());
     }
     let started = Instant::now();
-    shared.emitter.flush()?;
     let mut offsets = TopicPartitionList::new();
-    for slot in tasks.values_mut() {
-        if let Slot::Running(task) = slot
-            && task.needs_commit()
-        {
+    if shared.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
+        let _exclusive = shared.emitter.exclusive();
+        let producer = shared.emitter.producer();
+        let timeout = Duration::from_secs(30);
+        let result = (|| -> Result<(), RuntimeError> {
+            shared.emitter.flush()?;
+            let mut committing = Vec::new();
+            for task in with_work(tasks) {
+                task.prepare_commit()?;
+                add_offsets(&mut offsets, task);
+                committing.push(task.id);
+            }
+            let metadata = group
+                .group_metadata()
+                .ok_or_else(|| RuntimeError::Kafka("the consumer has no group metadata for the transaction".into()))?;
+            let kafka = |what: &str, e: KafkaError| RuntimeError::Kafka(format!("{what}: {e}"));
+            producer
+                .send_offsets_to_transaction(&offsets, &metadata, timeout)
+                .map_err(|e| kafka("adding offsets to the transaction", e))?;
+            producer.commit_transaction(timeout).map_err(|e| kafka("committing the transaction", e))?;
+            for id in committing {
+                if let Some(Slot::Running(task)) = tasks.get_mut(&id) {
+                    task.finish_commit()?;
+                }
+            }
+            producer.begin_transaction().map_err(|e| kafka("beginning a transaction", e))
+        })();
+        if let Err(e) = result {
+            // Outputs and changelog records since the last commit are aborted: read_committed
+            // consumers never see them, and the inputs are processed again after a restart.
+            if let Err(abort) = producer.abort_transaction(timeout) {
+                tracing::error!(error = %abort, "aborting the transaction failed");
+            }
+            return Err(e);
+        }
+    } else {
+        shared.emitter.flush()?;
+        for task in with_work(tasks) {
             task.commit()?;
             add_offsets(&mut offsets, task);
         }
-    }
-    if let Err(e) = group.commit(&offsets, CommitMode::Async) {
-        tracing::warn!(error = %e, "committing group offsets failed (state positions are unaffected)");
+        if let Err(e) = group.commit(&offsets, mode) {
+            tracing::warn!(error = %e, "committing group offsets failed (state positions are unaffected)");
+        }
     }
     metrics::histogram!("commit_seconds").record(started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Running tasks with something to commit.
+fn with_work(tasks: &mut BTreeMap<TaskId, Slot>) -> impl Iterator<Item = &mut Task> {
+    tasks.values_mut().filter_map(|slot| match slot {
+        Slot::Running(task) if task.needs_commit() => Some(task),
+        _ => None,
+    })
 }

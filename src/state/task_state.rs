@@ -20,6 +20,8 @@ pub struct TaskState<B: StateBackend> {
     checkpoint: Checkpoint,
     /// Undo log of the record being processed: (store, key, what was pending before).
     undo: Option<Vec<(String, Vec<u8>, Option<Option<Vec<u8>>>)>>,
+    /// The checkpoint of a commit whose changelog part is done (see [`TaskState::prepare_commit`]).
+    prepared: Option<Checkpoint>,
 }
 
 impl<B: StateBackend> std::fmt::Debug for TaskState<B> {
@@ -45,6 +47,7 @@ impl<B: StateBackend> TaskState<B> {
             changelog: None,
             checkpoint,
             undo: None,
+            prepared: None,
         })
     }
 
@@ -169,6 +172,18 @@ impl<B: StateBackend> TaskState<B> {
         inputs: BTreeMap<String, i64>,
         stream_time_ms: Option<i64>,
     ) -> Result<&Checkpoint, StateError> {
+        self.prepare_commit(inputs, stream_time_ms)?;
+        self.finish_commit()
+    }
+
+    /// First half of a commit: appends the pending writes to the changelog (step 2). Nothing
+    /// reaches the backend until [`TaskState::finish_commit`]; in between, the caller may commit
+    /// a Kafka transaction that the changelog records belong to. No writes may happen in between.
+    pub fn prepare_commit(
+        &mut self,
+        inputs: BTreeMap<String, i64>,
+        stream_time_ms: Option<i64>,
+    ) -> Result<(), StateError> {
         let mut next = Checkpoint { inputs, changelogs: self.checkpoint.changelogs.clone(), stream_time_ms };
         if let Some(changelog) = &mut self.changelog {
             let entries: Vec<ChangelogEntry> = self
@@ -186,6 +201,15 @@ impl<B: StateBackend> TaskState<B> {
                 next.changelogs.extend(changelog.append(&entries, &next)?);
             }
         }
+        self.prepared = Some(next);
+        Ok(())
+    }
+
+    /// Second half of a commit: writes the pending writes and the prepared checkpoint to the
+    /// backend in one atomic write (step 3).
+    pub fn finish_commit(&mut self) -> Result<&Checkpoint, StateError> {
+        let next =
+            self.prepared.take().ok_or_else(|| StateError::Changelog("finish_commit without prepare_commit".into()))?;
         self.backend.commit(&self.pending, &next)?;
         self.pending.clear();
         self.pending_count = 0;
