@@ -58,7 +58,8 @@ pub fn run(
     let kafka = &settings.kafka;
     let partitions = topic_partitions(kafka)?;
     let layout = Layout::new(&plan, &reference, &application_id, &partitions).map_err(|e| RuntimeError::Config(e.0))?;
-    create_topics(kafka, &layout.internal, settings.runtime.replication_factor, &partitions, &runtime)?;
+    create_topics(kafka, &layout.internal, settings.runtime.replication_factor, &partitions, true, &runtime)?;
+    create_topics(kafka, &layout.sinks, settings.runtime.replication_factor, &partitions, false, &runtime)?;
 
     let avro = Arc::new(AvroCodec::with_registry(
         sr_settings(&settings.registry).map_err(|e| RuntimeError::Config(e.to_string()))?,
@@ -97,9 +98,10 @@ pub fn run(
             .set("compression.type", "lz4");
         let exactly_once = settings.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
         if exactly_once {
-            // One transactional producer per instance; a restarted instance gets a new id and a
-            // crashed one's open transaction is aborted by the broker after its timeout.
-            config.set("transactional.id", format!("{application_id}-{}", instance_id()));
+            // One transactional producer per instance. Its id is kept in the state directory, so a
+            // restarted instance fences its crashed predecessor and aborts its open transaction.
+            let id = instance_id(&settings.runtime.state_dir.join(&application_id))?;
+            config.set("transactional.id", format!("{application_id}-{id}"));
         }
         for (key, value) in kafka.client_config().config_map() {
             config.set(key, value);
@@ -168,10 +170,20 @@ pub fn run(
     worker::run(shared, shutdown)
 }
 
-/// An id unique to this process (transactional ids).
-fn instance_id() -> String {
+/// The instance's id, kept in `dir/instance.id` (created on first use).
+fn instance_id(dir: &Path) -> Result<String, RuntimeError> {
+    let path = dir.join("instance.id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        return Ok(id.trim().to_owned());
+    }
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("{:x}-{:x}", std::process::id(), nanos)
+    let id = format!("{:x}-{:x}", std::process::id(), nanos);
+    let io = |e: std::io::Error| {
+        RuntimeError::Config(format!("cannot write {}: {e}; check runtime.state_dir", path.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    std::fs::write(&path, &id).map_err(io)?;
+    Ok(id)
 }
 
 /// Partition counts of every topic in the cluster.
@@ -194,18 +206,20 @@ fn topic_partitions(kafka: &KafkaConfig) -> Result<BTreeMap<String, i32>, Runtim
         .collect())
 }
 
-/// Creates missing internal topics; existing ones must have the partition count the layout needs.
+/// Creates missing topics; existing internal ones (`exact`) must have the partition count the
+/// layout needs.
 fn create_topics(
     kafka: &KafkaConfig,
     topics: &[InternalTopic],
     replication: i32,
     existing: &BTreeMap<String, i32>,
+    exact: bool,
     runtime: &tokio::runtime::Handle,
 ) -> Result<(), RuntimeError> {
     let mut missing = Vec::new();
     for topic in topics {
         match existing.get(&topic.name) {
-            Some(&n) if n != topic.partitions => {
+            Some(&n) if exact && n != topic.partitions => {
                 return Err(RuntimeError::Config(format!(
                     "internal topic `{}` has {n} partitions but the topology needs {} (its input partition count); delete it (and the application's state directory) to reset, or restore the inputs' partition count",
                     topic.name, topic.partitions
@@ -236,12 +250,12 @@ fn create_topics(
         .map_err(|e| RuntimeError::Kafka(format!("creating internal topics: {e}")))?;
     for result in results {
         match result {
-            Ok(name) => tracing::info!(topic = %name, "created internal topic"),
+            Ok(name) => tracing::info!(topic = %name, "created topic"),
             Err((name, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
-                tracing::info!(topic = %name, "internal topic already exists")
+                tracing::info!(topic = %name, "topic already exists")
             }
             Err((name, code)) => {
-                return Err(RuntimeError::Kafka(format!("creating internal topic `{name}`: {code}")));
+                return Err(RuntimeError::Kafka(format!("creating topic `{name}`: {code}")));
             }
         }
     }

@@ -87,6 +87,9 @@ pub struct Layout {
     pub physical: BTreeMap<String, String>,
     /// Dead-letter topic per source with `on_error: dead_letter`.
     pub dead_letters: BTreeMap<String, String>,
+    /// Sink topics, created with this many partitions when missing (existing ones are used as
+    /// they are).
+    pub sinks: Vec<InternalTopic>,
 }
 
 /// The layout cannot work with the cluster's topics.
@@ -180,6 +183,12 @@ impl Layout {
             internal.push(InternalTopic { name: name.clone(), partitions: 1, compact: false });
             dead_letters.insert(source.name.clone(), name);
         }
+        let mut sinks: Vec<InternalTopic> = plan
+            .sinks
+            .iter()
+            .map(|s| InternalTopic { name: s.topic.clone(), partitions: external_max, compact: false })
+            .collect();
+        sinks.dedup_by(|a, b| a.name == b.name);
         Ok(Layout {
             application_id: application_id.to_owned(),
             subtopologies,
@@ -187,6 +196,7 @@ impl Layout {
             internal,
             physical,
             dead_letters,
+            sinks,
         })
     }
 

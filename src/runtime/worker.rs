@@ -453,10 +453,22 @@ pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), Runtime
     if let Err(e) = &result {
         tracing::error!(error = %e, "stopping: {}", e.class());
     }
-    // Graceful stop (also after a failed record: the others' work is kept): commit every task and
-    // leave the group.
     let ids: Vec<TaskId> = tasks.lock().map(|t| t.keys().copied().collect()).unwrap_or_default();
-    let closed = group.context().close(&group, &ids);
+    let exactly_once = shared.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
+    let closed = if result.is_err() && exactly_once {
+        // The open transaction holds the failed record's batch: abort it, so nothing of it is
+        // ever visible, and close the tasks without committing (a restart processes it again).
+        let _exclusive = shared.emitter.exclusive();
+        let aborted = shared.emitter.producer().abort_transaction(Duration::from_secs(30));
+        if let Ok(mut tasks) = tasks.lock() {
+            tasks.clear();
+        }
+        aborted.map_err(|e| RuntimeError::Kafka(format!("aborting the transaction: {e}")))
+    } else {
+        // Graceful stop (at least once, also after a failed record: the others' work is kept):
+        // commit every task and leave the group.
+        group.context().close(&group, &ids)
+    };
     group.unsubscribe();
     if let Some(task) = &mut global {
         task.commit()?;

@@ -77,6 +77,42 @@ fn start_tansu() -> String {
     format!("127.0.0.1:{port}")
 }
 
+/// A noida-db broker shared by the test binary (transactions with read_committed isolation),
+/// from `HAPPYSTREAMS_NOIDA_BIN` (set by `tests/run.sh`) or `tests/rig/noida.sh bin`.
+pub fn noida() -> &'static str {
+    static BROKER: OnceLock<String> = OnceLock::new();
+    BROKER.get_or_init(start_noida)
+}
+
+fn start_noida() -> String {
+    let bin = std::env::var("HAPPYSTREAMS_NOIDA_BIN").unwrap_or_else(|_| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rig/noida.sh");
+        let output = Command::new("bash")
+            .arg(script)
+            .arg("bin")
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run tests/rig/noida.sh");
+        assert!(output.status.success(), "tests/rig/noida.sh bin failed");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let data = std::env::temp_dir().join(format!("happystreams-noida-{}", std::process::id()));
+    let script = format!(
+        "'{bin}' start --only kafka --kafka-port {port} --host 127.0.0.1 --data-dir '{data}' >/dev/null 2>&1 & b=$!; \
+         trap 'kill $b 2>/dev/null; rm -rf \"{data}\"' EXIT; while kill -0 {parent} 2>/dev/null && kill -0 $b 2>/dev/null; do sleep 0.5; done",
+        data = data.display(),
+        parent = std::process::id()
+    );
+    Command::new("sh").arg("-c").arg(script).stdin(Stdio::null()).spawn().expect("start noida-db");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "noida-db ({bin}) did not listen on port {port} within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    format!("127.0.0.1:{port}")
+}
+
 /// Creates a topic through the Admin API (real brokers).
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create().expect("admin client");

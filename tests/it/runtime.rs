@@ -26,11 +26,17 @@ struct Setup {
     prefix: String,
     dir: tempfile::TempDir,
     topology: PathBuf,
+    partitions: i32,
 }
 
 impl Setup {
     async fn new(name: &str) -> Setup {
-        let bootstrap = tansu().to_owned();
+        Setup::on(tansu(), name, "dead_letter", PARTITIONS).await
+    }
+
+    /// A setup on another broker, with the clicks source's `on_error` policy.
+    async fn on(bootstrap: &str, name: &str, on_error: &str, partitions: i32) -> Setup {
+        let bootstrap = bootstrap.to_owned();
         let prefix = rig::unique_topic(name).replace('-', "_");
         let dir = tempfile::tempdir().unwrap();
         let yaml = std::fs::read_to_string(concat!(
@@ -38,13 +44,14 @@ impl Setup {
             "/tests/fixtures/topologies/views_by_source.yaml"
         ))
         .unwrap()
-        .replace("rt.", &format!("{prefix}."));
+        .replace("rt.", &format!("{prefix}."))
+        .replace("on_error: dead_letter", &format!("on_error: {on_error}"));
         let topology = dir.path().join("views_by_source.yaml");
         std::fs::write(&topology, yaml).unwrap();
         for topic in ["clicks", "visitors"] {
-            create_topic(&bootstrap, &format!("{prefix}.{topic}"), PARTITIONS).await;
+            create_topic(&bootstrap, &format!("{prefix}.{topic}"), partitions).await;
         }
-        Setup { bootstrap, prefix, dir, topology }
+        Setup { bootstrap, prefix, dir, topology, partitions }
     }
 
     fn topic(&self, name: &str) -> String {
@@ -53,6 +60,11 @@ impl Setup {
 
     /// Starts `happystreams run` with its own state directory and metrics port.
     fn start(&self, instance: &str) -> Instance {
+        self.start_with(instance, &[], &[])
+    }
+
+    /// [`Setup::start`] with extra flags and environment.
+    fn start_with(&self, instance: &str, flags: &[&str], env: &[(&str, &str)]) -> Instance {
         let state = self.dir.path().join(instance);
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = std::fs::File::create(self.dir.path().join(format!("{instance}.log"))).unwrap();
@@ -61,8 +73,11 @@ impl Setup {
             .arg(&self.topology)
             .args(["--bootstrap-servers", &self.bootstrap, "--application-id", &self.prefix, "--state-dir"])
             .arg(&state)
-            .args(["--metrics-address", &format!("127.0.0.1:{port}"), "--commit-interval-ms", "200"])
+            .args(["--metrics-address", &format!("127.0.0.1:{port}")])
+            .args(if flags.contains(&"--commit-interval-ms") { &[][..] } else { &["--commit-interval-ms", "200"][..] })
             .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
+            .args(flags)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "happystreams=info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -179,10 +194,18 @@ fn click(i: i64) -> (String, String) {
     (key, value)
 }
 
+type Read = Vec<(Option<String>, Option<Json>, Vec<String>)>;
+
 /// Every record of a topic, read to the end of each partition (the Fetch high watermark).
-fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> Vec<(Option<String>, Option<Json>, Vec<String>)> {
+fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> Read {
+    read_isolated(bootstrap, topic, partitions, "read_uncommitted")
+}
+
+/// [`read_all`] at an isolation level.
+fn read_isolated(bootstrap: &str, topic: &str, partitions: i32, isolation: &str) -> Read {
     let consumer: BaseConsumer = rig::client_config(bootstrap)
         .set("group.id", "happystreams-test-reader")
+        .set("isolation.level", isolation)
         .set("enable.partition.eof", "true")
         .set("enable.auto.commit", "false")
         .create()
@@ -235,9 +258,17 @@ fn oracle(clicks: i64, version: i64) -> (BTreeSet<(String, i64, String)>, BTreeM
     (facts, counts)
 }
 
-/// The facts (distinct) and the compacted view of the counts written so far.
-fn outputs(setup: &Setup) -> (BTreeSet<(String, i64, String)>, BTreeMap<(i64, String), i64>, usize) {
-    let facts_records = read_all(&setup.bootstrap, &setup.topic("facts"), PARTITIONS);
+type Outputs = (BTreeSet<(String, i64, String)>, BTreeMap<(i64, String), i64>, usize);
+
+/// The facts (distinct), the compacted view of the counts written so far, and the number of
+/// fact records.
+fn outputs(setup: &Setup) -> Outputs {
+    outputs_at(setup, "read_uncommitted")
+}
+
+/// [`outputs`] at an isolation level.
+fn outputs_at(setup: &Setup, isolation: &str) -> Outputs {
+    let facts_records = read_isolated(&setup.bootstrap, &setup.topic("facts"), setup.partitions, isolation);
     let total = facts_records.len();
     let facts = facts_records
         .into_iter()
@@ -247,23 +278,30 @@ fn outputs(setup: &Setup) -> (BTreeSet<(String, i64, String)>, BTreeMap<(i64, St
         })
         .collect();
     let mut latest: BTreeMap<String, Json> = BTreeMap::new();
-    for (key, value, _) in read_all(&setup.bootstrap, &setup.topic("views_per_source"), PARTITIONS) {
+    for (key, value, _) in
+        read_isolated(&setup.bootstrap, &setup.topic("views_per_source"), setup.partitions, isolation)
+    {
         if let (Some(key), Some(value)) = (key, value) {
             latest.insert(key, value);
         }
     }
-    let counts = latest
-        .values()
-        .filter_map(|v| {
-            let start = match &v["window_start"] {
-                Json::Number(n) => n.as_i64()?,
-                Json::String(s) => chrono::DateTime::parse_from_rfc3339(s).ok()?.timestamp_millis(),
-                _ => return None,
-            };
-            Some(((start, v["source"].as_str()?.to_owned()), v["views"].as_i64()?))
-        })
-        .collect();
+    let counts = latest.values().filter_map(window_count).collect();
     (facts, counts, total)
+}
+
+/// ((window start, source), views) of an aggregate output.
+fn window_count(v: &Json) -> Option<((i64, String), i64)> {
+    let start = match &v["window_start"] {
+        Json::Number(n) => n.as_i64()?,
+        Json::String(s) => chrono::DateTime::parse_from_rfc3339(s).ok()?.timestamp_millis(),
+        _ => return None,
+    };
+    let group = match (&v["source"], &v["visitor_id"]) {
+        (Json::String(source), _) => source.clone(),
+        (_, Json::Number(visitor)) => visitor.to_string(),
+        _ => return None,
+    };
+    Some(((start, group), v["views"].as_i64()?))
 }
 
 /// Waits until the outputs equal the oracle; panics with the difference and the logs if not.
@@ -418,4 +456,78 @@ async fn bad_records_go_to_the_dead_letter_topic_with_headers_and_the_rest_is_pr
         assert!(offset >= 0 && (0..PARTITIONS).contains(&partition));
         assert!(header("happystreams.source.timestamp").parse::<i64>().unwrap() >= START);
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_once_aborts_a_failed_batch_and_never_shows_it_to_read_committed_consumers() {
+    let broker = rig::noida();
+    // noida-db: one member, range assignor (see INFRA.md).
+    let eos = ["--processing-guarantee", "exactly-once"];
+    let env = [("HAPPYSTREAMS_KAFKA__PROPERTIES__PARTITION_ASSIGNMENT_STRATEGY", "range")];
+    // One partition per topic and one sub-topology (views grouped by the key, no repartition
+    // topic): noida-db serves a fetch of several partitions badly, so each consumer reads one.
+    let failing = Setup::on(broker, "rt_eos", "fail", 1).await;
+    let grouped_by_key = std::fs::read_to_string(&failing.topology)
+        .unwrap()
+        .replace("group_by: { source: source }", "group_by: { visitor_id: visitor_id }");
+    std::fs::write(&failing.topology, grouped_by_key).unwrap();
+    produce_visitors(&failing, 0).await;
+    produce_clicks(&failing, 0..300).await;
+    let producer = producer(broker);
+    let clicks = failing.topic("clicks");
+    let bad = FutureRecord::to(&clicks).key("{\"visitor_id\": 1}".as_bytes()).payload("not json".as_bytes());
+    producer.send(bad, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+
+    // A commit interval longer than the test: the failure hits an open transaction.
+    let mut flags = eos.to_vec();
+    flags.extend(["--commit-interval-ms", "600000"]);
+    let mut first = failing.start_with("only", &flags, &env);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = first.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the bad record must stop the instance\n{}", first.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(!status.success(), "on_error: fail must exit non-zero");
+    assert!(first.log_text().contains("offset"), "the error names the record\n{}", first.log_text());
+    let facts = failing.topic("facts");
+    let uncommitted = read_isolated(broker, &facts, failing.partitions, "read_uncommitted").len();
+    let committed = read_isolated(broker, &facts, failing.partitions, "read_committed").len();
+    assert!(uncommitted > 0, "the aborted batch's facts were written: {uncommitted}\n{}", first.log_text());
+    assert_eq!(committed, 0, "aborted output is never visible to read_committed consumers");
+
+    // The same application with bad records skipped: every good click exactly once.
+    std::fs::write(
+        &failing.topology,
+        std::fs::read_to_string(&failing.topology).unwrap().replace("on_error: fail", "on_error: skip"),
+    )
+    .unwrap();
+    let mut second = failing.start_with("only", &eos, &env);
+    let (want_facts, _) = oracle(300, 0);
+    // Views per minute and visitor (the topology here groups by the key: see `Setup::on`).
+    let mut want_counts = BTreeMap::new();
+    for i in 0..300 {
+        let time = START + i * 100;
+        *want_counts.entry((time - time.rem_euclid(MINUTE), (1 + i % VISITORS).to_string())).or_insert(0) += 1;
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (facts, counts, _) = outputs_at(&failing, "read_committed");
+        if facts == want_facts && counts == want_counts {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of 300 facts committed; counts {counts:?}, want {want_counts:?}\n{}",
+            facts.len(),
+            second.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(second.terminate().success(), "{}", second.log_text());
+    let (facts, counts, total) = outputs_at(&failing, "read_committed");
+    assert_eq!((facts, counts), (want_facts, want_counts));
+    assert_eq!(total, 300, "exactly once: no duplicate facts in the committed view");
 }

@@ -94,7 +94,7 @@ Subsystem sftp internal-sftp ${SSHD_SFTP_FLAGS:-}
 EOF
   "$bin" -t -f "$dir/sshd_config" >&2
   rm -f "$dir/sshd.pid"
-  "$bin" -D -f "$dir/sshd_config" -E "$dir/sshd.log" </dev/null &
+  "$bin" -D -f "$dir/sshd_config" -E "$dir/sshd.log" </dev/null >>"$dir/sshd.log" 2>&1 &
   local pid=$!
   echo "$pid" >"$dir/sshd.pid"
   if ! wait_port 127.0.0.1 "$port" 30; then
@@ -106,15 +106,28 @@ EOF
   echo "$port"
 }
 
+# All processes below PID (the listener's sessions and their sftp children).
+descendants() {
+  local child
+  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+    echo "$child"; descendants "$child"
+  done
+}
+
 stop() {
   local dir=$1
   if [ -f "$dir/sshd.pid" ]; then
     local pid; pid=$(cat "$dir/sshd.pid")
-    # The listener and its per-connection children: open sessions drop like on a server crash.
-    kill "$pid" 2>/dev/null || true
-    pkill -TERM -P "$pid" 2>/dev/null || true
+    if [ "$(ps -o comm= -p "$pid" 2>/dev/null)" != sshd ]; then rm -f "$dir/sshd.pid"; return; fi
+    # The listener and its per-connection processes: open sessions drop like on a server crash.
+    local pids; pids="$pid $(descendants "$pid")"
+    # shellcheck disable=SC2086
+    kill $pids 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
+    local p
+    for p in $pids; do
+      [ "$(ps -o comm= -p "$p" 2>/dev/null)" = sshd ] && kill -9 "$p" 2>/dev/null || true
+    done
   fi
   rm -f "$dir/sshd.pid"
 }
