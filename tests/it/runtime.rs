@@ -531,3 +531,83 @@ async fn exactly_once_aborts_a_failed_batch_and_never_shows_it_to_read_committed
     assert_eq!((facts, counts), (want_facts, want_counts));
     assert_eq!(total, 300, "exactly once: no duplicate facts in the committed view");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_errors_and_a_broker_outage_lose_nothing_on_the_mock_cluster() {
+    use happystreams::runtime::instance::{self, Settings};
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let mock = rig::mock_cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let prefix = rig::unique_topic("rt_mock").replace('-', "_");
+    let partitions = 2;
+    for (topic, n) in [
+        (format!("{prefix}.clicks"), partitions),
+        (format!("{prefix}.visitors"), partitions),
+        (format!("{prefix}.facts"), partitions),
+        (format!("{prefix}.views_per_source"), partitions),
+        // The mock cluster has no Admin API: internal topics are made here.
+        (format!("{prefix}-views_per_source-repartition"), partitions),
+        (format!("{prefix}-visitors-table-changelog"), partitions),
+        (format!("{prefix}-views_per_source-aggregate-changelog"), partitions),
+        (format!("{prefix}-clicks-dlq"), 1),
+    ] {
+        mock.create_topic(&topic, n, 1).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let yaml =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/topologies/views_by_source.yaml"))
+            .unwrap()
+            .replace("rt.", &format!("{prefix}."));
+    let topology = dir.path().join("views_by_source.yaml");
+    std::fs::write(&topology, yaml).unwrap();
+    let setup = Setup { bootstrap: bootstrap.clone(), prefix: prefix.clone(), dir, topology, partitions };
+    produce_visitors(&setup, 0).await;
+    produce_clicks(&setup, 0..1_000).await;
+
+    let mut settings = Settings {
+        kafka: happystreams::connectors::kafka::KafkaConfig {
+            bootstrap_servers: bootstrap.clone(),
+            ..Default::default()
+        },
+        registry: Default::default(),
+        runtime: happystreams::runtime::RuntimeConfig {
+            application_id: Some(prefix.clone()),
+            state_dir: setup.dir.path().join("state"),
+            commit_interval_ms: 200,
+            metrics_address: String::new(),
+            ..Default::default()
+        },
+    };
+    settings.kafka.properties.insert("session.timeout.ms".into(), "6000".into());
+    let plan = happystreams::topology::load(&setup.topology).unwrap();
+    let shutdown = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, base, handle) = (shutdown.clone(), setup.dir.path().to_owned(), tokio::runtime::Handle::current());
+    let worker = tokio::task::spawn_blocking(move || instance::run(plan, &base, &settings, flag, handle));
+
+    // Failing produce, fetch and offset-commit requests (retried by the client)...
+    let errors = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 3];
+    mock.request_errors(RDKafkaApiKey::Produce, &errors);
+    mock.request_errors(RDKafkaApiKey::Fetch, &errors);
+    mock.request_errors(RDKafkaApiKey::OffsetCommit, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 2]);
+    produce_clicks(&setup, 1_000..2_000).await;
+    // ...then the broker goes down for a while, mid-stream, and comes back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    mock.broker_down(1).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    mock.broker_up(1).unwrap();
+    produce_clicks(&setup, 2_000..3_000).await;
+
+    let (want_facts, want_counts) = oracle(3_000, 0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (facts, counts, _) = outputs(&setup);
+        if facts == want_facts && counts == want_counts {
+            break;
+        }
+        assert!(!worker.is_finished(), "the instance stopped: {:?}", worker.await);
+        assert!(Instant::now() < deadline, "{} of {} facts after the outage", facts.len(), want_facts.len());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
+    worker.await.unwrap().expect("a clean stop");
+}
