@@ -1,4 +1,4 @@
-//! Log setup: human-readable lines by default, JSON lines with `--log-format json`. Logs go to
+//! Log setup: human-readable lines by default (coloured only on a terminal), JSON lines with `--log-format json`. Logs go to
 //! stderr so that commands which print data (`decode`) keep stdout clean.
 
 use crate::config::{LogConfig, LogFormat};
@@ -10,7 +10,9 @@ pub fn init_logging(config: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: log files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match config.format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -36,3 +36,31 @@ pub async fn serve(address: &str, handle: PrometheusHandle) -> Result<SocketAddr
     });
     Ok(bound)
 }
+
+/// Counters labelled by one value (a topic, a source), resolved once per label value instead of
+/// once per record.
+pub struct LabelledCounters {
+    name: &'static str,
+    label: &'static str,
+    counters: std::sync::RwLock<std::collections::BTreeMap<String, metrics::Counter>>,
+}
+
+impl LabelledCounters {
+    /// Counters `name{label=...}`.
+    pub const fn new(name: &'static str, label: &'static str) -> Self {
+        LabelledCounters { name, label, counters: std::sync::RwLock::new(std::collections::BTreeMap::new()) }
+    }
+
+    /// Adds `n` to the counter for `value`.
+    pub fn add(&self, value: &str, n: u64) {
+        if let Some(counter) = self.counters.read().ok().and_then(|c| c.get(value).cloned()) {
+            counter.increment(n);
+            return;
+        }
+        let counter = metrics::counter!(self.name, self.label => value.to_owned());
+        counter.increment(n);
+        if let Ok(mut counters) = self.counters.write() {
+            counters.insert(value.to_owned(), counter);
+        }
+    }
+}

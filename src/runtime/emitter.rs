@@ -7,6 +7,7 @@ use super::RuntimeError;
 use super::changelog::send;
 use super::codecs::{BadRecord, Encoders, encode_repartitioned};
 use crate::codec::json;
+use crate::observe::metrics::LabelledCounters;
 use crate::operators::pipeline::Output;
 use crate::record::{Record, Value};
 use crate::topology::spec::SinkFormat;
@@ -31,6 +32,8 @@ pub mod headers {
     /// Its timestamp (ms), when it had one.
     pub const SOURCE_TIMESTAMP: &str = "happystreams.source.timestamp";
 }
+
+static RECORDS_OUT: LabelledCounters = LabelledCounters::new("records_out_total", "topic");
 
 /// Sends outputs and remembers them until flushed.
 pub struct Emitter {
@@ -109,7 +112,7 @@ impl Emitter {
             let future =
                 send(&self.producer, record).map_err(|e| RuntimeError::Output(format!("sending to {topic}: {e}")))?;
             self.remember(future);
-            metrics::counter!("records_out_total", "topic" => topic.clone()).increment(1);
+            RECORDS_OUT.add(topic, 1);
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ use super::{ProcessingGuarantee, RuntimeConfig, RuntimeError};
 use crate::connectors::kafka::KafkaConfig;
 use crate::connectors::kafka::record_from;
 use crate::error::ErrorClass;
+use crate::observe::metrics::LabelledCounters;
 use crate::operators::OperatorError;
 use crate::operators::pipeline::Pipeline;
 use crate::operators::table::Table;
@@ -168,11 +169,13 @@ fn add_offsets(offsets: &mut TopicPartitionList, task: &Task) {
     }
 }
 
+static RECORDS_IN: LabelledCounters = LabelledCounters::new("records_in_total", "topic");
+
 /// Handles one input record for `task`: decode, process, emit; a bad record follows its
 /// source's `on_error` policy. The task's position moves past the record unless it fails.
 pub fn handle_record(shared: &Shared, task: &mut Task, topic: &str, record: &Record) -> Result<(), RuntimeError> {
     let (partition, offset) = record.position.as_ref().map_or((-1, -1), |p| (p.partition, p.offset));
-    metrics::counter!("records_in_total", "topic" => topic.to_owned()).increment(1);
+    RECORDS_IN.add(topic, 1);
     let source = shared.decoders.source_of(topic).and_then(|s| shared.plan.source(s));
     let decoded = shared.decoders.decode(task.pipeline(), topic, record);
     let outcome = decoded.and_then(|input| {

@@ -1,0 +1,242 @@
+//! End-to-end harness for `happystreams run` on a real broker (Tansu, started here): end-to-end
+//! throughput of `tests/fixtures/topologies/views_by_source.yaml` (a table, a join, a
+//! repartition and a windowed aggregate) with one and two instances, and the restore rate of a
+//! fresh instance rebuilding its state from the changelogs. Prints a table.
+//!
+//! `cargo bench --bench runtime` (release). Sizes: `HAPPYSTREAMS_BENCH_CLICKS` (default 300000),
+//! `HAPPYSTREAMS_BENCH_VISITORS` (default 100000).
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PARTITIONS: i32 = 4;
+const START: i64 = 1_750_000_000_000;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn start_tansu(dir: &Path) -> String {
+    let out =
+        Command::new("bash").arg(root().join("tests/rig/tansu.sh")).arg("start").arg(dir).output().expect("tansu.sh");
+    assert!(out.status.success(), "tests/rig/tansu.sh start failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c
+}
+
+fn create_topics(bootstrap: &str, names: &[String]) {
+    let admin: AdminClient<DefaultClientContext> = config(bootstrap).create().unwrap();
+    let topics: Vec<NewTopic<'_>> =
+        names.iter().map(|n| NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(1))).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for result in rt.block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap() {
+        result.unwrap();
+    }
+}
+
+fn produce(bootstrap: &str, prefix: &str, visitors: usize, clicks: usize) -> Duration {
+    let producer: ThreadedProducer<DefaultProducerContext> = config(bootstrap)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap();
+    let started = Instant::now();
+    let sources = ["email", "social", "search", "direct"];
+    let send = |topic: &str, key: &str, value: &str, ts: i64| {
+        let mut record = BaseRecord::to(topic).key(key).payload(value).timestamp(ts);
+        loop {
+            match producer.send(record) {
+                Ok(()) => return,
+                Err((_, back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+    };
+    let visitors_topic = format!("{prefix}.visitors");
+    for v in 1..=visitors {
+        let value = format!(
+            r#"{{"before":null,"after":{{"visitor_id":{v},"source":"{}"}},"source":{{"ts_ms":{START}}},"op":"r","ts_ms":{START}}}"#,
+            sources[v % 4]
+        );
+        send(&visitors_topic, &format!(r#"{{"visitor_id":{v}}}"#), &value, START);
+    }
+    let clicks_topic = format!("{prefix}.clicks");
+    for i in 0..clicks {
+        let v = 1 + i % visitors;
+        let t = START + i as i64 * 10;
+        send(
+            &clicks_topic,
+            &format!(r#"{{"visitor_id":{v}}}"#),
+            &format!(r#"{{"event_id":"e{i}","visitor_id":{v},"event_time":{t}}}"#),
+            t,
+        );
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    started.elapsed()
+}
+
+struct Instance {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Instance {
+    fn start(bootstrap: &str, topology: &Path, app: &str, state: &Path, log: PathBuf) -> Instance {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(env!("CARGO_BIN_EXE_happystreams"))
+            .args(["run", "--topology"])
+            .arg(topology)
+            .args(["--bootstrap-servers", bootstrap, "--application-id", app, "--state-dir"])
+            .arg(state)
+            .args(["--metrics-address", &format!("127.0.0.1:{port}")])
+            .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
+            .env("RUST_LOG", "happystreams=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Instance { child, port, log }
+    }
+
+    fn metric(&self, name: &str, label: &str) -> f64 {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return 0.0 };
+        let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body.lines()
+            .filter(|l| l.starts_with(name) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `count` instances until every click reached the facts topic; returns seconds from the
+/// first record read to the last fact written.
+fn run(bootstrap: &str, topology: &Path, app: &str, dir: &Path, count: usize, clicks: usize) -> (f64, Vec<Instance>) {
+    let instances: Vec<Instance> = (0..count)
+        .map(|i| {
+            Instance::start(
+                bootstrap,
+                topology,
+                app,
+                &dir.join(format!("{app}-{i}")),
+                dir.join(format!("{app}-{i}.log")),
+            )
+        })
+        .collect();
+    let facts = format!("topic=\"{}.facts\"", app.split('_').next().unwrap_or(app));
+    let mut first: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let read: f64 = instances.iter().map(|i| i.metric("records_in_total", "")).sum();
+        if first.is_none() && read > 0.0 {
+            first = Some(Instant::now());
+        }
+        let out: f64 = instances.iter().map(|i| i.metric("records_out_total", &facts)).sum();
+        if out >= clicks as f64 {
+            return (first.map_or(0.0, |f| f.elapsed().as_secs_f64()), instances);
+        }
+        assert!(Instant::now() < deadline, "no completion after 900 s ({out} of {clicks} facts)");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let clicks = env_usize("HAPPYSTREAMS_BENCH_CLICKS", 300_000);
+    let visitors = env_usize("HAPPYSTREAMS_BENCH_VISITORS", 100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let bootstrap = start_tansu(&dir.path().join("tansu"));
+    let mut rows = Vec::new();
+    for count in [1usize, 2] {
+        let prefix = format!("bench{count}");
+        create_topics(&bootstrap, &[format!("{prefix}.clicks"), format!("{prefix}.visitors")]);
+        let produced = produce(&bootstrap, &prefix, visitors, clicks);
+        let yaml = std::fs::read_to_string(root().join("tests/fixtures/topologies/views_by_source.yaml"))
+            .unwrap()
+            .replace("rt.", &format!("{prefix}."));
+        let topology = dir.path().join(format!("{prefix}.yaml"));
+        std::fs::write(&topology, yaml).unwrap();
+        let (seconds, instances) = run(&bootstrap, &topology, &prefix, dir.path(), count, clicks);
+        rows.push(format!(
+            "| end to end, {count} instance(s) | {} clicks + {visitors} visitors | {seconds:.1} s | {:.0} clicks/s |",
+            clicks,
+            clicks as f64 / seconds
+        ));
+        if count == 1 {
+            rows.push(format!(
+                "| produce (input, for scale) | {} records | {:.1} s | {:.0} records/s |",
+                clicks + visitors,
+                produced.as_secs_f64(),
+                (clicks + visitors) as f64 / produced.as_secs_f64()
+            ));
+            drop(instances);
+            // A fresh instance rebuilds everything from the changelogs.
+            let fresh = Instance::start(
+                &bootstrap,
+                &topology,
+                &prefix,
+                &dir.path().join("fresh"),
+                dir.path().join("fresh.log"),
+            );
+            let deadline = Instant::now() + Duration::from_secs(600);
+            let tasks = f64::from(2 * PARTITIONS);
+            while fresh.metric("task_running", "") < tasks {
+                assert!(Instant::now() < deadline, "restore did not finish");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let log = std::fs::read_to_string(&fresh.log).unwrap_or_default();
+            let (mut records, mut slowest) = (0u64, 0u64);
+            for line in log.lines().filter(|l| l.contains(" restored ")) {
+                let field = |name: &str| {
+                    line.split_whitespace()
+                        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                        .and_then(|v| v.trim_matches(|c: char| !c.is_ascii_digit()).parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                records += field("records");
+                slowest = slowest.max(field("elapsed_ms"));
+            }
+            rows.push(format!(
+                "| restore from changelogs ({} tasks in parallel) | {records} records | {:.2} s | {:.0} records/s |",
+                tasks,
+                slowest as f64 / 1000.0,
+                records as f64 / (slowest.max(1) as f64 / 1000.0)
+            ));
+        }
+    }
+    let _ =
+        Command::new("bash").arg(root().join("tests/rig/tansu.sh")).arg("stop").arg(dir.path().join("tansu")).status();
+    println!("\n| what | input | time | rate |\n|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+}
