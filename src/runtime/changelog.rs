@@ -150,6 +150,20 @@ pub struct RestoreReport {
     pub elapsed: Duration,
 }
 
+/// A consumer for partitions it is assigned by hand (no group membership; the group id only
+/// names it), reading committed records from the start of a partition unless told otherwise,
+/// reporting the end of a partition when `eof`.
+pub fn reader(kafka: &KafkaConfig, group_id: &str, eof: bool) -> Result<BaseConsumer, KafkaError> {
+    kafka
+        .client_config()
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", if eof { "true" } else { "false" })
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()
+}
+
 /// The high watermark librdkafka last saw in a Fetch response for a partition (no request).
 pub fn cached_high_watermark(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
     let topic = std::ffi::CString::new(topic).ok()?;
@@ -184,15 +198,7 @@ pub fn restore(
         |detail: String| StateError::Changelog(format!("restoring from {topic} partition {partition}: {detail}"));
     let mut checkpoint = backend.checkpoint()?.unwrap_or_default();
     let from = checkpoint.changelogs.get(topic).copied().unwrap_or(0);
-    let consumer: BaseConsumer = kafka
-        .client_config()
-        .set("group.id", "happystreams-restore")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .create()
-        .map_err(|e| failed(e.to_string()))?;
+    let consumer = reader(kafka, "happystreams-restore", true).map_err(|e| failed(e.to_string()))?;
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(topic, partition, Offset::Offset(from)).map_err(|e| failed(e.to_string()))?;
     consumer.assign(&assignment).map_err(|e| failed(e.to_string()))?;

@@ -6,7 +6,7 @@
 //! callback, on the worker thread: the revoked tasks flush, commit and close before their
 //! partitions are given away.
 
-use super::changelog::{KafkaChangelog, RestoreReport, restore};
+use super::changelog::{KafkaChangelog, RestoreReport, reader, restore};
 use super::codecs::{BadRecord, Decoders};
 use super::emitter::Emitter;
 use super::global::{SharedBackend, TaskBackend};
@@ -236,14 +236,7 @@ fn catch_up(
     cancel: &AtomicBool,
 ) -> Result<u64, RuntimeError> {
     let from = task.position(topic, partition).map_or(Offset::Beginning, Offset::Offset);
-    let consumer: BaseConsumer = shared
-        .kafka
-        .client_config()
-        .set("group.id", format!("{}-bootstrap", shared.layout.application_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
-        .create()
+    let consumer = reader(&shared.kafka, &format!("{}-bootstrap", shared.layout.application_id), true)
         .map_err(|e| RuntimeError::Kafka(format!("creating a consumer: {e}")))?;
     let mut assignment = TopicPartitionList::new();
     let _ = assignment.add_partition_offset(topic, partition, from);
@@ -363,14 +356,7 @@ pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), Runtime
     let group: BaseConsumer<GroupContext> = config
         .create_with_context(context)
         .map_err(|e| RuntimeError::Kafka(format!("creating the group consumer: {e}")))?;
-    let side: BaseConsumer = shared
-        .kafka
-        .client_config()
-        .set("group.id", format!("{}-side", shared.layout.application_id))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .create()
+    let side = reader(&shared.kafka, &format!("{}-side", shared.layout.application_id), false)
         .map_err(|e| RuntimeError::Kafka(format!("creating the table consumer: {e}")))?;
     let leads: Vec<&str> = shared.layout.subtopologies.iter().map(|s| s.lead.as_str()).collect();
     group.subscribe(&leads).map_err(|e| RuntimeError::Kafka(format!("subscribing to {leads:?}: {e}")))?;
