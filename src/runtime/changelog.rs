@@ -107,6 +107,16 @@ impl Changelog for KafkaChangelog {
             }
             deliveries.push(send(&self.producer, record).map_err(|e| failed(&e))?);
         }
+        // The batch's records are acknowledged before its marker is sent: a marker never
+        // follows a gap in its batch.
+        let mut next = 0;
+        for result in futures::executor::block_on(join_all(std::mem::take(&mut deliveries))) {
+            match result {
+                Ok(Ok(delivery)) => next = next.max(delivery.offset + 1),
+                Ok(Err((e, _))) => return Err(failed(&e)),
+                Err(_) => return Err(failed(&"delivery cancelled (producer closed)")),
+            }
+        }
         let marker = serde_json::to_vec(&Marker {
             inputs: checkpoint.inputs.clone(),
             stream_time_ms: checkpoint.stream_time_ms,
@@ -120,9 +130,7 @@ impl Changelog for KafkaChangelog {
             .payload(&marker)
             .headers(headers);
         deliveries.push(send(&self.producer, record).map_err(|e| failed(&e))?);
-        let results = futures::executor::block_on(join_all(deliveries));
-        let mut next = 0;
-        for result in results {
+        for result in futures::executor::block_on(join_all(deliveries)) {
             match result {
                 Ok(Ok(delivery)) => next = next.max(delivery.offset + 1),
                 Ok(Err((e, _))) => return Err(failed(&e)),

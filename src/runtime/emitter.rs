@@ -46,6 +46,25 @@ pub struct Emitter {
     /// Sends hold it shared; a transaction commit holds it exclusively, so no record is sent
     /// between committing one transaction and beginning the next.
     gate: RwLock<()>,
+    /// Set when a flush failed: records were lost, so nothing may be committed any more.
+    poisoned: std::sync::atomic::AtomicBool,
+}
+
+/// Writes held back while a task restores (under exactly-once they must go out inside the
+/// transaction that commits the task's state, not whichever transaction is open meanwhile).
+#[derive(Debug)]
+pub enum Deferred {
+    /// Outputs of one record.
+    Outputs(Vec<Output>),
+    /// A record for a dead-letter topic.
+    DeadLetter {
+        /// Topic.
+        dlq: String,
+        /// The bad record.
+        record: Record,
+        /// Why.
+        bad: BadRecord,
+    },
 }
 
 impl Emitter {
@@ -66,6 +85,7 @@ impl Emitter {
             physical,
             pending: Mutex::default(),
             gate: RwLock::default(),
+            poisoned: Default::default(),
         }
     }
 
@@ -156,9 +176,35 @@ impl Emitter {
         Ok(())
     }
 
+    /// Sends writes held back during a restore.
+    pub fn send_deferred(&self, deferred: Vec<Deferred>) -> Result<(), RuntimeError> {
+        for item in deferred {
+            match item {
+                Deferred::Outputs(outputs) => self.emit(outputs)?,
+                Deferred::DeadLetter { dlq, record, bad } => self.dead_letter(&dlq, &record, &bad)?,
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until every record sent so far is acknowledged; the first failure is an error (the
-    /// caller must not commit).
+    /// caller must not commit), and every later flush fails too: the lost records cannot be
+    /// sent again from here, so only a restart (from the last commit) can produce them.
     pub fn flush(&self) -> Result<(), RuntimeError> {
+        use std::sync::atomic::Ordering;
+        if self.poisoned.load(Ordering::Relaxed) {
+            return Err(RuntimeError::Output(
+                "an earlier delivery failed; restart to process those records again".into(),
+            ));
+        }
+        let result = self.flush_pending();
+        if result.is_err() {
+            self.poisoned.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn flush_pending(&self) -> Result<(), RuntimeError> {
         let pending = match self.pending.lock() {
             Ok(mut pending) => std::mem::take(&mut *pending),
             Err(_) => return Err(RuntimeError::Output("emitter lock poisoned".into())),

@@ -2,6 +2,7 @@
 //! positions and its stream time. The worker feeds it decoded records; it commits on request.
 
 use super::codecs::Input;
+use super::emitter::Deferred;
 use super::layout::TaskId;
 use crate::operators::OperatorError;
 use crate::operators::pipeline::{Output, Pipeline};
@@ -23,6 +24,8 @@ pub struct Task {
     stream_time: i64,
     /// Records processed since the last commit.
     uncommitted: u64,
+    /// While restoring: outputs and dead letters held back until the task runs.
+    deferred: Option<Vec<Deferred>>,
 }
 
 impl std::fmt::Debug for Task {
@@ -36,7 +39,7 @@ impl Task {
     pub fn new(id: TaskId, pipeline: Pipeline, state: TaskState<Box<dyn StateBackend>>) -> Self {
         let positions = state.checkpoint().inputs.clone();
         let stream_time = state.checkpoint().stream_time_ms.unwrap_or(i64::MIN);
-        Task { id, pipeline, state, positions, stream_time, uncommitted: 0 }
+        Task { id, pipeline, state, positions, stream_time, uncommitted: 0, deferred: None }
     }
 
     /// The next offset to read from an input partition, if the state has one.
@@ -132,6 +135,21 @@ impl Task {
             }
         }
         Ok(())
+    }
+
+    /// Holds back outputs and dead letters (restoring) until [`Task::take_deferred`].
+    pub fn defer(&mut self) {
+        self.deferred.get_or_insert_with(Vec::new);
+    }
+
+    /// Where writes go while deferring (`None`: send them now).
+    pub fn deferred(&mut self) -> Option<&mut Vec<Deferred>> {
+        self.deferred.as_mut()
+    }
+
+    /// Stops deferring; returns what was held back.
+    pub fn take_deferred(&mut self) -> Vec<Deferred> {
+        self.deferred.take().unwrap_or_default()
     }
 
     /// The task's pipeline.

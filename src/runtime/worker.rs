@@ -8,7 +8,7 @@
 
 use super::changelog::{KafkaChangelog, RestoreReport, reader, restore};
 use super::codecs::{BadRecord, Decoders};
-use super::emitter::Emitter;
+use super::emitter::{Deferred, Emitter};
 use super::global::{SharedBackend, TaskBackend};
 use super::layout::{Layout, TaskId};
 use super::task::Task;
@@ -105,7 +105,19 @@ impl ConsumerContext for GroupContext {
                 self.shared.layout.by_lead(e.topic()).map(|s| TaskId { subtopology: s.id, partition: e.partition() })
             })
             .collect();
-        if let Err(e) = self.close(consumer, &ids) {
+        // A task assigned and revoked before the worker saw the assignment never starts.
+        if let Ok(mut assigned) = self.assigned.lock() {
+            assigned.retain(|id| !ids.contains(id));
+        }
+        let closed = if consumer.assignment_lost() {
+            // The group moved on without us (session or poll timeout): the tasks may already
+            // run elsewhere, so nothing of theirs may be committed now.
+            tracing::warn!(tasks = ids.len(), "assignment lost; dropping the tasks without committing");
+            self.drop_tasks(&ids)
+        } else {
+            self.close(consumer, &ids)
+        };
+        if let Err(e) = closed {
             tracing::error!(error = %e, "closing revoked tasks failed; their last uncommitted records will be processed again by the next owner");
             if let Ok(mut failure) = self.failure.lock() {
                 failure.get_or_insert(e);
@@ -133,6 +145,35 @@ impl ConsumerContext for GroupContext {
 }
 
 impl GroupContext {
+    /// Drops tasks without committing (their uncommitted work is processed again by the next
+    /// owner); under exactly-once the open transaction is aborted and a new one begun.
+    fn drop_tasks(&self, ids: &[TaskId]) -> Result<(), RuntimeError> {
+        let mut tasks = self.tasks.lock().map_err(|_| RuntimeError::Config("task lock poisoned".into()))?;
+        for id in ids {
+            if let Some(Slot::Restoring { cancel, handle }) = tasks.remove(id) {
+                cancel.store(true, Ordering::Relaxed);
+                if let Some(handle) = handle {
+                    let _ = handle.join();
+                }
+            }
+            metrics::gauge!("task_running", "task" => id.to_string()).set(0.0);
+        }
+        if self.shared.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
+            // Every task's uncommitted work is in the aborted transaction: all of them restart
+            // from their committed state.
+            let _exclusive = self.shared.emitter.exclusive();
+            let producer = self.shared.emitter.producer();
+            let kafka = |what: &str, e: KafkaError| RuntimeError::Kafka(format!("{what}: {e}"));
+            producer.abort_transaction(Duration::from_secs(30)).map_err(|e| kafka("aborting the transaction", e))?;
+            producer.begin_transaction().map_err(|e| kafka("beginning a transaction", e))?;
+            return Err(RuntimeError::Kafka(
+                "assignment lost under exactly-once: the open transaction was aborted; restarting the instance's tasks"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Commits every task (one transaction under exactly-once), then closes `ids` (revocation
     /// and shutdown).
     fn close(&self, consumer: &BaseConsumer<Self>, ids: &[TaskId]) -> Result<(), RuntimeError> {
@@ -189,7 +230,16 @@ pub fn handle_record(shared: &Shared, task: &mut Task, topic: &str, record: &Rec
         }
     });
     match outcome {
-        Ok(out) => shared.emitter.emit(out)?,
+        Ok(out) => match task.deferred() {
+            Some(deferred) => deferred.push(Deferred::Outputs(out)),
+            None => {
+                if let Err(e) = shared.emitter.emit(out) {
+                    // The record's state writes stay in the task's write cache; the instance
+                    // stops without committing them (see `run`).
+                    return Err(e);
+                }
+            }
+        },
         Err(bad) => {
             let policy = match (source, bad.class) {
                 (Some(source), ErrorClass::Data) => source.on_error,
@@ -216,7 +266,12 @@ pub fn handle_record(shared: &Shared, task: &mut Task, topic: &str, record: &Rec
                         .dead_letters
                         .get(name)
                         .ok_or_else(|| RuntimeError::Config(format!("source `{name}` has no dead-letter topic")))?;
-                    shared.emitter.dead_letter(dlq, record, &bad)?;
+                    match task.deferred() {
+                        Some(deferred) => {
+                            deferred.push(Deferred::DeadLetter { dlq: dlq.clone(), record: record.clone(), bad })
+                        }
+                        None => shared.emitter.dead_letter(dlq, record, &bad)?,
+                    }
                     metrics::counter!("records_dead_lettered_total", "source" => name.to_owned()).increment(1);
                 }
             }
@@ -298,12 +353,16 @@ fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Task, 
             changelog,
             id.partition,
         )));
+        if shared.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
+            state = state.log_positions();
+        }
     }
     let pipeline = Pipeline::with_tables(shared.plan.clone(), &shared.global_tables)
         .map_err(|e| RuntimeError::Config(e.to_string()))?
         .split(id.subtopology);
     let mut task = Task::new(id, pipeline, state);
     task.rewrite(&report.orphans)?;
+    task.defer();
     for input in sub.inputs.iter().filter(|i| i.table) {
         let records = catch_up(shared, &mut task, &input.topic, id.partition, cancel)?;
         tracing::info!(task = %id, topic = %input.topic, records, "table read to its end");
@@ -444,7 +503,16 @@ pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), Runtime
     }
     let ids: Vec<TaskId> = tasks.lock().map(|t| t.keys().copied().collect()).unwrap_or_default();
     let exactly_once = shared.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
-    let closed = if result.is_err() && exactly_once {
+    // Commit on the way out only when nothing was lost: after a failed record (rolled back,
+    // `on_error: fail`) the other records' work is kept; after an output, Kafka or state error
+    // the write cache may hold work whose outputs were not delivered, so nothing is committed.
+    let clean = matches!(result, Ok(()) | Err(RuntimeError::Record { .. }));
+    let closed = if !clean && !exactly_once {
+        if let Ok(mut tasks) = tasks.lock() {
+            tasks.clear();
+        }
+        Ok(())
+    } else if result.is_err() && exactly_once {
         // The open transaction holds the failed record's batch: abort it, so nothing of it is
         // ever visible, and close the tasks without committing (a restart processes it again).
         let _exclusive = shared.emitter.exclusive();
@@ -571,7 +639,7 @@ fn finish_restores(
             .ok_or_else(|| RuntimeError::Config(format!("no sub-topology {}", id.subtopology)))?;
         let offset = match task.position(&sub.lead, id.partition) {
             Some(next) => Offset::Offset(next),
-            None => committed(group, &sub.lead, id.partition),
+            None => committed(group, &sub.lead, id.partition)?,
         };
         let mut tpl = TopicPartitionList::new();
         let _ = tpl.add_partition_offset(&sub.lead, id.partition, offset);
@@ -585,6 +653,8 @@ fn finish_restores(
                 .insert((input.topic.clone(), id.partition), task.position(&input.topic, id.partition).unwrap_or(0));
             changed = true;
         }
+        let mut task = task;
+        shared.emitter.send_deferred(task.take_deferred())?;
         tracing::info!(task = %id, lead = %sub.lead, ?offset, "task running");
         metrics::gauge!("task_running", "task" => id.to_string()).set(1.0);
         tasks.insert(id, Slot::Running(task));
@@ -592,20 +662,30 @@ fn finish_restores(
     Ok(changed)
 }
 
-/// The group's committed offset of a partition (the start when none).
-fn committed(group: &BaseConsumer<GroupContext>, topic: &str, partition: i32) -> Offset {
-    let mut tpl = TopicPartitionList::new();
-    let _ = tpl.add_partition(topic, partition);
-    match group.committed_offsets(tpl, Duration::from_secs(10)) {
-        Ok(list) => match list.find_partition(topic, partition).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => Offset::Offset(o),
-            _ => Offset::Beginning,
-        },
-        Err(e) => {
-            tracing::warn!(topic, partition, error = %e, "reading the committed offset failed; starting from the beginning");
-            Offset::Beginning
+/// The group's committed offset of a partition (the start when none was ever committed).
+fn committed(group: &BaseConsumer<GroupContext>, topic: &str, partition: i32) -> Result<Offset, RuntimeError> {
+    let mut last = None;
+    for attempt in 0..5 {
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition(topic, partition);
+        match group.committed_offsets(tpl, Duration::from_secs(10)) {
+            Ok(list) => {
+                return Ok(match list.find_partition(topic, partition).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Offset::Offset(o),
+                    _ => Offset::Beginning,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(topic, partition, attempt, error = %e, "reading the committed offset failed; retrying");
+                last = Some(e);
+                std::thread::sleep(Duration::from_millis(500 << attempt));
+            }
         }
     }
+    Err(RuntimeError::Kafka(format!(
+        "reading the committed offset of {topic} partition {partition}: {}; is the group coordinator reachable?",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )))
 }
 
 /// The commit protocol (module docs of `runtime`) for every running task with work: outputs

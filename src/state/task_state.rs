@@ -22,6 +22,8 @@ pub struct TaskState<B: StateBackend> {
     undo: Option<Vec<(String, Vec<u8>, Option<Option<Vec<u8>>>)>>,
     /// The checkpoint of a commit whose changelog part is done (see [`TaskState::prepare_commit`]).
     prepared: Option<Checkpoint>,
+    /// Log a commit whose only news is new input positions (a marker without writes).
+    log_positions: bool,
 }
 
 impl<B: StateBackend> std::fmt::Debug for TaskState<B> {
@@ -48,12 +50,21 @@ impl<B: StateBackend> TaskState<B> {
             checkpoint,
             undo: None,
             prepared: None,
+            log_positions: false,
         })
     }
 
     /// Logs every committed write to `changelog` before it reaches the backend.
     pub fn with_changelog(mut self, changelog: Box<dyn Changelog>) -> Self {
         self.changelog = Some(changelog);
+        self
+    }
+
+    /// Also logs commits that only moved the input positions, so a restore from the changelog
+    /// resumes exactly where the last commit left off (exactly-once: the outputs of those inputs
+    /// were committed with the transaction and must not be produced again).
+    pub fn log_positions(mut self) -> Self {
+        self.log_positions = true;
         self
     }
 
@@ -197,7 +208,8 @@ impl<B: StateBackend> TaskState<B> {
                     })
                 })
                 .collect();
-            if !entries.is_empty() {
+            let moved = next.inputs != self.checkpoint.inputs || next.stream_time_ms != self.checkpoint.stream_time_ms;
+            if !entries.is_empty() || (self.log_positions && moved) {
                 next.changelogs.extend(changelog.append(&entries, &next)?);
             }
         }
