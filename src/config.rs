@@ -53,6 +53,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// `happystreams run` settings.
     pub runtime: crate::runtime::RuntimeConfig,
+    /// The data lake.
+    pub lake: crate::connectors::lake::LakeConfig,
 }
 
 /// A configuration error: which layer and key, and what is wrong.

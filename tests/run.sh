@@ -10,12 +10,14 @@ if ! cargo fmt --check >/dev/null 2>&1; then
   echo "formatting differs from rustfmt.toml: run \`cargo fmt\`" >&2
   exit 1
 fi
-# The real-broker tests start their own Tansu and noida-db brokers from these binaries
-# (tests/it/rig.rs).
+# The real-service tests start their own Tansu and noida-db brokers and moto S3 server from
+# these binaries (tests/it/rig.rs).
 HAPPYSTREAMS_TANSU_BIN=$(tests/rig/tansu.sh bin)
 export HAPPYSTREAMS_TANSU_BIN
 HAPPYSTREAMS_NOIDA_BIN=$(tests/rig/noida.sh bin)
 export HAPPYSTREAMS_NOIDA_BIN
+HAPPYSTREAMS_MOTO_BIN=$(tests/rig/moto.sh bin)
+export HAPPYSTREAMS_MOTO_BIN
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

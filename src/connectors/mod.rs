@@ -3,6 +3,8 @@
 //!
 //! - [`kafka`]: client settings (incl. SASL/TLS) and reading records from topics.
 //! - [`registry`]: the Confluent-compatible Schema Registry server and client.
+//! - [`lake`]: the data lake (local directory or S3): atomic file writes, Parquet.
 
 pub mod kafka;
+pub mod lake;
 pub mod registry;

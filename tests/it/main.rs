@@ -8,6 +8,7 @@
 //!   restarts and with RocksDB state reopened from disk.
 //! - `cli`: `happystreams decode`, `schemas`, `registry serve` as a user runs them.
 //! - `kafka`: reading records back from MockCluster and Tansu.
+//! - `lake`: the lake on a local directory and on S3 (moto): atomic writes, listing, Parquet.
 //! - `oracle`: incremental results equal a from-scratch recomputation on shuffled input.
 //! - `no_panic`: arbitrary bytes into every decoder never panic.
 //! - `topology`: topology files validate and describe; bad ones are rejected with file and line.
@@ -20,6 +21,7 @@ mod cli;
 mod debezium_fixtures;
 mod golden;
 mod kafka;
+mod lake;
 mod no_panic;
 mod oracle;
 mod registry_api;

@@ -113,6 +113,34 @@ fn start_noida() -> String {
     format!("127.0.0.1:{port}")
 }
 
+/// A moto S3 server shared by the test binary (in memory, any credentials, path-style), from
+/// `HAPPYSTREAMS_MOTO_BIN` (set by `tests/run.sh`) or `tests/rig/moto.sh bin`; returns its URL.
+pub fn moto() -> &'static str {
+    static SERVER: OnceLock<String> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let bin = std::env::var("HAPPYSTREAMS_MOTO_BIN").unwrap_or_else(|_| {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rig/moto.sh");
+            let output =
+                Command::new("bash").arg(script).arg("bin").stderr(Stdio::inherit()).output().expect("run tests/rig/moto.sh");
+            assert!(output.status.success(), "tests/rig/moto.sh bin failed");
+            String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let script = format!(
+            "'{bin}' -H 127.0.0.1 -p {port} >/dev/null 2>&1 & b=$!; \
+             trap 'kill $b 2>/dev/null' EXIT; while kill -0 {parent} 2>/dev/null && kill -0 $b 2>/dev/null; do sleep 0.5; done",
+            parent = std::process::id()
+        );
+        Command::new("sh").arg("-c").arg(script).stdin(Stdio::null()).spawn().expect("start moto_server");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server ({bin}) did not listen on port {port} within 60 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        format!("http://127.0.0.1:{port}")
+    })
+}
+
 /// Creates a topic through the Admin API (real brokers).
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create().expect("admin client");

@@ -1,0 +1,124 @@
+//! The lake on a local directory and on S3 (a moto server): atomic writes, listing, Parquet.
+
+use crate::rig;
+use bytes::Bytes;
+use happystreams::connectors::lake::parquet::{row_count, to_parquet};
+use happystreams::connectors::lake::{Lake, LakeConfig, LakeError, S3Config, hive_partition};
+use happystreams::record::{Decimal, Row, TimeUnit, Value};
+
+async fn s3_lake(bucket: &str) -> Lake {
+    let endpoint = rig::moto();
+    let created = reqwest::Client::new().put(format!("{endpoint}/{bucket}")).send().await.expect("moto reachable");
+    assert!(created.status().is_success(), "creating bucket {bucket}: {}", created.status());
+    Lake::open(&LakeConfig {
+        url: format!("s3://{bucket}/lake"),
+        s3: S3Config {
+            endpoint: Some(endpoint.to_owned()),
+            access_key_id: Some("test".into()),
+            secret_access_key: Some("test".into()),
+            allow_http: true,
+            ..S3Config::default()
+        },
+    })
+    .unwrap()
+}
+
+fn rows(n: i64) -> Vec<Row> {
+    (0..n)
+        .map(|i| {
+            Row::new()
+                .with("event_id", Value::String(format!("e{i}")))
+                .with("visitor_id", Value::Long(i % 7))
+                .with("amount", Value::Decimal(Decimal::new(i * 125, 2)))
+                .with("event_time", Value::Timestamp { value: 1_750_000_000_000 + i, unit: TimeUnit::Millis })
+                .with("country", if i % 3 == 0 { Value::Null } else { Value::String("FR".into()) })
+        })
+        .collect()
+}
+
+/// A stream that yields `good` chunks of 1 MiB, then fails.
+fn failing_stream(good: usize) -> impl futures::Stream<Item = Result<Bytes, String>> {
+    futures::stream::iter(
+        (0..good)
+            .map(|_| Ok(Bytes::from(vec![7u8; 1 << 20])))
+            .chain(std::iter::once(Err("connection reset".to_owned()))),
+    )
+}
+
+async fn check_lake(lake: &Lake) {
+    // Whole files and listing.
+    let partition = hive_partition("clicks", 1_750_000_000_000);
+    assert_eq!(partition, "clicks/date=2025-06-15/hour=15");
+    let parquet = to_parquet(&rows(1_000)).unwrap();
+    let path = format!("{partition}/clicks-0-0-999.parquet");
+    lake.put(&path, parquet.clone()).await.unwrap();
+    lake.put(&path, parquet.clone()).await.unwrap(); // a retry replaces, never duplicates
+    let listed = lake.list("clicks").await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!((listed[0].path.as_str(), listed[0].size), (path.as_str(), parquet.len() as u64));
+    assert_eq!(row_count(lake.get(&path).await.unwrap()).unwrap(), 1_000);
+
+    // Streams: 12 MiB go up as one file (a multipart upload on S3).
+    let chunks = (0..12).map(|_| Ok::<_, String>(Bytes::from(vec![1u8; 1 << 20])));
+    let written = lake.put_stream("landing/big.bin", futures::stream::iter(chunks)).await.unwrap();
+    assert_eq!(written, 12 << 20);
+    assert_eq!(lake.size("landing/big.bin").await.unwrap(), Some(12 << 20));
+
+    // A source failing half-way leaves nothing visible, and an older file stays as it was.
+    let err = lake.put_stream("landing/broken.bin", failing_stream(11)).await.unwrap_err();
+    assert!(matches!(err, LakeError::Source { .. }), "{err}");
+    assert_eq!(lake.size("landing/broken.bin").await.unwrap(), None);
+    lake.put_stream("landing/big.bin", failing_stream(6)).await.unwrap_err();
+    assert_eq!(lake.size("landing/big.bin").await.unwrap(), Some(12 << 20));
+    let landing: Vec<String> = lake.list("landing").await.unwrap().into_iter().map(|o| o.path).collect();
+    assert_eq!(landing, vec!["landing/big.bin".to_owned()]);
+
+    lake.delete("landing/big.bin").await.unwrap();
+    lake.delete("landing/big.bin").await.unwrap();
+    assert!(lake.list("landing").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_local_lake_writes_atomically_and_lists_what_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&LakeConfig { url: dir.path().display().to_string(), ..LakeConfig::default() }).unwrap();
+    check_lake(&lake).await;
+    // No staging files are left behind.
+    let leftovers: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.contains('#')).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test]
+async fn an_s3_lake_writes_atomically_and_lists_what_it_wrote() {
+    let lake = s3_lake(&rig::unique_topic("lake").replace('_', "-")).await;
+    check_lake(&lake).await;
+}
+
+#[test]
+fn bad_lake_urls_and_mixed_columns_are_clear_errors() {
+    let err = Lake::open(&LakeConfig { url: "hdfs://namenode/lake".into(), ..LakeConfig::default() }).unwrap_err();
+    assert!(err.to_string().contains("unsupported lake URL"), "{err}");
+    let err = Lake::open(&LakeConfig { url: "s3://".into(), ..LakeConfig::default() }).unwrap_err();
+    assert!(err.to_string().contains("names no bucket"), "{err}");
+    let mixed = vec![Row::new().with("n", Value::Long(1)), Row::new().with("n", Value::String("x".into()))];
+    let err = to_parquet(&mixed).unwrap_err();
+    assert!(err.to_string().contains("column `n` row 1"), "{err}");
+    let secret = LakeConfig {
+        url: "s3://b".into(),
+        s3: S3Config { secret_access_key: Some("hunter2".into()), ..S3Config::default() },
+    };
+    assert!(!format!("{secret:?}").contains("hunter2"));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path.display().to_string());
+        }
+    }
+    out
+}
