@@ -55,6 +55,8 @@ pub struct Config {
     pub runtime: crate::runtime::RuntimeConfig,
     /// The data lake.
     pub lake: crate::connectors::lake::LakeConfig,
+    /// SFTP sources of `sftp-sync`.
+    pub sftp: crate::connectors::sftp::SftpConfig,
 }
 
 /// A configuration error: which layer and key, and what is wrong.

@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use happystreams::commands::{decode, demo, describe, registry, run as run_cmd, schemas};
+use happystreams::commands::{decode, demo, describe, registry, run as run_cmd, schemas, sftp_sync};
 use happystreams::config::{Config, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +21,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "happystreams", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
-    /// Config file (TOML) with [log], [registry], [kafka] and [runtime] sections.
+    /// Config file (TOML) with [log], [registry], [kafka], [runtime], [lake] and [sftp] sections.
     #[arg(long, global = true, value_name = "FILE", env = "HAPPYSTREAMS_CONFIG")]
     config: Option<PathBuf>,
     /// Log level or filter, e.g. `debug` or `happystreams=debug,rdkafka=warn` (RUST_LOG wins).
@@ -46,6 +46,9 @@ enum Command {
     /// Run a topology against a Kafka cluster as a member of its application's consumer group
     /// (state in RocksDB, restored from changelog topics; stops cleanly on SIGTERM / Ctrl-C).
     Run(run_cmd::RunArgs),
+    /// Pull new files from the configured SFTP sources into the lake (`landing/<source>/`), each
+    /// once; non-zero exit if any file failed.
+    SftpSync(sftp_sync::SftpSyncArgs),
     /// The Confluent-compatible Schema Registry.
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -88,6 +91,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Run(args) => run_cmd::run(&args, &config).await?,
+        Command::SftpSync(args) => {
+            if sftp_sync::run(&args, &config).await?.failed > 0 {
+                return Ok(ExitCode::from(1));
+            }
+        }
         Command::Describe(args) => print!("{}", describe::run(&args)?),
         Command::Registry(RegistryCommand::Serve(args)) => registry::serve(&args).await?,
         Command::Schemas(command) => {

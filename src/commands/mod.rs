@@ -7,6 +7,7 @@ pub mod describe;
 pub mod registry;
 pub mod run;
 pub mod schemas;
+pub mod sftp_sync;
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM.
 pub async fn shutdown_signal() {

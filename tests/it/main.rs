@@ -14,6 +14,8 @@
 //! - `topology`: topology files validate and describe; bad ones are rejected with file and line.
 //! - `runtime`: `happystreams run` instances in a group on Tansu, killed and restarted, against
 //!   the oracle; restore from the local checkpoint; dead letters.
+//! - `sftp`: `happystreams sftp-sync` against a private OpenSSH server: files land once, host
+//!   keys verified, refused opens, a server killed mid-transfer.
 //! - `state_contract`: the state store contract on every backend, crash and failure cases.
 
 mod avro_registry;
@@ -27,5 +29,6 @@ mod oracle;
 mod registry_api;
 mod rig;
 mod runtime;
+mod sftp;
 mod state_contract;
 mod topology;
