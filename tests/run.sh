@@ -18,11 +18,19 @@ HAPPYSTREAMS_NOIDA_BIN=$(tests/rig/noida.sh bin)
 export HAPPYSTREAMS_NOIDA_BIN
 HAPPYSTREAMS_MOTO_BIN=$(tests/rig/moto.sh bin)
 export HAPPYSTREAMS_MOTO_BIN
+# OpenSSH's sshd for the sftp-sync tests (each test starts its own private server).
+tests/rig/sshd.sh install
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --locked "$@" 2>&1 | tee "$log" || status=$?
-# One closing line over every test binary cargo ran.
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+# The Airflow DAG's own suite (its venv lives outside the clone, like the other tools).
+if [ $# -eq 0 ]; then
+  venv=$(tests/rig/airflow.sh install)
+  PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider airflow/tests 2>&1 | tee -a "$log" || status=$?
+fi
+# One closing line over every test binary cargo ran and the pytest suite.
+awk '/^test result:/ || (/ in [0-9.]+s/ && /(passed|failed)/) {
+       for (i = 2; i <= NF; i++) { if ($(i) ~ /^passed[;,]?$/) p += $(i-1); if ($(i) ~ /^failed[;,]?$/) f += $(i-1) } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
 exit "$status"
