@@ -206,8 +206,9 @@ fn a_server_killed_mid_transfer_leaves_no_partial_file_and_the_next_run_complete
     assert!(!files(&lake).iter().any(|f| f.ends_with("big.csv")), "no partial file is visible: {}", text(&interrupted));
     let _ = interrupted;
 
+    // Back up (on the same port when it is still free; the config follows it either way).
     let restarted = Server::start(&sshd, "");
-    assert_eq!(restarted.port, server.port, "the rig restarts on the same port");
+    let config = self::config(dir.path(), &restarted, &remote, &lake, &restarted.dir.join("known_hosts"));
     let out = sync(&config);
     assert!(out.status.success(), "{}", text(&out));
     let landed: Vec<String> = files(&lake).into_iter().filter(|f| f.ends_with("big.csv")).collect();
