@@ -23,6 +23,10 @@ tests/rig/sshd.sh install
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
+# HDFS support is compile-checked only (no HDFS runs here; see docs/LAKE.md).
+if [ $# -eq 0 ]; then
+  cargo check --locked --quiet --features hdfs --lib || status=$?
+fi
 cargo test --locked "$@" 2>&1 | tee "$log" || status=$?
 # The Airflow DAG's own suite (its venv lives outside the clone, like the other tools).
 if [ $# -eq 0 ]; then

@@ -97,6 +97,8 @@ async fn an_s3_lake_writes_atomically_and_lists_what_it_wrote() {
 #[test]
 fn bad_lake_urls_and_mixed_columns_are_clear_errors() {
     let err = Lake::open(&LakeConfig { url: "hdfs://namenode/lake".into(), ..LakeConfig::default() }).unwrap_err();
+    assert!(err.to_string().contains("no HDFS support"), "{err}");
+    let err = Lake::open(&LakeConfig { url: "ftp://x/lake".into(), ..LakeConfig::default() }).unwrap_err();
     assert!(err.to_string().contains("unsupported lake URL"), "{err}");
     let err = Lake::open(&LakeConfig { url: "s3://".into(), ..LakeConfig::default() }).unwrap_err();
     assert!(err.to_string().contains("names no bucket"), "{err}");

@@ -215,3 +215,41 @@ fn a_server_killed_mid_transfer_leaves_no_partial_file_and_the_next_run_complete
     assert_eq!(landed.len(), 1, "{landed:?}");
     assert_eq!(std::fs::read(lake.join(&landed[0])).unwrap(), big);
 }
+
+#[test]
+fn a_file_growing_during_the_transfer_fails_and_is_taken_whole_on_the_next_run() {
+    let (dir, remote, lake) = setup();
+    let server = Server::start(&dir.path().join("sshd"), "");
+    let path = remote.join("growing.csv");
+    std::fs::write(&path, vec![b'x'; 100 << 20]).unwrap();
+    let config = config(dir.path(), &server, &remote, &lake, &server.dir.join("known_hosts"));
+    let child = Command::new(env!("CARGO_BIN_EXE_happystreams"))
+        .args(["--config"])
+        .arg(&config)
+        .args(["sftp-sync", "--source", "partner"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A partner's writer appends while the file is being read: once the upload's staging file
+    // shows up in the lake, the transfer is under way.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !files(&lake).iter().any(|f| f.contains("growing.csv#")) {
+        assert!(std::time::Instant::now() < deadline, "the transfer never started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&vec![b'y'; 1 << 20]).unwrap();
+    }
+    let first = child.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    assert!(text(&first).contains("changed during the transfer"), "{}", text(&first));
+    assert!(!files(&lake).iter().any(|f| f.ends_with("growing.csv")), "nothing half-changed is visible");
+
+    let second = sync(&config);
+    assert!(second.status.success(), "{}", text(&second));
+    let landed: Vec<String> = files(&lake).into_iter().filter(|f| f.ends_with("growing.csv")).collect();
+    assert_eq!(std::fs::read(lake.join(&landed[0])).unwrap(), std::fs::read(&path).unwrap());
+}

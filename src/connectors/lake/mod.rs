@@ -190,12 +190,35 @@ impl Lake {
             let store = builder.build().map_err(|e| LakeError::Config(format!("S3 lake `{url}`: {e}")))?;
             return Ok(Lake { store: Arc::new(store), root: StorePath::from(prefix), display: url.to_owned() });
         }
+        if url.starts_with("hdfs://") || url.starts_with("viewfs://") {
+            return Self::hdfs(url);
+        }
         if url.contains("://") && !url.starts_with("file://") {
             return Err(LakeError::Config(format!(
                 "`{url}`: unsupported lake URL; use a directory, file:///path or s3://bucket/prefix"
             )));
         }
         Self::local(std::path::Path::new(url.strip_prefix("file://").unwrap_or(url)))
+    }
+
+    #[cfg(feature = "hdfs")]
+    fn hdfs(url: &str) -> Result<Lake, LakeError> {
+        let (authority, path) = url
+            .split_once("://")
+            .and_then(|(scheme, rest)| rest.split_once('/').map(|(host, path)| (format!("{scheme}://{host}"), path)))
+            .unwrap_or((url.to_owned(), ""));
+        let store = hdfs_native_object_store::HdfsObjectStoreBuilder::new()
+            .with_url(&authority)
+            .build()
+            .map_err(|e| LakeError::Config(format!("HDFS lake `{url}`: {e}")))?;
+        Ok(Lake { store: Arc::new(store), root: StorePath::from(path), display: url.to_owned() })
+    }
+
+    #[cfg(not(feature = "hdfs"))]
+    fn hdfs(url: &str) -> Result<Lake, LakeError> {
+        Err(LakeError::Config(format!(
+            "`{url}`: this build has no HDFS support; build with `--features hdfs`, or use a directory or s3://bucket/prefix"
+        )))
     }
 
     /// A lake in a local directory (created if missing).
