@@ -44,36 +44,54 @@ pub fn tansu() -> &'static str {
     BROKER.get_or_init(start_tansu)
 }
 
-fn tansu_binary() -> String {
-    if let Ok(bin) = std::env::var("HAPPYSTREAMS_TANSU_BIN") {
+/// A tool binary: `$env_var` when set (tests/run.sh sets it), else `tests/rig/<script> bin`
+/// (which installs the tool first if needed).
+fn tool_binary(env_var: &str, script: &str) -> String {
+    if let Ok(bin) = std::env::var(env_var) {
         return bin;
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rig/tansu.sh");
+    let path = format!("{}/tests/rig/{script}", env!("CARGO_MANIFEST_DIR"));
     let output =
-        Command::new("bash").arg(script).arg("bin").stderr(Stdio::inherit()).output().expect("run tests/rig/tansu.sh");
+        Command::new("bash").arg(&path).arg("bin").stderr(Stdio::inherit()).output().expect("run a rig script");
     assert!(
         output.status.success(),
-        "tests/rig/tansu.sh bin failed: install Tansu with `tests/rig/tansu.sh install` or run the suite with tests/run.sh"
+        "tests/rig/{script} bin failed: install it with `tests/rig/{script} install` or run the suite with tests/run.sh"
     );
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
-fn start_tansu() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-    let bin = tansu_binary();
-    let listener = format!("tcp://127.0.0.1:{port}");
-    // The watchdog shell ends the broker when this test process is gone.
+/// Starts `command` (a shell command line that serves on `port`) with a watchdog shell that ends
+/// it (and runs `cleanup`) when this test process is gone; waits until the port accepts.
+fn start_service(name: &str, command: &str, port: u16, cleanup: &str) {
     let script = format!(
-        "'{bin}' broker --listener-url {listener} --advertised-listener-url {listener} --storage-engine memory://tansu/ >/dev/null 2>&1 & b=$!; \
-         trap 'kill $b 2>/dev/null' EXIT; while kill -0 {parent} 2>/dev/null && kill -0 $b 2>/dev/null; do sleep 0.5; done",
+        "{command} >/dev/null 2>&1 & b=$!; \
+         trap 'kill $b 2>/dev/null; {cleanup}' EXIT; while kill -0 {parent} 2>/dev/null && kill -0 $b 2>/dev/null; do sleep 0.5; done",
         parent = std::process::id()
     );
-    Command::new("sh").arg("-c").arg(script).stdin(Stdio::null()).spawn().expect("start Tansu");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "Tansu ({bin}) did not listen on port {port} within 30 s");
+        assert!(Instant::now() < deadline, "{name} ({command}) did not listen on port {port} within 60 s");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+fn start_tansu() -> String {
+    let (port, bin) = (free_port(), tool_binary("HAPPYSTREAMS_TANSU_BIN", "tansu.sh"));
+    let listener = format!("tcp://127.0.0.1:{port}");
+    let command = format!(
+        "'{bin}' broker --listener-url {listener} --advertised-listener-url {listener} --storage-engine memory://tansu/"
+    );
+    start_service("Tansu", &command, port, "");
     format!("127.0.0.1:{port}")
 }
 
@@ -81,36 +99,14 @@ fn start_tansu() -> String {
 /// from `HAPPYSTREAMS_NOIDA_BIN` (set by `tests/run.sh`) or `tests/rig/noida.sh bin`.
 pub fn noida() -> &'static str {
     static BROKER: OnceLock<String> = OnceLock::new();
-    BROKER.get_or_init(start_noida)
-}
-
-fn start_noida() -> String {
-    let bin = std::env::var("HAPPYSTREAMS_NOIDA_BIN").unwrap_or_else(|_| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rig/noida.sh");
-        let output = Command::new("bash")
-            .arg(script)
-            .arg("bin")
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run tests/rig/noida.sh");
-        assert!(output.status.success(), "tests/rig/noida.sh bin failed");
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    });
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-    let data = std::env::temp_dir().join(format!("happystreams-noida-{}", std::process::id()));
-    let script = format!(
-        "'{bin}' start --only kafka --kafka-port {port} --host 127.0.0.1 --data-dir '{data}' >/dev/null 2>&1 & b=$!; \
-         trap 'kill $b 2>/dev/null; rm -rf \"{data}\"' EXIT; while kill -0 {parent} 2>/dev/null && kill -0 $b 2>/dev/null; do sleep 0.5; done",
-        data = data.display(),
-        parent = std::process::id()
-    );
-    Command::new("sh").arg("-c").arg(script).stdin(Stdio::null()).spawn().expect("start noida-db");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "noida-db ({bin}) did not listen on port {port} within 30 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    format!("127.0.0.1:{port}")
+    BROKER.get_or_init(|| {
+        let (port, bin) = (free_port(), tool_binary("HAPPYSTREAMS_NOIDA_BIN", "noida.sh"));
+        let data = std::env::temp_dir().join(format!("happystreams-noida-{}", std::process::id()));
+        let command =
+            format!("'{bin}' start --only kafka --kafka-port {port} --host 127.0.0.1 --data-dir '{}'", data.display());
+        start_service("noida-db", &command, port, &format!("rm -rf \"{}\"", data.display()));
+        format!("127.0.0.1:{port}")
+    })
 }
 
 /// A moto S3 server shared by the test binary (in memory, any credentials, path-style), from
@@ -118,25 +114,8 @@ fn start_noida() -> String {
 pub fn moto() -> &'static str {
     static SERVER: OnceLock<String> = OnceLock::new();
     SERVER.get_or_init(|| {
-        let bin = std::env::var("HAPPYSTREAMS_MOTO_BIN").unwrap_or_else(|_| {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rig/moto.sh");
-            let output =
-                Command::new("bash").arg(script).arg("bin").stderr(Stdio::inherit()).output().expect("run tests/rig/moto.sh");
-            assert!(output.status.success(), "tests/rig/moto.sh bin failed");
-            String::from_utf8_lossy(&output.stdout).trim().to_owned()
-        });
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let script = format!(
-            "'{bin}' -H 127.0.0.1 -p {port} >/dev/null 2>&1 & b=$!; \
-             trap 'kill $b 2>/dev/null' EXIT; while kill -0 {parent} 2>/dev/null && kill -0 $b 2>/dev/null; do sleep 0.5; done",
-            parent = std::process::id()
-        );
-        Command::new("sh").arg("-c").arg(script).stdin(Stdio::null()).spawn().expect("start moto_server");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server ({bin}) did not listen on port {port} within 60 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let (port, bin) = (free_port(), tool_binary("HAPPYSTREAMS_MOTO_BIN", "moto.sh"));
+        start_service("moto_server", &format!("'{bin}' -H 127.0.0.1 -p {port}"), port, "");
         format!("http://127.0.0.1:{port}")
     })
 }

@@ -77,6 +77,18 @@ fn sync(config: &Path) -> Output {
         .expect("run happystreams sftp-sync")
 }
 
+/// `sync` in the background.
+fn spawn_sync(config: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_happystreams"))
+        .args(["--config"])
+        .arg(config)
+        .args(["sftp-sync", "--source", "partner"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run happystreams sftp-sync")
+}
+
 fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
@@ -191,14 +203,7 @@ fn a_server_killed_mid_transfer_leaves_no_partial_file_and_the_next_run_complete
     let big: Vec<u8> = (0..120u32 << 20).map(|i| (i % 251) as u8).collect();
     std::fs::write(remote.join("big.csv"), &big).unwrap();
     let config = config(dir.path(), &server, &remote, &lake, &server.dir.join("known_hosts"));
-    let child = Command::new(env!("CARGO_BIN_EXE_happystreams"))
-        .args(["--config"])
-        .arg(&config)
-        .args(["sftp-sync", "--source", "partner"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_sync(&config);
     // Let the transfer start, then kill the server and its sessions.
     std::thread::sleep(std::time::Duration::from_millis(700));
     server.stop();
@@ -223,14 +228,7 @@ fn a_file_growing_during_the_transfer_fails_and_is_taken_whole_on_the_next_run()
     let path = remote.join("growing.csv");
     std::fs::write(&path, vec![b'x'; 100 << 20]).unwrap();
     let config = config(dir.path(), &server, &remote, &lake, &server.dir.join("known_hosts"));
-    let child = Command::new(env!("CARGO_BIN_EXE_happystreams"))
-        .args(["--config"])
-        .arg(&config)
-        .args(["sftp-sync", "--source", "partner"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_sync(&config);
     // A partner's writer appends while the file is being read: once the upload's staging file
     // shows up in the lake, the transfer is under way.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
