@@ -32,8 +32,10 @@
 //! input is processed again from the last marker's positions. A crash between 2 and 3 leaves a
 //! marker the local checkpoint lacks: restoring from the local checkpoint replays the changelog
 //! from the checkpoint's position up to the end, marker included. Either way the state holds every
-//! input record exactly once; outputs may repeat (at least once) with the same keys and values, so
-//! each output topic's compacted view is right.
+//! input record exactly once; outputs may repeat (at least once) with the same keys, so each
+//! output topic's compacted view converges (a join's repeated output can carry a newer table
+//! row). Under exactly-once the outputs, the changelog batch and the input offsets commit in one
+//! Kafka transaction between steps 2 and 3, and a failure aborts it.
 //!
 //! # Restore
 //!
