@@ -374,18 +374,37 @@ pub fn format_time(value: i64, unit: TimeUnit) -> String {
     }
 }
 
-/// ISO-8601 date-time (fraction digits by unit), with `Z` when `utc`.
+/// ISO-8601 date-time (fraction digits by unit), with `Z` when `utc`. Written field by field
+/// (no format-string parsing): outputs format a timestamp per record.
 pub fn format_timestamp(value: i64, unit: TimeUnit, utc: bool) -> String {
+    use chrono::{Datelike as _, Timelike as _};
+    use std::fmt::Write as _;
     let (secs, nanos) = split(value, unit);
-    match DateTime::from_timestamp(secs, 0) {
-        Some(t) => format!(
-            "{}.{}{}",
-            t.naive_utc().format("%Y-%m-%dT%H:%M:%S"),
-            fraction(nanos, unit),
-            if utc { "Z" } else { "" }
-        ),
-        None => format!("{value} {unit:?} since the epoch"),
+    let Some(t) = DateTime::from_timestamp(secs, 0) else {
+        return format!("{value} {unit:?} since the epoch");
+    };
+    let t = t.naive_utc();
+    let mut out = String::with_capacity(32);
+    if (0..=9999).contains(&t.year()) {
+        let _ = write!(
+            out,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+    } else {
+        let _ = write!(out, "{}", t.format("%Y-%m-%dT%H:%M:%S"));
     }
+    let digits = unit.fraction_digits();
+    let _ = write!(out, ".{:0digits$}", nanos / 10u32.pow(9 - digits as u32));
+    if utc {
+        out.push('Z');
+    }
+    out
 }
 
 impl Serialize for Value {
@@ -584,5 +603,35 @@ mod tests {
         let unknown = orphan.fill_unavailable_from(&Row::new());
         assert_eq!(unknown.len(), 1);
         assert_eq!(orphan.get("body"), Some(&Value::Unavailable));
+    }
+}
+
+#[cfg(test)]
+mod timestamp_format_tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_format_like_chrono_in_every_unit() {
+        for (value, unit) in [
+            (1_750_000_000_123, TimeUnit::Millis),
+            (-1, TimeUnit::Millis),
+            (1_750_000_000_123_456, TimeUnit::Micros),
+            (1_750_000_000_123_456_789, TimeUnit::Nanos),
+            (0, TimeUnit::Micros),
+        ] {
+            let (secs, nanos) = split(value, unit);
+            let t = DateTime::from_timestamp(secs, nanos).unwrap();
+            let pattern = match unit {
+                TimeUnit::Millis => "%Y-%m-%dT%H:%M:%S%.3fZ",
+                TimeUnit::Micros => "%Y-%m-%dT%H:%M:%S%.6fZ",
+                TimeUnit::Nanos => "%Y-%m-%dT%H:%M:%S%.9fZ",
+            };
+            assert_eq!(
+                format_timestamp(value, unit, true),
+                t.naive_utc().format(pattern).to_string(),
+                "{value} {unit:?}"
+            );
+        }
+        assert_eq!(format_timestamp(1_750_000_000_120, TimeUnit::Millis, false), "2025-06-15T15:06:40.120");
     }
 }
