@@ -32,9 +32,12 @@ cargo test --locked "$@" 2>&1 | tee "$log" || status=$?
 if [ $# -eq 0 ]; then
   venv=$(tests/rig/airflow.sh install)
   PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider airflow/tests 2>&1 | tee -a "$log" || status=$?
+  # The DAG end to end with no stubs: sftp-sync against a private sshd, dbt build, lake checks.
+  bash tests/airflow_e2e.sh 2>&1 | tee -a "$log" || status=$?
 fi
-# One closing line over every test binary cargo ran and the pytest suite.
-awk '/^test result:/ || (/ in [0-9.]+s/ && /(passed|failed)/) {
+# One closing line over every test binary cargo ran, the pytest suite and the DAG end to end.
+awk '/^airflow e2e passed/ { p++ } /^airflow e2e: FAILED/ { f++ }
+     /^test result:/ || (/ in [0-9.]+s/ && /(passed|failed)/ && !/^airflow e2e/) {
        for (i = 2; i <= NF; i++) { if ($(i) ~ /^passed[;,]?$/) p += $(i-1); if ($(i) ~ /^failed[;,]?$/) f += $(i-1) } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
 exit "$status"
