@@ -251,3 +251,51 @@ fn a_file_growing_during_the_transfer_fails_and_is_taken_whole_on_the_next_run()
     let landed: Vec<String> = files(&lake).into_iter().filter(|f| f.ends_with("growing.csv")).collect();
     assert_eq!(std::fs::read(lake.join(&landed[0])).unwrap(), std::fs::read(&path).unwrap());
 }
+
+#[test]
+fn a_sync_killed_mid_file_leaves_nothing_behind_and_the_next_run_lands_it_once() {
+    let (dir, remote, lake) = setup();
+    let server = Server::start(&dir.path().join("sshd"), "");
+    let big: Vec<u8> = (0..80u32 << 20).map(|i| (i % 253) as u8).collect();
+    std::fs::write(remote.join("big.csv"), &big).unwrap();
+    let config = config(dir.path(), &server, &remote, &lake, &server.dir.join("known_hosts"));
+    let mut child = spawn_sync(&config);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !files(&lake).iter().any(|f| f.contains("big.csv#")) {
+        assert!(std::time::Instant::now() < deadline, "the transfer never started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL mid-file
+    child.wait().unwrap();
+    assert!(!files(&lake).iter().any(|f| f.ends_with("big.csv")), "no partial file under the real name");
+
+    let out = sync(&config);
+    assert!(out.status.success(), "{}", text(&out));
+    let landed: Vec<String> =
+        files(&lake).into_iter().filter(|f| f.contains("big.csv") && !f.contains("_manifest")).collect();
+    assert_eq!(landed.len(), 1, "one file, no staging leftovers: {landed:?}");
+    assert_eq!(std::fs::read(lake.join(&landed[0])).unwrap(), big);
+}
+
+#[test]
+fn remote_files_are_deleted_or_moved_only_after_a_verified_upload() {
+    let (dir, remote, lake) = setup();
+    let server = Server::start(&dir.path().join("sshd"), "");
+    std::fs::write(remote.join("a.csv"), "id\n1\n").unwrap();
+    let path = config(dir.path(), &server, &remote, &lake, &server.dir.join("known_hosts"));
+    let archive = dir.path().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    let toml = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{toml}after_upload = {{ move_to = \"{}\" }}\n", archive.display())).unwrap();
+    let out = sync(&path);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!remote.join("a.csv").exists() && archive.join("a.csv").exists(), "moved after the upload");
+
+    std::fs::write(remote.join("b.csv"), "id\n2\n").unwrap();
+    std::fs::write(&path, format!("{toml}after_upload = \"delete\"\n")).unwrap();
+    let out = sync(&path);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!remote.join("b.csv").exists(), "deleted after the upload");
+    let landed: Vec<String> = files(&lake).into_iter().filter(|f| f.ends_with(".csv")).collect();
+    assert_eq!(landed.len(), 2, "{landed:?}");
+}

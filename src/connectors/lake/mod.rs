@@ -152,6 +152,8 @@ pub struct Lake {
     store: Arc<dyn ObjectStore>,
     root: StorePath,
     display: String,
+    /// The directory of a local lake (to sweep staging files a killed writer left).
+    local_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Lake {
@@ -188,7 +190,12 @@ impl Lake {
                 builder = builder.with_token(token);
             }
             let store = builder.build().map_err(|e| LakeError::Config(format!("S3 lake `{url}`: {e}")))?;
-            return Ok(Lake { store: Arc::new(store), root: StorePath::from(prefix), display: url.to_owned() });
+            return Ok(Lake {
+                store: Arc::new(store),
+                root: StorePath::from(prefix),
+                display: url.to_owned(),
+                local_dir: None,
+            });
         }
         if url.starts_with("hdfs://") || url.starts_with("viewfs://") {
             return Self::hdfs(url);
@@ -211,7 +218,7 @@ impl Lake {
             .with_url(&authority)
             .build()
             .map_err(|e| LakeError::Config(format!("HDFS lake `{url}`: {e}")))?;
-        Ok(Lake { store: Arc::new(store), root: StorePath::from(path), display: url.to_owned() })
+        Ok(Lake { store: Arc::new(store), root: StorePath::from(path), display: url.to_owned(), local_dir: None })
     }
 
     #[cfg(not(feature = "hdfs"))]
@@ -226,7 +233,12 @@ impl Lake {
         let config = |e: String| LakeError::Config(format!("lake directory {}: {e}", dir.display()));
         std::fs::create_dir_all(dir).map_err(|e| config(e.to_string()))?;
         let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| config(e.to_string()))?;
-        Ok(Lake { store: Arc::new(store), root: StorePath::default(), display: dir.display().to_string() })
+        Ok(Lake {
+            store: Arc::new(store),
+            root: StorePath::default(),
+            display: dir.display().to_string(),
+            local_dir: Some(dir.to_owned()),
+        })
     }
 
     fn path(&self, path: &str) -> StorePath {
@@ -247,8 +259,31 @@ impl Lake {
         LakeError::Store { op, path: path.to_owned(), lake: self.display.clone(), detail: e.to_string() }
     }
 
+    /// Removes the staging files (`<name>#<n>`) a writer killed while writing `path` left in a
+    /// local lake; the write that follows replaces the file itself. Nothing to do on S3, where
+    /// an unfinished upload is never visible.
+    fn sweep_staging(&self, path: &str) {
+        let Some(dir) = &self.local_dir else { return };
+        let target = dir.join(path);
+        let (Some(parent), Some(name)) = (target.parent(), target.file_name().and_then(|n| n.to_str())) else { return };
+        let Ok(entries) = std::fs::read_dir(parent) else { return };
+        for entry in entries.flatten() {
+            let file = entry.file_name();
+            let Some(file) = file.to_str() else { continue };
+            let stale = file
+                .strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix('#'))
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+            if stale {
+                tracing::info!(lake = %self.display, file, "removing a staging file left by an interrupted write");
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
     /// Writes a whole file atomically (replacing it if it exists).
     pub async fn put(&self, path: &str, bytes: Bytes) -> Result<(), LakeError> {
+        self.sweep_staging(path);
         self.store
             .put(&self.path(path), PutPayload::from_bytes(bytes))
             .await
@@ -264,6 +299,7 @@ impl Lake {
         path: &str,
         chunks: impl Stream<Item = Result<Bytes, E>>,
     ) -> Result<u64, LakeError> {
+        self.sweep_staging(path);
         let mut writer = BufWriter::new(self.store.clone(), self.path(path));
         let mut chunks = std::pin::pin!(chunks);
         let mut written = 0u64;
