@@ -23,8 +23,8 @@ moto_bin() {
 install() {
   local venv; venv=$(tools_venv)
   if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import moto.server, boto3' 2>/dev/null; then
-    echo "installing moto[server] into $venv" >&2
-    "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]' >&2
+    echo "installing moto[server]==5.2.5 into $venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5' >&2
   fi
 }
 
