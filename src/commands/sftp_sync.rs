@@ -112,18 +112,18 @@ async fn load_manifest(lake: &Lake, source: &str) -> Result<BTreeMap<String, Lan
 
 async fn connect(name: &str, source: &SftpSource) -> Result<Connection, SftpError> {
     let mut delay = Duration::from_secs(1);
-    for attempt in 1..=source.attempts.max(1) {
+    let mut attempt = 1;
+    loop {
         match Connection::open(source).await {
-            Ok(connection) => return Ok(connection),
             Err(e) if e.retryable() && attempt < source.attempts => {
                 tracing::warn!(source = name, attempt, error = %e, "connecting failed; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
+                attempt += 1;
             }
-            Err(e) => return Err(e),
+            result => return result,
         }
     }
-    unreachable!("the loop returns on its last attempt")
 }
 
 async fn sync_source(name: &str, source: &SftpSource, lake: &Lake, summary: &mut Summary) {

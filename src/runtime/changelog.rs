@@ -70,6 +70,23 @@ pub fn send(
     }
 }
 
+/// Waits for every delivery; returns the offset after the last record delivered, or what went
+/// wrong with the first record that was not.
+pub fn wait_all(deliveries: Vec<rdkafka::producer::DeliveryFuture>) -> Result<i64, String> {
+    let mut next = 0;
+    for result in futures::executor::block_on(join_all(deliveries)) {
+        match result {
+            Ok(Ok(delivery)) => next = next.max(delivery.offset + 1),
+            Ok(Err((e, message))) => {
+                use rdkafka::Message as _;
+                return Err(format!("a record for {} was not delivered: {e}", message.topic()));
+            }
+            Err(_) => return Err("the producer closed before delivering".into()),
+        }
+    }
+    Ok(next)
+}
+
 /// One task's changelog partition.
 pub struct KafkaChangelog {
     producer: FutureProducer,
@@ -109,14 +126,7 @@ impl Changelog for KafkaChangelog {
         }
         // The batch's records are acknowledged before its marker is sent: a marker never
         // follows a gap in its batch.
-        let mut next = 0;
-        for result in futures::executor::block_on(join_all(std::mem::take(&mut deliveries))) {
-            match result {
-                Ok(Ok(delivery)) => next = next.max(delivery.offset + 1),
-                Ok(Err((e, _))) => return Err(failed(&e)),
-                Err(_) => return Err(failed(&"delivery cancelled (producer closed)")),
-            }
-        }
+        wait_all(std::mem::take(&mut deliveries)).map_err(|e| failed(&e))?;
         let marker = serde_json::to_vec(&Marker {
             inputs: checkpoint.inputs.clone(),
             stream_time_ms: checkpoint.stream_time_ms,
@@ -130,13 +140,7 @@ impl Changelog for KafkaChangelog {
             .payload(&marker)
             .headers(headers);
         deliveries.push(send(&self.producer, record).map_err(|e| failed(&e))?);
-        for result in futures::executor::block_on(join_all(deliveries)) {
-            match result {
-                Ok(Ok(delivery)) => next = next.max(delivery.offset + 1),
-                Ok(Err((e, _))) => return Err(failed(&e)),
-                Err(_) => return Err(failed(&"delivery cancelled (producer closed)")),
-            }
-        }
+        let next = wait_all(deliveries).map_err(|e| failed(&e))?;
         Ok(BTreeMap::from([(self.topic.clone(), next)]))
     }
 }

@@ -194,7 +194,13 @@ impl Decoders {
                         other => other?,
                     },
                     SourceFormat::Text => Value::String(String::from_utf8_lossy(bytes).trim_end().into()),
-                    _ => unreachable!("Debezium formats have a decoder"),
+                    cdc => {
+                        // `Decoders::new` gives every Debezium format a decoder (the arm above).
+                        return Err(BadRecord {
+                            class: ErrorClass::Internal,
+                            message: format!("source `{name}`: no decoder for {cdc:?}; please report this"),
+                        });
+                    }
                 };
                 let row = match (value, format) {
                     (Value::Struct(row), _) => row,

@@ -4,14 +4,13 @@
 //! the commit protocol.
 
 use super::RuntimeError;
-use super::changelog::send;
+use super::changelog::{send, wait_all};
 use super::codecs::{BadRecord, Encoders, encode_repartitioned};
 use crate::codec::json;
 use crate::observe::metrics::LabelledCounters;
 use crate::operators::pipeline::Output;
 use crate::record::{Record, Value};
 use crate::topology::spec::SinkFormat;
-use futures::future::join_all;
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -209,19 +208,6 @@ impl Emitter {
             Ok(mut pending) => std::mem::take(&mut *pending),
             Err(_) => return Err(RuntimeError::Output("emitter lock poisoned".into())),
         };
-        for result in futures::executor::block_on(join_all(pending)) {
-            match result {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, message))) => {
-                    use rdkafka::Message as _;
-                    return Err(RuntimeError::Output(format!(
-                        "a record for {} was not delivered: {e}",
-                        message.topic()
-                    )));
-                }
-                Err(_) => return Err(RuntimeError::Output("the producer closed before delivering".into())),
-            }
-        }
-        Ok(())
+        wait_all(pending).map(|_| ()).map_err(RuntimeError::Output)
     }
 }

@@ -51,6 +51,7 @@ pub mod emitter;
 pub mod global;
 pub mod instance;
 pub mod layout;
+pub mod open;
 pub mod task;
 pub mod worker;
 

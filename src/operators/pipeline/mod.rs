@@ -11,6 +11,8 @@
 //! repartition topic, and comes back in through [`Pipeline::on_repartitioned`] in the task that
 //! owns its new key.
 //!
+//! How table changes flow through nodes reading a changelog is in `changes.rs`.
+//!
 //! Supported today: stream sources, table / versioned / global table sources, filter, re-key,
 //! select, flat-map, merge, `to_table` (plain or versioned, joinable by later nodes),
 //! stream-table, stream-global-table and (inner or left) stream-stream joins, and aggregations
@@ -20,19 +22,22 @@
 //! of aggregates. A plan that uses any of these is refused with [`OperatorError::Unsupported`]
 //! naming the node — never run partially.
 
+mod changes;
+
 use super::aggregate::Aggregator;
 use super::stateless;
 use super::stream_stream_join::{Side, StreamStreamJoin};
 use super::stream_table_join::{Dimension, StreamTableJoin};
 use super::table::Table;
 use super::table_table_join::TableTableJoin;
-use super::{Event, OperatorError, TableChange, TableUpdate, table_aggregate};
+use super::{Event, OperatorError, TableUpdate};
 use crate::codec::json;
 use crate::record::{CdcEvent, Op, Row, Value};
 use crate::state::{StateBackend, TaskState};
 use crate::topology::plan::{PlannedNode, Step};
 use crate::topology::spec::SourceKind;
 use crate::topology::{Plan, Shape};
+use changes::{changelog_table, check_changelog_reader};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -84,48 +89,6 @@ pub struct Pipeline {
     repartition_entry: BTreeMap<String, (usize, usize)>,
     /// Split at repartition topics (the Kafka runtime), and run only this sub-topology's windows.
     split: Option<usize>,
-}
-
-/// Whether `name` is a table whose changelog nodes can read: a plain table source, or a node
-/// that only filters and projects such a table.
-fn changelog_table(plan: &Plan, name: &str) -> bool {
-    if let Some(source) = plan.source(name) {
-        return source.kind == SourceKind::Table;
-    }
-    plan.node(name).is_some_and(|n| {
-        n.steps.iter().all(|s| matches!(s, Step::Filter(_) | Step::Select(_)))
-            && n.inputs.iter().all(|i| changelog_table(plan, i))
-    })
-}
-
-/// A node reading a table's changelog may filter, select and aggregate (unwindowed, measures
-/// that can be taken back).
-fn check_changelog_reader(plan: &Plan, node: &PlannedNode, input: &str) -> Result<(), OperatorError> {
-    if !changelog_table(plan, input) {
-        return Err(unsupported(
-            node,
-            &format!(
-                "reading the changelog of `{input}` (only plain table sources and nodes that filter or select them)"
-            ),
-        ));
-    }
-    for step in &node.steps {
-        match step {
-            Step::Filter(_) | Step::Select(_) => {}
-            Step::Join { window: None, other, .. }
-                if plan.source(other).is_some_and(|s| s.kind == SourceKind::Table) => {}
-            Step::Aggregate { window: None, ttl_ms: None, measures, .. } => {
-                if let Some((name, _)) = measures.iter().find(|(_, m)| !table_aggregate::retractable(m)) {
-                    return Err(unsupported(
-                        node,
-                        &format!("measure `{name}` over a table's changelog (count, sum, avg and top_n can)"),
-                    ));
-                }
-            }
-            _ => return Err(unsupported(node, &format!("reading the table `{input}` as a changelog with this step"))),
-        }
-    }
-    Ok(())
 }
 
 /// The lookup into an unwindowed aggregate node's results, if `name` is one.
@@ -479,109 +442,6 @@ impl Pipeline {
         }
         let changes = table.apply_with_changes(state, update, stream_time)?;
         self.emit_changes(state, source, changes, stream_time, out)
-    }
-
-    /// Hands a table's row changes to the nodes reading its changelog (and to its sinks).
-    fn emit_changes<B: StateBackend>(
-        &self,
-        state: &mut TaskState<B>,
-        from: &str,
-        changes: Vec<TableChange>,
-        stream_time: i64,
-        out: &mut Vec<Output>,
-    ) -> Result<(), OperatorError> {
-        for change in changes {
-            for topic in self.sinks.get(from).map(Vec::as_slice).unwrap_or_default() {
-                out.push(Output {
-                    topic: topic.clone(),
-                    key: change.key.clone(),
-                    value: change.new.clone(),
-                    timestamp: change.timestamp,
-                });
-            }
-            for &index in self.changelog_readers.get(from).map(Vec::as_slice).unwrap_or_default() {
-                let (changes, events) = self.run_change_steps(state, index, change.clone(), 0)?;
-                let name = &self.plan.nodes[index].name;
-                self.emit_changes(state, name, changes, stream_time, out)?;
-                self.emit(state, name, events, stream_time, out)?;
-            }
-            // Table-table joins whose right side this table is.
-            for &(index, step_index) in self.changelog_right.get(from).map(Vec::as_slice).unwrap_or_default() {
-                let join = self
-                    .table_joins
-                    .get(&(index, step_index))
-                    .ok_or_else(|| OperatorError::Config("table join not wired".into()))?;
-                let name = &self.plan.nodes[index].name;
-                for rejoined in join.on_right(state, &change)? {
-                    let (changes, events) = self.run_change_steps(state, index, rejoined, step_index + 1)?;
-                    self.emit_changes(state, name, changes, stream_time, out)?;
-                    self.emit(state, name, events, stream_time, out)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Runs a changelog reader's steps on one change: filter and select apply to both the old
-    /// and the new row; an aggregate turns the change into updated group results.
-    fn run_change_steps<B: StateBackend>(
-        &self,
-        state: &mut TaskState<B>,
-        index: usize,
-        mut change: TableChange,
-        start: usize,
-    ) -> Result<(Vec<TableChange>, Vec<Event>), OperatorError> {
-        let node = &self.plan.nodes[index];
-        /// Runs a record step on one side (old or new) of a change.
-        fn on_side(
-            key: &Value,
-            timestamp: i64,
-            row: Option<Row>,
-            f: &dyn Fn(Event) -> Result<Option<Event>, OperatorError>,
-        ) -> Result<Option<Row>, OperatorError> {
-            match row {
-                Some(r) => Ok(f(Event::new(key.clone(), r, timestamp))?.map(|e| e.value)),
-                None => Ok(None),
-            }
-        }
-        for (step_index, step) in node.steps.iter().enumerate().skip(start) {
-            match step {
-                Step::Join { on, .. } => {
-                    let join = self
-                        .table_joins
-                        .get(&(index, step_index))
-                        .ok_or_else(|| OperatorError::Config(format!("join of `{}` not wired", node.name)))?;
-                    match join.on_left(state, on.as_ref(), change)? {
-                        Some(joined) => change = joined,
-                        None => return Ok((Vec::new(), Vec::new())),
-                    }
-                }
-                Step::Filter(predicate) => {
-                    let (old, new) = (change.old.take(), change.new.take());
-                    change.old = on_side(&change.key, change.timestamp, old, &|e| stateless::filter(predicate, e))?;
-                    change.new = on_side(&change.key, change.timestamp, new, &|e| stateless::filter(predicate, e))?;
-                    if change.old.is_none() && change.new.is_none() {
-                        return Ok((Vec::new(), Vec::new()));
-                    }
-                }
-                Step::Select(fields) => {
-                    let (old, new) = (change.old.take(), change.new.take());
-                    change.old =
-                        on_side(&change.key, change.timestamp, old, &|e| stateless::select(fields, e).map(Some))?;
-                    change.new =
-                        on_side(&change.key, change.timestamp, new, &|e| stateless::select(fields, e).map(Some))?;
-                }
-                Step::Aggregate { group_by, measures, .. } => {
-                    let aggregator = self
-                        .aggregators
-                        .get(&(index, step_index))
-                        .ok_or_else(|| OperatorError::Config(format!("aggregate of `{}` not wired", node.name)))?;
-                    return Ok((Vec::new(), aggregator.on_change(state, group_by, measures, &change)?));
-                }
-                _ => return Err(unsupported(node, "this step on a table's changelog")),
-            }
-        }
-        Ok((vec![change], Vec::new()))
     }
 
     /// Processes one event from a stream source at `stream_time` (the highest event time seen

@@ -1,0 +1,207 @@
+//! Opening a task — local state, changelog restore from the local checkpoint, its tables read to
+//! their end — and handling one input record. The restore threads and the worker loop
+//! ([`super::worker`]) both use these.
+
+use super::ProcessingGuarantee;
+use super::RuntimeError;
+use super::changelog::{KafkaChangelog, RestoreReport, reader, restore};
+use super::codecs::BadRecord;
+use super::emitter::Deferred;
+use super::global::TaskBackend;
+use super::layout::TaskId;
+use super::task::Task;
+use super::worker::Shared;
+use crate::connectors::kafka::record_from;
+use crate::error::ErrorClass;
+use crate::observe::metrics::LabelledCounters;
+use crate::operators::OperatorError;
+use crate::operators::pipeline::Pipeline;
+use crate::record::Record;
+use crate::state::{MemoryBackend, RocksDbBackend, StateBackend, TaskState};
+use crate::topology::spec::OnError;
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
+use rdkafka::{Offset, TopicPartitionList};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+static RECORDS_IN: LabelledCounters = LabelledCounters::new("records_in_total", "topic");
+
+/// Handles one input record for `task`: decode, process, emit; a bad record follows its
+/// source's `on_error` policy. The task's position moves past the record unless it fails.
+pub fn handle_record(shared: &Shared, task: &mut Task, topic: &str, record: &Record) -> Result<(), RuntimeError> {
+    let (partition, offset) = record.position.as_ref().map_or((-1, -1), |p| (p.partition, p.offset));
+    RECORDS_IN.add(topic, 1);
+    let source = shared.decoders.source_of(topic).and_then(|s| shared.plan.source(s));
+    let decoded = shared.decoders.decode(task.pipeline(), topic, record);
+    let outcome = decoded.and_then(|input| {
+        let mut out = Vec::new();
+        match task.process(input, &mut out) {
+            Ok(()) => Ok(out),
+            Err(e @ (OperatorError::Expression(_) | OperatorError::Data(_))) => {
+                Err(BadRecord { class: ErrorClass::Data, message: e.to_string() })
+            }
+            Err(e) => Err(BadRecord { class: e.class(), message: e.to_string() }),
+        }
+    });
+    match outcome {
+        Ok(out) => match task.deferred() {
+            Some(deferred) => deferred.push(Deferred::Outputs(out)),
+            None => {
+                if let Err(e) = shared.emitter.emit(out) {
+                    // The record's state writes stay in the task's write cache; the instance
+                    // stops without committing them (see `run`).
+                    return Err(e);
+                }
+            }
+        },
+        Err(bad) => {
+            let policy = match (source, bad.class) {
+                (Some(source), ErrorClass::Data) => source.on_error,
+                _ => OnError::Fail,
+            };
+            let name = source.map_or("-", |s| s.name.as_str());
+            match policy {
+                OnError::Fail => {
+                    return Err(RuntimeError::Record {
+                        topic: topic.to_owned(),
+                        partition,
+                        offset,
+                        class: bad.class,
+                        message: bad.message,
+                    });
+                }
+                OnError::Skip => {
+                    tracing::warn!(topic, partition, offset, error = %bad.message, "bad record skipped");
+                    metrics::counter!("records_skipped_total", "source" => name.to_owned()).increment(1);
+                }
+                OnError::DeadLetter => {
+                    let dlq = shared
+                        .layout
+                        .dead_letters
+                        .get(name)
+                        .ok_or_else(|| RuntimeError::Config(format!("source `{name}` has no dead-letter topic")))?;
+                    match task.deferred() {
+                        Some(deferred) => {
+                            deferred.push(Deferred::DeadLetter { dlq: dlq.clone(), record: record.clone(), bad })
+                        }
+                        None => shared.emitter.dead_letter(dlq, record, &bad)?,
+                    }
+                    metrics::counter!("records_dead_lettered_total", "source" => name.to_owned()).increment(1);
+                }
+            }
+        }
+    }
+    task.advance(topic, partition, offset + 1);
+    Ok(())
+}
+
+/// Reads `topic`/`partition` from the task's position (the start without one) to its end,
+/// processing every record: how tables bootstrap before the streams that join them.
+fn catch_up(
+    shared: &Shared,
+    task: &mut Task,
+    topic: &str,
+    partition: i32,
+    cancel: &AtomicBool,
+) -> Result<u64, RuntimeError> {
+    let from = task.position(topic, partition).map_or(Offset::Beginning, Offset::Offset);
+    let consumer = reader(&shared.kafka, &format!("{}-bootstrap", shared.layout.application_id), true)
+        .map_err(|e| RuntimeError::Kafka(format!("creating a consumer: {e}")))?;
+    let mut assignment = TopicPartitionList::new();
+    let _ = assignment.add_partition_offset(topic, partition, from);
+    consumer.assign(&assignment).map_err(|e| RuntimeError::Kafka(format!("reading {topic}: {e}")))?;
+    let name: Arc<str> = Arc::from(topic);
+    let mut records = 0;
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(RuntimeError::Kafka(format!("reading {topic} cancelled (task revoked)")));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(records),
+            Some(Err(e)) => tracing::warn!(topic, partition, error = %e, "read error; retrying"),
+            Some(Ok(message)) => {
+                records += 1;
+                handle_record(shared, task, topic, &record_from(&message, name.clone()))?;
+            }
+        }
+    }
+}
+
+/// Opens a task: local state, changelog restore from the local checkpoint, then its tables read
+/// to their end. Runs on its own thread.
+pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Task, RestoreReport), RuntimeError> {
+    let sub = shared
+        .layout
+        .subtopology(id.subtopology)
+        .ok_or_else(|| RuntimeError::Config(format!("no sub-topology {}", id.subtopology)))?;
+    let mut local: Box<dyn StateBackend> = if sub.stores.is_empty() {
+        Box::new(MemoryBackend::new(&[] as &[String]))
+    } else {
+        Box::new(RocksDbBackend::open(&shared.task_dir(&id.to_string()), &sub.stores, &shared.memory)?)
+    };
+    let mut report = RestoreReport::default();
+    if let Some(changelog) = &sub.changelog {
+        let task = id.to_string();
+        let started = Instant::now();
+        report = restore(&shared.kafka, changelog, id.partition, local.as_mut(), cancel, |read, total| {
+            let rate = read as f64 / started.elapsed().as_secs_f64().max(0.001);
+            let remaining = total.map(|t| (t - read as i64).max(0));
+            let eta = remaining.map(|r| r as f64 / rate.max(1.0));
+            metrics::gauge!("restore_remaining_records", "task" => task.clone()).set(remaining.unwrap_or(0) as f64);
+            tracing::info!(task = %task, records = read, total, rate = rate as u64, eta_s = eta.map(|e| e.round() as u64), "restoring");
+        })?;
+        metrics::counter!("restore_records_total", "task" => id.to_string()).increment(report.records);
+        metrics::gauge!("restore_remaining_records", "task" => id.to_string()).set(0.0);
+        let rate = report.records as f64 / report.elapsed.as_secs_f64().max(0.001);
+        tracing::info!(
+            task = %id, from = report.from, to = report.to, records = report.records, batches = report.batches,
+            uncommitted_keys = report.orphans.len(), rate = rate as u64, elapsed_ms = report.elapsed.as_millis() as u64,
+            "restored"
+        );
+    }
+    let mut state = TaskState::new(Box::new(TaskBackend::new(local, shared.global.clone())) as Box<dyn StateBackend>)?;
+    if let Some(changelog) = &sub.changelog {
+        state = state.with_changelog(Box::new(KafkaChangelog::new(
+            shared.emitter.producer().clone(),
+            changelog,
+            id.partition,
+        )));
+        if shared.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
+            state = state.log_positions();
+        }
+    }
+    let pipeline = Pipeline::with_tables(shared.plan.clone(), &shared.global_tables)
+        .map_err(|e| RuntimeError::Config(e.to_string()))?
+        .split(id.subtopology);
+    let mut task = Task::new(id, pipeline, state);
+    task.rewrite(&report.orphans)?;
+    task.defer();
+    for input in sub.inputs.iter().filter(|i| i.table) {
+        let records = catch_up(shared, &mut task, &input.topic, id.partition, cancel)?;
+        tracing::info!(task = %id, topic = %input.topic, records, "table read to its end");
+    }
+    // Committed by the worker with the others (inside its transaction under exactly-once).
+    Ok((task, report))
+}
+
+/// The global tables: one task over every partition of every global topic.
+pub fn open_global(shared: &Shared) -> Result<Option<Task>, RuntimeError> {
+    let Some(global) = &shared.global else { return Ok(None) };
+    let state = TaskState::new(Box::new(global.clone()) as Box<dyn StateBackend>)?;
+    let pipeline = Pipeline::with_tables(shared.plan.clone(), &shared.global_tables)
+        .map_err(|e| RuntimeError::Config(e.to_string()))?;
+    let mut task = Task::new(TaskId { subtopology: usize::MAX, partition: -1 }, pipeline, state);
+    let never = AtomicBool::new(false);
+    for (_, topic, partitions) in &shared.layout.globals {
+        for partition in 0..*partitions {
+            let records = catch_up(shared, &mut task, topic, partition, &never)?;
+            tracing::info!(topic, partition, records, "global table read to its end");
+        }
+    }
+    shared.emitter.flush()?;
+    task.commit()?;
+    Ok(Some(task))
+}
