@@ -4,6 +4,7 @@
 //! - [`json`]: JSON with or without a Kafka Connect schema envelope.
 //! - [`avro`]: Avro in the Confluent wire format (magic byte 0 + 4-byte schema id + body),
 //!   schemas fetched from a Schema Registry and cached.
+//! - [`access_log`]: web-server access-log lines, categorized into website actions by path rules.
 //! - [`debezium`]: Debezium change-event envelopes (from JSON or Avro) into change records.
 //! - [`connect`]: the Kafka Connect type model both JSON-with-schema and Avro map onto, and the
 //!   semantic types (decimal, dates, times, uuid, json) that make values faithful.
@@ -11,6 +12,7 @@
 //! Every decoder is a pure function of its input (plus a schema cache for Avro) and returns a
 //! classified [`CodecError`] for bad input: never a panic.
 
+pub mod access_log;
 pub mod avro;
 pub mod connect;
 pub mod debezium;

@@ -5,6 +5,7 @@
 //! A record that cannot be decoded, or whose key or time expression fails, is a [`BadRecord`]:
 //! the source's `on_error` policy decides what happens to it.
 
+use crate::codec::access_log::AccessLogParser;
 use crate::codec::avro::{AvroCodec, AvroSchema};
 use crate::codec::debezium::DebeziumDecoder;
 use crate::codec::json::{self, JsonSchemaDecoder};
@@ -67,6 +68,7 @@ enum TopicDecoder {
         table: bool,
         schema: Option<Arc<crate::codec::connect::ConnectSchema>>,
         debezium: Option<DebeziumDecoder>,
+        access_log: Option<Arc<AccessLogParser>>,
     },
     Repartition {
         plan_topic: String,
@@ -115,6 +117,7 @@ impl Decoders {
                     table: source.kind.is_table(),
                     schema: source.schema.clone(),
                     debezium,
+                    access_log: source.access_log.clone(),
                 },
             );
         }
@@ -151,20 +154,19 @@ impl Decoders {
                     }
                     other => other?,
                 };
-                let update = Pipeline::update_for_change(&change);
                 if *table {
-                    return Ok(Input::Table { source: name.clone(), update });
+                    return Ok(Input::Table { source: name.clone(), update: Pipeline::update_for_change(&change) });
                 }
-                // A change stream read as events: each new row is an event.
-                match update {
-                    Some(TableUpdate::Upsert { key, row, timestamp }) => {
+                // A change stream read as events: each row change is an event.
+                match Pipeline::event_row_for_change(&change) {
+                    Some((key, row, timestamp)) => {
                         let event = pipeline.event_for(name, key, row, timestamp).map_err(operator_error)?;
                         Ok(Input::Event { source: name.clone(), event })
                     }
-                    _ => Ok(Input::Table { source: name.clone(), update: None }),
+                    None => Ok(Input::Table { source: name.clone(), update: None }),
                 }
             }
-            TopicDecoder::Source { name, format, table, schema, .. } => {
+            TopicDecoder::Source { name, format, table, schema, access_log, .. } => {
                 let key = match record.key.as_deref() {
                     Some(bytes) => decode_key(bytes),
                     None => Value::Null,
@@ -194,6 +196,15 @@ impl Decoders {
                         other => other?,
                     },
                     SourceFormat::Text => Value::String(String::from_utf8_lossy(bytes).trim_end().into()),
+                    SourceFormat::AccessLog => match access_log {
+                        Some(parser) => Value::Struct(parser.parse(bytes)?),
+                        None => {
+                            return Err(BadRecord {
+                                class: ErrorClass::Internal,
+                                message: format!("source `{name}`: no access-log parser; please report this"),
+                            });
+                        }
+                    },
                     cdc => {
                         // `Decoders::new` gives every Debezium format a decoder (the arm above).
                         return Err(BadRecord {

@@ -19,7 +19,7 @@
 //! "timestamp"}`. For a stream source the value is the record as JSON, typed by the source's
 //! `schema` when it has one; for a Debezium table source it is the change event (plain JSON
 //! envelope), and a null value is a tombstone; for any other table source it is the new row
-//! (upsert) and a null value deletes the key.
+//! (upsert) and a null value deletes the key. An access-log source's value is the line.
 
 use crate::codec::debezium::DebeziumDecoder;
 use crate::codec::json;
@@ -177,8 +177,18 @@ impl TopologyTestDriver {
         self.pipeline.late_records(node)
     }
 
-    /// Pipes one CDC event into a table source.
+    /// Pipes one CDC event into a table source, or into a change stream (`table: stream`) as
+    /// an event (see [`Pipeline::event_row_for_change`]).
     pub fn pipe_change(&mut self, source: &str, event: &CdcEvent) -> Result<(), DriverError> {
+        if self.plan.source(source).is_some_and(|s| !s.kind.is_table()) {
+            return match Pipeline::event_row_for_change(event) {
+                Some((key, row, timestamp)) => self.pipe(source, key, row, timestamp),
+                None => {
+                    *self.positions.entry(source.to_owned()).or_insert(0) += 1;
+                    Ok(())
+                }
+            };
+        }
         self.apply_table_update(source, Pipeline::update_for_change(event))
     }
 
@@ -228,6 +238,14 @@ impl TopologyTestDriver {
             let update = TableUpdate::Delete { key: json::infer(&key_json), timestamp };
             let name = source_name.to_owned();
             return self.apply_table_update(&name, Some(update));
+        }
+        if let Some(parser) = &source.access_log {
+            let line = value_json
+                .as_str()
+                .ok_or_else(|| DriverError::Input(format!("an access-log source's value is the line (a string): {line}")))?;
+            let row = parser.parse(line.as_bytes()).map_err(|e| DriverError::Input(e.to_string()))?;
+            let name = source_name.to_owned();
+            return self.pipe(&name, json::infer(&key_json), row, timestamp);
         }
         let value = match &source.schema {
             Some(schema) => json::convert(&value_json, schema).map_err(|e| DriverError::Input(e.to_string()))?,

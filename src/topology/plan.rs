@@ -63,6 +63,8 @@ pub struct PlannedSource {
     pub subtopology: Option<usize>,
     /// The value schema from the source's `schema` file, as Connect types.
     pub schema: Option<Arc<ConnectSchema>>,
+    /// `format: access-log`: the line parser with the source's path rules.
+    pub access_log: Option<Arc<crate::codec::access_log::AccessLogParser>>,
 }
 
 /// A window, validated.

@@ -66,8 +66,11 @@ pub enum SourceFormat {
     DebeziumJsonSchema,
     /// Debezium change events, Confluent Avro.
     DebeziumAvro,
-    /// One UTF-8 text line per record (access logs), as the field `line`.
+    /// One UTF-8 text line per record, as the field `line`.
     Text,
+    /// A web-server access-log line ("combined" format plus a quoted visitor id), parsed and
+    /// categorized by the source's `actions` (see `codec::access_log`).
+    AccessLog,
 }
 
 impl SourceFormat {
@@ -142,6 +145,19 @@ pub struct SourceSpec {
     /// Bad-record policy.
     #[serde(default)]
     pub on_error: OnError,
+    /// `format: access-log`: path rules naming each request's website action, tried in order.
+    #[serde(default)]
+    pub actions: Vec<ActionSpec>,
+}
+
+/// An access-log path rule: `{ path: "/article/{content_id}", event_type: page_view }`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ActionSpec {
+    /// Path pattern: literal segments, `{field}` captures, optionally ending in `/*`.
+    pub path: String,
+    /// The action (`event_type`) of requests whose path matches.
+    pub event_type: String,
 }
 
 /// Join type.

@@ -17,8 +17,10 @@ use super::TopologyError;
 use super::duration::parse_duration;
 use super::plan::*;
 use super::spec::*;
+use crate::codec::access_log::{AccessLogParser, PathRule};
 use crate::codec::connect::{ConnectKind, ConnectSchema, Logical};
 use crate::expression::Expression;
+use indexmap::IndexMap;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -159,13 +161,6 @@ pub fn build(spec: TopologySpec, file: Option<&Path>, base_dir: &Path) -> Result
             }
             None => (None, None),
         };
-        if source.format.is_cdc() && !source.kind.is_table() {
-            return Err(b.error(
-                Some(line),
-                Some(&name),
-                "a Debezium source is a table: set `table: table`, `versioned` or `global`",
-            ));
-        }
         let key = source.key.as_deref().map(|k| b.expr(k, line, &name)).transpose()?;
         if key.is_some() && source.kind.is_table() {
             return Err(b.error(
@@ -186,6 +181,57 @@ pub fn build(spec: TopologySpec, file: Option<&Path>, base_dir: &Path) -> Result
             _ => None,
         };
         let group = (source.kind != SourceKind::Global).then(|| b.new_group());
+        let access_log = match (source.format, source.actions.is_empty()) {
+            (SourceFormat::AccessLog, _) => {
+                let rules = source
+                    .actions
+                    .iter()
+                    .map(|a| PathRule::new(&a.path, &a.event_type))
+                    .collect::<Result<Vec<_>, String>>()
+                    .map_err(|e| b.error(Some(line), Some(&name), format!("actions: {e}")))?;
+                Some(Arc::new(AccessLogParser::new(rules)))
+            }
+            (_, true) => None,
+            (_, false) => {
+                return Err(b.error(Some(line), Some(&name), "`actions` are path rules for `format: access-log`"));
+            }
+        };
+        let fields = match &access_log {
+            Some(parser) => {
+                let mut known: BTreeMap<String, FieldType> = [
+                    ("remote_addr", FieldType::String),
+                    ("remote_user", FieldType::String),
+                    ("event_time", FieldType::Time),
+                    ("method", FieldType::String),
+                    ("url", FieldType::String),
+                    ("path", FieldType::String),
+                    ("protocol", FieldType::String),
+                    ("status", FieldType::Integer),
+                    ("bytes", FieldType::Integer),
+                    ("referrer", FieldType::String),
+                    ("user_agent", FieldType::String),
+                    ("visitor_id", FieldType::Other),
+                    ("event_type", FieldType::String),
+                ]
+                .into_iter()
+                .map(|(n, t)| (n.to_owned(), t))
+                .collect();
+                for captured in parser.captured_fields() {
+                    known.insert(captured.to_owned(), FieldType::Other);
+                }
+                Some(known)
+            }
+            None => fields,
+        };
+        // A change stream's events carry the change kind (`Pipeline::event_row_for_change`).
+        let fields = match fields {
+            Some(mut fields) if source.format.is_cdc() && !source.kind.is_table() => {
+                fields.insert("__op".into(), FieldType::String);
+                fields.insert("__deleted".into(), FieldType::Bool);
+                Some(fields)
+            }
+            other => other,
+        };
         let shape = if source.kind.is_table() { Shape::Table } else { Shape::Stream };
         b.known.insert(
             name.clone(),
@@ -212,6 +258,7 @@ pub fn build(spec: TopologySpec, file: Option<&Path>, base_dir: &Path) -> Result
             on_error: source.on_error,
             subtopology: group,
             schema,
+            access_log,
         });
     }
 
@@ -266,13 +313,6 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
     }
     if node.history.is_some() && node.to_table != Some(TableKind::Versioned) {
         return Err(b.error(Some(line), Some(&name), "`history` needs `to_table: versioned`"));
-    }
-    if node.aggregate.is_some() && node.select.is_some() {
-        return Err(b.error(
-            Some(line),
-            Some(&name),
-            "`aggregate` defines its output fields; put `select` in a following node",
-        ));
     }
 
     let mut first: Option<Known> = None;
@@ -423,28 +463,11 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
         });
     }
 
-    if let Some(select) = node.select {
-        let mut projected = Vec::new();
-        let mut fields = BTreeMap::new();
-        for (out, text) in select {
-            let e = b.expr(&text, line, &name)?;
-            if let Some(t) = type_of(&e, &current.fields) {
-                fields.insert(out.clone(), t);
-            }
-            projected.push((out, e));
-        }
-        current.fields = current.fields.as_ref().map(|_| fields);
-        // The key stays; but if the field it was computed from is redefined, the name no longer
-        // describes it.
-        if let Some(source) = &current.key_source {
-            let kept = projected
-                .iter()
-                .any(|(out, e)| out == source && e.as_field().is_some_and(|p| p.len() == 1 && &p[0] == source));
-            if !kept {
-                current.key_source = None;
-            }
-        }
-        steps.push(Step::Select(projected));
+    // With an aggregate, `select` shapes its results instead (see below).
+    let (select_before, select_after_aggregate) =
+        if node.aggregate.is_some() { (None, node.select) } else { (node.select, None) };
+    if let Some(select) = select_before {
+        steps.push(select_step(b, select, &mut current, line, &name)?);
     }
     if let Some(flat) = &node.flat_map {
         steps.push(Step::FlatMap(b.expr(flat, line, &name)?));
@@ -523,6 +546,9 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
             store: format!("{name}-aggregate"),
             side_store,
         });
+        if let Some(select) = select_after_aggregate {
+            steps.push(select_step(b, select, &mut current, line, &name)?);
+        }
         shape = Shape::Table;
     } else if let Some(kind) = node.to_table {
         let history_ms = match kind {
@@ -555,6 +581,37 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
     );
     let late_topic = (node.late == LatePolicy::DeadLetter).then(|| format!("{}-{}-late", b.topology, name));
     Ok(PlannedNode { name, inputs, steps, shape, subtopology: group, line, late_topic })
+}
+
+/// A `select`: each output field's expression, with the field types it gives.
+fn select_step(
+    b: &mut Builder<'_>,
+    select: IndexMap<String, String>,
+    current: &mut Known,
+    line: u64,
+    name: &str,
+) -> Result<Step, TopologyError> {
+    let mut projected = Vec::new();
+    let mut fields = BTreeMap::new();
+    for (out, text) in select {
+        let e = b.expr(&text, line, name)?;
+        if let Some(t) = type_of(&e, &current.fields) {
+            fields.insert(out.clone(), t);
+        }
+        projected.push((out, e));
+    }
+    current.fields = current.fields.as_ref().map(|_| fields);
+    // The key stays; but if the field it was computed from is redefined, the name no longer
+    // describes it.
+    if let Some(source) = &current.key_source {
+        let kept = projected
+            .iter()
+            .any(|(out, e)| out == source && e.as_field().is_some_and(|p| p.len() == 1 && &p[0] == source));
+        if !kept {
+            current.key_source = None;
+        }
+    }
+    Ok(Step::Select(projected))
 }
 
 /// Marks the node's last re-key as read through `topic`.

@@ -424,6 +424,33 @@ impl Pipeline {
         }
     }
 
+    /// The event a CDC change means for a source read as a change stream (`table: stream`),
+    /// like Debezium's `ExtractNewRecordState` with `add.fields=op` and
+    /// `delete.handling.mode=rewrite`: the row after the change (for a delete, the row before it,
+    /// or only its key columns when the table does not log full rows) plus `__op` (`c`, `r`,
+    /// `u`, `d`) and `__deleted`. Truncates, logical messages and tombstones are no events.
+    pub fn event_row_for_change(event: &CdcEvent) -> Option<(Value, Row, i64)> {
+        let CdcEvent::Change(change) = event else { return None };
+        let timestamp = change.event_time_ms().unwrap_or(0);
+        let key = change.key.clone().map(Value::Struct).unwrap_or(Value::Null);
+        let (mut row, deleted) = match change.op {
+            Op::Create | Op::Read | Op::Update => (change.after.clone()?, false),
+            Op::Delete => {
+                let mut row = change.before.clone().unwrap_or_default();
+                for (name, value) in change.key.iter().flat_map(|k| k.iter()) {
+                    if row.get(name).is_none_or(Value::is_null) {
+                        row.set(name, value.clone());
+                    }
+                }
+                (row, true)
+            }
+            Op::Truncate | Op::Message => return None,
+        };
+        row.set("__op", Value::String(change.op.code().into()));
+        row.set("__deleted", Value::Bool(deleted));
+        Some((key, row, timestamp))
+    }
+
     /// Applies a change to a table source.
     pub fn on_table_update<B: StateBackend>(
         &self,
@@ -483,7 +510,9 @@ impl Pipeline {
             let Step::Aggregate { measures, .. } = &node.steps[*step_index] else { continue };
             let closed = aggregator.on_stream_time(state, measures, stream_time)?;
             if !closed.is_empty() {
-                self.emit(state, &node.name, closed, stream_time, out)?;
+                // Closed windows' results continue through the node's steps after the aggregate.
+                let produced = self.run_steps(state, *index, closed, step_index + 1, stream_time, out)?;
+                self.emit(state, &node.name, produced, stream_time, out)?;
             }
         }
         Ok(())
@@ -587,6 +616,8 @@ impl Pipeline {
                         let group = super::aggregate::group_of(group_by, &event)?;
                         out.push(Output::of(topic, Event { key: group, ..event }));
                     }
+                    // A deleted aggregate result (a merged session) stays a deletion.
+                    Step::Select(_) if event.tombstone => next.push(event),
                     Step::Select(fields) => next.push(stateless::select(fields, event)?),
                     Step::FlatMap(expression) => next.extend(stateless::flat_map(expression, event)?),
                     Step::Join { window: Some(_), .. } => {
