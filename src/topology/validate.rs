@@ -228,6 +228,7 @@ pub fn build(spec: TopologySpec, file: Option<&Path>, base_dir: &Path) -> Result
             Some(mut fields) if source.format.is_cdc() && !source.kind.is_table() => {
                 fields.insert("__op".into(), FieldType::String);
                 fields.insert("__deleted".into(), FieldType::Bool);
+                fields.insert("__source_ts_ms".into(), FieldType::Time);
                 Some(fields)
             }
             other => other,
@@ -561,6 +562,17 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
             ),
             TableKind::Table => None,
         };
+        // A table is keyed like its partitions: a re-keyed stream is read back through a
+        // repartition topic first, so each key's rows live in the task that serves its lookups.
+        if current.key_dirty {
+            if rekeyed {
+                set_repartition(&mut steps, &repartition_topic);
+            } else {
+                steps.push(Step::Repartition { topic: repartition_topic.clone() });
+            }
+            current.key_dirty = false;
+            group = b.new_group();
+        }
         steps.push(Step::ToTable { store: format!("{name}-table"), history_ms });
         shape = Shape::Table;
         table_kind = if history_ms.is_some() { SourceKind::Versioned } else { SourceKind::Table };

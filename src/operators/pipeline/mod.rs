@@ -428,7 +428,7 @@ impl Pipeline {
     /// like Debezium's `ExtractNewRecordState` with `add.fields=op` and
     /// `delete.handling.mode=rewrite`: the row after the change (for a delete, the row before it,
     /// or only its key columns when the table does not log full rows) plus `__op` (`c`, `r`,
-    /// `u`, `d`) and `__deleted`. Truncates, logical messages and tombstones are no events.
+    /// `u`, `d`), `__deleted` and `__source_ts_ms` (the commit time, the event's time). Truncates, logical messages and tombstones are no events.
     pub fn event_row_for_change(event: &CdcEvent) -> Option<(Value, Row, i64)> {
         let CdcEvent::Change(change) = event else { return None };
         let timestamp = change.event_time_ms().unwrap_or(0);
@@ -448,6 +448,7 @@ impl Pipeline {
         };
         row.set("__op", Value::String(change.op.code().into()));
         row.set("__deleted", Value::Bool(deleted));
+        row.set("__source_ts_ms", Value::Timestamp { value: timestamp, unit: crate::record::TimeUnit::Millis });
         Some((key, row, timestamp))
     }
 
