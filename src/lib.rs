@@ -36,6 +36,7 @@ pub mod config;
 pub mod connectors;
 pub mod error;
 pub mod expression;
+pub mod generate;
 pub mod observe;
 pub mod operators;
 pub mod record;

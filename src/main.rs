@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use happystreams::commands::{decode, demo, describe, registry, run as run_cmd, schemas, sftp_sync};
+use happystreams::commands::{decode, demo, describe, generate, registry, run as run_cmd, schemas, sftp_sync};
 use happystreams::config::{Config, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +43,9 @@ enum Command {
     Decode(decode::DecodeArgs),
     /// Validate a topology file and print its graph (text or Graphviz DOT).
     Describe(describe::DescribeArgs),
+    /// Generate seeded HappyTimes traffic (Debezium CDC of the dimension tables, clicks,
+    /// access-log lines, social mentions) to a JSON-lines file or to Kafka.
+    Generate(generate::GenerateArgs),
     /// Run a topology against a Kafka cluster as a member of its application's consumer group
     /// (state in RocksDB, restored from changelog topics; stops cleanly on SIGTERM / Ctrl-C).
     Run(run_cmd::RunArgs),
@@ -97,6 +100,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Describe(args) => print!("{}", describe::run(&args)?),
+        Command::Generate(args) => generate::run(&args, &config).await?,
         Command::Registry(RegistryCommand::Serve(args)) => registry::serve(&args).await?,
         Command::Schemas(command) => {
             let (args, register) = match command {

@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod demo;
 pub mod describe;
+pub mod generate;
 pub mod registry;
 pub mod run;
 pub mod schemas;

@@ -240,9 +240,9 @@ impl TopologyTestDriver {
             return self.apply_table_update(&name, Some(update));
         }
         if let Some(parser) = &source.access_log {
-            let line = value_json
-                .as_str()
-                .ok_or_else(|| DriverError::Input(format!("an access-log source's value is the line (a string): {line}")))?;
+            let line = value_json.as_str().ok_or_else(|| {
+                DriverError::Input(format!("an access-log source's value is the line (a string): {line}"))
+            })?;
             let row = parser.parse(line.as_bytes()).map_err(|e| DriverError::Input(e.to_string()))?;
             let name = source_name.to_owned();
             return self.pipe(&name, json::infer(&key_json), row, timestamp);

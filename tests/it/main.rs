@@ -22,6 +22,7 @@ mod avro_registry;
 mod cli;
 mod debezium_fixtures;
 mod golden;
+mod happytimes;
 mod kafka;
 mod lake;
 mod no_panic;
