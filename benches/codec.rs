@@ -8,7 +8,7 @@ use happystreams::codec::avro::{AvroCodec, AvroSchema, avro_schema_from_connect}
 use happystreams::codec::debezium::DebeziumDecoder;
 use happystreams::codec::json;
 use happystreams::commands::decode::read_jsonl;
-use happystreams::commands::demo::ClickGenerator;
+use happystreams::generate::ClickGenerator;
 use happystreams::record::{CdcEvent, Record};
 use std::hint::black_box;
 use std::path::Path;

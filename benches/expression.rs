@@ -2,8 +2,8 @@
 //! fields (`cargo bench --bench expression`).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use happystreams::commands::demo::ClickGenerator;
 use happystreams::expression::{Expression, Scope};
+use happystreams::generate::ClickGenerator;
 use happystreams::record::Value;
 use std::hint::black_box;
 

@@ -3,7 +3,7 @@
 //! windowed funnel topology (join, re-key, tumbling count + count-distinct), on memory state.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use happystreams::commands::demo::ClickGenerator;
+use happystreams::generate::ClickGenerator;
 use happystreams::record::{Row, Value};
 use happystreams::testkit::TopologyTestDriver;
 use serde_json::json;

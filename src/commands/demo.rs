@@ -1,264 +1,287 @@
-//! `happystreams demo`: the embedded default — runs with no external service.
+//! `happystreams demo`: the HappyTimes pipeline on one machine, with no external service.
 //!
-//! What it shows today (the full HappyTimes pipeline replaces it as the engine lands):
-//! 1. an in-process Schema Registry on loopback, with the project's event schemas registered;
-//! 2. generated click events encoded as Confluent-framed Avro by `schema_registry_converter`
-//!    and decoded back by happystreams' codec, checked equal;
-//! 3. a real Debezium capture of the HappyTimes tables (bundled) decoded into change records;
-//! 4. the engine: `topologies/demo_funnel.yaml` run by the test driver over the capture's
-//!    visitors and the generated clicks, printing page views per visitor source and minute as
-//!    each window closes.
+//! 1. An in-process Schema Registry on loopback (in memory) with the project's event schemas
+//!    registered, as producers would.
+//! 2. Seeded HappyTimes traffic from [`crate::generate`]: Debezium change events of the five
+//!    dimension tables, clicks, access-log lines and social mentions, in event-time order.
+//! 3. `topologies/happytimes.yaml` run in process by the engine (state in RocksDB in a temporary
+//!    directory), paced at `--rate` records per second.
+//! 4. The live funnel, reprinted as it updates; Prometheus metrics on loopback; Ctrl-C stops
+//!    cleanly with a last summary.
 
-use crate::codec::avro::{AvroCodec, AvroSchema};
-use crate::codec::debezium::DebeziumDecoder;
-use crate::commands::decode::parse_jsonl;
-use crate::connectors::registry::client::sr_settings;
+use crate::connectors::registry::client::{register, schema_files};
 use crate::connectors::registry::{RegistryConfig, RegistryStore, RunningRegistry};
-use crate::record::{CdcEvent, Row, TimeUnit, Value};
-use schema_registry_converter::async_impl::avro::AvroEncoder;
-use schema_registry_converter::schema_registry_common::SubjectNameStrategy;
+use crate::generate::{Options, generate};
+use crate::record::{Row, Value};
+use crate::state::{RocksDbBackend, StateConfig, StateMemory};
+use crate::testkit::TopologyTestDriver;
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// Flags of `happystreams demo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
-    /// How many click events to generate.
-    #[arg(long, default_value_t = 20)]
-    pub events: usize,
-    /// Seed for the generator (same seed, same events).
+    /// Visitors in the generated traffic.
+    #[arg(long, default_value_t = 200)]
+    pub visitors: u64,
+    /// Days of generated activity.
+    #[arg(long, default_value_t = 21)]
+    pub days: u32,
+    /// Seed for the generator (same seed, same traffic, same funnel).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Records per second fed to the topology (0: as fast as possible).
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u64,
+    /// How often the funnel is reprinted, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub refresh_ms: u64,
+    /// Prometheus metrics endpoint (loopback by default; empty to disable).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_address: String,
 }
 
-const CLICK_SCHEMA: &str = include_str!("../../schemas/happytimes.clicks-value.avsc");
-const CLICKS_TOPIC: &str = "happytimes.clicks";
-const DEBEZIUM_CAPTURE: &str = include_str!("../../tests/fixtures/debezium/json-schemas-precise/records.jsonl");
-const DEMO_TOPOLOGY: &str = include_str!("../../topologies/demo_funnel.yaml");
+const TOPOLOGY: &str = include_str!("../../topologies/happytimes.yaml");
 
-/// Seeded generator of click events (xorshift64*): the same seed gives the same events.
-pub struct ClickGenerator(u64);
+/// The latest result per key of each output topic, and record counts.
+#[derive(Default)]
+struct Board {
+    latest: BTreeMap<String, BTreeMap<String, Row>>,
+    counts: BTreeMap<String, u64>,
+    inputs: BTreeMap<&'static str, u64>,
+    rejected: u64,
+    event_time: i64,
+}
 
-impl ClickGenerator {
-    /// A generator with a seed.
-    pub fn new(seed: u64) -> Self {
-        ClickGenerator(seed.max(1))
+impl Board {
+    fn collect(&mut self, driver: &mut TopologyTestDriver) {
+        for topic in driver.output_topics() {
+            for output in driver.read_output(&topic) {
+                *self.counts.entry(topic.clone()).or_default() += 1;
+                let table = self.latest.entry(topic.clone()).or_default();
+                let key = output.key.to_json().to_string();
+                match output.value {
+                    Some(row) => {
+                        table.insert(key, row);
+                    }
+                    None => {
+                        table.remove(&key);
+                    }
+                }
+            }
+        }
     }
 
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    fn rows(&self, topic: &str) -> impl Iterator<Item = &Row> {
+        self.latest.get(topic).into_iter().flat_map(|t| t.values())
     }
 
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+    fn print(&self, elapsed: Duration) {
+        let total: u64 = self.inputs.values().sum();
+        let time = chrono::DateTime::from_timestamp_millis(self.event_time)
+            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_default();
+        println!(
+            "\n== HappyTimes live funnel · event time {time} UTC · {total} records in {:.1} s ({}) ==",
+            elapsed.as_secs_f64(),
+            self.inputs.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+        );
+        // Awareness and advocacy: the latest hour window.
+        let latest_window =
+            |topic: &str| self.rows(topic).filter_map(|r| r.get("window_start").and_then(Value::epoch_millis)).max();
+        if let Some(window) = latest_window("happytimes.funnel.awareness") {
+            let mut parts: Vec<String> = self
+                .rows("happytimes.funnel.awareness")
+                .filter(|r| r.get("window_start").and_then(Value::epoch_millis) == Some(window))
+                .map(|r| format!("{} {}", text(r, "visitor_source"), text(r, "visitors")))
+                .collect();
+            parts.sort();
+            println!("awareness      visitors per source, hour {}: {}", hour(window), parts.join(" · "));
+        }
+        if let Some(window) = latest_window("happytimes.funnel.consideration_top") {
+            let top = self
+                .rows("happytimes.funnel.consideration_top")
+                .find(|r| r.get("window_start").and_then(Value::epoch_millis) == Some(window))
+                .and_then(|r| r.get("top_content").cloned());
+            let ranked = match top {
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|i| match i {
+                        Value::Struct(e) => format!("#{} ({})", text(e, "value"), text(e, "score")),
+                        other => other.to_json().to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                _ => "-".into(),
+            };
+            println!("consideration  top content viewed by subscribers, hour {}: {ranked}", hour(window));
+        }
+        let mut campaigns: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for row in self.rows("happytimes.funnel.conversion") {
+            let entry = campaigns.entry(text(row, "campaign")).or_default();
+            entry.0 += row.get("clicks").and_then(Value::as_i64).unwrap_or(0);
+            entry.1 += row.get("conversions").and_then(Value::as_i64).unwrap_or(0);
+        }
+        let parts: Vec<String> = campaigns
+            .iter()
+            .map(|(c, (clicks, conv))| {
+                let rate = if *clicks == 0 { 0.0 } else { 100.0 * *conv as f64 / *clicks as f64 };
+                format!("{c} {conv}/{clicks} ({rate:.0}%)")
+            })
+            .collect();
+        println!("conversion     conversions/clicks per campaign (7-day last click): {}", parts.join(" · "));
+        let mut cohorts: Vec<String> = self
+            .rows("happytimes.funnel.loyalty")
+            .map(|r| {
+                let week = r.get("cohort_week").and_then(Value::as_i64).unwrap_or(0);
+                let rates = match r.get("retention_rate") {
+                    Some(Value::Array(items)) => items
+                        .iter()
+                        .map(|v| match v {
+                            Value::Double(d) => format!("{:.0}%", d * 100.0),
+                            other => other.to_json().to_string(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    _ => "-".into(),
+                };
+                format!("{} ({}): {rates}", day(week), text(r, "cohort_size"))
+            })
+            .collect();
+        cohorts.sort();
+        println!("loyalty        cohort week (size): retention in weeks 0-3: {}", cohorts.join(" · "));
+        if let Some(window) = latest_window("happytimes.funnel.advocacy") {
+            let parts: Vec<String> = self
+                .rows("happytimes.funnel.advocacy")
+                .filter(|r| r.get("window_start").and_then(Value::epoch_millis) == Some(window))
+                .map(|r| {
+                    let avg = match r.get("avg_sentiment") {
+                        Some(Value::Double(d)) => format!("{d:+.2}"),
+                        _ => "-".into(),
+                    };
+                    format!("outlet {} {} ({avg})", text(r, "outlet_id"), text(r, "mentions"))
+                })
+                .collect();
+            println!(
+                "advocacy       mentions (avg sentiment) per outlet, hour {}: {}",
+                hour(window),
+                parts.join(" · ")
+            );
+        }
+        let facts: Vec<String> = self
+            .counts
+            .iter()
+            .filter(|(t, _)| t.starts_with("happytimes.facts."))
+            .map(|(t, n)| format!("{} {n}", t.trim_start_matches("happytimes.facts.")))
+            .collect();
+        println!("facts          {} · rejected input records {}", facts.join(" · "), self.rejected);
     }
+}
 
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len() as u64) as usize]
+fn text(row: &Row, field: &str) -> String {
+    match row.get(field) {
+        Some(Value::String(s)) => s.to_string(),
+        Some(v) => v.to_json().to_string(),
+        None => "-".into(),
     }
+}
 
-    /// The `index`-th click event, as a row of `schemas/happytimes.clicks-value.avsc`.
-    pub fn click(&mut self, index: usize) -> Value {
-        let r = self;
-        let event_type = r.pick(&[
-            "page_view",
-            "page_view",
-            "page_view",
-            "click",
-            "ad_click",
-            "affiliate_click",
-            "subscribe",
-            "share",
-            "search",
-            "login",
-        ]);
-        let content = (event_type == "page_view" || event_type == "share").then(|| 100 + r.below(3) as i32);
-        let ad = (event_type == "ad_click" || event_type == "affiliate_click").then(|| 10 + r.below(2) as i32);
-        let visitor = 1 + r.below(5) as i64;
-        let geo = if r.below(4) == 0 {
-            Value::Null
-        } else {
-            let (country, city, lat, lon) = [
-                ("FR", "Paris", 48.8566, 2.3522),
-                ("US", "Austin", 30.2672, -97.7431),
-                ("DE", "Berlin", 52.52, 13.405),
-            ][r.below(3) as usize];
-            Value::Struct(
-                Row::new()
-                    .with("country", Value::String(country.into()))
-                    .with("city", Value::String(city.into()))
-                    .with("lat", Value::Double(lat))
-                    .with("lon", Value::Double(lon)),
-            )
-        };
-        let url = match (content, ad) {
-            (Some(c), _) => format!("https://happytimes.example/article/{c}"),
-            (_, Some(a)) => format!("https://happytimes.example/go/ad/{a}"),
-            _ => format!("https://happytimes.example/{event_type}"),
-        };
-        Value::Struct(
-            Row::new()
-                .with("event_id", Value::Uuid(uuid::Uuid::from_u64_pair(r.next(), index as u64)))
-                .with("visitor_id", Value::Long(visitor))
-                .with("session_id", Value::String(format!("s-{visitor}-{}", r.below(3))))
-                .with("event_type", Value::String(event_type.into()))
-                .with("content_id", content.map_or(Value::Null, Value::Int))
-                .with("ad_id", ad.map_or(Value::Null, Value::Int))
-                .with("url", Value::String(url))
-                .with(
-                    "referrer",
-                    if r.below(2) == 0 {
-                        Value::Null
-                    } else {
-                        Value::String(r.pick(&["https://news.example/", "https://social.example/"]).into())
-                    },
-                )
-                .with("geo", geo)
-                .with("device_type", Value::String(r.pick(&["mobile", "desktop", "tablet"]).into()))
-                .with("user_agent", Value::String("Mozilla/5.0 (demo)".into()))
-                .with(
-                    "event_time",
-                    Value::Timestamp {
-                        value: 1_719_792_000_000 + index as i64 * 1_000 + r.below(1_000) as i64,
-                        unit: TimeUnit::Millis,
-                    },
-                ),
-        )
-    }
+fn hour(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.format("%m-%d %H:00").to_string()).unwrap_or_default()
+}
+
+fn day(epoch_day: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(epoch_day * 86_400_000)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
 }
 
 /// Runs the demo, printing to stdout.
 pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
+    // 1. The embedded registry, with the event schemas producers would register.
     let registry = RunningRegistry::start("127.0.0.1:0".parse()?, RegistryStore::in_memory()).await?;
-    println!("schema registry (embedded, in memory) at {}", registry.url);
     let config = RegistryConfig { url: registry.url.clone(), ..RegistryConfig::default() };
-    let settings = sr_settings(&config)?;
+    let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    let mut registered = Vec::new();
+    for file in schema_files(&schemas)? {
+        let id = register(&config, &file).await?;
+        registered.push(format!("{} (id {id})", file.subject));
+    }
+    println!("schema registry (embedded, in memory) at {}: {}", registry.url, registered.join(", "));
 
-    // 1-2. Register the click schema through the producer-side encoder and round-trip clicks.
-    let writer = AvroSchema::parse(0, CLICK_SCHEMA)?;
-    let encoder = AvroEncoder::new(settings.clone());
-    let codec = AvroCodec::with_registry(settings);
-    let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
-        CLICKS_TOPIC.into(),
-        false,
-        schema_registry_converter::schema_registry_common::SuppliedSchema::new(
-            Some("happytimes.events.Click".into()),
-            schema_registry_converter::schema_registry_common::SchemaType::Avro,
-            CLICK_SCHEMA.into(),
-        ),
+    // 5. Metrics on loopback.
+    let handle = crate::observe::metrics::recorder().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
+    if !args.metrics_address.is_empty() {
+        let bound = crate::observe::metrics::serve(&args.metrics_address, handle).await.map_err(|e| {
+            anyhow::anyhow!("{e} (pick another port with --metrics-address, or disable it with --metrics-address '')")
+        })?;
+        println!("Prometheus metrics at http://{bound}/metrics");
+    }
+
+    // 2-3. Traffic through the topology, state in RocksDB.
+    let options = Options { seed: args.seed, visitors: args.visitors, days: args.days, ..Options::default() };
+    let records = generate(&options);
+    let plan = crate::topology::parse(TOPOLOGY, None, &Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies"))?;
+    let state_dir = tempfile::tempdir()?;
+    let stores = plan.stores();
+    let memory = StateMemory::new(&StateConfig::default());
+    let backend = RocksDbBackend::open(state_dir.path(), &stores, &memory)?;
+    let mut driver = TopologyTestDriver::with_state(plan, Box::new(backend))?;
+    println!(
+        "{} records generated (seed {}, {} visitors, {} days); running topologies/happytimes.yaml at {} records/s, Ctrl-C to stop",
+        records.len(),
+        args.seed,
+        args.visitors,
+        args.days,
+        if args.rate == 0 { "full speed".to_owned() } else { args.rate.to_string() }
     );
-    let mut generator = ClickGenerator::new(args.seed);
-    println!("\n-- {} click events: Avro via the registry and back --", args.events);
-    for index in 0..args.events {
-        let click = generator.click(index);
-        let avro_value = writer.to_avro_value(&click)?;
-        let bytes = encoder.encode_value(avro_value, &strategy).await.map_err(|e| anyhow::anyhow!("encode: {e}"))?;
-        let decoded = codec.decode(&bytes).await?;
-        anyhow::ensure!(decoded == click, "click {index} changed in the round trip: {decoded:?} != {click:?}");
-        println!("{}", decoded.to_json());
-    }
 
-    // 3. Decode the bundled real Debezium capture.
-    let records = parse_jsonl(DEBEZIUM_CAPTURE, "bundled capture")?;
-    let decoder = DebeziumDecoder::json(true);
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    println!("\n-- {} real Debezium records (PostgreSQL, JSON with schemas) --", records.len());
-    for record in &records {
-        let event = decoder.decode(record).await?;
-        let (kind, line) = describe(&event);
-        *counts.entry(kind).or_default() += 1;
-        println!("{line}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        crate::commands::shutdown_signal().await;
+        flag.store(true, Ordering::Relaxed);
+    });
+    let mut board = Board::default();
+    let started = Instant::now();
+    let mut last_print = Instant::now();
+    let refresh = Duration::from_millis(args.refresh_ms.max(50));
+    for (index, record) in records.iter().enumerate() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if args.rate > 0 && index % 100 == 0 {
+            let due = started + Duration::from_secs_f64(index as f64 / args.rate as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        metrics::counter!("records_in_total", "topic" => record.topic).increment(1);
+        if driver.pipe_json(&record.to_json_line()).is_err() {
+            // A malformed access-log line: the Kafka runtime dead-letters it (`on_error`).
+            board.rejected += 1;
+            metrics::counter!("records_dead_lettered_total", "topic" => record.topic).increment(1);
+        }
+        *board.inputs.entry(record.source).or_default() += 1;
+        board.event_time = board.event_time.max(record.timestamp);
+        if last_print.elapsed() >= refresh {
+            board.collect(&mut driver);
+            board.print(started.elapsed());
+            last_print = Instant::now();
+        }
     }
-    let registered = codec.schema(1).await.map(|s| s.id).unwrap_or_default();
-    println!("\n{} clicks round-tripped (schema id {registered}); Debezium events by kind: {counts:?}", args.events);
+    board.collect(&mut driver);
+    board.print(started.elapsed());
+    let stopped = stop.load(Ordering::Relaxed);
+    println!(
+        "\n{} after {:.1} s: {} records in; windows still open stay as last printed.",
+        if stopped { "stopped by signal" } else { "all generated traffic processed" },
+        started.elapsed().as_secs_f64(),
+        board.inputs.values().sum::<u64>()
+    );
     registry.shutdown().await?;
-
-    // 4. The engine over the same data.
-    run_funnel(args, &records, &decoder).await?;
     Ok(())
-}
-
-async fn run_funnel(
-    args: &DemoArgs,
-    capture: &[crate::record::Record],
-    decoder: &DebeziumDecoder,
-) -> anyhow::Result<()> {
-    use crate::testkit::TopologyTestDriver;
-    let plan = crate::topology::parse(DEMO_TOPOLOGY, None, std::path::Path::new("."))?;
-    let mut driver = TopologyTestDriver::new(plan)?;
-    println!("\n-- topology demo_funnel: page views per visitor source and minute (emit final) --");
-    for record in
-        capture.iter().filter(|r| r.position.as_ref().is_some_and(|p| &*p.topic == "happytimes.public.visitors"))
-    {
-        driver.pipe_change("visitors", &decoder.decode(record).await?)?;
-    }
-    let mut generator = ClickGenerator::new(args.seed);
-    // Enough clicks to span a few minutes of event time (one click per second).
-    let clicks = args.events.max(200);
-    for index in 0..clicks {
-        if let Value::Struct(row) = generator.click(index) {
-            driver.pipe("clicks", Value::Null, row, 0)?;
-        }
-        for output in driver.read_output("happytimes.funnel.views_per_source") {
-            if let Some(row) = output.value {
-                let text = |f: &str| {
-                    row.get(f)
-                        .map(|v| v.to_json().as_str().map(str::to_owned).unwrap_or_else(|| v.to_json().to_string()))
-                        .unwrap_or_default()
-                };
-                println!(
-                    "{} - {}  source={:<8} views={:<3} visitors={}",
-                    text("window_start"),
-                    &text("window_end")[11..],
-                    text("source"),
-                    text("views"),
-                    text("visitors")
-                );
-            }
-        }
-    }
-    println!("({clicks} clicks; the last minute is still open)");
-    Ok(())
-}
-
-fn short(row: &Option<Row>) -> String {
-    row.as_ref().map_or("-".into(), |r| r.to_json().to_string())
-}
-
-fn describe(event: &CdcEvent) -> (String, String) {
-    match event {
-        CdcEvent::Change(c) => {
-            let table = format!("{}.{}", c.source.schema().unwrap_or(""), c.source.table().unwrap_or(""));
-            let mut line = format!("{:<2} {table:<22} key={} ", c.op.code(), short(&c.key));
-            match c.op {
-                crate::record::Op::Delete => line.push_str(&format!(
-                    "before={}{}",
-                    short(&c.before),
-                    if c.before_key_only { " (key only)" } else { "" }
-                )),
-                crate::record::Op::Message => line.push_str(&format!(
-                    "message prefix={:?} {} bytes",
-                    c.message.as_ref().and_then(|m| m.prefix.clone()),
-                    c.message.as_ref().map_or(0, |m| m.content.len())
-                )),
-                _ => line.push_str(&format!("after={}", short(&c.after))),
-            }
-            (format!("{:?}", c.op).to_lowercase(), truncate(line))
-        }
-        CdcEvent::Tombstone { key, .. } => {
-            ("tombstone".into(), format!("   tombstone              key={}", short(key)))
-        }
-        CdcEvent::Transaction(t) => {
-            ("transaction".into(), format!("   tx {:?} {} events={:?}", t.status, t.id, t.event_count))
-        }
-    }
-}
-
-fn truncate(mut line: String) -> String {
-    if line.chars().count() > 200 {
-        line = line.chars().take(197).collect::<String>() + "...";
-    }
-    line
 }

@@ -11,8 +11,10 @@
 //! subscribe one to three days later; some subscriptions end early or are deleted. Outlets get
 //! mentions all along.
 
+mod clicks;
 mod records;
 
+pub use clicks::ClickGenerator;
 pub use records::{Body, Generated};
 use records::{Cdc, Rng};
 use serde_json::{Value as J, json};

@@ -142,7 +142,7 @@ fn decode_reports_bad_records_and_keeps_going() {
 #[test]
 fn decode_avro_offline_with_a_schema_file() {
     use happystreams::codec::avro::AvroSchema;
-    use happystreams::commands::demo::ClickGenerator;
+    use happystreams::generate::ClickGenerator;
     let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/happytimes.clicks-value.avsc");
     let schema = AvroSchema::parse(42, &std::fs::read_to_string(&schema_path).unwrap()).unwrap();
     let click = ClickGenerator::new(3).click(0);
@@ -236,12 +236,15 @@ fn schemas_register_explains_an_unreachable_registry() {
 
 #[test]
 fn demo_runs_with_no_external_service() {
-    let output = run(&["demo", "--events", "5"]);
+    let output = run(&["demo", "--visitors", "40", "--days", "14", "--rate", "0", "--metrics-address", "127.0.0.1:0"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("5 clicks round-tripped"), "{stdout}");
-    assert!(stdout.contains("tombstone"), "{stdout}");
-    // The engine part: closed windows of page views per visitor source, from real CDC rows.
-    assert!(stdout.contains("2024-07-01T00:00:00.000Z - 00:01:00.000Z  source=email"), "{stdout}");
-    assert!(stdout.contains("source=unknown"), "a deleted visitor joins the unknown member: {stdout}");
+    assert!(stdout.contains("happytimes.clicks-value (id 1)"), "the registry took the schemas: {stdout}");
+    assert!(stdout.contains("Prometheus metrics at http://127.0.0.1:"), "{stdout}");
+    // Every funnel line is printed, with values from the generated traffic.
+    for line in ["awareness ", "consideration ", "conversion ", "loyalty ", "advocacy ", "facts "] {
+        assert!(stdout.lines().any(|l| l.starts_with(line)), "no `{line}` line: {stdout}");
+    }
+    assert!(stdout.contains("cohort week (size): retention in weeks 0-3: 2026-11-02 ("), "{stdout}");
+    assert!(stdout.contains("all generated traffic processed"), "{stdout}");
 }
