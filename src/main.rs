@@ -3,7 +3,9 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use happystreams::commands::{decode, demo, describe, generate, registry, run as run_cmd, schemas, sftp_sync};
+use happystreams::commands::{
+    decode, demo, describe, generate, lake_sink, registry, run as run_cmd, schemas, sftp_sync,
+};
 use happystreams::config::{Config, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +51,9 @@ enum Command {
     /// Run a topology against a Kafka cluster as a member of its application's consumer group
     /// (state in RocksDB, restored from changelog topics; stops cleanly on SIGTERM / Ctrl-C).
     Run(run_cmd::RunArgs),
+    /// Land Kafka topics in the lake as Parquet (Hive partitions by record time), exactly once
+    /// per record; a consumer group member.
+    LakeSink(lake_sink::LakeSinkArgs),
     /// Pull new files from the configured SFTP sources into the lake (`landing/<source>/`), each
     /// once; non-zero exit if any file failed.
     SftpSync(sftp_sync::SftpSyncArgs),
@@ -101,6 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Describe(args) => print!("{}", describe::run(&args)?),
         Command::Generate(args) => generate::run(&args, &config).await?,
+        Command::LakeSink(args) => lake_sink::run(&args, &config).await?,
         Command::Registry(RegistryCommand::Serve(args)) => registry::serve(&args).await?,
         Command::Schemas(command) => {
             let (args, register) = match command {

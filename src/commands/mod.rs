@@ -5,6 +5,7 @@ pub mod decode;
 pub mod demo;
 pub mod describe;
 pub mod generate;
+pub mod lake_sink;
 pub mod registry;
 pub mod run;
 pub mod schemas;

@@ -124,3 +124,113 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+/// Every Parquet file under `dir/table`: path (relative to the table) → rows.
+fn landed(dir: &std::path::Path, table: &str) -> std::collections::BTreeMap<String, i64> {
+    let mut files = std::collections::BTreeMap::new();
+    let root = dir.join(table);
+    let mut pending = vec![root.clone()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                let rows = row_count(Bytes::from(std::fs::read(&path).unwrap())).unwrap();
+                files.insert(path.strip_prefix(&root).unwrap().display().to_string(), rows);
+            }
+        }
+    }
+    files
+}
+
+fn lake_sink(bootstrap: &str, lake: &std::path::Path, group: &str, facts: &str, raw: &str, extra: &[&str]) {
+    let mut args = vec![
+        "lake-sink".to_owned(),
+        "--bootstrap-servers".into(),
+        bootstrap.into(),
+        "--lake".into(),
+        lake.display().to_string(),
+        "--group-id".into(),
+        group.into(),
+        "--json".into(),
+        format!("{facts}=facts"),
+        "--raw".into(),
+        format!("{raw}=raw"),
+        "--segment-records".into(),
+        "64".into(),
+        "--exit-at-end".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    // A short session: a rerun of the group does not wait for its previous member to expire.
+    let output = crate::cli::happystreams()
+        .args(&args)
+        .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "lake-sink failed: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lake_sink_lands_each_record_once_across_reruns_and_replays() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let cluster = rig::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let (facts, raw) = (rig::unique_topic("facts"), rig::unique_topic("raw"));
+    cluster.create_topic(&facts, 2, 1).unwrap();
+    cluster.create_topic(&raw, 2, 1).unwrap();
+    let producer: FutureProducer = rig::client_config(&bootstrap).create().unwrap();
+    let start = 1_793_577_600_000i64;
+    let produce = |from: i64, to: i64| {
+        let producer = producer.clone();
+        let (facts, raw) = (facts.clone(), raw.clone());
+        async move {
+            for i in from..to {
+                let key = format!("k{}", i % 5);
+                let at = start + i * 60_000; // a record a minute: 3 hours per 180
+                let value = (i % 50 != 49).then(|| format!("{{\"n\": {i}, \"name\": \"fact {i}\"}}"));
+                let mut record = FutureRecord::to(&facts).key(&key).timestamp(at);
+                if let Some(v) = value.as_deref() {
+                    record = record.payload(v);
+                }
+                producer.send(record, std::time::Duration::from_secs(5)).await.unwrap();
+                let line = format!("line {i}");
+                producer
+                    .send(
+                        FutureRecord::to(&raw).key(&key).payload(&line).timestamp(at),
+                        std::time::Duration::from_secs(5),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    produce(0, 300).await;
+    let lake = tempfile::tempdir().unwrap();
+    lake_sink(&bootstrap, lake.path(), "g1", &facts, &raw, &[]);
+    let first = landed(lake.path(), "facts");
+    // 300 records, 6 of them tombstones (skipped in a json table); every raw record.
+    assert_eq!(first.values().sum::<i64>(), 294, "{first:?}");
+    assert_eq!(landed(lake.path(), "raw").values().sum::<i64>(), 300);
+    assert!(first.keys().all(|p| p.starts_with("date=2026-11-0") && p.contains("/hour=")), "{first:?}");
+    assert!(first.keys().any(|p| p.ends_with(&format!("{facts}+1+00000000000000000064.parquet"))), "{first:?}");
+
+    // A full replay under another group, flushing constantly: the same files, nothing added.
+    lake_sink(&bootstrap, lake.path(), "g2", &facts, &raw, &["--flush-interval-ms", "1"]);
+    assert_eq!(landed(lake.path(), "facts"), first);
+
+    // The first group goes on from its committed segment starts: only new records are added.
+    produce(300, 400).await;
+    lake_sink(&bootstrap, lake.path(), "g1", &facts, &raw, &[]);
+    assert_eq!(landed(lake.path(), "facts").values().sum::<i64>(), 294 + 98);
+    assert_eq!(landed(lake.path(), "raw").values().sum::<i64>(), 400);
+}
+
+#[test]
+fn lake_sink_refuses_bad_table_names() {
+    let output = crate::cli::run(&["lake-sink", "--json", "a=../b"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("without `..`"));
+    let output = crate::cli::run(&["lake-sink"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--json and/or --raw"));
+}

@@ -8,6 +8,7 @@
 //! deterministic names, so a retried write replaces the same file instead of adding another.
 
 pub mod parquet;
+pub mod sink;
 
 use crate::error::ErrorClass;
 use bytes::Bytes;
@@ -116,6 +117,9 @@ pub enum LakeError {
     /// Data could not be converted to or from Parquet.
     #[error("parquet: {0}")]
     Parquet(String),
+    /// A record cannot become a row of its lake table.
+    #[error("{0}")]
+    Data(String),
     /// The data being uploaded failed to arrive (e.g. a download broke off).
     #[error("source of `{path}` failed: {detail}; nothing was written")]
     Source {
@@ -131,7 +135,7 @@ impl LakeError {
     pub fn class(&self) -> ErrorClass {
         match self {
             LakeError::Config(_) => ErrorClass::Config,
-            LakeError::Parquet(_) => ErrorClass::Data,
+            LakeError::Parquet(_) | LakeError::Data(_) => ErrorClass::Data,
             LakeError::Store { .. } | LakeError::Source { .. } => ErrorClass::External,
         }
     }

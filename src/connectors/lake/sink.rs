@@ -1,0 +1,175 @@
+//! Kafka topics into the lake as Parquet, exactly once per record (`happystreams lake-sink`).
+//!
+//! Each partition's offsets are cut into fixed **segments** of `segment_records` offsets
+//! (`[k·N, (k+1)·N)`). A segment's records are kept in memory until the segment is complete and
+//! written as one file per Hive partition they fall in (`<table>/date=YYYY-MM-DD/hour=HH/`, by
+//! record timestamp, UTC), named `<topic>+<partition>+<segment start>.parquet`. Until then a
+//! periodic flush rewrites the segment's files with everything read so far, so data is fresh.
+//! The group's offset is committed only at segment starts. So every run — a restart after a
+//! crash, a rebalance, a full replay under a new group — builds each segment from its first
+//! offset and writes files with the same names and the same records: a replay rewrites files,
+//! never adds duplicates. Files become visible only when complete (see [`super::Lake`]).
+//!
+//! Two row formats: `json` (a JSON object per record: its fields become typed columns; the
+//! facts) and `raw` (`key`, `value` as text; the raw inputs, lossless for text). Both add
+//! `_topic`, `_partition`, `_offset` and `_timestamp`. Null values (tombstones) are skipped in
+//! `json` tables and kept (value null) in `raw` ones.
+
+use super::{Lake, LakeError, hive_partition, parquet::to_parquet};
+use crate::codec::json;
+use crate::record::{Row, TimeUnit, Value};
+use std::collections::BTreeMap;
+
+/// How a topic's records become rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowFormat {
+    /// A JSON object per record; its fields become columns.
+    Json,
+    /// The record's key and value as text.
+    Raw,
+}
+
+/// One record read from a topic partition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkRecord {
+    /// Offset in its partition.
+    pub offset: i64,
+    /// Record timestamp (ms); it picks the Hive partition.
+    pub timestamp: i64,
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Value bytes (`None`: a tombstone).
+    pub value: Option<Vec<u8>>,
+}
+
+/// A file a flush writes: its lake path and rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedFile {
+    /// Path under the lake root.
+    pub path: String,
+    /// Its rows, in offset order.
+    pub rows: Vec<Row>,
+}
+
+/// The row of one record; the error names the record.
+pub fn row_of(topic: &str, partition: i32, record: &SinkRecord, format: RowFormat) -> Result<Option<Row>, LakeError> {
+    let text = |bytes: &Option<Vec<u8>>| match bytes {
+        Some(b) => Value::String(String::from_utf8_lossy(b).into()),
+        None => Value::Null,
+    };
+    let mut row = match format {
+        RowFormat::Raw => Row::new().with("key", text(&record.key)).with("value", text(&record.value)),
+        RowFormat::Json => {
+            let Some(bytes) = &record.value else { return Ok(None) };
+            match json::decode_plain(bytes) {
+                Ok(Value::Struct(row)) => row,
+                Ok(other) => {
+                    return Err(LakeError::Data(format!(
+                        "{topic}[{partition}]@{}: a json lake table takes JSON objects, got a {} (land the topic as raw)",
+                        record.offset,
+                        other.type_name()
+                    )));
+                }
+                Err(e) => {
+                    return Err(LakeError::Data(format!(
+                        "{topic}[{partition}]@{}: {e} (land the topic as raw)",
+                        record.offset
+                    )));
+                }
+            }
+        }
+    };
+    row.push("_topic", Value::String(topic.into()));
+    row.push("_partition", Value::Int(partition));
+    row.push("_offset", Value::Long(record.offset));
+    row.push("_timestamp", Value::Timestamp { value: record.timestamp, unit: TimeUnit::Millis });
+    Ok(Some(row))
+}
+
+/// The segment (its first offset) an offset belongs to.
+pub fn segment_of(offset: i64, segment_records: i64) -> i64 {
+    offset.div_euclid(segment_records.max(1)) * segment_records.max(1)
+}
+
+/// The files of one segment's records (in offset order), named after the segment's start.
+pub fn plan_files(
+    table: &str,
+    topic: &str,
+    partition: i32,
+    segment_start: i64,
+    records: &[SinkRecord],
+    format: RowFormat,
+) -> Result<Vec<PlannedFile>, LakeError> {
+    let mut files: BTreeMap<String, PlannedFile> = BTreeMap::new();
+    for record in records {
+        let Some(row) = row_of(topic, partition, record, format)? else { continue };
+        let dir = hive_partition(table, record.timestamp);
+        files
+            .entry(dir.clone())
+            .or_insert_with(|| PlannedFile {
+                path: format!("{dir}/{topic}+{partition}+{segment_start:020}.parquet"),
+                rows: Vec::new(),
+            })
+            .rows
+            .push(row);
+    }
+    Ok(files.into_values().collect())
+}
+
+/// Writes planned files (each atomically); returns how many rows were written.
+pub async fn write_files(lake: &Lake, files: Vec<PlannedFile>) -> Result<usize, LakeError> {
+    let mut rows = 0;
+    for file in files {
+        let bytes = to_parquet(&file.rows)?;
+        lake.put(&file.path, bytes).await?;
+        rows += file.rows.len();
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: i64 = 3_600_000;
+
+    fn record(offset: i64, hour: i64) -> SinkRecord {
+        SinkRecord {
+            offset,
+            timestamp: 1_793_577_600_000 + hour * HOUR,
+            key: Some(b"{\"id\":1}".to_vec()),
+            value: Some(format!("{{\"n\":{offset}}}").into_bytes()),
+        }
+    }
+
+    fn offsets(files: &[PlannedFile]) -> BTreeMap<String, Vec<i64>> {
+        files
+            .iter()
+            .map(|f| (f.path.clone(), f.rows.iter().filter_map(|r| r.get("_offset")?.as_i64()).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn files_are_per_hive_partition_and_named_by_segment() {
+        let records = [record(10, 0), record(11, 1), record(12, 0)];
+        assert_eq!(segment_of(12, 10), 10);
+        assert_eq!(segment_of(9, 10), 0);
+        let files = plan_files("t", "topic", 3, 10, &records, RowFormat::Json).unwrap();
+        let got = offsets(&files);
+        assert_eq!(got.get("t/date=2026-11-02/hour=00/topic+3+00000000000000000010.parquet"), Some(&vec![10, 12]));
+        assert_eq!(got.get("t/date=2026-11-02/hour=01/topic+3+00000000000000000010.parquet"), Some(&vec![11]));
+    }
+
+    #[test]
+    fn json_tables_skip_tombstones_and_name_bad_records() {
+        let mut tombstone = record(1, 0);
+        tombstone.value = None;
+        assert!(plan_files("t", "x", 0, 0, &[tombstone.clone()], RowFormat::Json).unwrap().is_empty());
+        let raw = plan_files("t", "x", 0, 0, &[tombstone], RowFormat::Raw).unwrap();
+        assert_eq!(raw[0].rows[0].get("value"), Some(&Value::Null));
+        let mut bad = record(7, 0);
+        bad.value = Some(b"not json".to_vec());
+        let message = plan_files("t", "x", 2, 0, &[bad], RowFormat::Json).unwrap_err().to_string();
+        assert!(message.contains("x[2]@7") && message.contains("raw"), "{message}");
+    }
+}
