@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use happystreams::commands::{
-    decode, demo, describe, generate, lake_sink, registry, run as run_cmd, schemas, sftp_sync,
+    decode, demo, describe, generate, lake_sink, registry, replay, run as run_cmd, schemas, sftp_sync,
 };
 use happystreams::config::{Config, LogFormat};
 use std::path::PathBuf;
@@ -57,6 +57,9 @@ enum Command {
     /// Pull new files from the configured SFTP sources into the lake (`landing/<source>/`), each
     /// once; non-zero exit if any file failed.
     SftpSync(sftp_sync::SftpSyncArgs),
+    /// Run a topology in process over a JSON-lines input file and write each output topic's
+    /// records (all, and the latest per key).
+    Replay(replay::ReplayArgs),
     /// The Confluent-compatible Schema Registry.
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -107,6 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Describe(args) => print!("{}", describe::run(&args)?),
         Command::Generate(args) => generate::run(&args, &config).await?,
         Command::LakeSink(args) => lake_sink::run(&args, &config).await?,
+        Command::Replay(args) => replay::run(&args)?,
         Command::Registry(RegistryCommand::Serve(args)) => registry::serve(&args).await?,
         Command::Schemas(command) => {
             let (args, register) = match command {

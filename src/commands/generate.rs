@@ -35,6 +35,13 @@ pub struct GenerateArgs {
     /// Kafka: at most this many records per second (0: as fast as possible).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// Kafka: create missing HappyTimes topics with this many partitions first.
+    #[arg(long, value_name = "N")]
+    pub partitions: Option<i32>,
+    /// Only these sources (comma-separated: clicks, weblogs, social_mentions, visitors,
+    /// content, ads, subscriptions, social_outlets); default all.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
 }
 
 impl GenerateArgs {
@@ -57,7 +64,17 @@ impl GenerateArgs {
 
 /// Runs the command.
 pub async fn run(args: &GenerateArgs, config: &Config) -> anyhow::Result<()> {
-    let records = generate(&args.options()?);
+    let mut records = generate(&args.options()?);
+    if !args.only.is_empty() {
+        for name in &args.only {
+            anyhow::ensure!(
+                crate::generate::SOURCES.contains(&name.as_str()),
+                "--only `{name}` is not a source; the sources are {}",
+                crate::generate::SOURCES.join(", ")
+            );
+        }
+        records.retain(|r| args.only.iter().any(|o| o == r.source));
+    }
     if let Some(path) = &args.output {
         let mut out: Box<dyn Write> = if path.as_os_str() == "-" {
             Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
@@ -85,6 +102,9 @@ pub async fn run(args: &GenerateArgs, config: &Config) -> anyhow::Result<()> {
         .set("queue.buffering.max.messages", "500000")
         .create()
         .map_err(|e| anyhow::anyhow!("Kafka producer for {}: {e}", kafka.bootstrap_servers))?;
+    if let Some(partitions) = args.partitions {
+        create_topics(&kafka, partitions).await?;
+    }
     let started = Instant::now();
     let mut pending = std::collections::VecDeque::new();
     for (index, record) in records.iter().enumerate() {
@@ -120,6 +140,28 @@ pub async fn run(args: &GenerateArgs, config: &Config) -> anyhow::Result<()> {
         kafka.bootstrap_servers,
         records.len() as f64 / seconds.max(1e-9)
     );
+    Ok(())
+}
+
+/// Creates the HappyTimes topics that do not exist yet.
+async fn create_topics(kafka: &crate::connectors::kafka::KafkaConfig, partitions: i32) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    anyhow::ensure!(partitions > 0, "--partitions must be at least 1");
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
+    let topics: Vec<&str> = crate::generate::SOURCES.iter().map(|s| crate::generate::topic_of(s)).collect();
+    let new: Vec<NewTopic<'_>> =
+        topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(&new, &options).await? {
+        match result {
+            Ok(name) => eprintln!("created topic {name} ({partitions} partitions)"),
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),
+        }
+    }
+    // New topics take a moment to have leaders.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(())
 }
 

@@ -15,7 +15,11 @@ mod clicks;
 mod records;
 
 pub use clicks::ClickGenerator;
-pub use records::{Body, Generated};
+pub use records::{Body, Generated, topic_of};
+
+/// The HappyTimes sources (`topologies/happytimes.yaml`), each with its topic ([`topic_of`]).
+pub const SOURCES: [&str; 8] =
+    ["clicks", "weblogs", "social_mentions", "visitors", "content", "ads", "subscriptions", "social_outlets"];
 use records::{Cdc, Rng};
 use serde_json::{Value as J, json};
 
@@ -67,7 +71,7 @@ const OUTLETS: [(i64, &str, &str); 5] = [
     (4, "Pixel Post", "positive"),
     (5, "Civic Review", "neutral"),
 ];
-const SOURCES: [&str; 4] = ["email", "social", "sem", "direct"];
+const VISIT_SOURCES: [&str; 4] = ["email", "social", "sem", "direct"];
 const COUNTRIES: [(&str, &str); 5] =
     [("FR", "Paris"), ("US", "Austin"), ("DE", "Berlin"), ("BR", "Recife"), ("JP", "Osaka")];
 const DEVICES: [&str; 3] = ["mobile", "desktop", "tablet"];
@@ -112,12 +116,12 @@ pub fn generate(options: &Options) -> Vec<Generated> {
         let (country, city) = COUNTRIES[rng.below(COUNTRIES.len() as u64) as usize];
         let row = json!({"visitor_id": visitor, "visitor_uuid": uuid(&mut rng), "name": format!("Visitor {visitor}"),
             "country": country, "city": city, "device_type": DEVICES[rng.below(3) as usize],
-            "source": SOURCES[rng.below(4) as usize], "is_returning": false,
+            "source": VISIT_SOURCES[rng.below(4) as usize], "is_returning": false,
             "first_seen": records::zoned(first), "birth_date": J::Null, "lifetime_value": J::Null, "attributes": J::Null});
         out.push(cdc.change("visitors", json!({"visitor_id": visitor}), "c", None, Some(row.clone()), first - 1000));
         if rng.below(10) == 0 {
             let mut changed = row.clone();
-            changed["source"] = json!(SOURCES[rng.below(4) as usize]);
+            changed["source"] = json!(VISIT_SOURCES[rng.below(4) as usize]);
             changed["is_returning"] = json!(true);
             let at = first + DAY + rng.below(3 * DAY as u64) as i64;
             out.push(cdc.change("visitors", json!({"visitor_id": visitor}), "u", Some(row), Some(changed), at));
@@ -180,7 +184,9 @@ pub fn generate(options: &Options) -> Vec<Generated> {
             for _ in 0..options.mentions_per_day {
                 mention += 1;
                 let at = day + rng.below(DAY as u64) as i64;
-                let score = rng.below(2001) as i64 - 1000;
+                // Now and then exactly on a category boundary (±0.25).
+                let score =
+                    if rng.below(25) == 0 { [250, -250][rng.below(2) as usize] } else { rng.below(2001) as i64 - 1000 };
                 let value = json!({"mention_id": format!("m-{mention}"), "outlet_id": outlet,
                     "sentiment_score": score as f64 / 1000.0, "text": format!("mention {mention} of outlet {outlet}"),
                     "event_time": at});

@@ -1,0 +1,87 @@
+"""The stream's final funnel equals the dbt marts (docs/FUNNEL.md), value for value.
+
+    python compare.py STREAM_DIR DUCKDB_FILE
+
+STREAM_DIR holds `<topic>.latest.jsonl` files: the last value per key of each funnel topic
+(`happystreams replay` writes them; tests/happytimes_e2e.sh reads them from Kafka). Exit 0 when
+every funnel matches, 1 with the differences otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import sys
+from pathlib import Path
+
+import duckdb
+
+
+def ms(iso: str) -> int:
+    return int(dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def stream(directory: Path, topic: str) -> list[dict]:
+    path = directory / f"happytimes.funnel.{topic}.latest.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["value"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def same(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return a == b
+
+
+# funnel -> (key fields, value fields, how a stream row becomes {field: value})
+FUNNELS = {
+    "awareness": (["visitor_source", "window_start_ms"], ["visitors", "events"]),
+    "consideration": (["content_id", "window_start_ms"], ["views", "viewers"]),
+    "consideration_top": (["window_start_ms"], ["top_content"]),
+    "conversion": (["campaign", "click_day"], ["clicks", "conversions", "conversion_rate"]),
+    "loyalty": (["cohort_week"], ["cohort_size", "retained", "retention_rate"]),
+    "advocacy": (["outlet_id", "window_start_ms"], ["mentions", "avg_sentiment", "positive", "neutral", "negative"]),
+}
+
+
+def main(stream_dir: Path, database: Path) -> int:
+    con = duckdb.connect(str(database), read_only=True)
+    failures = 0
+    for funnel, (keys, values) in FUNNELS.items():
+        cursor = con.execute(f"select * from funnel_{funnel}")
+        columns = [d[0] for d in cursor.description]
+        batch = {}
+        for row in cursor.fetchall():
+            record = dict(zip(columns, row))
+            batch[tuple(record[k] for k in keys)] = {v: record[v] for v in values}
+        streamed = {}
+        for row in stream(stream_dir, funnel):
+            if "window_start" in row:
+                row["window_start_ms"] = ms(row["window_start"])
+            streamed[tuple(row[k] for k in keys)] = {v: row.get(v) for v in values}
+        missing = sorted(set(batch) - set(streamed), key=str)
+        extra = sorted(set(streamed) - set(batch), key=str)
+        differ = sorted((k for k in set(batch) & set(streamed) if not same(batch[k], streamed[k])), key=str)
+        status = "ok" if not (missing or extra or differ) else "DIFFERENT"
+        print(f"{funnel:18} {len(batch):5} batch rows, {len(streamed):5} stream rows: {status}")
+        for key in missing[:5]:
+            print(f"    only in dbt:    {key} {batch[key]}")
+        for key in extra[:5]:
+            print(f"    only in stream: {key} {streamed[key]}")
+        for key in differ[:5]:
+            print(f"    {key}: dbt {batch[key]} != stream {streamed[key]}")
+        if not batch:
+            print("    (no rows: nothing was compared)")
+            failures += 1
+        failures += bool(missing or extra or differ)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]), Path(sys.argv[2])))
