@@ -177,7 +177,11 @@ pub fn reader(kafka: &KafkaConfig, group_id: &str, eof: bool) -> Result<BaseCons
 }
 
 /// The high watermark librdkafka last saw in a Fetch response for a partition (no request).
-pub fn cached_high_watermark(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
+pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid while `consumer` lives; the call only reads offsets

@@ -14,6 +14,12 @@
 //! partitions always land together whatever the assignor does. Global tables are read in full by
 //! every instance into one shared store ([`global`]).
 //!
+//! # Processing order
+//!
+//! A running task buffers its inputs' fetched records and processes them in timestamp order
+//! across its partitions, table changes first on ties, waiting up to `max_task_idle_ms` for an
+//! input that has records on the broker but none fetched ([`order`]).
+//!
 //! # Commit protocol (at least once)
 //!
 //! Every `commit_interval_ms` (and on revocation and shutdown) each task with work:
@@ -52,6 +58,7 @@ pub mod global;
 pub mod instance;
 pub mod layout;
 pub mod open;
+pub mod order;
 pub mod task;
 pub mod worker;
 
@@ -87,6 +94,9 @@ pub struct RuntimeConfig {
     pub replication_factor: i32,
     /// RocksDB block cache shared by all tasks (MiB).
     pub state_cache_mb: usize,
+    /// How long a task waits for an input that has records on the broker but none fetched
+    /// before it processes its other inputs' records anyway (milliseconds).
+    pub max_task_idle_ms: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -99,6 +109,7 @@ impl Default for RuntimeConfig {
             metrics_address: "127.0.0.1:9464".into(),
             replication_factor: 1,
             state_cache_mb: 256,
+            max_task_idle_ms: 2_000,
         }
     }
 }

@@ -6,12 +6,13 @@
 //! callback, on the worker thread: the revoked tasks flush, commit and close before their
 //! partitions are given away.
 
-use super::changelog::{RestoreReport, reader};
+use super::changelog::{RestoreReport, cached_high_watermark, reader};
 use super::codecs::Decoders;
 use super::emitter::Emitter;
 use super::global::SharedBackend;
 use super::layout::{Layout, TaskId};
 use super::open::{handle_record, open_global, open_task};
+use super::order::InputQueues;
 use super::task::Task;
 use super::{ProcessingGuarantee, RuntimeConfig, RuntimeError};
 use crate::connectors::kafka::KafkaConfig;
@@ -25,7 +26,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::producer::Producer as _;
 use rdkafka::{Offset, Statistics, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -249,6 +250,9 @@ pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), Runtime
     }
     assign_side(&side, &side_assignment)?;
 
+    // Fetched records of running tasks, processed in event-time order (`order`).
+    let mut queues: BTreeMap<TaskId, InputQueues> = BTreeMap::new();
+    let mut paused: BTreeSet<(String, i32)> = BTreeSet::new();
     let commit_interval = Duration::from_millis(shared.runtime.commit_interval_ms.max(1));
     let mut last_commit = Instant::now();
     let result = (|| -> Result<(), RuntimeError> {
@@ -260,7 +264,7 @@ pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), Runtime
             for n in 0..1000 {
                 match group.poll(Duration::from_millis(if n == 0 { 50 } else { 0 })) {
                     None => break,
-                    Some(Ok(message)) => on_group_record(&shared, &tasks, &message)?,
+                    Some(Ok(message)) => on_group_record(&shared, &tasks, &mut queues, &message)?,
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "consumer error");
                         break;
@@ -273,8 +277,14 @@ pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), Runtime
                 match side.poll(Duration::ZERO) {
                     None => break,
                     Some(Ok(message)) => {
-                        global_changed |=
-                            on_side_record(&shared, &tasks, global.as_mut(), &mut side_assignment, &message)?;
+                        global_changed |= on_side_record(
+                            &shared,
+                            &tasks,
+                            &mut queues,
+                            global.as_mut(),
+                            &mut side_assignment,
+                            &message,
+                        )?;
                     }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "table consumer error");
@@ -282,6 +292,7 @@ pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), Runtime
                     }
                 }
             }
+            process_queued(&shared, &tasks, &mut queues, &group, &side, &side_assignment, &mut paused)?;
             if global_changed && let Some(task) = &mut global {
                 // Committed before any task reads the new rows (tasks read the store, not the
                 // global task's write cache).
@@ -361,6 +372,7 @@ fn assign_side(side: &BaseConsumer, assignment: &BTreeMap<(String, i32), i64>) -
 fn on_group_record(
     shared: &Shared,
     tasks: &Mutex<BTreeMap<TaskId, Slot>>,
+    queues: &mut BTreeMap<TaskId, InputQueues>,
     message: &BorrowedMessage<'_>,
 ) -> Result<(), RuntimeError> {
     let Some(sub) = shared.layout.by_lead(message.topic()) else { return Ok(()) };
@@ -370,13 +382,23 @@ fn on_group_record(
     if task.position(message.topic(), message.partition()).is_some_and(|next| message.offset() < next) {
         return Ok(()); // fetched before the seek to the task's position
     }
-    handle_record(shared, task, message.topic(), &record_from(message, Arc::from(message.topic())))
+    queue_of(shared, queues, id).push(message.topic(), record_from(message, Arc::from(message.topic())));
+    Ok(())
+}
+
+/// The input buffer of a task (created on first use).
+fn queue_of<'a>(shared: &Shared, queues: &'a mut BTreeMap<TaskId, InputQueues>, id: TaskId) -> &'a mut InputQueues {
+    queues.entry(id).or_insert_with(|| {
+        let inputs = shared.layout.subtopology(id.subtopology).map(|s| s.inputs.as_slice()).unwrap_or_default();
+        InputQueues::new(inputs.iter().map(|i| (i.topic.as_str(), i.table)))
+    })
 }
 
 /// A record of a table (a running task's) or of a global table; true if global state changed.
 fn on_side_record(
     shared: &Shared,
     tasks: &Mutex<BTreeMap<TaskId, Slot>>,
+    queues: &mut BTreeMap<TaskId, InputQueues>,
     global: Option<&mut Task>,
     assignment: &mut BTreeMap<(String, i32), i64>,
     message: &BorrowedMessage<'_>,
@@ -389,9 +411,10 @@ fn on_side_record(
     *next = message.offset() + 1;
     let record = record_from(message, Arc::from(topic));
     if let Some(&sub) = shared.companions.get(topic) {
-        let mut tasks = tasks.lock().map_err(|_| RuntimeError::Config("task lock poisoned".into()))?;
-        if let Some(Slot::Running(task)) = tasks.get_mut(&TaskId { subtopology: sub, partition }) {
-            handle_record(shared, task, topic, &record)?;
+        let id = TaskId { subtopology: sub, partition };
+        let tasks = tasks.lock().map_err(|_| RuntimeError::Config("task lock poisoned".into()))?;
+        if let Some(Slot::Running(_)) = tasks.get(&id) {
+            queue_of(shared, queues, id).push(topic, record);
         }
         return Ok(false);
     }
@@ -402,6 +425,75 @@ fn on_side_record(
         }
         None => Ok(false),
     }
+}
+
+/// Buffered records per input partition above which its fetching pauses (and below which it
+/// resumes).
+const PAUSE_ABOVE: usize = 20_000;
+const RESUME_BELOW: usize = 5_000;
+
+/// Processes the running tasks' buffered records in event-time order, as far as their inputs
+/// allow (see [`order`](super::order)); pauses inputs that have too much buffered.
+fn process_queued(
+    shared: &Shared,
+    tasks: &Mutex<BTreeMap<TaskId, Slot>>,
+    queues: &mut BTreeMap<TaskId, InputQueues>,
+    group: &BaseConsumer<GroupContext>,
+    side: &BaseConsumer,
+    side_assignment: &BTreeMap<(String, i32), i64>,
+    paused: &mut BTreeSet<(String, i32)>,
+) -> Result<(), RuntimeError> {
+    let max_idle = Duration::from_millis(shared.runtime.max_task_idle_ms);
+    let mut tasks = tasks.lock().map_err(|_| RuntimeError::Config("task lock poisoned".into()))?;
+    // Records of tasks that stopped running are read again by whoever runs them next.
+    queues.retain(|id, _| matches!(tasks.get(id), Some(Slot::Running(_))));
+    paused.retain(|(topic, partition)| {
+        let owner = shared.layout.by_lead(topic).map(|s| s.id).or_else(|| shared.companions.get(topic).copied());
+        owner.is_some_and(|sub| queues.contains_key(&TaskId { subtopology: sub, partition: *partition }))
+    });
+    for (id, queue) in queues.iter_mut() {
+        let Some(Slot::Running(task)) = tasks.get_mut(id) else { continue };
+        let lead = shared.layout.subtopology(id.subtopology).map(|s| s.lead.as_str()).unwrap_or_default();
+        loop {
+            let lagging = |topic: &str| {
+                let (position, high) = if topic == lead {
+                    (task.position(topic, id.partition).unwrap_or(0), cached_high_watermark(group, topic, id.partition))
+                } else {
+                    let position = side_assignment.get(&(topic.to_owned(), id.partition)).copied().unwrap_or(0);
+                    (position, cached_high_watermark(side, topic, id.partition))
+                };
+                high.is_none_or(|high| position < high)
+            };
+            let Some((topic, record)) = queue.next(lagging, max_idle) else { break };
+            handle_record(shared, task, &topic, &record)?;
+        }
+        // Back-pressure: an input far ahead of the others stops being fetched for a while.
+        for topic in queue.topics() {
+            let key = (topic.to_owned(), id.partition);
+            let queued = queue.queued(topic);
+            let consumer_pause = |pause: bool| {
+                let mut list = TopicPartitionList::new();
+                list.add_partition(topic, id.partition);
+                let result = match (topic == lead, pause) {
+                    (true, true) => group.pause(&list),
+                    (true, false) => group.resume(&list),
+                    (false, true) => side.pause(&list),
+                    (false, false) => side.resume(&list),
+                };
+                if let Err(e) = result {
+                    tracing::warn!(topic, partition = id.partition, error = %e, "pausing/resuming an input failed");
+                }
+            };
+            if queued > PAUSE_ABOVE && !paused.contains(&key) {
+                consumer_pause(true);
+                paused.insert(key);
+            } else if queued < RESUME_BELOW && paused.contains(&key) {
+                consumer_pause(false);
+                paused.remove(&key);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Starts restoring newly assigned tasks, each on its own thread.
