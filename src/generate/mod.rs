@@ -135,6 +135,7 @@ pub fn generate(options: &Options) -> Vec<Generated> {
             day += DAY;
         }
         let mut last_ad_click = None;
+        let mut visit_days = std::collections::BTreeSet::new();
         for (number, visit_start) in visit_starts.into_iter().enumerate() {
             let session = format!("s-{visitor}-{number}");
             let mut at = visit_start;
@@ -143,15 +144,23 @@ pub fn generate(options: &Options) -> Vec<Generated> {
                 if event == "ad_click" || event == "affiliate_click" {
                     last_ad_click = Some(at);
                 }
+                visit_days.insert(at.div_euclid(DAY));
                 at += 10_000 + rng.below(110_000) as i64;
             }
         }
-        // A quarter of the visitors who clicked an ad subscribe one to three days later.
-        if let Some(clicked) = last_ad_click
+        // A quarter of the visitors who clicked an ad subscribe one to three days later, on a day
+        // they do not visit (subscription changes and the visitor's own events are then never
+        // on the same day: a day-by-day replay orders them whatever the pipeline's latency).
+        let free_day = |day: i64| !visit_days.contains(&day);
+        let subscribe_day = last_ad_click.and_then(|clicked| {
+            let click_day = clicked.div_euclid(DAY);
+            (click_day + 1..=click_day + 3).find(|d| free_day(*d) && d * DAY > clicked)
+        });
+        if let (Some(clicked), Some(day)) = (last_ad_click, subscribe_day)
             && rng.below(4) == 0
         {
             subscription_id += 1;
-            let at = clicked + DAY + rng.below(2 * DAY as u64) as i64;
+            let at = (day * DAY + rng.below(DAY as u64) as i64).min(clicked + 7 * DAY);
             let kind = ["monthly", "yearly"][rng.below(2) as usize];
             let day = at.div_euclid(DAY);
             let row = json!({"subscription_id": subscription_id, "visitor_id": visitor, "subscription_type": kind,
@@ -160,12 +169,12 @@ pub fn generate(options: &Options) -> Vec<Generated> {
             let key = json!({"subscription_id": subscription_id});
             out.push(cdc.change("subscriptions", key.clone(), "c", None, Some(row.clone()), at));
             match rng.below(10) {
-                0 => {
+                0 if free_day(day + 1) => {
                     let gone = at + DAY;
                     out.push(cdc.change("subscriptions", key.clone(), "d", Some(row), None, gone));
                     out.push(cdc.tombstone("subscriptions", key, gone));
                 }
-                1 | 2 => {
+                1 | 2 if free_day(day + 2) => {
                     let cancelled = at + 2 * DAY;
                     let mut ended = row.clone();
                     ended["end_date"] = json!(cancelled.div_euclid(DAY) + 1);

@@ -141,7 +141,7 @@ pub fn run(
         .collect();
     let mut companions = HashMap::new();
     for sub in &layout.subtopologies {
-        for input in sub.inputs.iter().filter(|i| i.table && i.topic != sub.lead) {
+        for input in sub.inputs.iter().filter(|i| i.topic != sub.lead) {
             companions.insert(input.topic.clone(), sub.id);
         }
     }

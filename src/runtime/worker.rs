@@ -306,7 +306,7 @@ pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), Runtime
             if !revoked.is_empty() {
                 for id in &revoked {
                     if let Some(sub) = shared.layout.subtopology(id.subtopology) {
-                        for input in sub.inputs.iter().filter(|i| i.table) {
+                        for input in sub.inputs.iter().filter(|i| i.topic != sub.lead) {
                             side_assignment.remove(&(input.topic.clone(), id.partition));
                         }
                     }
@@ -556,9 +556,18 @@ fn finish_restores(
             .seek_partitions(tpl.clone(), Duration::from_secs(10))
             .map_err(|e| RuntimeError::Kafka(format!("seeking {} partition {}: {e}", sub.lead, id.partition)))?;
         group.resume(&tpl).map_err(|e| RuntimeError::Kafka(format!("resuming {}: {e}", sub.lead)))?;
-        for input in sub.inputs.iter().filter(|i| i.table) {
-            side_assignment
-                .insert((input.topic.clone(), id.partition), task.position(&input.topic, id.partition).unwrap_or(0));
+        // Every other input (tables, other streams, repartition topics) is read by the side
+        // consumer, from the task's position (or, for a task without one, the group's offset).
+        for input in sub.inputs.iter().filter(|i| i.topic != sub.lead) {
+            let next = match task.position(&input.topic, id.partition) {
+                Some(next) => next,
+                None if input.table => 0,
+                None => match committed(group, &input.topic, id.partition)? {
+                    Offset::Offset(next) => next,
+                    _ => 0,
+                },
+            };
+            side_assignment.insert((input.topic.clone(), id.partition), next);
             changed = true;
         }
         let mut task = task;

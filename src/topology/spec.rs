@@ -139,7 +139,8 @@ pub struct SourceSpec {
     /// Event-time expression (default: the record timestamp; CDC: the commit time).
     #[serde(default)]
     pub timestamp: Option<String>,
-    /// How long a versioned table keeps row history (e.g. `30d`).
+    /// How long a versioned table keeps row history (e.g. `30d`); on a global table, makes it
+    /// versioned too (lookups by foreign key, as of the event's time).
     #[serde(default)]
     pub history: Option<String>,
     /// Bad-record policy.

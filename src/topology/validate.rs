@@ -170,8 +170,8 @@ pub fn build(spec: TopologySpec, file: Option<&Path>, base_dir: &Path) -> Result
             ));
         }
         let history_ms = source.history.as_deref().map(|h| b.duration(h, line, &name, "history")).transpose()?;
-        if history_ms.is_some() && source.kind != SourceKind::Versioned {
-            return Err(b.error(Some(line), Some(&name), "`history` needs `table: versioned`"));
+        if history_ms.is_some() && !matches!(source.kind, SourceKind::Versioned | SourceKind::Global) {
+            return Err(b.error(Some(line), Some(&name), "`history` needs `table: versioned` (or `global`)"));
         }
         let key_type = match (&source.primary_key, &fields) {
             (Some(pk), Some(f)) => Some(*f.get(pk).ok_or_else(|| {

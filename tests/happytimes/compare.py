@@ -1,10 +1,12 @@
 """The stream's final funnel equals the dbt marts (docs/FUNNEL.md), value for value.
 
-    python compare.py STREAM_DIR DUCKDB_FILE
+    python compare.py STREAM_DIR DUCKDB_FILE [LAKE_DIR]
 
 STREAM_DIR holds `<topic>.latest.jsonl` files: the last value per key of each funnel topic
-(`happystreams replay` writes them; tests/happytimes_e2e.sh reads them from Kafka). Exit 0 when
-every funnel matches, 1 with the differences otherwise.
+(`happystreams replay` writes them; the end-to-end test reads them from Kafka). With LAKE_DIR,
+the facts landed in the lake (`facts/<name>/`) must also hold exactly the records of
+STREAM_DIR's `happytimes.facts.<name>.jsonl`. Exit 0 when everything matches, 1 with the
+differences otherwise.
 """
 
 from __future__ import annotations
@@ -50,7 +52,44 @@ FUNNELS = {
 }
 
 
-def main(stream_dir: Path, database: Path) -> int:
+FACTS = ["visitor_activity", "conversion", "retention", "social_sentiment"]
+
+
+def canonical(row: dict) -> str:
+    # Values as text: a lake column can be text in one file and a number in another (a file
+    # whose values are all null types it as text), and DuckDB then reads them all as text.
+    def text(v):
+        return None if v is None else json.dumps(v) if isinstance(v, (bool, list, dict)) else str(v)
+
+    return json.dumps({k: text(v) for k, v in row.items() if not k.startswith("_")}, sort_keys=True)
+
+
+def compare_facts(stream_dir: Path, lake: Path) -> int:
+    failures = 0
+    con = duckdb.connect()
+    for fact in FACTS:
+        kafka = sorted(
+            canonical(json.loads(line))
+            for line in (stream_dir / f"happytimes.facts.{fact}.jsonl").read_text().splitlines()
+            if line.strip()
+        )
+        cursor = con.execute(f"select * from read_parquet('{lake}/facts/{fact}/**/*.parquet', union_by_name = true, hive_partitioning = false)")
+        columns = [d[0] for d in cursor.description]
+        landed = sorted(canonical(dict(zip(columns, row))) for row in cursor.fetchall())
+        status = "ok" if kafka == landed else "DIFFERENT"
+        print(f"fact {fact:18} {len(kafka):6} Kafka records, {len(landed):6} lake rows: {status}")
+        if kafka != landed:
+            only_kafka = sorted(set(kafka) - set(landed))[:3]
+            only_lake = sorted(set(landed) - set(kafka))[:3]
+            print(f"    only in Kafka: {only_kafka}\n    only in the lake: {only_lake}")
+            failures += 1
+        if not kafka:
+            print("    (no records: nothing was compared)")
+            failures += 1
+    return failures
+
+
+def main(stream_dir: Path, database: Path, lake: Path | None = None) -> int:
     con = duckdb.connect(str(database), read_only=True)
     failures = 0
     for funnel, (keys, values) in FUNNELS.items():
@@ -80,8 +119,10 @@ def main(stream_dir: Path, database: Path) -> int:
             print("    (no rows: nothing was compared)")
             failures += 1
         failures += bool(missing or extra or differ)
+    if lake is not None:
+        failures += compare_facts(stream_dir, lake)
     return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]), Path(sys.argv[2])))
+    sys.exit(main(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) > 3 else None))

@@ -87,10 +87,10 @@ impl Setup {
     }
 }
 
-struct Instance {
-    child: Child,
-    port: u16,
-    log: PathBuf,
+pub(crate) struct Instance {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
+    pub(crate) log: PathBuf,
 }
 
 impl Instance {
@@ -99,7 +99,7 @@ impl Instance {
         let _ = self.child.wait();
     }
 
-    fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -115,12 +115,12 @@ impl Instance {
         }
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Sum of a metric's samples (all label sets) on the instance's endpoint; 0 when absent.
-    fn metric(&self, name: &str) -> f64 {
+    pub(crate) fn metric(&self, name: &str) -> f64 {
         self.samples(name).iter().sum()
     }
 

@@ -123,6 +123,10 @@ impl Pipeline {
             if let Some(store) = &source.store {
                 let table = match source.kind {
                     SourceKind::Versioned => Table::versioned(store.clone(), source.history_ms.unwrap_or(86_400_000)),
+                    // A global table with `history` keeps row versions too (as-of lookups).
+                    SourceKind::Global if source.history_ms.is_some() => {
+                        Table::versioned(store.clone(), source.history_ms.unwrap_or(86_400_000))
+                    }
                     _ => Table::plain(store.clone()),
                 };
                 tables.insert(source.name.clone(), Arc::new(table));
