@@ -13,6 +13,7 @@ for the rest; see airflow/README.md):
     HAPPYTIMES_CONFIG         happystreams configuration passed to ``sftp-sync --config``
     HAPPYSTREAMS_BIN          happystreams binary (default: happystreams on PATH)
     HAPPYTIMES_DBT_DIR        dbt project directory, also holding profiles.yml
+    HAPPYTIMES_DBT_SELECT     optional dbt node selection for dbt_build (default: every model)
     DBT_BIN                   dbt binary (default: dbt on PATH)
     HAPPYTIMES_LAKE_DIR       lake root read by the checks (directory or s3:// URI)
     HAPPYTIMES_ALERT_WEBHOOK  optional URL that receives a JSON POST per failed task
@@ -62,6 +63,7 @@ DBT_BUILD = (
     '"${DBT_BIN:-dbt}" build '
     '--project-dir "${HAPPYTIMES_DBT_DIR:?HAPPYTIMES_DBT_DIR is not set}" '
     '--profiles-dir "${HAPPYTIMES_DBT_DIR}"'
+    '${HAPPYTIMES_DBT_SELECT:+ --select "$HAPPYTIMES_DBT_SELECT"}'
 )
 
 with DAG(
