@@ -1,0 +1,178 @@
+//! End-to-end harness for `topologies/happytimes.yaml` on a real broker (Tansu, started here):
+//! generated HappyTimes traffic produced up front, then one and then two `happystreams run`
+//! instances consuming all of it. Prints a table: input records per second from the first
+//! record read to the last visitor-activity fact written.
+//!
+//! `cargo bench --bench happytimes` (release). Size: `HAPPYSTREAMS_BENCH_VISITORS` (default
+//! 20000 visitors over 21 days).
+
+use happystreams::generate::{Body, Options, SOURCES, generate, topic_of};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/topologies/happytimes.yaml");
+
+fn config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c
+}
+
+struct Instance {
+    child: Child,
+    port: u16,
+}
+
+impl Instance {
+    fn start(bootstrap: &str, app: &str, state: &Path, log: PathBuf) -> Instance {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(env!("CARGO_BIN_EXE_happystreams"))
+            .args(["run", "--topology", TOPOLOGY, "--bootstrap-servers", bootstrap, "--application-id", app])
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--metrics-address", &format!("127.0.0.1:{port}")])
+            .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
+            .env("RUST_LOG", "happystreams=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        Instance { child, port }
+    }
+
+    fn metric(&self, name: &str, label: &str) -> f64 {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return 0.0 };
+        let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body.lines()
+            .filter(|l| l.starts_with(name) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let visitors = std::env::var("HAPPYSTREAMS_BENCH_VISITORS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let records = generate(&Options { visitors, days: 21, mentions_per_day: 200, ..Options::default() });
+    // The activity facts to expect: every click, and the access-log lines that are activity.
+    let plan = happystreams::topology::load(Path::new(TOPOLOGY)).unwrap();
+    let parser = plan.source("weblogs").and_then(|s| s.access_log.clone()).unwrap();
+    let activity = records
+        .iter()
+        .filter(|r| match (&r.body, r.source) {
+            (_, "clicks") => true,
+            (Body::Line(line), "weblogs") => parser.parse(line.as_bytes()).is_ok_and(|row| {
+                let text = |f: &str| row.get(f).map(|v| v.to_json().to_string()).unwrap_or_default();
+                row.get("visitor_id").is_some_and(|v| !v.is_null())
+                    && row.get("status").and_then(|v| v.as_i64()).is_some_and(|s| s < 400)
+                    && !["\"other\"", "\"asset\""].contains(&text("event_type").as_str())
+            }),
+            _ => false,
+        })
+        .count();
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rig/tansu.sh"))
+        .arg("start")
+        .arg(dir.path().join("tansu"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tests/rig/tansu.sh start: {}", String::from_utf8_lossy(&out.stderr));
+    let bootstrap = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let admin: AdminClient<DefaultClientContext> = config(&bootstrap).create().unwrap();
+    let topics: Vec<NewTopic<'_>> =
+        SOURCES.iter().map(|s| NewTopic::new(topic_of(s), 4, TopicReplication::Fixed(1))).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for result in rt.block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap() {
+        result.unwrap();
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = config(&bootstrap)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap();
+    let started = Instant::now();
+    for record in &records {
+        let key = record.key.to_string();
+        let value = record.body.bytes();
+        let mut message = BaseRecord::to(record.topic).key(&key).timestamp(record.timestamp);
+        if let Some(v) = value.as_deref() {
+            message = message.payload(v);
+        }
+        while let Err((e, m)) = producer.send(message) {
+            assert!(matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)), "{e}");
+            message = m;
+            producer.poll(Duration::from_millis(10));
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    let produced = started.elapsed().as_secs_f64();
+
+    let mut rows = vec![format!(
+        "| produce (input, for scale) | {} records | {produced:.1} s | {:.0} records/s |",
+        records.len(),
+        records.len() as f64 / produced
+    )];
+    for count in [1usize, 2] {
+        let app = format!("bench{count}");
+        let instances: Vec<Instance> = (0..count)
+            .map(|i| {
+                Instance::start(
+                    &bootstrap,
+                    &app,
+                    &dir.path().join(format!("{app}-{i}")),
+                    dir.path().join(format!("{app}-{i}.log")),
+                )
+            })
+            .collect();
+        let mut first: Option<Instant> = None;
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        let seconds = loop {
+            let read: f64 = instances.iter().map(|i| i.metric("records_in_total", "")).sum();
+            if first.is_none() && read > 0.0 {
+                first = Some(Instant::now());
+            }
+            let facts: f64 =
+                instances.iter().map(|i| i.metric("records_out_total", "happytimes.facts.visitor_activity")).sum();
+            if facts >= activity as f64 {
+                break first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+            }
+            assert!(Instant::now() < deadline, "no completion after 1800 s ({facts} of {activity} facts)");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        rows.push(format!(
+            "| happytimes.yaml, {count} instance(s) | {} records ({activity} activity events) | {seconds:.1} s | {:.0} records/s |",
+            records.len(),
+            records.len() as f64 / seconds
+        ));
+        drop(instances);
+    }
+    let _ = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rig/tansu.sh"))
+        .arg("stop")
+        .arg(dir.path().join("tansu"))
+        .status();
+    println!("\n| what | input | time | rate |\n|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+}
