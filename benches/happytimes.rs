@@ -7,63 +7,17 @@
 //! 20000 visitors over 21 days).
 
 use happystreams::generate::{Body, Options, SOURCES, generate, topic_of};
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{Instance, config, start_tansu, stop_tansu};
+
 const TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/topologies/happytimes.yaml");
-
-fn config(bootstrap: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap);
-    c
-}
-
-struct Instance {
-    child: Child,
-    port: u16,
-}
-
-impl Instance {
-    fn start(bootstrap: &str, app: &str, state: &Path, log: PathBuf) -> Instance {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(env!("CARGO_BIN_EXE_happystreams"))
-            .args(["run", "--topology", TOPOLOGY, "--bootstrap-servers", bootstrap, "--application-id", app])
-            .arg("--state-dir")
-            .arg(state)
-            .args(["--metrics-address", &format!("127.0.0.1:{port}")])
-            .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
-            .env("RUST_LOG", "happystreams=info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap();
-        Instance { child, port }
-    }
-
-    fn metric(&self, name: &str, label: &str) -> f64 {
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return 0.0 };
-        let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
-        let mut body = String::new();
-        let _ = s.read_to_string(&mut body);
-        body.lines()
-            .filter(|l| l.starts_with(name) && l.contains(label))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -89,14 +43,7 @@ fn main() {
         .count();
 
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rig/tansu.sh"))
-        .arg("start")
-        .arg(dir.path().join("tansu"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "tests/rig/tansu.sh start: {}", String::from_utf8_lossy(&out.stderr));
-    let bootstrap = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let bootstrap = start_tansu(&dir.path().join("tansu"));
     let admin: AdminClient<DefaultClientContext> = config(&bootstrap).create().unwrap();
     let topics: Vec<NewTopic<'_>> =
         SOURCES.iter().map(|s| NewTopic::new(topic_of(s), 4, TopicReplication::Fixed(1))).collect();
@@ -138,6 +85,7 @@ fn main() {
             .map(|i| {
                 Instance::start(
                     &bootstrap,
+                    Path::new(TOPOLOGY),
                     &app,
                     &dir.path().join(format!("{app}-{i}")),
                     dir.path().join(format!("{app}-{i}.log")),
@@ -166,11 +114,7 @@ fn main() {
         ));
         drop(instances);
     }
-    let _ = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rig/tansu.sh"))
-        .arg("stop")
-        .arg(dir.path().join("tansu"))
-        .status();
+    stop_tansu(&dir.path().join("tansu"));
     println!("\n| what | input | time | rate |\n|---|---|---|---|");
     for row in rows {
         println!("{row}");

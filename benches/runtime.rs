@@ -6,37 +6,22 @@
 //! `cargo bench --bench runtime` (release). Sizes: `HAPPYSTREAMS_BENCH_CLICKS` (default 300000),
 //! `HAPPYSTREAMS_BENCH_VISITORS` (default 100000).
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{Instance, config, root, start_tansu};
 
 const PARTITIONS: i32 = 4;
 const START: i64 = 1_750_000_000_000;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn start_tansu(dir: &Path) -> String {
-    let out =
-        Command::new("bash").arg(root().join("tests/rig/tansu.sh")).arg("start").arg(dir).output().expect("tansu.sh");
-    assert!(out.status.success(), "tests/rig/tansu.sh start failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn config(bootstrap: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap);
-    c
 }
 
 fn create_topics(bootstrap: &str, names: &[String]) {
@@ -91,49 +76,6 @@ fn produce(bootstrap: &str, prefix: &str, visitors: usize, clicks: usize) -> Dur
     }
     producer.flush(Duration::from_secs(120)).unwrap();
     started.elapsed()
-}
-
-struct Instance {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Instance {
-    fn start(bootstrap: &str, topology: &Path, app: &str, state: &Path, log: PathBuf) -> Instance {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(env!("CARGO_BIN_EXE_happystreams"))
-            .args(["run", "--topology"])
-            .arg(topology)
-            .args(["--bootstrap-servers", bootstrap, "--application-id", app, "--state-dir"])
-            .arg(state)
-            .args(["--metrics-address", &format!("127.0.0.1:{port}")])
-            .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
-            .env("RUST_LOG", "happystreams=info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Instance { child, port, log }
-    }
-
-    fn metric(&self, name: &str, label: &str) -> f64 {
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return 0.0 };
-        let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
-        let mut body = String::new();
-        let _ = s.read_to_string(&mut body);
-        body.lines()
-            .filter(|l| l.starts_with(name) && l.contains(label))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Runs `count` instances until every click reached the facts topic; returns seconds from the

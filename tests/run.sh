@@ -18,6 +18,9 @@ HAPPYSTREAMS_NOIDA_BIN=$(tests/rig/noida.sh bin)
 export HAPPYSTREAMS_NOIDA_BIN
 HAPPYSTREAMS_MOTO_BIN=$(tests/rig/moto.sh bin)
 export HAPPYSTREAMS_MOTO_BIN
+# dbt for the HappyTimes end-to-end test (tests/it/happytimes.rs), installed before the tests run.
+HAPPYSTREAMS_DBT_BIN=$(tests/rig/dbt.sh bin)
+export HAPPYSTREAMS_DBT_BIN
 # OpenSSH's sshd for the sftp-sync tests (each test starts its own private server).
 tests/rig/sshd.sh install
 log=$(mktemp)

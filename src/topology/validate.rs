@@ -429,11 +429,7 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
                 rekeyed = true;
             }
             if current.key_dirty {
-                if rekeyed {
-                    set_repartition(&mut steps, &repartition_topic);
-                } else {
-                    steps.push(Step::Repartition { topic: repartition_topic.clone() });
-                }
+                read_back(&mut steps, &repartition_topic, rekeyed);
                 current.key_dirty = false;
                 group = b.new_group();
             }
@@ -565,11 +561,7 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
         // A table is keyed like its partitions: a re-keyed stream is read back through a
         // repartition topic first, so each key's rows live in the task that serves its lookups.
         if current.key_dirty {
-            if rekeyed {
-                set_repartition(&mut steps, &repartition_topic);
-            } else {
-                steps.push(Step::Repartition { topic: repartition_topic.clone() });
-            }
+            read_back(&mut steps, &repartition_topic, rekeyed);
             current.key_dirty = false;
             group = b.new_group();
         }
@@ -624,6 +616,16 @@ fn select_step(
         }
     }
     Ok(Step::Select(projected))
+}
+
+/// A stateful step after a key change reads its records back through `topic`: the node's own
+/// re-key writes to it, or (the key changed upstream) a pass-through step does.
+fn read_back(steps: &mut Vec<Step>, topic: &str, rekeyed_here: bool) {
+    if rekeyed_here {
+        set_repartition(steps, topic);
+    } else {
+        steps.push(Step::Repartition { topic: topic.to_owned() });
+    }
 }
 
 /// Marks the node's last re-key as read through `topic`.

@@ -172,17 +172,6 @@ fn start_instance(bootstrap: &str, app: &str, dir: &Path, name: &str) -> Instanc
     Instance { child, port, log }
 }
 
-fn tool(script: &str) -> PathBuf {
-    let output = Command::new("bash")
-        .arg(format!("{}/tests/rig/{script}", env!("CARGO_MANIFEST_DIR")))
-        .arg("bin")
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "tests/rig/{script} bin failed");
-    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn happytimes_on_tansu_with_two_instances_equals_the_dbt_marts() {
     let bootstrap = tansu();
@@ -282,7 +271,7 @@ async fn happytimes_on_tansu_with_two_instances_equals_the_dbt_marts() {
     assert!(output.status.success(), "lake-sink: {}", String::from_utf8_lossy(&output.stderr));
 
     // dbt over the lake, then the comparison.
-    let dbt = tool("dbt.sh");
+    let dbt = PathBuf::from(rig::tool_binary("HAPPYSTREAMS_DBT_BIN", "dbt.sh"));
     let target = dir.path().join("dbt");
     let output = Command::new(&dbt)
         .args(["build", "--exclude", "stg_partner_files", "--project-dir", "dbt", "--profiles-dir", "dbt"])

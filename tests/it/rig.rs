@@ -46,7 +46,7 @@ pub fn tansu() -> &'static str {
 
 /// A tool binary: `$env_var` when set (tests/run.sh sets it), else `tests/rig/<script> bin`
 /// (which installs the tool first if needed).
-fn tool_binary(env_var: &str, script: &str) -> String {
+pub fn tool_binary(env_var: &str, script: &str) -> String {
     if let Ok(bin) = std::env::var(env_var) {
         return bin;
     }

@@ -1,0 +1,75 @@
+//! What the end-to-end bench harnesses share: a Tansu broker from the test rig, client
+//! settings, and `happystreams run` instances with their metrics endpoint.
+
+#![allow(dead_code)] // each bench uses its part
+
+use rdkafka::ClientConfig;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Starts a Tansu broker (tests/rig/tansu.sh) with its files under `dir`; returns host:port.
+pub fn start_tansu(dir: &Path) -> String {
+    let out =
+        Command::new("bash").arg(root().join("tests/rig/tansu.sh")).arg("start").arg(dir).output().expect("tansu.sh");
+    assert!(out.status.success(), "tests/rig/tansu.sh start failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Stops the broker started with `dir`.
+pub fn stop_tansu(dir: &Path) {
+    let _ = Command::new("bash").arg(root().join("tests/rig/tansu.sh")).arg("stop").arg(dir).status();
+}
+
+pub fn config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c
+}
+
+pub struct Instance {
+    pub child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Instance {
+    pub fn start(bootstrap: &str, topology: &Path, app: &str, state: &Path, log: PathBuf) -> Instance {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(env!("CARGO_BIN_EXE_happystreams"))
+            .args(["run", "--topology"])
+            .arg(topology)
+            .args(["--bootstrap-servers", bootstrap, "--application-id", app, "--state-dir"])
+            .arg(state)
+            .args(["--metrics-address", &format!("127.0.0.1:{port}")])
+            .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
+            .env("RUST_LOG", "happystreams=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Instance { child, port, log }
+    }
+
+    pub fn metric(&self, name: &str, label: &str) -> f64 {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return 0.0 };
+        let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body.lines()
+            .filter(|l| l.starts_with(name) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
