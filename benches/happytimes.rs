@@ -81,7 +81,7 @@ fn main() {
     )];
     for count in [1usize, 2] {
         let app = format!("bench{count}");
-        let instances: Vec<Instance> = (0..count)
+        let mut instances: Vec<Instance> = (0..count)
             .map(|i| {
                 Instance::start(
                     &bootstrap,
@@ -105,6 +105,12 @@ fn main() {
                 break first.map_or(0.0, |f| f.elapsed().as_secs_f64());
             }
             assert!(Instant::now() < deadline, "no completion after 1800 s ({facts} of {activity} facts)");
+            for instance in &mut instances {
+                if let Ok(Some(status)) = instance.child.try_wait() {
+                    let log = std::fs::read_to_string(&instance.log).unwrap_or_default();
+                    panic!("an instance exited ({status}) before the end:\n{log}");
+                }
+            }
             std::thread::sleep(Duration::from_millis(100));
         };
         rows.push(format!(

@@ -111,11 +111,12 @@ fn env_layer(vars: impl IntoIterator<Item = (String, String)>) -> Result<toml::T
         if parts.iter().any(String::is_empty) {
             return Err(ConfigError::Env { name, detail: "empty key part; use SECTION__KEY".into() });
         }
-        let (path, leaf): (Vec<String>, String) = match parts.as_slice() {
+        let (path, leaf, value): (Vec<String>, String, toml::Value) = match parts.as_slice() {
+            // librdkafka properties are strings.
             [section, props, property] if section == "kafka" && props == "properties" => {
-                (vec![section.clone(), props.clone()], property.replace('_', "."))
+                (vec![section.clone(), props.clone()], property.replace('_', "."), toml::Value::String(value))
             }
-            [rest @ .., leaf] => (rest.to_vec(), leaf.clone()),
+            [rest @ .., leaf] => (rest.to_vec(), leaf.clone(), env_value(value)),
             [] => continue,
         };
         let mut table = &mut layer;
@@ -131,9 +132,18 @@ fn env_layer(vars: impl IntoIterator<Item = (String, String)>) -> Result<toml::T
                 }
             };
         }
-        table.insert(leaf, toml::Value::String(value));
+        table.insert(leaf, value);
     }
     Ok(layer)
+}
+
+/// An environment value as a config value: a TOML number, boolean or array when it reads as one
+/// (`500`, `true`, `["a"]`), else the text itself (quote a number meant as text: `'123'`).
+fn env_value(value: String) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {value}")).ok().and_then(|mut t| t.remove("v")) {
+        Some(parsed) if !matches!(parsed, toml::Value::Table(_)) => parsed,
+        _ => toml::Value::String(value),
+    }
 }
 
 impl Config {
@@ -176,6 +186,24 @@ mod tests {
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn env_values_take_the_type_of_their_key() {
+        let config = Config::load(
+            None,
+            vars(&[
+                ("HAPPYSTREAMS_RUNTIME__MAX_TASK_IDLE_MS", "0"),
+                ("HAPPYSTREAMS_RUNTIME__COMMIT_INTERVAL_MS", "250"),
+                ("HAPPYSTREAMS_RUNTIME__APPLICATION_ID", "clicks-app"),
+                ("HAPPYSTREAMS_KAFKA__PROPERTIES__LINGER_MS", "5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.runtime.max_task_idle_ms, 0);
+        assert_eq!(config.runtime.commit_interval_ms, 250);
+        assert_eq!(config.runtime.application_id.as_deref(), Some("clicks-app"));
+        assert_eq!(config.kafka.properties.get("linger.ms").map(String::as_str), Some("5"));
     }
 
     #[test]
