@@ -187,10 +187,10 @@ mod tests {
 
     #[test]
     fn log_lines_and_zoned_times_look_like_the_real_thing() {
-        assert_eq!(zoned(1_795_624_450_603), "2026-11-25T12:34:10.603000Z");
+        assert_eq!(zoned(1_795_624_450_603), "2026-11-25T16:34:10.603000Z");
         let line = log_line(42, "/article/7", 200, 1_795_624_450_603);
         assert!(
-            line.starts_with("198.51.100.43 - - [25/Nov/2026:12:34:10 +0000] \"GET /article/7 HTTP/1.1\" 200"),
+            line.starts_with("198.51.100.43 - - [25/Nov/2026:16:34:10 +0000] \"GET /article/7 HTTP/1.1\" 200"),
             "{line}"
         );
         assert!(line.ends_with(" \"42\""), "{line}");
