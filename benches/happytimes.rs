@@ -7,15 +7,13 @@
 //! 20000 visitors over 21 days).
 
 use happystreams::generate::{Body, Options, SOURCES, generate, topic_of};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Instance, config, start_tansu, stop_tansu};
+use common::{Instance, bulk_producer, create_topics, start_tansu, stop_tansu};
 
 const TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/topologies/happytimes.yaml");
 
@@ -44,19 +42,9 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let bootstrap = start_tansu(&dir.path().join("tansu"));
-    let admin: AdminClient<DefaultClientContext> = config(&bootstrap).create().unwrap();
-    let topics: Vec<NewTopic<'_>> =
-        SOURCES.iter().map(|s| NewTopic::new(topic_of(s), 4, TopicReplication::Fixed(1))).collect();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    for result in rt.block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap() {
-        result.unwrap();
-    }
-    let producer: ThreadedProducer<DefaultProducerContext> = config(&bootstrap)
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .unwrap();
+    let topics: Vec<String> = SOURCES.iter().map(|s| topic_of(s).to_owned()).collect();
+    create_topics(&bootstrap, &topics, 4);
+    let producer = bulk_producer(&bootstrap);
     let started = Instant::now();
     for record in &records {
         let key = record.key.to_string();

@@ -6,16 +6,14 @@
 //! `cargo bench --bench runtime` (release). Sizes: `HAPPYSTREAMS_BENCH_CLICKS` (default 300000),
 //! `HAPPYSTREAMS_BENCH_VISITORS` (default 100000).
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Instance, config, root, start_tansu};
+use common::{Instance, bulk_producer, create_topics, root, start_tansu};
 
 const PARTITIONS: i32 = 4;
 const START: i64 = 1_750_000_000_000;
@@ -24,23 +22,8 @@ fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn create_topics(bootstrap: &str, names: &[String]) {
-    let admin: AdminClient<DefaultClientContext> = config(bootstrap).create().unwrap();
-    let topics: Vec<NewTopic<'_>> =
-        names.iter().map(|n| NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(1))).collect();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    for result in rt.block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap() {
-        result.unwrap();
-    }
-}
-
 fn produce(bootstrap: &str, prefix: &str, visitors: usize, clicks: usize) -> Duration {
-    let producer: ThreadedProducer<DefaultProducerContext> = config(bootstrap)
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .unwrap();
+    let producer = bulk_producer(bootstrap);
     let started = Instant::now();
     let sources = ["email", "social", "search", "direct"];
     let send = |topic: &str, key: &str, value: &str, ts: i64| {
@@ -120,7 +103,7 @@ fn main() {
     let mut rows = Vec::new();
     for count in [1usize, 2] {
         let prefix = format!("bench{count}");
-        create_topics(&bootstrap, &[format!("{prefix}.clicks"), format!("{prefix}.visitors")]);
+        create_topics(&bootstrap, &[format!("{prefix}.clicks"), format!("{prefix}.visitors")], PARTITIONS);
         let produced = produce(&bootstrap, &prefix, visitors, clicks);
         let yaml = std::fs::read_to_string(root().join("tests/fixtures/topologies/views_by_source.yaml"))
             .unwrap()

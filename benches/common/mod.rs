@@ -31,6 +31,30 @@ pub fn config(bootstrap: &str) -> ClientConfig {
     c
 }
 
+/// Creates topics with `partitions` partitions (replication 1).
+pub fn create_topics(bootstrap: &str, names: &[String], partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = config(bootstrap).create().unwrap();
+    let topics: Vec<NewTopic<'_>> =
+        names.iter().map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1))).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for result in rt.block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap() {
+        result.unwrap();
+    }
+}
+
+/// A producer for loading input fast, partitioning like the Java client (murmur2).
+pub fn bulk_producer(
+    bootstrap: &str,
+) -> rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> {
+    config(bootstrap)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap()
+}
+
 pub struct Instance {
     pub child: Child,
     pub port: u16,
