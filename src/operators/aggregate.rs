@@ -40,6 +40,10 @@ pub struct Aggregator {
     /// Session windows: the store indexing each group's sessions by start; sliding windows: the
     /// store buffering each group's records.
     side_store: Option<String>,
+    /// `count_distinct` members, one entry per (group and window, measure, value); the
+    /// accumulator keeps only the count. `None`: sets are kept in the accumulator (session and
+    /// sliding windows, whose merges need them).
+    distinct_store: Option<String>,
     /// Records dropped because every window they belong to had closed.
     pub late_records: AtomicU64,
 }
@@ -137,8 +141,64 @@ impl Aggregator {
             emit,
             ttl_ms,
             side_store,
+            distinct_store: None,
             late_records: AtomicU64::new(0),
         }
+    }
+
+    /// Keeps `count_distinct` members in `store` (see the field).
+    pub fn with_distinct_store(mut self, store: Option<String>) -> Self {
+        self.distinct_store = store;
+        self
+    }
+
+    /// Where a group's (and window's) `count_distinct` members start in the distinct store.
+    fn members_prefix(state_key: &[u8]) -> Vec<u8> {
+        let mut out = (state_key.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(state_key);
+        out
+    }
+
+    /// Counts `value` into measure `index` of the group at `state_key`; returns the new count.
+    fn count_member<B: StateBackend>(
+        &self,
+        state: &mut TaskState<B>,
+        store: &str,
+        state_key: &[u8],
+        index: usize,
+        value: &Value,
+        count: i64,
+    ) -> Result<i64, OperatorError> {
+        if value.is_null() {
+            return Ok(count);
+        }
+        let mut member = Self::members_prefix(state_key);
+        member.extend_from_slice(&(index as u16).to_be_bytes());
+        member.extend_from_slice(&key_bytes(value));
+        if state.get(store, &member)?.is_some() {
+            return Ok(count);
+        }
+        state.put(store, member, Vec::new())?;
+        Ok(count + 1)
+    }
+
+    /// Drops the `count_distinct` members of the group at `state_key`.
+    fn drop_members<B: StateBackend>(&self, state: &mut TaskState<B>, state_key: &[u8]) -> Result<(), OperatorError> {
+        let Some(store) = &self.distinct_store else { return Ok(()) };
+        let prefix = Self::members_prefix(state_key);
+        let mut end = prefix.clone();
+        // The prefix's successor: the length prefix makes it end in a byte below 0xFF.
+        while let Some(last) = end.pop() {
+            if last < 0xFF {
+                end.push(last + 1);
+                break;
+            }
+        }
+        let end = (!end.is_empty()).then_some(end);
+        for (member, _) in state.range(store, &prefix, end.as_deref())? {
+            state.delete(store, member)?;
+        }
+        Ok(())
     }
 
     /// The expiry-index entry of an unwindowed group: `0xFF ++ expiry time ++ group key`
@@ -214,6 +274,7 @@ impl Aggregator {
                     if let Some(old) = row.get("expires").and_then(Value::as_i64) {
                         state.delete(&self.store, Self::expiry_key(old, &key))?;
                     }
+                    self.drop_members(state, &key)?;
                     None
                 }
                 (loaded, _) => loaded,
@@ -232,9 +293,19 @@ impl Aggregator {
                 Some(Value::Struct(row)) => row.clone(),
                 _ => Row::new(),
             };
-            for (name, measure) in measures {
+            for (index, (name, measure)) in measures.iter().enumerate() {
                 let current = accumulators.get(name).cloned().unwrap_or(Value::Null);
-                accumulators.set(name.as_str(), update(measure, current, &scope)?);
+                let next = match (measure, &self.distinct_store) {
+                    // Members in their own entries; the accumulator is the count. (A set kept by
+                    // an earlier version stays a set.)
+                    (Measure::CountDistinct(e), Some(store)) if !matches!(current, Value::Array(_)) => {
+                        let value = e.evaluate(&scope)?;
+                        let count = current.as_i64().unwrap_or(0);
+                        Value::Long(self.count_member(state, store, &key, index, &value, count)?)
+                    }
+                    _ => update(measure, current, &scope)?,
+                };
+                accumulators.set(name.as_str(), next);
             }
             acc.set("measures", Value::Struct(accumulators));
             if let (Some(ttl), None) = (self.ttl_ms, bounds) {
@@ -288,6 +359,7 @@ impl Aggregator {
             {
                 state.delete(index, session_index_key(&key[16..], start, end))?;
             }
+            self.drop_members(state, &key)?;
             state.delete(&self.store, key)?;
         }
         Ok(outputs)
@@ -316,6 +388,7 @@ impl Aggregator {
         let from = [EXPIRY_PREFIX];
         let to = Self::expiry_key(stream_time.saturating_add(1), &[]);
         for (index_key, _) in state.range(&self.store, &from, Some(&to))? {
+            self.drop_members(state, &index_key[9..])?;
             state.delete(&self.store, index_key[9..].to_vec())?;
             state.delete(&self.store, index_key)?;
             metrics::counter!("aggregate_expired_groups_total", "node" => self.node.clone()).increment(1);
@@ -455,6 +528,7 @@ fn finish(measure: &Measure, acc: &Value) -> Value {
         },
         Measure::CountDistinct(_) => Value::Long(match acc {
             Value::Array(items) => items.len() as i64,
+            Value::Long(count) => *count,
             _ => 0,
         }),
         Measure::TopN { n, .. } => {

@@ -233,7 +233,9 @@ fn store_subtopologies(plan: &Plan) -> BTreeMap<String, usize> {
         for step in &node.steps {
             let stores: Vec<&String> = match step {
                 Step::Join { stores, .. } => stores.iter().collect(),
-                Step::Aggregate { store, side_store, .. } => std::iter::once(store).chain(side_store.iter()).collect(),
+                Step::Aggregate { store, side_store, distinct_store, .. } => {
+                    std::iter::once(store).chain(side_store.iter()).chain(distinct_store.iter()).collect()
+                }
                 Step::ToTable { store, .. } => vec![store],
                 _ => Vec::new(),
             };

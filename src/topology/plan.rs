@@ -165,6 +165,9 @@ pub enum Step {
         /// Session windows: the store indexing each group's sessions; sliding windows: the
         /// store buffering each group's records.
         side_store: Option<String>,
+        /// Unwindowed, tumbling and hopping aggregates with `count_distinct`: one entry per
+        /// distinct value seen (so an update costs the same whatever the set's size).
+        distinct_store: Option<String>,
     },
     /// Materialize as a table.
     ToTable {
@@ -240,9 +243,10 @@ impl Plan {
             for step in &node.steps {
                 match step {
                     Step::Join { stores: s, .. } => stores.extend(s.iter().cloned()),
-                    Step::Aggregate { store, side_store, .. } => {
+                    Step::Aggregate { store, side_store, distinct_store, .. } => {
                         stores.push(store.clone());
                         stores.extend(side_store.iter().cloned());
+                        stores.extend(distinct_store.iter().cloned());
                     }
                     Step::ToTable { store, .. } => stores.push(store.clone()),
                     _ => {}

@@ -533,6 +533,10 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
             WindowType::Sliding => Some(format!("{name}-records")),
             _ => None,
         });
+        let keeps_sets = measures.iter().any(|(_, m)| matches!(m, Measure::CountDistinct(_)));
+        let merges_windows =
+            window.as_ref().is_some_and(|w| matches!(w.window_type, WindowType::Session | WindowType::Sliding));
+        let distinct_store = (keeps_sets && !merges_windows).then(|| format!("{name}-distinct"));
         steps.push(Step::Aggregate {
             group_by,
             window,
@@ -542,6 +546,7 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
             repartition,
             store: format!("{name}-aggregate"),
             side_store,
+            distinct_store,
         });
         if let Some(select) = select_after_aggregate {
             steps.push(select_step(b, select, &mut current, line, &name)?);

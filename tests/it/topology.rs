@@ -68,7 +68,15 @@ fn every_topology_file_validates_and_describes() {
 fn page_views_plan_has_the_expected_stores_and_repartition() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/page_views_by_source.yaml");
     let plan = topology::load(&file).unwrap();
-    assert_eq!(plan.stores(), vec!["visitors-table".to_string(), "views_per_source-aggregate".to_string()]);
+    assert_eq!(
+        plan.stores(),
+        vec![
+            "visitors-table".to_string(),
+            "views_per_source-aggregate".to_string(),
+            // Its count_distinct's members.
+            "views_per_source-distinct".to_string()
+        ]
+    );
     assert_eq!(
         plan.repartition_topics(),
         vec!["page_views_by_source-views_per_source-repartition".to_string()],

@@ -221,10 +221,11 @@ impl Pipeline {
                         );
                         right_inputs.entry(other.clone()).or_default().push((index, step_index));
                     }
-                    Step::Aggregate { window, emit, ttl_ms, store, side_store, .. } => {
+                    Step::Aggregate { window, emit, ttl_ms, store, side_store, distinct_store, .. } => {
                         aggregators.insert(
                             (index, step_index),
-                            Aggregator::new(&node.name, store, window.clone(), *emit, *ttl_ms, side_store.clone()),
+                            Aggregator::new(&node.name, store, window.clone(), *emit, *ttl_ms, side_store.clone())
+                                .with_distinct_store(distinct_store.clone()),
                         );
                     }
                 }
@@ -336,9 +337,10 @@ impl Pipeline {
         for node in &self.plan.nodes {
             for step in &node.steps {
                 match step {
-                    Step::Aggregate { store, side_store, .. } => {
+                    Step::Aggregate { store, side_store, distinct_store, .. } => {
                         stores.push(store.clone());
                         stores.extend(side_store.iter().cloned());
+                        stores.extend(distinct_store.iter().cloned());
                     }
                     Step::Join { stores: join_stores, .. } => stores.extend(join_stores.iter().cloned()),
                     Step::ToTable { .. } => {}
