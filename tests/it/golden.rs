@@ -331,26 +331,25 @@ sources:
 nodes:
   - name: counts
     from: e
-    aggregate: { group_by: { k: k }, measures: { n: { count: {} } }, ttl: 100ms }
+    aggregate: { group_by: { k: k }, measures: { n: { count: {} }, u: { count_distinct: v } }, ttl: 100ms }
 sinks:
   - { from: counts, topic: counts, format: json }
 ";
     let plan = topology::parse(yaml, None, Path::new(".")).unwrap();
     let mut driver = TopologyTestDriver::new(plan).unwrap();
-    for (k, t) in [(1, 0), (1, 50), (2, 140), (2, 300), (1, 310), (2, 320)] {
-        driver.pipe_json(&json!({"source": "e", "value": {"k": k, "t": t}})).unwrap();
+    let inputs = [(1, 0, "x"), (1, 50, "x"), (2, 140, "x"), (2, 300, "x"), (1, 310, "x"), (2, 320, "y")];
+    for (k, t, v) in inputs {
+        driver.pipe_json(&json!({"source": "e", "value": {"k": k, "t": t, "v": v}})).unwrap();
         if t == 140 {
             driver.restart().unwrap();
         }
     }
-    let counts: Vec<(Json, Json)> = driver
-        .read_output("counts")
-        .into_iter()
-        .map(|o| {
-            let v = o.value.unwrap();
-            (v.get("k").unwrap().to_json(), v.get("n").unwrap().to_json())
-        })
-        .collect();
+    let outputs: Vec<_> = driver.read_output("counts").into_iter().map(|o| o.value.unwrap()).collect();
+    // A group started afresh forgets its distinct values too.
+    let distinct: Vec<Json> = outputs.iter().map(|v| v.get("u").unwrap().to_json()).collect();
+    assert_eq!(distinct, vec![json!(1), json!(1), json!(1), json!(1), json!(1), json!(2)]);
+    let counts: Vec<(Json, Json)> =
+        outputs.iter().map(|v| (v.get("k").unwrap().to_json(), v.get("n").unwrap().to_json())).collect();
     // Group 1 was last updated at 50 and group 2 at 140: both idled for more than 100 ms before
     // their next records (310 and 300), which start them afresh; 320 continues group 2.
     assert_eq!(
