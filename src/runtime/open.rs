@@ -97,37 +97,43 @@ pub fn handle_record(shared: &Shared, task: &mut Task, topic: &str, record: &Rec
     Ok(())
 }
 
-/// Reads `topic`/`partition` from the task's position (the start without one) to its end,
-/// processing every record: how tables bootstrap before the streams that join them.
+/// Reads partitions of `topic` from the task's positions (the start without one) to their end,
+/// all at once, processing every record: how tables bootstrap before the streams that join them.
 fn catch_up(
     shared: &Shared,
     task: &mut Task,
     topic: &str,
-    partition: i32,
+    partitions: &[i32],
     cancel: &AtomicBool,
 ) -> Result<u64, RuntimeError> {
-    let from = task.position(topic, partition).map_or(Offset::Beginning, Offset::Offset);
     let consumer = reader(&shared.kafka, &format!("{}-bootstrap", shared.layout.application_id), true)
         .map_err(|e| RuntimeError::Kafka(format!("creating a consumer: {e}")))?;
     let mut assignment = TopicPartitionList::new();
-    let _ = assignment.add_partition_offset(topic, partition, from);
+    for &partition in partitions {
+        let from = task.position(topic, partition).map_or(Offset::Beginning, Offset::Offset);
+        let _ = assignment.add_partition_offset(topic, partition, from);
+    }
     consumer.assign(&assignment).map_err(|e| RuntimeError::Kafka(format!("reading {topic}: {e}")))?;
     let name: Arc<str> = Arc::from(topic);
     let mut records = 0;
-    loop {
+    let mut at_end = std::collections::BTreeSet::new();
+    while at_end.len() < partitions.len() {
         if cancel.load(Ordering::Relaxed) {
             return Err(RuntimeError::Kafka(format!("reading {topic} cancelled (task revoked)")));
         }
         match consumer.poll(Duration::from_millis(200)) {
             None => {}
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(records),
-            Some(Err(e)) => tracing::warn!(topic, partition, error = %e, "read error; retrying"),
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                at_end.insert(partition);
+            }
+            Some(Err(e)) => tracing::warn!(topic, error = %e, "read error; retrying"),
             Some(Ok(message)) => {
                 records += 1;
                 handle_record(shared, task, topic, &record_from(&message, name.clone()))?;
             }
         }
     }
+    Ok(records)
 }
 
 /// Opens a task: local state, changelog restore from the local checkpoint, then its tables read
@@ -180,7 +186,7 @@ pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Ta
     task.rewrite(&report.orphans)?;
     task.defer();
     for input in sub.inputs.iter().filter(|i| i.table) {
-        let records = catch_up(shared, &mut task, &input.topic, id.partition, cancel)?;
+        let records = catch_up(shared, &mut task, &input.topic, &[id.partition], cancel)?;
         tracing::info!(task = %id, topic = %input.topic, records, "table read to its end");
     }
     // Committed by the worker with the others (inside its transaction under exactly-once).
@@ -196,10 +202,9 @@ pub fn open_global(shared: &Shared) -> Result<Option<Task>, RuntimeError> {
     let mut task = Task::new(TaskId { subtopology: usize::MAX, partition: -1 }, pipeline, state);
     let never = AtomicBool::new(false);
     for (_, topic, partitions) in &shared.layout.globals {
-        for partition in 0..*partitions {
-            let records = catch_up(shared, &mut task, topic, partition, &never)?;
-            tracing::info!(topic, partition, records, "global table read to its end");
-        }
+        let all: Vec<i32> = (0..*partitions).collect();
+        let records = catch_up(shared, &mut task, topic, &all, &never)?;
+        tracing::info!(topic, partitions, records, "global table read to its end");
     }
     shared.emitter.flush()?;
     task.commit()?;
