@@ -33,14 +33,12 @@ pub fn config(bootstrap: &str) -> ClientConfig {
 
 /// Creates topics with `partitions` partitions (replication 1).
 pub fn create_topics(bootstrap: &str, names: &[String], partitions: i32) {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = config(bootstrap).create().unwrap();
-    let topics: Vec<NewTopic<'_>> =
-        names.iter().map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1))).collect();
+    use happystreams::connectors::kafka::{KafkaConfig, TopicSpec, create_missing_topics};
+    let kafka = KafkaConfig { bootstrap_servers: bootstrap.to_owned(), ..KafkaConfig::default() };
+    let specs: Vec<TopicSpec<'_>> =
+        names.iter().map(|name| TopicSpec { name, partitions, replication: 1, config: &[] }).collect();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    for result in rt.block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap() {
-        result.unwrap();
-    }
+    rt.block_on(create_missing_topics(&kafka, &specs)).unwrap();
 }
 
 /// A producer for loading input fast, partitioning like the Java client (murmur2).

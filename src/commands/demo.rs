@@ -8,6 +8,10 @@
 //!    directory), paced at `--rate` records per second.
 //! 4. The live funnel, reprinted as it updates; Prometheus metrics on loopback; Ctrl-C stops
 //!    cleanly with a last summary.
+//!
+//! The topology is built into the binary; the Avro schemas it registers and the row schemas the
+//! topology names are read from the checkout it was built from (`schemas/`), as
+//! `./happystreams demo` runs it.
 
 use crate::connectors::registry::client::{register, schema_files};
 use crate::connectors::registry::{RegistryConfig, RegistryStore, RunningRegistry};

@@ -2,6 +2,7 @@
 //! file or to Kafka topics.
 
 use crate::config::Config;
+use crate::connectors::kafka::{KafkaConfig, TopicSpec, create_missing_topics};
 use crate::generate::{Options, generate};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::io::Write;
@@ -144,24 +145,15 @@ pub async fn run(args: &GenerateArgs, config: &Config) -> anyhow::Result<()> {
 }
 
 /// Creates the HappyTimes topics that do not exist yet.
-async fn create_topics(kafka: &crate::connectors::kafka::KafkaConfig, partitions: i32) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
+async fn create_topics(kafka: &KafkaConfig, partitions: i32) -> anyhow::Result<()> {
     anyhow::ensure!(partitions > 0, "--partitions must be at least 1");
-    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
-    let topics: Vec<&str> = crate::generate::SOURCES.iter().map(|s| crate::generate::topic_of(s)).collect();
-    let new: Vec<NewTopic<'_>> =
-        topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for result in admin.create_topics(&new, &options).await? {
-        match result {
-            Ok(name) => eprintln!("created topic {name} ({partitions} partitions)"),
-            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),
-        }
+    let specs: Vec<TopicSpec<'_>> = crate::generate::SOURCES
+        .iter()
+        .map(|s| TopicSpec { name: crate::generate::topic_of(s), partitions, replication: 1, config: &[] })
+        .collect();
+    for name in create_missing_topics(kafka, &specs).await.map_err(|e| anyhow::anyhow!(e))? {
+        eprintln!("created topic {name} ({partitions} partitions)");
     }
-    // New topics take a moment to have leaders.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(())
 }
 

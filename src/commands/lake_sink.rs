@@ -3,6 +3,7 @@
 //! member of a consumer group: run several to share the partitions.
 
 use crate::config::Config;
+use crate::connectors::kafka::cached_high_watermark;
 use crate::connectors::lake::Lake;
 use crate::connectors::lake::sink::{RowFormat, SinkRecord, plan_files, segment_of, write_files};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -177,10 +178,11 @@ pub async fn run(args: &LakeSinkArgs, config: &Config) -> anyhow::Result<()> {
             None => {}
         }
         let stopping = stop.load(Ordering::Relaxed);
-        let all_at_end = args.exit_at_end && consumer.context().assigned.load(Ordering::Relaxed) && {
-            let assignment = consumer.assignment().map(|a| a.count()).unwrap_or(0);
-            assignment > 0 && at_end.len() == assignment
-        };
+        let all_at_end =
+            args.exit_at_end && !at_end.is_empty() && consumer.context().assigned.load(Ordering::Relaxed) && {
+                let assignment = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+                assignment > 0 && at_end.len() == assignment
+            };
         if stopping || all_at_end || last_flush.elapsed() >= Duration::from_millis(args.flush_interval_ms) {
             // Incomplete segments: rewrite their files with what was read so far.
             for (partition, segment) in segments.iter_mut().filter(|(_, s)| s.dirty) {
@@ -229,14 +231,13 @@ impl Segment {
     }
 }
 
-/// Partitions whose position reached the high watermark.
+/// Partitions whose position reached the high watermark of their last fetch (the end-of-partition
+/// event names the partition but not its topic).
 fn mark_ends(consumer: &BaseConsumer<SinkContext>, at_end: &mut BTreeSet<(String, i32)>) {
     let Ok(positions) = consumer.position() else { return };
     for e in positions.elements() {
         let Offset::Offset(position) = e.offset() else { continue };
-        if let Ok((_, high)) = consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
-            && position >= high
-        {
+        if cached_high_watermark(consumer, e.topic(), e.partition()).is_some_and(|high| position >= high) {
             at_end.insert((e.topic().to_owned(), e.partition()));
         }
     }

@@ -85,9 +85,9 @@ pub fn generate(options: &Options) -> Vec<Generated> {
     let end = start + i64::from(options.days) * DAY;
     let snapshot = start - HOUR;
 
-    for id in 1..=CONTENT {
-        let row = content_row(id, &mut rng, start);
-        out.push(cdc.change("content", json!({"content_id": id}), "r", None, Some(row), snapshot));
+    let contents: Vec<J> = (1..=CONTENT).map(|id| content_row(id, &mut rng, start)).collect();
+    for (id, row) in (1..).zip(&contents) {
+        out.push(cdc.change("content", json!({"content_id": id}), "r", None, Some(row.clone()), snapshot));
     }
     for (id, campaign, source, ad_type) in ADS {
         let row = ad_row(id, campaign, source, ad_type, &mut rng);
@@ -101,8 +101,7 @@ pub fn generate(options: &Options) -> Vec<Generated> {
     }
     // Mid-run dimension changes: a content retitled, an ad moved to another campaign.
     let middle = start + (end - start) / 2;
-    let before = content_row(3, &mut Rng::new(options.seed), start);
-    let mut after = before.clone();
+    let mut after = contents[2].clone();
     after["title"] = json!("Updated: ten ways to enjoy the season");
     out.push(cdc.change("content", json!({"content_id": 3}), "u", None, Some(after), middle));
     let (id, _, source, ad_type) = ADS[1];

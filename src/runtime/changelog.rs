@@ -9,7 +9,7 @@
 //! marker (the task crashed mid-commit) are skipped and reported, so the next commit can log
 //! those keys' real values again.
 
-use crate::connectors::kafka::KafkaConfig;
+use crate::connectors::kafka::{KafkaConfig, cached_high_watermark};
 use crate::state::{Changelog, ChangelogEntry, Checkpoint, StateBackend, StateError, WriteSet};
 use futures::future::join_all;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -174,28 +174,6 @@ pub fn reader(kafka: &KafkaConfig, group_id: &str, eof: bool) -> Result<BaseCons
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .create()
-}
-
-/// The high watermark librdkafka last saw in a Fetch response for a partition (no request).
-pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    topic: &str,
-    partition: i32,
-) -> Option<i64> {
-    let topic = std::ffi::CString::new(topic).ok()?;
-    let (mut low, mut high) = (-1i64, -1i64);
-    // SAFETY: the client pointer is valid while `consumer` lives; the call only reads offsets
-    // librdkafka cached from Fetch responses into the two i64 out-parameters.
-    let err = unsafe {
-        rdkafka::bindings::rd_kafka_get_watermark_offsets(
-            consumer.client().native_ptr(),
-            topic.as_ptr(),
-            partition,
-            &mut low,
-            &mut high,
-        )
-    };
-    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
 }
 
 /// Replays partition `partition` of `topic` into `backend`, from the backend's checkpointed

@@ -9,14 +9,13 @@ use super::layout::{InternalTopic, Layout, check_supported};
 use super::worker::{self, Shared};
 use super::{ProcessingGuarantee, RuntimeConfig, RuntimeError};
 use crate::codec::avro::{AvroCodec, AvroSchema};
-use crate::connectors::kafka::KafkaConfig;
+use crate::connectors::kafka::{KafkaConfig, TopicSpec, create_missing_topics};
 use crate::connectors::registry::RegistryConfig;
 use crate::connectors::registry::client::{SchemaFile, register, sr_settings};
 use crate::operators::pipeline::Pipeline;
 use crate::state::{RocksDbBackend, StateConfig, StateMemory};
 use crate::topology::Plan;
 use crate::topology::spec::{SinkFormat, SourceKind};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -229,43 +228,21 @@ fn create_topics(
             None => missing.push(topic),
         }
     }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let admin: AdminClient<_> = kafka
-        .client_config()
-        .create()
-        .map_err(|e| RuntimeError::Config(format!("invalid Kafka client settings: {e}")))?;
-    let new_topics: Vec<NewTopic<'_>> = missing
+    // Compaction never reaches the last hour: records of a commit cut short by a crash stay out
+    // of its way until the task's next owner rewrote their keys.
+    const COMPACTED: &[(&str, &str)] = &[("cleanup.policy", "compact"), ("min.compaction.lag.ms", "3600000")];
+    let specs: Vec<TopicSpec<'_>> = missing
         .iter()
-        .map(|t| {
-            let topic = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(replication));
-            if t.compact {
-                // Compaction never reaches the last hour: records of a commit cut short by a
-                // crash stay out of its way until the task's next owner rewrote their keys.
-                topic.set("cleanup.policy", "compact").set("min.compaction.lag.ms", "3600000")
-            } else {
-                topic
-            }
+        .map(|t| TopicSpec {
+            name: &t.name,
+            partitions: t.partitions,
+            replication,
+            config: if t.compact { COMPACTED } else { &[] },
         })
         .collect();
-    let results = runtime
-        .block_on(
-            admin.create_topics(&new_topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))),
-        )
-        .map_err(|e| RuntimeError::Kafka(format!("creating internal topics: {e}")))?;
-    for result in results {
-        match result {
-            Ok(name) => tracing::info!(topic = %name, "created topic"),
-            Err((name, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
-                tracing::info!(topic = %name, "topic already exists")
-            }
-            Err((name, code)) => {
-                return Err(RuntimeError::Kafka(format!("creating topic `{name}`: {code}")));
-            }
-        }
+    let created = runtime.block_on(create_missing_topics(kafka, &specs)).map_err(RuntimeError::Kafka)?;
+    for name in created {
+        tracing::info!(topic = %name, "created topic");
     }
-    // New topics take a moment to have leaders.
-    std::thread::sleep(Duration::from_millis(500));
     Ok(())
 }

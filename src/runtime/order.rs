@@ -67,10 +67,16 @@ impl InputQueues {
     /// nothing buffered still has records on the broker (`lagging`) and the task has not waited
     /// `max_idle` for it yet.
     pub fn next(&mut self, lagging: impl Fn(&str) -> bool, max_idle: Duration) -> Option<(String, Record)> {
-        let head = |topic: &String, queue: &VecDeque<Record>| {
-            queue.front().map(|r| (r.timestamp_ms.unwrap_or(i64::MIN), !self.tables.contains(topic), topic.clone()))
-        };
-        let earliest = self.queues.iter().filter_map(|(t, q)| head(t, q)).min()?;
+        let topic = self
+            .queues
+            .iter()
+            .filter_map(|(topic, queue)| {
+                let head = queue.front()?;
+                Some((head.timestamp_ms.unwrap_or(i64::MIN), !self.tables.contains(topic), topic))
+            })
+            .min()?
+            .2
+            .clone();
         let waiting = self.queues.iter().any(|(topic, queue)| queue.is_empty() && lagging(topic));
         if waiting {
             let since = *self.waiting_since.get_or_insert_with(Instant::now);
@@ -81,7 +87,6 @@ impl InputQueues {
         } else {
             self.waiting_since = None;
         }
-        let topic = earliest.2;
         let record = self.queues.get_mut(&topic)?.pop_front()?;
         Some((topic, record))
     }

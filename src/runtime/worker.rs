@@ -6,7 +6,7 @@
 //! callback, on the worker thread: the revoked tasks flush, commit and close before their
 //! partitions are given away.
 
-use super::changelog::{RestoreReport, cached_high_watermark, reader};
+use super::changelog::{RestoreReport, reader};
 use super::codecs::Decoders;
 use super::emitter::Emitter;
 use super::global::SharedBackend;
@@ -16,7 +16,7 @@ use super::order::InputQueues;
 use super::task::Task;
 use super::{ProcessingGuarantee, RuntimeConfig, RuntimeError};
 use crate::connectors::kafka::KafkaConfig;
-use crate::connectors::kafka::record_from;
+use crate::connectors::kafka::{cached_high_watermark, record_from};
 use crate::operators::table::Table;
 use crate::state::StateMemory;
 use crate::topology::Plan;

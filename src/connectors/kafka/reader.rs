@@ -110,3 +110,25 @@ pub fn record_from(message: &BorrowedMessage<'_>, topic: Arc<str>) -> Record {
         position: Some(Position::new(topic, message.partition(), message.offset())),
     }
 }
+
+/// The high watermark librdkafka last saw in a Fetch response for a partition (no request).
+pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` lives; the call only reads offsets
+    // librdkafka cached from Fetch responses into the two i64 out-parameters.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+}
