@@ -20,6 +20,10 @@ HAPPYSTREAMS_MOTO_BIN=$(tests/rig/moto.sh bin)
 export HAPPYSTREAMS_MOTO_BIN
 # dbt for the HappyTimes end-to-end test (tests/it/happytimes.rs), installed before the tests run.
 HAPPYSTREAMS_DBT_BIN=$(tests/rig/dbt.sh bin)
+# PostgreSQL and the real Debezium connector for the HappyTimes end to end with CDC.
+tests/rig/postgres.sh install >/dev/null
+HAPPYSTREAMS_DEBEZIUM_PYTHON=$(tests/rig/debezium.sh bin)
+export HAPPYSTREAMS_DEBEZIUM_PYTHON
 export HAPPYSTREAMS_DBT_BIN
 # OpenSSH's sshd for the sftp-sync tests (each test starts its own private server).
 tests/rig/sshd.sh install

@@ -3,7 +3,7 @@
 //! member of a consumer group: run several to share the partitions.
 
 use crate::config::Config;
-use crate::connectors::kafka::cached_high_watermark;
+use crate::connectors::kafka::cached_watermarks;
 use crate::connectors::lake::Lake;
 use crate::connectors::lake::sink::{RowFormat, SinkRecord, plan_files, segment_of, write_files};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -132,6 +132,8 @@ pub async fn run(args: &LakeSinkArgs, config: &Config) -> anyhow::Result<()> {
     });
     let mut segments: BTreeMap<(String, i32), Segment> = BTreeMap::new();
     let mut at_end: BTreeSet<(String, i32)> = BTreeSet::new();
+    // Where reading started, for partitions nothing was read from yet (see `mark_ends`).
+    let mut starts: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut last_flush = Instant::now();
     let mut landed = 0usize;
     anyhow::ensure!(args.segment_records > 0, "--segment-records must be at least 1");
@@ -142,6 +144,7 @@ pub async fn run(args: &LakeSinkArgs, config: &Config) -> anyhow::Result<()> {
                 // The next owner rebuilds the segment from its start (the committed offset).
                 segments.remove(&partition);
                 at_end.remove(&partition);
+                starts.remove(&partition);
             }
         }
         match message {
@@ -173,7 +176,7 @@ pub async fn run(args: &LakeSinkArgs, config: &Config) -> anyhow::Result<()> {
                 });
                 segment.dirty = true;
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => mark_ends(&consumer, &mut at_end),
+            Some(Err(KafkaError::PartitionEOF(_))) => mark_ends(&consumer, &mut at_end, &mut starts),
             Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error (retried by the client)"),
             None => {}
         }
@@ -232,13 +235,50 @@ impl Segment {
 }
 
 /// Partitions whose position reached the high watermark of their last fetch (the end-of-partition
-/// event names the partition but not its topic).
-fn mark_ends(consumer: &BaseConsumer<SinkContext>, at_end: &mut BTreeSet<(String, i32)>) {
+/// event names the partition but not its topic). A partition nothing was read from yet has no
+/// position: it is at its end when reading starts there (its committed offset, else its low
+/// watermark: empty partitions and partitions with nothing new since the last run).
+fn mark_ends(
+    consumer: &BaseConsumer<SinkContext>,
+    at_end: &mut BTreeSet<(String, i32)>,
+    starts: &mut BTreeMap<(String, i32), i64>,
+) {
     let Ok(positions) = consumer.position() else { return };
+    let unread: Vec<(String, i32)> = positions
+        .elements()
+        .iter()
+        .filter(|e| !matches!(e.offset(), Offset::Offset(_)))
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .filter(|p| !starts.contains_key(p))
+        .collect();
+    if !unread.is_empty() {
+        let mut list = TopicPartitionList::new();
+        for (topic, partition) in &unread {
+            list.add_partition(topic, *partition);
+        }
+        let committed = tokio::task::block_in_place(|| consumer.committed_offsets(list, Duration::from_secs(10)));
+        for e in committed.as_ref().map(TopicPartitionList::elements).unwrap_or_default() {
+            let start = match e.offset() {
+                Offset::Offset(offset) => Some(offset),
+                // No commit yet: reading starts at the low watermark (-1 when the broker did not say).
+                _ => cached_watermarks(consumer, e.topic(), e.partition()).map(|(low, _)| low.max(0)),
+            };
+            if let Some(start) = start {
+                starts.insert((e.topic().to_owned(), e.partition()), start);
+            }
+        }
+    }
     for e in positions.elements() {
-        let Offset::Offset(position) = e.offset() else { continue };
-        if cached_high_watermark(consumer, e.topic(), e.partition()).is_some_and(|high| position >= high) {
-            at_end.insert((e.topic().to_owned(), e.partition()));
+        let key = (e.topic().to_owned(), e.partition());
+        let position = match e.offset() {
+            Offset::Offset(position) => position,
+            _ => match starts.get(&key) {
+                Some(start) => *start,
+                None => continue,
+            },
+        };
+        if cached_watermarks(consumer, e.topic(), e.partition()).is_some_and(|(_, high)| position >= high) {
+            at_end.insert(key);
         }
     }
 }

@@ -15,7 +15,7 @@ mod clicks;
 mod records;
 
 pub use clicks::ClickGenerator;
-pub use records::{Body, Generated, topic_of};
+pub use records::{Body, Generated, log_line, topic_of};
 
 /// The HappyTimes sources (`topologies/happytimes.yaml`), each with its topic ([`topic_of`]).
 pub const SOURCES: [&str; 8] =

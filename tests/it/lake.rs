@@ -234,3 +234,42 @@ fn lake_sink_refuses_bad_table_names() {
     let output = crate::cli::run(&["lake-sink"]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("--json and/or --raw"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lake_sink_exits_at_end_with_empty_partitions() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let cluster = rig::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let (facts, raw) = (rig::unique_topic("facts"), rig::unique_topic("raw"));
+    cluster.create_topic(&facts, 3, 1).unwrap();
+    cluster.create_topic(&raw, 2, 1).unwrap();
+    let producer: FutureProducer = rig::client_config(&bootstrap).create().unwrap();
+    for i in 0..5 {
+        let value = format!("{{\"n\": {i}}}");
+        let record = FutureRecord::to(&facts).key("k").payload(&value).partition(1).timestamp(1_793_577_600_000);
+        producer.send(record, std::time::Duration::from_secs(5)).await.unwrap();
+    }
+    // Two partitions of `facts` and all of `raw` are empty: nothing is read from them, and they
+    // are at their end all the same.
+    let lake = tempfile::tempdir().unwrap();
+    let mut child = crate::cli::happystreams()
+        .args(["lake-sink", "--bootstrap-servers", &bootstrap, "--group-id", "g", "--exit-at-end", "--lake"])
+        .arg(lake.path())
+        .args(["--json", &format!("{facts}=facts"), "--raw", &format!("{raw}=raw")])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("lake-sink --exit-at-end did not stop within 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success());
+    assert_eq!(landed(lake.path(), "facts").values().sum::<i64>(), 5);
+}

@@ -63,8 +63,19 @@ pub fn tool_binary(env_var: &str, script: &str) -> String {
 /// Starts `command` (a shell command line that serves on `port`) with a watchdog shell that ends
 /// it (and runs `cleanup`) when this test process is gone; waits until the port accepts.
 fn start_service(name: &str, command: &str, port: u16, cleanup: &str) {
+    spawn_watched(name, command, cleanup);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{name} ({command}) did not listen on port {port} within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts `command` (a shell command line, output redirected by the caller) with a watchdog
+/// shell that ends it (SIGTERM, then runs `cleanup`) when this test process is gone.
+pub fn spawn_watched(name: &str, command: &str, cleanup: &str) {
     let script = format!(
-        "{command} >/dev/null 2>&1 & b=$!; \
+        "{command} & b=$!; \
          trap 'kill $b 2>/dev/null; {cleanup}' EXIT; while kill -0 {parent} 2>/dev/null && kill -0 $b 2>/dev/null; do sleep 0.5; done",
         parent = std::process::id()
     );
@@ -74,11 +85,6 @@ fn start_service(name: &str, command: &str, port: u16, cleanup: &str) {
         .stdin(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("start {name}: {e}"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{name} ({command}) did not listen on port {port} within 60 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn free_port() -> u16 {
@@ -91,7 +97,7 @@ fn start_tansu() -> String {
     let command = format!(
         "'{bin}' broker --listener-url {listener} --advertised-listener-url {listener} --storage-engine memory://tansu/"
     );
-    start_service("Tansu", &command, port, "");
+    start_service("Tansu", &format!("{command} >/dev/null 2>&1"), port, "");
     format!("127.0.0.1:{port}")
 }
 
@@ -104,7 +110,12 @@ pub fn noida() -> &'static str {
         let data = std::env::temp_dir().join(format!("happystreams-noida-{}", std::process::id()));
         let command =
             format!("'{bin}' start --only kafka --kafka-port {port} --host 127.0.0.1 --data-dir '{}'", data.display());
-        start_service("noida-db", &command, port, &format!("rm -rf \"{}\"", data.display()));
+        start_service(
+            "noida-db",
+            &format!("{command} >/dev/null 2>&1"),
+            port,
+            &format!("rm -rf \"{}\"", data.display()),
+        );
         format!("127.0.0.1:{port}")
     })
 }
@@ -115,9 +126,56 @@ pub fn moto() -> &'static str {
     static SERVER: OnceLock<String> = OnceLock::new();
     SERVER.get_or_init(|| {
         let (port, bin) = (free_port(), tool_binary("HAPPYSTREAMS_MOTO_BIN", "moto.sh"));
-        start_service("moto_server", &format!("'{bin}' -H 127.0.0.1 -p {port}"), port, "");
+        start_service("moto_server", &format!("'{bin}' -H 127.0.0.1 -p {port} >/dev/null 2>&1"), port, "");
         format!("http://127.0.0.1:{port}")
     })
+}
+
+/// PostgreSQL 15 with logical decoding and the HappyTimes schema (`tests/rig/postgres.sh`),
+/// shared by the test binary: role `dbz` (password `dbz`), database `happytimes`.
+pub struct Postgres {
+    pub port: u16,
+    /// The server's bin directory (psql is there).
+    pub bin: String,
+}
+
+pub fn postgres() -> &'static Postgres {
+    static SERVER: OnceLock<Postgres> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let script = format!("{}/tests/rig/postgres.sh", env!("CARGO_MANIFEST_DIR"));
+        let output =
+            Command::new("bash").args([&script, "install"]).stderr(Stdio::inherit()).output().expect("postgres.sh");
+        assert!(output.status.success(), "tests/rig/postgres.sh install failed");
+        let bin = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let port = free_port();
+        // Outside the test's temp dirs: the server runs as `postgres` when the tests run as root.
+        let dir = std::env::temp_dir().join(format!("happystreams-pg-{}", std::process::id()));
+        let log = std::env::temp_dir().join(format!("happystreams-pg-{}.log", std::process::id()));
+        let command = format!("bash '{script}' serve '{}' {port} >'{}' 2>&1", dir.display(), log.display());
+        start_service(
+            "PostgreSQL",
+            &command,
+            port,
+            &format!("sleep 1; rm -rf '{}' '{}'", dir.display(), log.display()),
+        );
+        Postgres { port, bin }
+    })
+}
+
+impl Postgres {
+    /// Runs SQL statements in database `happytimes` as `dbz`, one transaction per statement.
+    pub fn execute(&self, statements: &[&str]) {
+        let mut command = Command::new(format!("{}/psql", self.bin));
+        command
+            .args(["-q", "-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "dbz", "-d", "happytimes"])
+            .args(["-p", &self.port.to_string()])
+            .env("PGPASSWORD", "dbz");
+        for statement in statements {
+            command.args(["-c", statement]);
+        }
+        let output = command.output().expect("run psql");
+        assert!(output.status.success(), "psql: {}", String::from_utf8_lossy(&output.stderr));
+    }
 }
 
 /// Creates a topic through the Admin API (real brokers).

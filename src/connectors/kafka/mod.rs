@@ -11,4 +11,4 @@ mod reader;
 
 pub use admin::{TopicSpec, create_missing_topics};
 pub use config::KafkaConfig;
-pub use reader::{KafkaReadError, cached_high_watermark, read_range, record_from};
+pub use reader::{KafkaReadError, cached_high_watermark, cached_watermarks, read_range, record_from};

@@ -111,12 +111,12 @@ pub fn record_from(message: &BorrowedMessage<'_>, topic: Arc<str>) -> Record {
     }
 }
 
-/// The high watermark librdkafka last saw in a Fetch response for a partition (no request).
-pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(
+/// The low and high watermarks librdkafka last saw in Fetch responses for a partition (no request).
+pub fn cached_watermarks<C: rdkafka::consumer::ConsumerContext>(
     consumer: &rdkafka::consumer::BaseConsumer<C>,
     topic: &str,
     partition: i32,
-) -> Option<i64> {
+) -> Option<(i64, i64)> {
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid while `consumer` lives; the call only reads offsets
@@ -130,5 +130,14 @@ pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(
             &mut high,
         )
     };
-    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some((low, high))
+}
+
+/// The high watermark librdkafka last saw in a Fetch response for a partition (no request).
+pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    cached_watermarks(consumer, topic, partition).map(|(_, high)| high)
 }

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# PostgreSQL 15 with logical decoding and the HappyTimes schema, for the end to end with the real
+# Debezium connector (tests/it/happytimes/debezium.rs; see ../shared/INFRA.md).
+#
+#   tests/rig/postgres.sh install          apt-get install postgresql (no-op when present)
+#   tests/rig/postgres.sh serve DIR PORT   create a cluster in DIR (wal_level=logical), create
+#                                          role dbz (password dbz, REPLICATION) and database
+#                                          happytimes with the schema of
+#                                          tests/fixtures/debezium/_sql/01_schema.sql, then serve
+#                                          on 127.0.0.1:PORT in the foreground until SIGTERM
+#
+# The port accepts connections only once the database is ready. As root, the server runs as
+# the `postgres` user (PostgreSQL refuses root); DIR is created for it.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+
+bindir() {
+  local dir
+  for dir in /usr/lib/postgresql/*/bin; do
+    [ -x "$dir/postgres" ] && { echo "$dir"; return; }
+  done
+  return 1
+}
+
+install() {
+  if ! bindir >/dev/null; then
+    echo "installing postgresql from apt" >&2
+    apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq postgresql >&2
+  fi
+  bindir
+}
+
+# Runs a command as the server's user.
+as_owner() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+serve() {
+  local dir=$1 port=$2 bin
+  bin=$(install)
+  mkdir -p "$dir"
+  [ "$(id -u)" = 0 ] && chown postgres "$dir"
+  local data="$dir/data"
+  as_owner "$bin/initdb" -D "$data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+    --encoding=UTF8 --locale=C.UTF-8 >"$dir/initdb.log"
+  local options=(-c wal_level=logical -c max_wal_senders=4 -c max_replication_slots=4
+    -c unix_socket_directories="$dir" -c fsync=off -c autovacuum=off)
+  # Set-up on the socket only, so the TCP port opens once everything is ready.
+  as_owner "$bin/pg_ctl" -D "$data" -l "$dir/setup.log" -w -o "${options[*]} -c listen_addresses=''" start >/dev/null
+  as_owner "$bin/psql" -q -h "$dir" -U postgres -v ON_ERROR_STOP=1 -d postgres \
+    -c "CREATE ROLE dbz WITH LOGIN REPLICATION PASSWORD 'dbz'" -c "CREATE DATABASE happytimes OWNER dbz"
+  as_owner "$bin/psql" -q -h "$dir" -U dbz -v ON_ERROR_STOP=1 -d happytimes \
+    -f "$root/tests/fixtures/debezium/_sql/01_schema.sql" >/dev/null
+  as_owner "$bin/pg_ctl" -D "$data" -w -m fast stop >/dev/null
+  # Fast shutdown (SIGINT) on SIGTERM: a smart shutdown would wait for replication clients.
+  as_owner "$bin/postgres" -D "$data" "${options[@]}" -c listen_addresses=127.0.0.1 -p "$port" &
+  local pid=$!
+  trap 'kill -INT $pid 2>/dev/null; wait $pid' TERM INT
+  wait $pid
+}
+
+case "${1:-}" in
+  install) install ;;
+  serve) [ $# -eq 3 ] || { echo "usage: postgres.sh serve DIR PORT" >&2; exit 64; }; serve "$2" "$3" ;;
+  *) sed -n '2,13p' "$0" >&2; exit 64 ;;
+esac
