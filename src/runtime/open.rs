@@ -77,6 +77,7 @@ pub fn handle_record(shared: &Shared, task: &mut Task, topic: &str, record: &Rec
                     metrics::counter!("records_skipped_total", "source" => name.to_owned()).increment(1);
                 }
                 OnError::DeadLetter => {
+                    tracing::warn!(topic, partition, offset, error = %bad.message, "bad record dead-lettered");
                     let dlq = shared
                         .layout
                         .dead_letters

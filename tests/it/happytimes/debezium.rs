@@ -99,15 +99,22 @@ fn wait_published(log: &Path, records: usize) {
     assert_eq!(published(log), records, "Debezium published more records than the changes make");
 }
 
-/// Activity stamped now: clicks, access-log lines and mentions, by id.
+/// Activity stamped now: clicks, access-log lines and mentions.
 struct Traffic {
     producer: FutureProducer,
     sent: Vec<(String, String, Vec<u8>, i64)>,
+    /// Each click's event id (a UUID, as the click schema requires), by its name in the test.
+    ids: std::collections::BTreeMap<String, String>,
+    /// Clicks and access-log lines sent: each must give a visitor-activity fact.
+    activity: usize,
 }
 
 impl Traffic {
-    fn click(&mut self, id: &str, visitor: i64, event_type: &str, content: Option<i64>, ad: Option<i64>) {
+    fn click(&mut self, name: &str, visitor: i64, event_type: &str, content: Option<i64>, ad: Option<i64>) {
         let at = now();
+        let id = uuid::Uuid::from_u64_pair(self.ids.len() as u64 + 1, visitor as u64).to_string();
+        self.ids.insert(name.to_owned(), id.clone());
+        self.activity += 1;
         let value = json!({"event_id": id, "visitor_id": visitor, "session_id": format!("s-{visitor}"),
             "event_type": event_type, "content_id": content, "ad_id": ad, "url": "https://happytimes.example/",
             "referrer": J::Null, "geo": J::Null, "device_type": "mobile", "user_agent": "Mozilla/5.0", "event_time": at});
@@ -118,6 +125,7 @@ impl Traffic {
     fn log(&mut self, visitor: i64, path: &str) {
         let at = now();
         let key = json!({"visitor_id": visitor}).to_string();
+        self.activity += 1;
         self.sent.push(("happytimes.weblogs".into(), key, log_line(visitor, path, 200, at).into_bytes(), at));
     }
 
@@ -184,7 +192,7 @@ async fn happytimes_from_real_debezium_equals_the_dbt_marts() {
 
     let producer: FutureProducer =
         rig::client_config(&pipeline.bootstrap).set("partitioner", "murmur2_random").create().unwrap();
-    let mut traffic = Traffic { producer, sent: Vec::new() };
+    let mut traffic = Traffic { producer, sent: Vec::new(), ids: Default::default(), activity: 0 };
     // First: everybody visits; visitors 1 and 2 click ads, visitor 4 an affiliate link.
     for visitor in 1..=6 {
         traffic.click(&format!("s1-view-{visitor}"), visitor, "page_view", Some(1 + visitor % 4), None);
@@ -219,11 +227,12 @@ async fn happytimes_from_real_debezium_equals_the_dbt_marts() {
     pipeline.wait_idle();
 
     let facts = pipeline.finish_and_compare_with_dbt();
-    let activity = |id: &str| {
+    assert_eq!(facts["visitor_activity"].len(), traffic.activity, "an activity event gave no fact");
+    let activity = |name: &str| {
         facts["visitor_activity"]
             .iter()
-            .find(|f| f["event_id"] == id)
-            .unwrap_or_else(|| panic!("no visitor_activity fact {id}"))
+            .find(|f| f["event_id"] == traffic.ids[name])
+            .unwrap_or_else(|| panic!("no visitor_activity fact for {name}"))
             .clone()
     };
     // Snapshot rows, then an update: each event sees the row version of its time.
@@ -257,7 +266,7 @@ async fn happytimes_from_real_debezium_equals_the_dbt_marts() {
     // The subscription of visitor 1 converts their first ad click.
     let converted: Vec<&J> = facts["conversion"].iter().filter(|f| f["converted"] == true).collect();
     assert_eq!(converted.len(), 1, "{converted:?}");
-    assert_eq!(converted[0]["event_id"], "s1-ad-1");
+    assert_eq!(converted[0]["event_id"], traffic.ids["s1-ad-1"]);
     assert_eq!(converted[0]["subscription_id"], 5001);
     // The outlet's category change shows in later mentions.
     let mention = |id: &str| facts["social_sentiment"].iter().find(|f| f["mention_id"] == id).unwrap().clone();

@@ -33,7 +33,12 @@ impl Pipeline {
     /// Creates the input topics (4 partitions each) and starts two instances.
     pub async fn start(bootstrap: &str) -> Pipeline {
         let app = rig::unique_topic("happytimes").replace('-', "_");
-        let dir = tempfile::tempdir().unwrap();
+        let mut dir = tempfile::tempdir().unwrap();
+        // HAPPYTIMES_E2E_KEEP=1 keeps the instances' logs, the lake and the dbt target.
+        if std::env::var_os("HAPPYTIMES_E2E_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("keeping {}", dir.path().display());
+        }
         for source in SOURCES {
             rig::create_topic(bootstrap, topic_of(source), 4).await;
         }
