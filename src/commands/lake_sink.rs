@@ -2,10 +2,12 @@
 //! (see `connectors::lake::sink` for the file names and why a replay duplicates nothing). A
 //! member of a consumer group: run several to share the partitions.
 
+use crate::codec::avro::{AvroCodec, split_wire};
 use crate::config::Config;
 use crate::connectors::kafka::cached_watermarks;
 use crate::connectors::lake::Lake;
 use crate::connectors::lake::sink::{RowFormat, SinkRecord, plan_files, segment_of, write_files};
+use crate::connectors::registry::client::sr_settings;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -18,7 +20,11 @@ use std::time::{Duration, Instant};
 /// Flags of `happystreams lake-sink`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LakeSinkArgs {
-    /// Topics landed as typed columns from their JSON objects (`TOPIC` or `TOPIC=TABLE`;
+    /// Topics of Confluent-framed Avro records landed as columns typed by their writer schemas
+    /// (from the `[registry]`; `TOPIC` or `TOPIC=TABLE`). Repeat or separate with commas.
+    #[arg(long, value_delimiter = ',', value_name = "TOPIC[=TABLE]")]
+    pub avro: Vec<String>,
+    /// Topics landed as columns from their JSON objects (`TOPIC` or `TOPIC=TABLE`;
     /// the table defaults to the topic name). Repeat or separate with commas.
     #[arg(long, value_delimiter = ',', value_name = "TOPIC[=TABLE]")]
     pub json: Vec<String>,
@@ -82,7 +88,7 @@ impl ConsumerContext for SinkContext {
 
 fn tables(args: &LakeSinkArgs) -> anyhow::Result<BTreeMap<String, (String, RowFormat)>> {
     let mut tables = BTreeMap::new();
-    for (specs, format) in [(&args.json, RowFormat::Json), (&args.raw, RowFormat::Raw)] {
+    for (specs, format) in [(&args.avro, RowFormat::Avro), (&args.json, RowFormat::Json), (&args.raw, RowFormat::Raw)] {
         for spec in specs.iter().filter(|s| !s.is_empty()) {
             let (topic, table) = spec.split_once('=').unwrap_or((spec, spec));
             anyhow::ensure!(
@@ -95,7 +101,7 @@ fn tables(args: &LakeSinkArgs) -> anyhow::Result<BTreeMap<String, (String, RowFo
             );
         }
     }
-    anyhow::ensure!(!tables.is_empty(), "name the topics to land with --json and/or --raw");
+    anyhow::ensure!(!tables.is_empty(), "name the topics to land with --avro, --json and/or --raw");
     Ok(tables)
 }
 
@@ -107,6 +113,8 @@ pub async fn run(args: &LakeSinkArgs, config: &Config) -> anyhow::Result<()> {
         lake_config.url = url.clone();
     }
     let lake = Lake::open(&lake_config)?;
+    // Writer schemas of Avro tables, fetched from the registry once per schema id.
+    let avro = AvroCodec::with_registry(sr_settings(&config.registry)?);
     let mut kafka = config.kafka.clone();
     if let Some(servers) = &args.bootstrap_servers {
         kafka.bootstrap_servers = servers.clone();
@@ -150,11 +158,24 @@ pub async fn run(args: &LakeSinkArgs, config: &Config) -> anyhow::Result<()> {
         match message {
             Some(Ok(m)) => {
                 let partition = (m.topic().to_owned(), m.partition());
+                if tables.get(&partition.0).is_some_and(|(_, format)| *format == RowFormat::Avro)
+                    && let Some(Ok((id, _))) = m.payload().map(split_wire)
+                {
+                    avro.schema(id).await.map_err(|e| {
+                        anyhow::anyhow!(
+                            "{}[{}]@{}: the writer schema {id} from the registry at {}: {e}",
+                            partition.0,
+                            partition.1,
+                            m.offset(),
+                            config.registry.url
+                        )
+                    })?;
+                }
                 at_end.remove(&partition);
                 let start = segment_of(m.offset(), args.segment_records);
                 if let Some(done) = segments.get(&partition).filter(|s| s.start != start) {
                     // The segment is complete: its final files, then the group moves past it.
-                    landed += done.write(&lake, &tables, &partition).await?;
+                    landed += done.write(&lake, &tables, &partition, &avro).await?;
                     let mut offsets = TopicPartitionList::new();
                     offsets.add_partition_offset(&partition.0, partition.1, Offset::Offset(start))?;
                     tokio::task::block_in_place(|| consumer.commit(&offsets, CommitMode::Sync)).map_err(|e| {
@@ -189,7 +210,7 @@ pub async fn run(args: &LakeSinkArgs, config: &Config) -> anyhow::Result<()> {
         if stopping || all_at_end || last_flush.elapsed() >= Duration::from_millis(args.flush_interval_ms) {
             // Incomplete segments: rewrite their files with what was read so far.
             for (partition, segment) in segments.iter_mut().filter(|(_, s)| s.dirty) {
-                landed += segment.write(&lake, &tables, partition).await?;
+                landed += segment.write(&lake, &tables, partition, &avro).await?;
                 segment.dirty = false;
             }
             last_flush = Instant::now();
@@ -225,9 +246,10 @@ impl Segment {
         lake: &Lake,
         tables: &BTreeMap<String, (String, RowFormat)>,
         (topic, partition): &(String, i32),
+        avro: &AvroCodec,
     ) -> anyhow::Result<usize> {
         let Some((table, format)) = tables.get(topic) else { return Ok(0) };
-        let files = plan_files(table, topic, *partition, self.start, &self.records, *format)?;
+        let files = plan_files(table, topic, *partition, self.start, &self.records, *format, avro)?;
         let rows = write_files(lake, files).await?;
         tracing::debug!(topic, partition, segment = self.start, rows, "segment files written");
         Ok(rows)

@@ -15,7 +15,7 @@ use crate::connectors::registry::client::{SchemaFile, register, sr_settings};
 use crate::operators::pipeline::Pipeline;
 use crate::state::{RocksDbBackend, StateConfig, StateMemory};
 use crate::topology::Plan;
-use crate::topology::spec::{SinkFormat, SourceKind};
+use crate::topology::spec::SourceKind;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -67,22 +67,15 @@ pub fn run(
     let mut sinks = HashMap::new();
     for sink in &plan.sinks {
         sinks.insert(sink.topic.clone(), sink.format);
-        if sink.format != SinkFormat::Avro {
-            continue;
-        }
-        let path = sink
-            .schema
-            .as_ref()
-            .map(|s| base_dir.join(s))
-            .ok_or_else(|| RuntimeError::Config(format!("Avro sink `{}` needs a `schema:` file", sink.topic)))?;
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| RuntimeError::Config(format!("sink `{}`: cannot read {}: {e}", sink.topic, path.display())))?;
-        let file = SchemaFile { path: path.clone(), subject: format!("{}-value", sink.topic), schema: text.clone() };
+        let Some(avro) = &sink.avro else { continue };
+        let path = base_dir.join(sink.schema.as_deref().unwrap_or_default());
+        let file =
+            SchemaFile { path: path.clone(), subject: format!("{}-value", sink.topic), schema: avro.raw.clone() };
         let id = runtime
             .block_on(register(&settings.registry, &file))
             .map_err(|e| RuntimeError::Config(format!("registering the schema of sink `{}`: {e}", sink.topic)))?;
         let schema =
-            AvroSchema::parse(id, &text).map_err(|e| RuntimeError::Config(format!("{}: {e}", path.display())))?;
+            AvroSchema::parse(id, &avro.raw).map_err(|e| RuntimeError::Config(format!("{}: {e}", path.display())))?;
         sink_schemas.insert(sink.topic.clone(), Arc::new(schema));
     }
 

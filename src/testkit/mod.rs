@@ -44,6 +44,14 @@ pub enum DriverError {
     /// A piped input is malformed.
     #[error("bad test input: {0}")]
     Input(String),
+    /// An output does not fit its Avro sink's schema.
+    #[error("output to `{topic}` does not fit its Avro schema: {message}")]
+    Output {
+        /// Sink topic.
+        topic: String,
+        /// What does not fit.
+        message: String,
+    },
 }
 
 /// Runs one topology in memory.
@@ -126,7 +134,7 @@ impl TopologyTestDriver {
             pipeline.on_event(state, source, event, stream_time, &mut out)?;
             pipeline.on_stream_time(state, new_stream_time, &mut out)
         })?;
-        self.collect(out);
+        self.collect(out)?;
         self.advance(source, event_time);
         Ok(())
     }
@@ -155,10 +163,19 @@ impl TopologyTestDriver {
         }
     }
 
-    fn collect(&mut self, out: Vec<Output>) {
+    /// Queues outputs for `read_output`; outputs to Avro sinks must encode with the sink's
+    /// schema, as the runtime encodes them.
+    fn collect(&mut self, out: Vec<Output>) -> Result<(), DriverError> {
         for output in out {
+            let avro = self.plan.sinks.iter().find(|s| s.topic == output.topic).and_then(|s| s.avro.as_ref());
+            if let (Some(schema), Some(row)) = (avro, &output.value) {
+                schema
+                    .encode_body(&Value::Struct(row.clone()))
+                    .map_err(|e| DriverError::Output { topic: output.topic.clone(), message: e.to_string() })?;
+            }
             self.outputs.entry(output.topic.clone()).or_default().push_back(output);
         }
+        Ok(())
     }
 
     /// Moves stream time forward without a record (closing windows as a later record would).
@@ -167,7 +184,7 @@ impl TopologyTestDriver {
         let new_stream_time = self.stream_time.max(to);
         let mut out = Vec::new();
         self.atomically(|pipeline, state| pipeline.on_stream_time(state, new_stream_time, &mut out))?;
-        self.collect(out);
+        self.collect(out)?;
         self.stream_time = new_stream_time;
         Ok(())
     }
@@ -200,7 +217,7 @@ impl TopologyTestDriver {
             let stream_time = self.stream_time;
             let mut out = Vec::new();
             self.atomically(|pipeline, state| pipeline.on_table_update(state, source, update, stream_time, &mut out))?;
-            self.collect(out);
+            self.collect(out)?;
         }
         *self.positions.entry(source.to_owned()).or_insert(0) += 1;
         Ok(())

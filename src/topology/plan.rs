@@ -206,8 +206,10 @@ pub struct PlannedSink {
     pub topic: String,
     /// Encoding.
     pub format: SinkFormat,
-    /// Avro schema file.
+    /// Avro schema file, as written in the topology.
     pub schema: Option<String>,
+    /// The Avro schema (Avro sinks), read and checked against the node's fields at load.
+    pub avro: Option<std::sync::Arc<crate::codec::avro::AvroSchema>>,
 }
 
 /// A validated topology.

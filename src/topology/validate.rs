@@ -107,6 +107,38 @@ fn type_of(expr: &Expression, fields: &Fields) -> Option<FieldType> {
     }
 }
 
+impl Builder<'_> {
+    /// Reads an Avro sink's schema: a record with every field `from` is known to give (whether
+    /// records fit it is checked as they are encoded).
+    fn load_sink_schema(
+        &self,
+        schema_file: &str,
+        line: u64,
+        label: &str,
+        from: &str,
+        fields: &Fields,
+    ) -> Result<std::sync::Arc<crate::codec::avro::AvroSchema>, TopologyError> {
+        use crate::codec::connect::ConnectKind;
+        let path = self.base_dir.join(schema_file);
+        let error = |message: String| self.error(Some(line), Some(label), message);
+        let text = std::fs::read_to_string(&path).map_err(|e| error(format!("schema {}: {e}", path.display())))?;
+        let schema = crate::codec::avro::AvroSchema::parse(0, &text)
+            .map_err(|e| error(format!("schema {}: {e}", path.display())))?;
+        let ConnectKind::Struct(schema_fields) = &schema.connect.kind else {
+            return Err(error(format!("schema {} is not a record", path.display())));
+        };
+        if let Some(fields) = fields
+            && let Some(missing) = fields.keys().find(|f| !schema_fields.iter().any(|s| &*s.name == f.as_str()))
+        {
+            return Err(error(format!(
+                "`{from}` gives field `{missing}`, which schema {} does not have: add it to the schema, or leave it out with a `select`",
+                path.display()
+            )));
+        }
+        Ok(std::sync::Arc::new(schema))
+    }
+}
+
 fn compatible(a: FieldType, b: FieldType) -> bool {
     a == b || matches!((a, b), (FieldType::Uuid, FieldType::String) | (FieldType::String, FieldType::Uuid))
 }
@@ -126,8 +158,25 @@ pub fn build(spec: TopologySpec, file: Option<&Path>, base_dir: &Path) -> Result
 
     let mut sinks = Vec::new();
     for Located { value: sink, line } in spec.sinks {
-        b.input(&sink.from, line, &format!("sink {}", sink.topic))?;
-        sinks.push(PlannedSink { from: sink.from, topic: sink.topic, format: sink.format, schema: sink.schema });
+        let label = format!("sink {}", sink.topic);
+        let known = b.input(&sink.from, line, &label)?;
+        let avro = match (sink.format, &sink.schema) {
+            (SinkFormat::Avro, None) => {
+                return Err(b.error(
+                    Some(line),
+                    Some(&label),
+                    format!("an Avro sink needs `schema:` (an .avsc file, registered as `{}-value`)", sink.topic),
+                ));
+            }
+            (SinkFormat::Avro, Some(file)) => {
+                Some(b.load_sink_schema(file, line, &label, &sink.from, &known.fields)?)
+            }
+            (SinkFormat::Json, Some(_)) => {
+                return Err(b.error(Some(line), Some(&label), "`schema:` is for Avro sinks (`format: avro`)"));
+            }
+            (SinkFormat::Json, None) => None,
+        };
+        sinks.push(PlannedSink { from: sink.from, topic: sink.topic, format: sink.format, schema: sink.schema, avro });
     }
 
     // Number sub-topologies densely in order of first appearance.

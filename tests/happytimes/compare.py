@@ -56,10 +56,17 @@ FACTS = ["visitor_activity", "conversion", "retention", "social_sentiment"]
 
 
 def canonical(row: dict) -> str:
-    # Values as text: a lake column can be text in one file and a number in another (a file
-    # whose values are all null types it as text), and DuckDB then reads them all as text.
+    # The lake's columns are typed by the facts' Avro schemas; the Kafka side is the decoded
+    # record as JSON (timestamps as ISO text with milliseconds, decimals as text). Both become
+    # the same text per value.
     def text(v):
-        return None if v is None else json.dumps(v) if isinstance(v, (bool, list, dict)) else str(v)
+        if v is None:
+            return None
+        if isinstance(v, dt.datetime):
+            return v.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        if isinstance(v, (bool, list, dict)):
+            return json.dumps(v)
+        return str(v)
 
     return json.dumps({k: text(v) for k, v in row.items() if not k.startswith("_")}, sort_keys=True)
 

@@ -49,7 +49,7 @@ async fn check_lake(lake: &Lake) {
     // Whole files and listing.
     let partition = hive_partition("clicks", 1_750_000_000_000);
     assert_eq!(partition, "clicks/date=2025-06-15/hour=15");
-    let parquet = to_parquet(&rows(1_000)).unwrap();
+    let parquet = to_parquet(&rows(1_000), None).unwrap();
     let path = format!("{partition}/clicks-0-0-999.parquet");
     lake.put(&path, parquet.clone()).await.unwrap();
     lake.put(&path, parquet.clone()).await.unwrap(); // a retry replaces, never duplicates
@@ -103,7 +103,7 @@ fn bad_lake_urls_and_mixed_columns_are_clear_errors() {
     let err = Lake::open(&LakeConfig { url: "s3://".into(), ..LakeConfig::default() }).unwrap_err();
     assert!(err.to_string().contains("names no bucket"), "{err}");
     let mixed = vec![Row::new().with("n", Value::Long(1)), Row::new().with("n", Value::String("x".into()))];
-    let err = to_parquet(&mixed).unwrap_err();
+    let err = to_parquet(&mixed, None).unwrap_err();
     assert!(err.to_string().contains("column `n` row 1"), "{err}");
     let secret = LakeConfig {
         url: "s3://b".into(),

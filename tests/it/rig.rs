@@ -91,7 +91,8 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }
 
-fn start_tansu() -> String {
+/// A Tansu broker of its own, for tests whose topic names are fixed (a topology's inputs).
+pub fn start_tansu() -> String {
     let (port, bin) = (free_port(), tool_binary("HAPPYSTREAMS_TANSU_BIN", "tansu.sh"));
     let listener = format!("tcp://127.0.0.1:{port}");
     let command = format!(

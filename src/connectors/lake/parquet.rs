@@ -1,5 +1,6 @@
 //! Rows ↔ Parquet for the lake. The Arrow schema comes from the rows: columns in first-seen
-//! order, each typed by its first non-null value, all nullable.
+//! order, all nullable, each typed by the record schema when one is given (Avro records: a
+//! column is typed even when all its values are null), else by its first non-null value.
 //!
 //! | value | Parquet / Arrow |
 //! |---|---|
@@ -15,7 +16,7 @@
 //! A column whose values are all null is UTF8.
 
 use super::LakeError;
-use crate::codec::connect::unscaled_at;
+use crate::codec::connect::{ConnectSchema, unscaled_at};
 use crate::record::{Row, TimeUnit, Value};
 use arrow_array::builder::*;
 use arrow_array::{ArrayRef, RecordBatch};
@@ -52,15 +53,43 @@ fn data_type(value: &Value) -> DataType {
     }
 }
 
-/// The Arrow schema of `rows`.
-pub fn schema_of(rows: &[Row]) -> Schema {
+/// The column type a record field's schema gives, for the types the table above maps.
+fn declared_type(schema: &ConnectSchema) -> Option<DataType> {
+    use crate::codec::connect::{ConnectKind as K, Logical as L};
+    Some(match (schema.logical, &schema.kind) {
+        (L::Decimal { scale }, _) => DataType::Decimal128(38, i8::try_from(scale).ok()?),
+        (L::Date, _) => DataType::Date32,
+        (L::Time(_), _) => DataType::Time64(ArrowUnit::Microsecond),
+        (L::Timestamp(u), _) => DataType::Timestamp(unit(u), Some("UTC".into())),
+        (L::LocalTimestamp(u), _) => DataType::Timestamp(unit(u), None),
+        (L::Uuid | L::Json | L::ZonedTimestamp, _) => DataType::Utf8,
+        (L::None, K::Boolean) => DataType::Boolean,
+        (L::None, K::Int32) => DataType::Int32,
+        (L::None, K::Int64) => DataType::Int64,
+        (L::None, K::Float32) => DataType::Float32,
+        (L::None, K::Float64) => DataType::Float64,
+        (L::None, K::String | K::Array(_) | K::Map(..) | K::Struct(_)) => DataType::Utf8,
+        (L::None, K::Bytes) => DataType::Binary,
+        _ => return None,
+    })
+}
+
+/// The Arrow schema of `rows` (`record`: their schema, which types its fields' columns).
+pub fn schema_of(rows: &[Row], record: Option<&ConnectSchema>) -> Schema {
+    let declared: Vec<(String, DataType)> = match record.map(|r| &r.kind) {
+        Some(crate::codec::connect::ConnectKind::Struct(fields)) => {
+            fields.iter().filter_map(|f| Some((f.name.to_string(), declared_type(&f.schema)?))).collect()
+        }
+        _ => Vec::new(),
+    };
     let mut columns: Vec<(String, Option<DataType>)> = Vec::new();
     for row in rows {
         for (name, value) in row.iter() {
             let index = match columns.iter().position(|(n, _)| n.as_str() == name) {
                 Some(i) => i,
                 None => {
-                    columns.push((name.to_string(), None));
+                    let declared = declared.iter().find(|(n, _)| n.as_str() == name).map(|(_, t)| t.clone());
+                    columns.push((name.to_string(), declared));
                     columns.len() - 1
                 }
             };
@@ -187,9 +216,9 @@ fn micros(value: i64, unit: TimeUnit) -> i64 {
     }
 }
 
-/// One Parquet file (zstd) holding `rows`.
-pub fn to_parquet(rows: &[Row]) -> Result<Bytes, LakeError> {
-    let schema = Arc::new(schema_of(rows));
+/// One Parquet file (zstd) holding `rows` (`record`: their schema, see [`schema_of`]).
+pub fn to_parquet(rows: &[Row], record: Option<&ConnectSchema>) -> Result<Bytes, LakeError> {
+    let schema = Arc::new(schema_of(rows, record));
     let columns =
         schema.fields().iter().map(|f| column(f.name(), f.data_type(), rows)).collect::<Result<Vec<_>, _>>()?;
     let batch = if columns.is_empty() {

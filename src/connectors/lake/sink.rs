@@ -10,19 +10,24 @@
 //! offset and writes files with the same names and the same records: a replay rewrites files,
 //! never adds duplicates. Files become visible only when complete (see [`super::Lake`]).
 //!
-//! Two row formats: `json` (a JSON object per record: its fields become typed columns; the
-//! facts) and `raw` (`key`, `value` as text; the raw inputs, lossless for text). Both add
-//! `_topic`, `_partition`, `_offset` and `_timestamp`. Null values (tombstones) are skipped in
-//! `json` tables and kept (value null) in `raw` ones.
+//! Three row formats: `avro` (Confluent-framed Avro, writer schemas from the registry: each
+//! field a column typed by the schema; the facts), `json` (a JSON object per record: its fields
+//! become columns typed by their values) and `raw` (`key`, `value` as text; the raw inputs,
+//! lossless for text). All add `_topic`, `_partition`, `_offset` and `_timestamp`. Null values
+//! (tombstones) are skipped in `avro` and `json` tables and kept (value null) in `raw` ones.
 
 use super::{Lake, LakeError, hive_partition, parquet::to_parquet};
+use crate::codec::avro::{AvroCodec, AvroSchema};
 use crate::codec::json;
 use crate::record::{Row, TimeUnit, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// How a topic's records become rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowFormat {
+    /// Confluent-framed Avro records; their fields become columns typed by the writer schema.
+    Avro,
     /// A JSON object per record; its fields become columns.
     Json,
     /// The record's key and value as text.
@@ -43,47 +48,55 @@ pub struct SinkRecord {
 }
 
 /// A file a flush writes: its lake path and rows.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct PlannedFile {
     /// Path under the lake root.
     pub path: String,
     /// Its rows, in offset order.
     pub rows: Vec<Row>,
+    /// The writer schema of its last Avro record: it types the columns.
+    pub schema: Option<Arc<AvroSchema>>,
 }
 
-/// The row of one record; the error names the record.
-pub fn row_of(topic: &str, partition: i32, record: &SinkRecord, format: RowFormat) -> Result<Option<Row>, LakeError> {
+/// The row of one record, with its Avro writer schema; the error names the record. Avro
+/// records decode with the schemas `avro` holds (fetch them with [`AvroCodec::schema`] first).
+pub fn row_of(
+    topic: &str,
+    partition: i32,
+    record: &SinkRecord,
+    format: RowFormat,
+    avro: &AvroCodec,
+) -> Result<Option<(Row, Option<Arc<AvroSchema>>)>, LakeError> {
     let text = |bytes: &Option<Vec<u8>>| match bytes {
         Some(b) => Value::String(String::from_utf8_lossy(b).into()),
         None => Value::Null,
     };
-    let mut row = match format {
-        RowFormat::Raw => Row::new().with("key", text(&record.key)).with("value", text(&record.value)),
+    let bad = |detail: String| {
+        LakeError::Data(format!("{topic}[{partition}]@{}: {detail} (land the topic as raw)", record.offset))
+    };
+    let (decoded, schema) = match format {
+        RowFormat::Raw => {
+            (Ok(Value::Struct(Row::new().with("key", text(&record.key)).with("value", text(&record.value)))), None)
+        }
         RowFormat::Json => {
             let Some(bytes) = &record.value else { return Ok(None) };
-            match json::decode_plain(bytes) {
-                Ok(Value::Struct(row)) => row,
-                Ok(other) => {
-                    return Err(LakeError::Data(format!(
-                        "{topic}[{partition}]@{}: a json lake table takes JSON objects, got a {} (land the topic as raw)",
-                        record.offset,
-                        other.type_name()
-                    )));
-                }
-                Err(e) => {
-                    return Err(LakeError::Data(format!(
-                        "{topic}[{partition}]@{}: {e} (land the topic as raw)",
-                        record.offset
-                    )));
-                }
-            }
+            (json::decode_plain(bytes).map_err(|e| bad(e.to_string())), None)
         }
+        RowFormat::Avro => {
+            let Some(bytes) = &record.value else { return Ok(None) };
+            let (schema, value) = avro.decode_cached_with_schema(bytes).map_err(|e| bad(e.to_string()))?;
+            (Ok(value), Some(schema))
+        }
+    };
+    let mut row = match decoded? {
+        Value::Struct(row) => row,
+        other => return Err(bad(format!("a lake table takes records, got a {}", other.type_name()))),
     };
     row.push("_topic", Value::String(topic.into()));
     row.push("_partition", Value::Int(partition));
     row.push("_offset", Value::Long(record.offset));
     row.push("_timestamp", Value::Timestamp { value: record.timestamp, unit: TimeUnit::Millis });
-    Ok(Some(row))
+    Ok(Some((row, schema)))
 }
 
 /// The segment (its first offset) an offset belongs to.
@@ -99,19 +112,21 @@ pub fn plan_files(
     segment_start: i64,
     records: &[SinkRecord],
     format: RowFormat,
+    avro: &AvroCodec,
 ) -> Result<Vec<PlannedFile>, LakeError> {
     let mut files: BTreeMap<String, PlannedFile> = BTreeMap::new();
     for record in records {
-        let Some(row) = row_of(topic, partition, record, format)? else { continue };
+        let Some((row, schema)) = row_of(topic, partition, record, format, avro)? else { continue };
         let dir = hive_partition(table, record.timestamp);
-        files
-            .entry(dir.clone())
-            .or_insert_with(|| PlannedFile {
-                path: format!("{dir}/{topic}+{partition}+{segment_start:020}.parquet"),
-                rows: Vec::new(),
-            })
-            .rows
-            .push(row);
+        let file = files.entry(dir.clone()).or_insert_with(|| PlannedFile {
+            path: format!("{dir}/{topic}+{partition}+{segment_start:020}.parquet"),
+            rows: Vec::new(),
+            schema: None,
+        });
+        file.rows.push(row);
+        if schema.is_some() {
+            file.schema = schema;
+        }
     }
     Ok(files.into_values().collect())
 }
@@ -120,7 +135,7 @@ pub fn plan_files(
 pub async fn write_files(lake: &Lake, files: Vec<PlannedFile>) -> Result<usize, LakeError> {
     let mut rows = 0;
     for file in files {
-        let bytes = to_parquet(&file.rows)?;
+        let bytes = to_parquet(&file.rows, file.schema.as_ref().map(|s| s.connect.as_ref()))?;
         lake.put(&file.path, bytes).await?;
         rows += file.rows.len();
     }
@@ -154,7 +169,7 @@ mod tests {
         let records = [record(10, 0), record(11, 1), record(12, 0)];
         assert_eq!(segment_of(12, 10), 10);
         assert_eq!(segment_of(9, 10), 0);
-        let files = plan_files("t", "topic", 3, 10, &records, RowFormat::Json).unwrap();
+        let files = plan_files("t", "topic", 3, 10, &records, RowFormat::Json, &AvroCodec::offline()).unwrap();
         let got = offsets(&files);
         assert_eq!(got.get("t/date=2026-11-02/hour=00/topic+3+00000000000000000010.parquet"), Some(&vec![10, 12]));
         assert_eq!(got.get("t/date=2026-11-02/hour=01/topic+3+00000000000000000010.parquet"), Some(&vec![11]));
@@ -164,12 +179,17 @@ mod tests {
     fn json_tables_skip_tombstones_and_name_bad_records() {
         let mut tombstone = record(1, 0);
         tombstone.value = None;
-        assert!(plan_files("t", "x", 0, 0, &[tombstone.clone()], RowFormat::Json).unwrap().is_empty());
-        let raw = plan_files("t", "x", 0, 0, &[tombstone], RowFormat::Raw).unwrap();
+        assert!(
+            plan_files("t", "x", 0, 0, &[tombstone.clone()], RowFormat::Json, &AvroCodec::offline())
+                .unwrap()
+                .is_empty()
+        );
+        let raw = plan_files("t", "x", 0, 0, &[tombstone], RowFormat::Raw, &AvroCodec::offline()).unwrap();
         assert_eq!(raw[0].rows[0].get("value"), Some(&Value::Null));
         let mut bad = record(7, 0);
         bad.value = Some(b"not json".to_vec());
-        let message = plan_files("t", "x", 2, 0, &[bad], RowFormat::Json).unwrap_err().to_string();
+        let message =
+            plan_files("t", "x", 2, 0, &[bad], RowFormat::Json, &AvroCodec::offline()).unwrap_err().to_string();
         assert!(message.contains("x[2]@7") && message.contains("raw"), "{message}");
     }
 }

@@ -10,7 +10,7 @@
 //! final funnel must equal the dbt marts built from the same lake.
 
 use super::harness::Pipeline;
-use crate::rig::{self, Postgres, tansu};
+use crate::rig::{self, Postgres};
 use happystreams::generate::log_line;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value as J, json};
@@ -163,7 +163,7 @@ fn apply(pg: &Postgres, pipeline: &Pipeline, log: &Path, changes: &Changes, publ
 
 #[tokio::test(flavor = "multi_thread")]
 async fn happytimes_from_real_debezium_equals_the_dbt_marts() {
-    let pipeline = Pipeline::start(tansu()).await;
+    let pipeline = Pipeline::start(&rig::start_tansu()).await;
     let pg = rig::postgres();
     // The snapshot rows exist before the connector starts: Debezium reads them (op r).
     pg.execute(SNAPSHOT.statements);
@@ -226,7 +226,7 @@ async fn happytimes_from_real_debezium_equals_the_dbt_marts() {
     traffic.send().await;
     pipeline.wait_idle();
 
-    let facts = pipeline.finish_and_compare_with_dbt();
+    let facts = pipeline.finish_and_compare_with_dbt().await;
     assert_eq!(facts["visitor_activity"].len(), traffic.activity, "an activity event gave no fact");
     let activity = |name: &str| {
         facts["visitor_activity"]

@@ -5,11 +5,14 @@
 
 use crate::rig;
 use crate::runtime::Instance;
+use happystreams::codec::avro::AvroCodec;
+use happystreams::connectors::registry::{RegistryStore, RunningRegistry};
 use happystreams::generate::{SOURCES, topic_of};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,9 +22,12 @@ pub const TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/topologies/happ
 pub const FUNNEL: [&str; 6] = ["awareness", "consideration", "consideration_top", "conversion", "loyalty", "advocacy"];
 pub const FACTS: [&str; 4] = ["visitor_activity", "conversion", "retention", "social_sentiment"];
 
-/// Two `happystreams run` instances of happytimes.yaml in one group, on `bootstrap`.
+/// Two `happystreams run` instances of happytimes.yaml in one group, on `bootstrap` (a broker
+/// of the test's own: the topology's topic names are fixed), with a schema registry for the
+/// Avro facts and funnel topics.
 pub struct Pipeline {
     pub bootstrap: String,
+    pub registry: RunningRegistry,
     pub app: String,
     pub dir: tempfile::TempDir,
     pub instances: Vec<Instance>,
@@ -48,9 +54,10 @@ impl Pipeline {
             SOURCES.iter().filter(|s| !["content", "ads"].contains(*s)).map(|s| topic_of(s).to_owned()).collect();
         topics
             .extend(plan.repartition_topics().iter().map(|t| format!("{app}-{}", t.trim_start_matches("happytimes-"))));
-        let instances =
-            vec![start_instance(bootstrap, &app, dir.path(), "a"), start_instance(bootstrap, &app, dir.path(), "b")];
-        Pipeline { bootstrap: bootstrap.to_owned(), app, dir, instances, topics }
+        let registry =
+            RunningRegistry::start("127.0.0.1:0".parse().unwrap(), RegistryStore::in_memory()).await.unwrap();
+        let instances = ["a", "b"].map(|name| start_instance(bootstrap, &registry.url, &app, dir.path(), name)).into();
+        Pipeline { bootstrap: bootstrap.to_owned(), registry, app, dir, instances, topics }
     }
 
     /// Waits until the group has processed and committed everything it reads (twice in a row,
@@ -102,7 +109,7 @@ impl Pipeline {
     /// stream against the batch oracle: the lake gets the raw inputs and the facts, dbt builds
     /// the marts from it, and the final funnel (last value per key of each funnel topic) must
     /// equal the marts, and the lake's facts the Kafka facts. Returns the facts read back.
-    pub fn finish_and_compare_with_dbt(mut self) -> BTreeMap<String, Vec<serde_json::Value>> {
+    pub async fn finish_and_compare_with_dbt(mut self) -> BTreeMap<String, Vec<serde_json::Value>> {
         for instance in &mut self.instances {
             assert!(instance.terminate().success(), "{}", instance.log_text());
         }
@@ -111,7 +118,8 @@ impl Pipeline {
         let dir = self.dir.path();
         let bootstrap = self.bootstrap.as_str();
 
-        // The stream's final funnel and facts, from Kafka.
+        // The stream's final funnel and facts, from Kafka (Avro, decoded to JSON).
+        let avro = AvroCodec::with_registry(SrSettings::new(self.registry.url.clone()));
         let stream_dir = dir.join("stream");
         std::fs::create_dir_all(&stream_dir).unwrap();
         let mut facts = BTreeMap::new();
@@ -120,7 +128,14 @@ impl Pipeline {
             .map(|f| format!("happytimes.funnel.{f}"))
             .chain(FACTS.iter().map(|f| format!("happytimes.facts.{f}")))
         {
-            let records = read_all(bootstrap, &name);
+            let mut records = Vec::new();
+            for (key, value) in read_all(bootstrap, &name) {
+                let value = match value {
+                    Some(bytes) => Some(avro.decode(&bytes).await.unwrap().to_json().to_string()),
+                    None => None,
+                };
+                records.push((key, value));
+            }
             let mut latest = BTreeMap::new();
             let mut all = String::new();
             for (key, value) in &records {
@@ -150,12 +165,14 @@ impl Pipeline {
         let lake = dir.join("lake");
         let raw: Vec<String> = SOURCES.iter().map(|s| format!("{}=raw/{s}", topic_of(s))).collect();
         let fact_tables: Vec<String> = FACTS.iter().map(|f| format!("happytimes.facts.{f}=facts/{f}")).collect();
+        let registry = self.registry.url.clone();
         let output = crate::cli::happystreams()
             .args(["lake-sink", "--bootstrap-servers", bootstrap, "--lake"])
             .arg(&lake)
             .args(["--group-id", &format!("{}-lake", self.app), "--exit-at-end"])
-            .args(["--raw", &raw.join(","), "--json", &fact_tables.join(",")])
+            .args(["--raw", &raw.join(","), "--avro", &fact_tables.join(",")])
             .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
+            .env("HAPPYSTREAMS_REGISTRY__URL", &registry)
             .output()
             .unwrap();
         assert!(output.status.success(), "lake-sink: {}", String::from_utf8_lossy(&output.stderr));
@@ -192,7 +209,7 @@ impl Pipeline {
 }
 
 /// Every record of `topic`, in partition and offset order: (key, value).
-pub fn read_all(bootstrap: &str, topic: &str) -> Vec<(String, Option<String>)> {
+pub fn read_all(bootstrap: &str, topic: &str) -> Vec<(String, Option<Vec<u8>>)> {
     let consumer: BaseConsumer = rig::client_config(bootstrap).create().unwrap();
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
     let mut from = TopicPartitionList::new();
@@ -203,7 +220,7 @@ pub fn read_all(bootstrap: &str, topic: &str) -> Vec<(String, Option<String>)> {
 }
 
 /// The records from the given positions to the end of each partition: (topic, key, value).
-fn read_to_end(bootstrap: &str, from: TopicPartitionList) -> Vec<(String, String, Option<String>)> {
+fn read_to_end(bootstrap: &str, from: TopicPartitionList) -> Vec<(String, String, Option<Vec<u8>>)> {
     let partitions = from.count();
     if partitions == 0 {
         return Vec::new();
@@ -222,7 +239,7 @@ fn read_to_end(bootstrap: &str, from: TopicPartitionList) -> Vec<(String, String
             Some(Ok(m)) => records.push((
                 m.topic().to_owned(),
                 String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                m.payload().map(|p| String::from_utf8_lossy(p).into_owned()),
+                m.payload().map(<[u8]>::to_vec),
             )),
             Some(Err(KafkaError::PartitionEOF(_))) => ended += 1,
             _ => {}
@@ -232,7 +249,7 @@ fn read_to_end(bootstrap: &str, from: TopicPartitionList) -> Vec<(String, String
     records
 }
 
-fn start_instance(bootstrap: &str, app: &str, dir: &Path, name: &str) -> Instance {
+fn start_instance(bootstrap: &str, registry: &str, app: &str, dir: &Path, name: &str) -> Instance {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let log = dir.join(format!("{name}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_happystreams"))
@@ -241,6 +258,7 @@ fn start_instance(bootstrap: &str, app: &str, dir: &Path, name: &str) -> Instanc
         .arg(dir.join(name))
         .args(["--metrics-address", &format!("127.0.0.1:{port}"), "--commit-interval-ms", "200"])
         .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
+        .env("HAPPYSTREAMS_REGISTRY__URL", registry)
         .env("RUST_LOG", "happystreams=info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())

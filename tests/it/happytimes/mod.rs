@@ -11,7 +11,7 @@
 mod debezium;
 mod harness;
 
-use crate::rig::{self, tansu};
+use crate::rig;
 use happystreams::generate::{Generated, Options, generate};
 use happystreams::testkit::TopologyTestDriver;
 use harness::{FUNNEL, Pipeline, TOPOLOGY};
@@ -79,7 +79,7 @@ async fn produce(producer: &FutureProducer, records: &[&Generated]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn happytimes_on_tansu_with_two_instances_equals_the_dbt_marts() {
-    let pipeline = Pipeline::start(tansu()).await;
+    let pipeline = Pipeline::start(&rig::start_tansu()).await;
     let records = generate(&Options { visitors: 120, days: 14, ..Options::default() });
     let producer: FutureProducer =
         rig::client_config(&pipeline.bootstrap).set("partitioner", "murmur2_random").create().unwrap();
@@ -105,5 +105,5 @@ async fn happytimes_on_tansu_with_two_instances_equals_the_dbt_marts() {
     }
     let seconds = started.elapsed().as_secs_f64();
     eprintln!("{} records through two instances in {seconds:.1} s (paced day by day)", records.len());
-    pipeline.finish_and_compare_with_dbt();
+    pipeline.finish_and_compare_with_dbt().await;
 }
