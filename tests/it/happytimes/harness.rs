@@ -93,6 +93,17 @@ impl Pipeline {
             }
         }
         let Ok(committed) = committed_by.committed_offsets(list, Duration::from_secs(10)) else { return usize::MAX };
+        // ListOffsets may be short but is never past the end: records it shows are lag for sure.
+        let mut surely = 0;
+        for e in committed.elements() {
+            let position = if let Offset::Offset(o) = e.offset() { o } else { 0 };
+            if let Ok((_, high)) = committed_by.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10)) {
+                surely += (high - position).max(0) as usize;
+            }
+        }
+        if surely > 0 {
+            return surely;
+        }
         let mut from = TopicPartitionList::new();
         for e in committed.elements() {
             let offset = if let Offset::Offset(o) = e.offset() { Offset::Offset(o) } else { Offset::Beginning };
