@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Instance, bulk_producer, create_topics, start_tansu, stop_tansu};
+use common::{Instance, Registry, bulk_producer, create_topics, start_tansu, stop_tansu};
 
 const TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/topologies/happytimes.yaml");
 
@@ -42,6 +42,8 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let bootstrap = start_tansu(&dir.path().join("tansu"));
+    // The facts and funnel topics are Avro: their schemas are registered at start-up.
+    let registry = Registry::start();
     let topics: Vec<String> = SOURCES.iter().map(|s| topic_of(s).to_owned()).collect();
     create_topics(&bootstrap, &topics, 4);
     let producer = bulk_producer(&bootstrap);
@@ -73,6 +75,7 @@ fn main() {
             .map(|i| {
                 Instance::start(
                     &bootstrap,
+                    Some(&registry.url),
                     Path::new(TOPOLOGY),
                     &app,
                     &dir.path().join(format!("{app}-{i}")),

@@ -68,6 +68,7 @@ fn run(bootstrap: &str, topology: &Path, app: &str, dir: &Path, count: usize, cl
         .map(|i| {
             Instance::start(
                 bootstrap,
+                None,
                 topology,
                 app,
                 &dir.join(format!("{app}-{i}")),
@@ -127,6 +128,7 @@ fn main() {
             // A fresh instance rebuilds everything from the changelogs.
             let fresh = Instance::start(
                 &bootstrap,
+                None,
                 &topology,
                 &prefix,
                 &dir.path().join("fresh"),

@@ -60,9 +60,21 @@ pub struct Instance {
 }
 
 impl Instance {
-    pub fn start(bootstrap: &str, topology: &Path, app: &str, state: &Path, log: PathBuf) -> Instance {
+    /// `registry`: the schema registry URL (topologies with Avro sinks).
+    pub fn start(
+        bootstrap: &str,
+        registry: Option<&str>,
+        topology: &Path,
+        app: &str,
+        state: &Path,
+        log: PathBuf,
+    ) -> Instance {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(env!("CARGO_BIN_EXE_happystreams"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_happystreams"));
+        if let Some(url) = registry {
+            command.env("HAPPYSTREAMS_REGISTRY__URL", url);
+        }
+        let child = command
             .args(["run", "--topology"])
             .arg(topology)
             .args(["--bootstrap-servers", bootstrap, "--application-id", app, "--state-dir"])
@@ -86,6 +98,37 @@ impl Instance {
             .filter(|l| l.starts_with(name) && l.contains(label))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
+    }
+}
+
+/// `happystreams registry serve --in-memory` on a free loopback port; stopped on drop.
+pub struct Registry {
+    child: Child,
+    pub url: String,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(env!("CARGO_BIN_EXE_happystreams"))
+            .args(["registry", "serve", "--in-memory", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "the registry did not listen on {port}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Registry { child, url: format!("http://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
