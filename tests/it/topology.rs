@@ -204,3 +204,21 @@ fn a_key_changed_in_an_earlier_node_is_repartitioned_before_state() {
     .unwrap();
     assert_eq!(plan.repartition_topics().len(), 1);
 }
+
+#[test]
+fn avro_sinks_need_a_schema_with_the_node_fields() {
+    let sink = |node: &str, sink: &str| format!("{}sinks:\n  - {sink}\n", with_nodes(node));
+    let select = "  - name: s\n    from: clicks\n    select: { event_id: event_id, visitor_id: visitor_id }\n";
+    let e = error(&sink(select, "{ from: s, topic: out, format: avro }"));
+    assert!(e.message.contains("needs `schema:`") && e.message.contains("out-value"), "{e}");
+    let e = error(&sink(select, "{ from: s, topic: out, format: json, schema: ../schemas/x.avsc }"));
+    assert!(e.message.contains("for Avro sinks"), "{e}");
+    let e = error(&sink(select, "{ from: s, topic: out, format: avro, schema: ../schemas/missing.avsc }"));
+    assert!(e.message.contains("missing.avsc"), "{e}");
+    // The clicks schema has event_id and visitor_id; the social mentions one has neither.
+    parse(&sink(select, "{ from: s, topic: out, format: avro, schema: ../schemas/happytimes.clicks-value.avsc }"))
+        .unwrap();
+    let wrong = "{ from: s, topic: out, format: avro, schema: ../schemas/happytimes.social_mentions-value.avsc }";
+    let e = error(&sink(select, wrong));
+    assert!(e.message.contains("gives field `event_id`") && e.message.contains("does not have"), "{e}");
+}

@@ -192,4 +192,31 @@ mod tests {
             plan_files("t", "x", 2, 0, &[bad], RowFormat::Json, &AvroCodec::offline()).unwrap_err().to_string();
         assert!(message.contains("x[2]@7") && message.contains("raw"), "{message}");
     }
+
+    #[test]
+    fn avro_tables_decode_with_the_writer_schema_and_type_columns_by_it() {
+        let raw = r#"{"type": "record", "name": "Fact", "fields": [
+            {"name": "id", "type": "long"},
+            {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+            {"name": "ended", "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}], "default": null}]}"#;
+        let codec = AvroCodec::offline();
+        let schema = codec.add_schema(AvroSchema::parse(7, raw).unwrap());
+        let value = Value::Struct(
+            Row::new()
+                .with("id", Value::Long(5))
+                .with("at", Value::Timestamp { value: 1_793_577_600_000, unit: TimeUnit::Millis })
+                .with("ended", Value::Null),
+        );
+        let mut fact = record(3, 0);
+        fact.value = Some(schema.encode(&value).unwrap());
+        let files = plan_files("t", "x", 0, 0, &[fact], RowFormat::Avro, &codec).unwrap();
+        assert_eq!(files[0].rows[0].get("id"), Some(&Value::Long(5)));
+        // `ended` is null in every row: the schema still types its column.
+        let columns = super::super::parquet::schema_of(&files[0].rows, Some(&schema.connect));
+        let ended = columns.field_with_name("ended").unwrap().data_type().clone();
+        assert_eq!(ended, arrow_schema::DataType::Timestamp(arrow_schema::TimeUnit::Millisecond, Some("UTC".into())));
+        // Not Avro (no magic byte): the error names the record and the way out.
+        let message = plan_files("t", "x", 0, 0, &[record(4, 0)], RowFormat::Avro, &codec).unwrap_err().to_string();
+        assert!(message.contains("x[0]@4") && message.contains("raw"), "{message}");
+    }
 }
