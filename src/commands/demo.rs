@@ -6,19 +6,25 @@
 //!    dimension tables, clicks, access-log lines and social mentions, in event-time order.
 //! 3. `topologies/happytimes.yaml` run in process by the engine (state in RocksDB in a temporary
 //!    directory), paced at `--rate` records per second.
-//! 4. The live funnel, reprinted as it updates; Prometheus metrics on loopback; Ctrl-C stops
-//!    cleanly with a last summary.
+//! 4. The live funnel, reprinted as it updates; the facts landed in a local lake as Parquet
+//!    (`--lake`, like `happystreams lake-sink --avro`); Prometheus metrics on loopback; Ctrl-C
+//!    stops cleanly with a last summary.
 //!
 //! The topology is built into the binary; the Avro schemas it registers and the row schemas the
 //! topology names are read from the checkout it was built from (`schemas/`), as
 //! `./happystreams demo` runs it.
 
+use crate::codec::avro::{AvroCodec, AvroSchema};
+use crate::connectors::lake::sink::{RowFormat, Segment, SinkRecord, segment_of};
+use crate::connectors::lake::{Lake, LakeConfig};
 use crate::connectors::registry::client::{register, schema_files};
 use crate::connectors::registry::{RegistryConfig, RegistryStore, RunningRegistry};
 use crate::generate::{Options, generate};
+use crate::operators::pipeline::Output;
 use crate::record::{Row, Value};
 use crate::state::{RocksDbBackend, StateConfig, StateMemory};
 use crate::testkit::TopologyTestDriver;
+use crate::topology::Plan;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -46,6 +52,83 @@ pub struct DemoArgs {
     /// Prometheus metrics endpoint (loopback by default; empty to disable).
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub metrics_address: String,
+    /// Local lake directory the facts land in (`facts/<name>/date=…/hour=…/*.parquet`; its
+    /// facts tables are replaced at start). Empty to land nothing.
+    #[arg(long, default_value = "demo-lake")]
+    pub lake: String,
+}
+
+/// The facts landed in a local lake as the Kafka path does it: each output encoded with its
+/// sink's Avro schema, then written by the lake sink's segments (one partition per topic,
+/// offsets counted here).
+struct FactLake {
+    lake: Lake,
+    dir: String,
+    /// Decodes the facts with their sink schemas (no registry needed).
+    codec: AvroCodec,
+    topics: BTreeMap<String, FactTable>,
+    last_flush: Instant,
+}
+
+struct FactTable {
+    table: String,
+    schema: Arc<AvroSchema>,
+    next_offset: i64,
+    segment: Segment,
+}
+
+const SEGMENT_RECORDS: i64 = 10_000;
+
+impl FactLake {
+    fn open(dir: &str, plan: &Plan) -> anyhow::Result<FactLake> {
+        let codec = AvroCodec::offline();
+        let mut topics = BTreeMap::new();
+        for sink in plan.sinks.iter().filter(|s| s.topic.starts_with("happytimes.facts.")) {
+            let schema = sink.avro.as_ref().ok_or_else(|| anyhow::anyhow!("sink {} is not Avro", sink.topic))?;
+            let schema = codec.add_schema(AvroSchema::parse(topics.len() as u32 + 1, &schema.raw)?);
+            let table = format!("facts/{}", sink.topic.trim_start_matches("happytimes.facts."));
+            // Files of an earlier run would mix with this run's: the tables start empty.
+            let local = Path::new(dir).join(&table);
+            if local.exists() {
+                std::fs::remove_dir_all(&local)
+                    .map_err(|e| anyhow::anyhow!("clearing {} for the demo: {e}", local.display()))?;
+            }
+            topics.insert(sink.topic.clone(), FactTable { table, schema, next_offset: 0, segment: Segment::new(0) });
+        }
+        let lake = Lake::open(&LakeConfig { url: dir.to_owned(), ..LakeConfig::default() })?;
+        Ok(FactLake { lake, dir: dir.to_owned(), codec, topics, last_flush: Instant::now() })
+    }
+
+    /// Queues a fact record; a complete segment is written at once.
+    async fn push(&mut self, output: &Output) -> anyhow::Result<()> {
+        let (Some(fact), Some(row)) = (self.topics.get_mut(&output.topic), &output.value) else { return Ok(()) };
+        let value = fact.schema.encode(&Value::Struct(row.clone()))?;
+        let offset = fact.next_offset;
+        fact.next_offset += 1;
+        let start = segment_of(offset, SEGMENT_RECORDS);
+        if fact.segment.start != start {
+            fact.segment.write(&self.lake, &fact.table, RowFormat::Avro, &output.topic, 0, &self.codec).await?;
+            fact.segment = Segment::new(start);
+        }
+        fact.segment.records.push(SinkRecord { offset, timestamp: output.timestamp, key: None, value: Some(value) });
+        fact.segment.dirty = true;
+        Ok(())
+    }
+
+    /// Writes the segments that changed since the last flush (a segment's files are all
+    /// rewritten, so not on every refresh of the board).
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        self.last_flush = Instant::now();
+        for (topic, fact) in self.topics.iter_mut().filter(|(_, f)| f.segment.dirty) {
+            fact.segment.write(&self.lake, &fact.table, RowFormat::Avro, topic, 0, &self.codec).await?;
+            fact.segment.dirty = false;
+        }
+        Ok(())
+    }
+
+    fn landed(&self) -> i64 {
+        self.topics.values().map(|f| f.next_offset).sum()
+    }
 }
 
 const TOPOLOGY: &str = include_str!("../../topologies/happytimes.yaml");
@@ -61,22 +144,26 @@ struct Board {
 }
 
 impl Board {
-    fn collect(&mut self, driver: &mut TopologyTestDriver) {
+    /// Takes the driver's new outputs into the board; returns them.
+    fn collect(&mut self, driver: &mut TopologyTestDriver) -> Vec<Output> {
+        let mut outputs = Vec::new();
         for topic in driver.output_topics() {
             for output in driver.read_output(&topic) {
                 *self.counts.entry(topic.clone()).or_default() += 1;
                 let table = self.latest.entry(topic.clone()).or_default();
                 let key = output.key.to_json().to_string();
-                match output.value {
+                match &output.value {
                     Some(row) => {
-                        table.insert(key, row);
+                        table.insert(key, row.clone());
                     }
                     None => {
                         table.remove(&key);
                     }
                 }
+                outputs.push(output);
             }
         }
+        outputs
     }
 
     fn rows(&self, topic: &str) -> impl Iterator<Item = &Row> {
@@ -233,6 +320,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let stores = plan.stores();
     let memory = StateMemory::new(&StateConfig::default());
     let backend = RocksDbBackend::open(state_dir.path(), &stores, &memory)?;
+    let mut lake = if args.lake.is_empty() { None } else { Some(FactLake::open(&args.lake, &plan)?) };
     let mut driver = TopologyTestDriver::with_state(plan, Box::new(backend))?;
     println!(
         "{} records generated (seed {}, {} visitors, {} days); running topologies/happytimes.yaml at {} records/s, Ctrl-C to stop",
@@ -272,12 +360,12 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
         *board.inputs.entry(record.source).or_default() += 1;
         board.event_time = board.event_time.max(record.timestamp);
         if last_print.elapsed() >= refresh {
-            board.collect(&mut driver);
+            land(board.collect(&mut driver), lake.as_mut(), false).await?;
             board.print(started.elapsed());
             last_print = Instant::now();
         }
     }
-    board.collect(&mut driver);
+    land(board.collect(&mut driver), lake.as_mut(), true).await?;
     board.print(started.elapsed());
     let stopped = stop.load(Ordering::Relaxed);
     println!(
@@ -286,6 +374,27 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         board.inputs.values().sum::<u64>()
     );
+    if let Some(lake) = &lake {
+        println!(
+            "{} fact records landed as Parquet in {}/facts/ (try: duckdb -c \"select campaign, count(*) from '{}/facts/conversion/**/*.parquet' group by all\")",
+            lake.landed(),
+            lake.dir,
+            lake.dir
+        );
+    }
     registry.shutdown().await?;
+    Ok(())
+}
+
+/// Lands the fact outputs in the lake (when there is one); writes what changed every 10 s, and
+/// at the end.
+async fn land(outputs: Vec<Output>, lake: Option<&mut FactLake>, end: bool) -> anyhow::Result<()> {
+    let Some(lake) = lake else { return Ok(()) };
+    for output in &outputs {
+        lake.push(output).await?;
+    }
+    if end || lake.last_flush.elapsed() >= Duration::from_secs(10) {
+        lake.flush().await?;
+    }
     Ok(())
 }

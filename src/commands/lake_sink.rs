@@ -6,7 +6,7 @@ use crate::codec::avro::{AvroCodec, split_wire};
 use crate::config::Config;
 use crate::connectors::kafka::cached_watermarks;
 use crate::connectors::lake::Lake;
-use crate::connectors::lake::sink::{RowFormat, SinkRecord, plan_files, segment_of, write_files};
+use crate::connectors::lake::sink::{RowFormat, Segment, SinkRecord, segment_of};
 use crate::connectors::registry::client::sr_settings;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -175,7 +175,7 @@ pub async fn run(args: &LakeSinkArgs, config: &Config) -> anyhow::Result<()> {
                 let start = segment_of(m.offset(), args.segment_records);
                 if let Some(done) = segments.get(&partition).filter(|s| s.start != start) {
                     // The segment is complete: its final files, then the group moves past it.
-                    landed += done.write(&lake, &tables, &partition, &avro).await?;
+                    landed += write_segment(done, &lake, &tables, &partition, &avro).await?;
                     let mut offsets = TopicPartitionList::new();
                     offsets.add_partition_offset(&partition.0, partition.1, Offset::Offset(start))?;
                     tokio::task::block_in_place(|| consumer.commit(&offsets, CommitMode::Sync)).map_err(|e| {
@@ -210,7 +210,7 @@ pub async fn run(args: &LakeSinkArgs, config: &Config) -> anyhow::Result<()> {
         if stopping || all_at_end || last_flush.elapsed() >= Duration::from_millis(args.flush_interval_ms) {
             // Incomplete segments: rewrite their files with what was read so far.
             for (partition, segment) in segments.iter_mut().filter(|(_, s)| s.dirty) {
-                landed += segment.write(&lake, &tables, partition, &avro).await?;
+                landed += write_segment(segment, &lake, &tables, partition, &avro).await?;
                 segment.dirty = false;
             }
             last_flush = Instant::now();
@@ -232,28 +232,18 @@ pub async fn run(args: &LakeSinkArgs, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The records read so far of one partition's current segment.
-struct Segment {
-    start: i64,
-    records: Vec<SinkRecord>,
-    /// Records arrived since its files were last written.
-    dirty: bool,
-}
-
-impl Segment {
-    async fn write(
-        &self,
-        lake: &Lake,
-        tables: &BTreeMap<String, (String, RowFormat)>,
-        (topic, partition): &(String, i32),
-        avro: &AvroCodec,
-    ) -> anyhow::Result<usize> {
-        let Some((table, format)) = tables.get(topic) else { return Ok(0) };
-        let files = plan_files(table, topic, *partition, self.start, &self.records, *format, avro)?;
-        let rows = write_files(lake, files).await?;
-        tracing::debug!(topic, partition, segment = self.start, rows, "segment files written");
-        Ok(rows)
-    }
+/// Writes a segment's files if its topic is landed; returns the rows written.
+async fn write_segment(
+    segment: &Segment,
+    lake: &Lake,
+    tables: &BTreeMap<String, (String, RowFormat)>,
+    (topic, partition): &(String, i32),
+    avro: &AvroCodec,
+) -> anyhow::Result<usize> {
+    let Some((table, format)) = tables.get(topic) else { return Ok(0) };
+    let rows = segment.write(lake, table, *format, topic, *partition, avro).await?;
+    tracing::debug!(topic, partition, segment = segment.start, rows, "segment files written");
+    Ok(rows)
 }
 
 /// Partitions whose position reached the high watermark of their last fetch (the end-of-partition

@@ -236,7 +236,21 @@ fn schemas_register_explains_an_unreachable_registry() {
 
 #[test]
 fn demo_runs_with_no_external_service() {
-    let output = run(&["demo", "--visitors", "40", "--days", "14", "--rate", "0", "--metrics-address", "127.0.0.1:0"]);
+    let lake = tempfile::tempdir().unwrap();
+    let lake_dir = lake.path().to_str().unwrap();
+    let output = run(&[
+        "demo",
+        "--visitors",
+        "40",
+        "--days",
+        "14",
+        "--rate",
+        "0",
+        "--metrics-address",
+        "127.0.0.1:0",
+        "--lake",
+        lake_dir,
+    ]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("happytimes.clicks-value (id 1)"), "the registry took the schemas: {stdout}");
@@ -247,4 +261,28 @@ fn demo_runs_with_no_external_service() {
     }
     assert!(stdout.contains("cohort week (size): retention in weeks 0-3: 2026-11-02 ("), "{stdout}");
     assert!(stdout.contains("all generated traffic processed"), "{stdout}");
+    // The facts counted on the board are the rows landed in the lake.
+    let facts_line = stdout.lines().rev().find(|l| l.starts_with("facts ")).unwrap();
+    let counted: i64 = facts_line
+        .split(" · ")
+        .filter(|part| !part.contains("rejected"))
+        .filter_map(|part| part.rsplit(' ').next()?.parse::<i64>().ok())
+        .sum();
+    let mut rows = 0;
+    let mut stack = vec![lake.path().join("facts")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                let reader =
+                    parquet::file::serialized_reader::SerializedFileReader::new(std::fs::File::open(&path).unwrap())
+                        .unwrap();
+                rows += parquet::file::reader::FileReader::metadata(&reader).file_metadata().num_rows();
+            }
+        }
+    }
+    assert!(counted > 0 && rows == counted, "{rows} rows in the lake, {counted} facts on the board: {facts_line}");
+    assert!(stdout.contains(&format!("{counted} fact records landed as Parquet in {lake_dir}/facts/")), "{stdout}");
 }

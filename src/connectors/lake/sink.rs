@@ -131,6 +131,37 @@ pub fn plan_files(
     Ok(files.into_values().collect())
 }
 
+/// The records read so far of one partition's current segment.
+#[derive(Debug)]
+pub struct Segment {
+    /// Its first offset.
+    pub start: i64,
+    /// Its records, in offset order.
+    pub records: Vec<SinkRecord>,
+    /// Records arrived since its files were last written.
+    pub dirty: bool,
+}
+
+impl Segment {
+    /// An empty segment starting at `start`.
+    pub fn new(start: i64) -> Segment {
+        Segment { start, records: Vec::new(), dirty: false }
+    }
+
+    /// Writes (or rewrites) the segment's files in `table`; returns the rows written.
+    pub async fn write(
+        &self,
+        lake: &Lake,
+        table: &str,
+        format: RowFormat,
+        topic: &str,
+        partition: i32,
+        avro: &AvroCodec,
+    ) -> Result<usize, LakeError> {
+        write_files(lake, plan_files(table, topic, partition, self.start, &self.records, format, avro)?).await
+    }
+}
+
 /// Writes planned files (each atomically); returns how many rows were written.
 pub async fn write_files(lake: &Lake, files: Vec<PlannedFile>) -> Result<usize, LakeError> {
     let mut rows = 0;
