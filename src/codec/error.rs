@@ -167,9 +167,11 @@ impl From<CodecErrorKind> for CodecError {
     }
 }
 
-impl fmt::Display for CodecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} error: {}", self.kind.class(), self.kind)?;
+impl CodecError {
+    /// What went wrong and where, without the hint (for callers that know better what to do,
+    /// such as an encoder writing the pipeline's own outputs).
+    pub fn detail(&self) -> String {
+        let mut text = format!("{} error: {}", self.kind.class(), self.kind);
         let mut location = Vec::new();
         if let Some(at) = &self.at {
             location.push(at.to_string());
@@ -181,9 +183,15 @@ impl fmt::Display for CodecError {
             location.push(format!("field `{}`", self.path.join(".")));
         }
         if !location.is_empty() {
-            write!(f, " (at {})", location.join(", "))?;
+            text.push_str(&format!(" (at {})", location.join(", ")));
         }
-        write!(f, "; {}", self.kind.hint())
+        text
+    }
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}; {}", self.detail(), self.kind.hint())
     }
 }
 

@@ -113,9 +113,13 @@ impl Emitter {
                 let (key, value) = encode_repartitioned(&output.key, output.value.as_ref());
                 (Some(key), Some(value))
             } else if let Some(format) = self.sinks.get(&output.topic) {
-                self.encoders
-                    .encode(*format, &output)
-                    .map_err(|e| RuntimeError::Output(format!("encoding a record for `{}`: {e}", output.topic)))?
+                self.encoders.encode(*format, &output).map_err(|e| {
+                    RuntimeError::Output(format!(
+                        "encoding a record for `{}`: {}; make the sink's schema fit what its node gives",
+                        output.topic,
+                        e.detail()
+                    ))
+                })?
             } else {
                 // Late-record topics: JSON.
                 let key = (!output.key.is_null()).then(|| json::encode_plain(&output.key));

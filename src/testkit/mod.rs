@@ -45,7 +45,9 @@ pub enum DriverError {
     #[error("bad test input: {0}")]
     Input(String),
     /// An output does not fit its Avro sink's schema.
-    #[error("output to `{topic}` does not fit its Avro schema: {message}")]
+    #[error(
+        "output to `{topic}` does not fit its Avro schema: {message}; make the sink's schema fit what its node gives"
+    )]
     Output {
         /// Sink topic.
         topic: String,
@@ -171,7 +173,7 @@ impl TopologyTestDriver {
             if let (Some(schema), Some(row)) = (avro, &output.value) {
                 schema
                     .encode_body(&Value::Struct(row.clone()))
-                    .map_err(|e| DriverError::Output { topic: output.topic.clone(), message: e.to_string() })?;
+                    .map_err(|e| DriverError::Output { topic: output.topic.clone(), message: e.detail() })?;
             }
             self.outputs.entry(output.topic.clone()).or_default().push_back(output);
         }

@@ -61,19 +61,29 @@ pub fn tool_binary(env_var: &str, script: &str) -> String {
 }
 
 /// Starts `command` (a shell command line that serves on `port`) with a watchdog shell that ends
-/// it (and runs `cleanup`) when this test process is gone; waits until the port accepts.
-fn start_service(name: &str, command: &str, port: u16, cleanup: &str) {
-    spawn_watched(name, command, cleanup);
+/// it (and runs `cleanup`) when this test process is gone; waits until the port accepts. If the
+/// service exits first, the panic says so and shows `log` (where the command writes) when given.
+fn start_service(name: &str, command: &str, port: u16, cleanup: &str, log: Option<&std::path::Path>) {
+    let mut watchdog = spawn_watched(name, command, cleanup);
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{name} ({command}) did not listen on port {port} within 60 s");
+        let output = || log.map(|l| std::fs::read_to_string(l).unwrap_or_default()).unwrap_or_default();
+        if watchdog.try_wait().ok().flatten().is_some() {
+            panic!("{name} ({command}) exited before listening on port {port}:\n{}", output());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} ({command}) did not listen on port {port} within 60 s:\n{}",
+            output()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// Starts `command` (a shell command line, output redirected by the caller) with a watchdog
-/// shell that ends it (SIGTERM, then runs `cleanup`) when this test process is gone.
-pub fn spawn_watched(name: &str, command: &str, cleanup: &str) {
+/// shell that ends it (SIGTERM, then runs `cleanup`) when this test process is gone, or when
+/// the command ends (the watchdog then exits too).
+pub fn spawn_watched(name: &str, command: &str, cleanup: &str) -> std::process::Child {
     let script = format!(
         "{command} & b=$!; \
          trap 'kill $b 2>/dev/null; {cleanup}' EXIT; while kill -0 {parent} 2>/dev/null && kill -0 $b 2>/dev/null; do sleep 0.5; done",
@@ -84,7 +94,7 @@ pub fn spawn_watched(name: &str, command: &str, cleanup: &str) {
         .arg(script)
         .stdin(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        .unwrap_or_else(|e| panic!("start {name}: {e}"))
 }
 
 fn free_port() -> u16 {
@@ -98,7 +108,7 @@ pub fn start_tansu() -> String {
     let command = format!(
         "'{bin}' broker --listener-url {listener} --advertised-listener-url {listener} --storage-engine memory://tansu/"
     );
-    start_service("Tansu", &format!("{command} >/dev/null 2>&1"), port, "");
+    start_service("Tansu", &format!("{command} >/dev/null 2>&1"), port, "", None);
     format!("127.0.0.1:{port}")
 }
 
@@ -116,6 +126,7 @@ pub fn noida() -> &'static str {
             &format!("{command} >/dev/null 2>&1"),
             port,
             &format!("rm -rf \"{}\"", data.display()),
+            None,
         );
         format!("127.0.0.1:{port}")
     })
@@ -127,7 +138,7 @@ pub fn moto() -> &'static str {
     static SERVER: OnceLock<String> = OnceLock::new();
     SERVER.get_or_init(|| {
         let (port, bin) = (free_port(), tool_binary("HAPPYSTREAMS_MOTO_BIN", "moto.sh"));
-        start_service("moto_server", &format!("'{bin}' -H 127.0.0.1 -p {port} >/dev/null 2>&1"), port, "");
+        start_service("moto_server", &format!("'{bin}' -H 127.0.0.1 -p {port} >/dev/null 2>&1"), port, "", None);
         format!("http://127.0.0.1:{port}")
     })
 }
@@ -151,14 +162,11 @@ pub fn postgres() -> &'static Postgres {
         let port = free_port();
         // Outside the test's temp dirs: the server runs as `postgres` when the tests run as root.
         let dir = std::env::temp_dir().join(format!("happystreams-pg-{}", std::process::id()));
+        // The log is kept until the server listens, for the panic message of a failed start.
         let log = std::env::temp_dir().join(format!("happystreams-pg-{}.log", std::process::id()));
         let command = format!("bash '{script}' serve '{}' {port} >'{}' 2>&1", dir.display(), log.display());
-        start_service(
-            "PostgreSQL",
-            &command,
-            port,
-            &format!("sleep 1; rm -rf '{}' '{}'", dir.display(), log.display()),
-        );
+        start_service("PostgreSQL", &command, port, &format!("sleep 1; rm -rf '{}'", dir.display()), Some(&log));
+        let _ = std::fs::remove_file(&log);
         Postgres { port, bin }
     })
 }

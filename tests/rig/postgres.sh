@@ -32,13 +32,15 @@ install() {
   bindir
 }
 
-# Runs a command as the server's user.
+# Runs a command as the server's user, from the cluster's directory (the checkout may be in a
+# directory only root can enter).
 as_owner() {
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  if [ "$(id -u)" = 0 ]; then (cd "$dir" && runuser -u postgres -- "$@"); else (cd "$dir" && "$@"); fi
 }
 
 serve() {
-  local dir=$1 port=$2 bin
+  dir=$1
+  local port=$2 bin
   bin=$(install)
   mkdir -p "$dir"
   [ "$(id -u)" = 0 ] && chown postgres "$dir"
@@ -51,8 +53,9 @@ serve() {
   as_owner "$bin/pg_ctl" -D "$data" -l "$dir/setup.log" -w -o "${options[*]} -c listen_addresses=''" start >/dev/null
   as_owner "$bin/psql" -q -h "$dir" -U postgres -v ON_ERROR_STOP=1 -d postgres \
     -c "CREATE ROLE dbz WITH LOGIN REPLICATION PASSWORD 'dbz'" -c "CREATE DATABASE happytimes OWNER dbz"
+  # The schema goes in on stdin: the server's user may not be able to read the checkout.
   as_owner "$bin/psql" -q -h "$dir" -U dbz -v ON_ERROR_STOP=1 -d happytimes \
-    -f "$root/tests/fixtures/debezium/_sql/01_schema.sql" >/dev/null
+    <"$root/tests/fixtures/debezium/_sql/01_schema.sql" >/dev/null
   as_owner "$bin/pg_ctl" -D "$data" -w -m fast stop >/dev/null
   # Fast shutdown (SIGINT) on SIGTERM: a smart shutdown would wait for replication clients.
   as_owner "$bin/postgres" -D "$data" "${options[@]}" -c listen_addresses=127.0.0.1 -p "$port" &
