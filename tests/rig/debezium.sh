@@ -24,8 +24,15 @@ installed() {
 install() {
   local venv; venv=$(venv_dir)
   if ! installed; then
-    command -v java >/dev/null || {
-      echo "Debezium needs Java 17: apt-get install -y openjdk-17-jre-headless" >&2; exit 1; }
+    if ! command -v java >/dev/null; then
+      if [ "$(id -u)" = 0 ]; then
+        echo "installing Java 17 from apt (Debezium runs on it)" >&2
+        apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq openjdk-17-jre-headless >&2
+      else
+        echo "Debezium needs Java 17: apt-get install -y openjdk-17-jre-headless" >&2; exit 1
+      fi
+    fi
     mkdir -p "$HAPPYSTREAMS_TOOLS"
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
     echo "installing ${PINS[*]} into $venv (about 200 MB)" >&2
