@@ -23,7 +23,7 @@ use crate::generate::{Options, generate};
 use crate::operators::pipeline::Output;
 use crate::record::{Row, Value};
 use crate::state::{RocksDbBackend, StateConfig, StateMemory};
-use crate::testkit::TopologyTestDriver;
+use crate::testkit::{DriverError, TopologyTestDriver};
 use crate::topology::Plan;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -81,6 +81,11 @@ const SEGMENT_RECORDS: i64 = 10_000;
 
 impl FactLake {
     fn open(dir: &str, plan: &Plan) -> anyhow::Result<FactLake> {
+        anyhow::ensure!(
+            !dir.contains("://") || dir.starts_with("file://"),
+            "--lake {dir}: the demo's lake is a local directory (land facts on S3 with `happystreams lake-sink`)"
+        );
+        let dir = dir.strip_prefix("file://").unwrap_or(dir);
         let codec = AvroCodec::offline();
         let mut topics = BTreeMap::new();
         for sink in plan.sinks.iter().filter(|s| s.topic.starts_with("happytimes.facts.")) {
@@ -352,10 +357,14 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
             }
         }
         metrics::counter!("records_in_total", "topic" => record.topic).increment(1);
-        if driver.pipe_json(&record.to_json_line()).is_err() {
+        match driver.pipe_json(&record.to_json_line()) {
+            Ok(()) => {}
             // A malformed access-log line: the Kafka runtime dead-letters it (`on_error`).
-            board.rejected += 1;
-            metrics::counter!("records_dead_lettered_total", "topic" => record.topic).increment(1);
+            Err(DriverError::Input(_)) => {
+                board.rejected += 1;
+                metrics::counter!("records_dead_lettered_total", "topic" => record.topic).increment(1);
+            }
+            Err(e) => anyhow::bail!("processing a {} record: {e}", record.source),
         }
         *board.inputs.entry(record.source).or_default() += 1;
         board.event_time = board.event_time.max(record.timestamp);

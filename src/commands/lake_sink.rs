@@ -140,8 +140,8 @@ pub async fn run(args: &LakeSinkArgs, config: &Config) -> anyhow::Result<()> {
     });
     let mut segments: BTreeMap<(String, i32), Segment> = BTreeMap::new();
     let mut at_end: BTreeSet<(String, i32)> = BTreeSet::new();
-    // Where reading started, for partitions nothing was read from yet (see `mark_ends`).
-    let mut starts: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    // Committed offsets of partitions nothing was read from yet (see `mark_ends`).
+    let mut committed: BTreeMap<(String, i32), Option<i64>> = BTreeMap::new();
     let mut last_flush = Instant::now();
     let mut landed = 0usize;
     anyhow::ensure!(args.segment_records > 0, "--segment-records must be at least 1");
@@ -152,7 +152,7 @@ pub async fn run(args: &LakeSinkArgs, config: &Config) -> anyhow::Result<()> {
                 // The next owner rebuilds the segment from its start (the committed offset).
                 segments.remove(&partition);
                 at_end.remove(&partition);
-                starts.remove(&partition);
+                committed.remove(&partition);
             }
         }
         match message {
@@ -197,7 +197,7 @@ pub async fn run(args: &LakeSinkArgs, config: &Config) -> anyhow::Result<()> {
                 });
                 segment.dirty = true;
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => mark_ends(&consumer, &mut at_end, &mut starts),
+            Some(Err(KafkaError::PartitionEOF(_))) => mark_ends(&consumer, &mut at_end, &mut committed),
             Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error (retried by the client)"),
             None => {}
         }
@@ -248,12 +248,14 @@ async fn write_segment(
 
 /// Partitions whose position reached the high watermark of their last fetch (the end-of-partition
 /// event names the partition but not its topic). A partition nothing was read from yet has no
-/// position: it is at its end when reading starts there (its committed offset, else its low
-/// watermark: empty partitions and partitions with nothing new since the last run).
+/// position: reading starts at its committed offset, or at its low watermark when there is no
+/// commit or the commit is below it (retention). It is at its end when that start is its high
+/// watermark (empty, or nothing new since the last run); a commit past the end (a re-created
+/// topic) is reset by the client, so it is not the end.
 fn mark_ends(
     consumer: &BaseConsumer<SinkContext>,
     at_end: &mut BTreeSet<(String, i32)>,
-    starts: &mut BTreeMap<(String, i32), i64>,
+    committed: &mut BTreeMap<(String, i32), Option<i64>>,
 ) {
     let Ok(positions) = consumer.position() else { return };
     let unread: Vec<(String, i32)> = positions
@@ -261,35 +263,28 @@ fn mark_ends(
         .iter()
         .filter(|e| !matches!(e.offset(), Offset::Offset(_)))
         .map(|e| (e.topic().to_owned(), e.partition()))
-        .filter(|p| !starts.contains_key(p))
+        .filter(|p| !committed.contains_key(p))
         .collect();
     if !unread.is_empty() {
         let mut list = TopicPartitionList::new();
         for (topic, partition) in &unread {
             list.add_partition(topic, *partition);
         }
-        let committed = tokio::task::block_in_place(|| consumer.committed_offsets(list, Duration::from_secs(10)));
-        for e in committed.as_ref().map(TopicPartitionList::elements).unwrap_or_default() {
-            let start = match e.offset() {
-                Offset::Offset(offset) => Some(offset),
-                // No commit yet: reading starts at the low watermark (-1 when the broker did not say).
-                _ => cached_watermarks(consumer, e.topic(), e.partition()).map(|(low, _)| low.max(0)),
-            };
-            if let Some(start) = start {
-                starts.insert((e.topic().to_owned(), e.partition()), start);
-            }
+        let offsets = tokio::task::block_in_place(|| consumer.committed_offsets(list, Duration::from_secs(10)));
+        for e in offsets.as_ref().map(TopicPartitionList::elements).unwrap_or_default() {
+            let offset = if let Offset::Offset(offset) = e.offset() { Some(offset) } else { None };
+            committed.insert((e.topic().to_owned(), e.partition()), offset);
         }
     }
     for e in positions.elements() {
         let key = (e.topic().to_owned(), e.partition());
-        let position = match e.offset() {
-            Offset::Offset(position) => position,
-            _ => match starts.get(&key) {
-                Some(start) => *start,
-                None => continue,
-            },
+        let Some((low, high)) = cached_watermarks(consumer, e.topic(), e.partition()) else { continue };
+        let ended = match e.offset() {
+            Offset::Offset(position) => position >= high,
+            // The low watermark is -1 when the broker did not give the log start.
+            _ => committed.get(&key).is_some_and(|c| c.unwrap_or(0).max(low) == high),
         };
-        if cached_watermarks(consumer, e.topic(), e.partition()).is_some_and(|(_, high)| position >= high) {
+        if ended {
             at_end.insert(key);
         }
     }

@@ -130,13 +130,12 @@ impl TopologyTestDriver {
         let event_time = event.timestamp;
         let stream_time = self.stream_time;
         let new_stream_time = stream_time.max(event_time);
-        let mut out = Vec::new();
         // The event and the windows it closes are one unit: a failure takes back both.
-        self.atomically(|pipeline, state| {
-            pipeline.on_event(state, source, event, stream_time, &mut out)?;
-            pipeline.on_stream_time(state, new_stream_time, &mut out)
+        let out = self.atomically(|pipeline, state, out| {
+            pipeline.on_event(state, source, event, stream_time, out)?;
+            pipeline.on_stream_time(state, new_stream_time, out)
         })?;
-        self.collect(out)?;
+        self.collect(out);
         self.advance(source, event_time);
         Ok(())
     }
@@ -145,48 +144,49 @@ impl TopologyTestDriver {
     /// taken back (and cached table rows forgotten).
     fn atomically(
         &mut self,
-        process: impl FnOnce(&Pipeline, &mut TaskState<Box<dyn StateBackend>>) -> Result<(), OperatorError>,
-    ) -> Result<(), DriverError> {
+        process: impl FnOnce(
+            &Pipeline,
+            &mut TaskState<Box<dyn StateBackend>>,
+            &mut Vec<Output>,
+        ) -> Result<(), OperatorError>,
+    ) -> Result<Vec<Output>, DriverError> {
+        let plan = self.plan.clone();
         let state = self
             .state
             .as_mut()
             .ok_or_else(|| DriverError::Input("the driver's state was lost in a failed restart".into()))?;
         state.begin_record();
-        match process(&self.pipeline, state) {
+        let mut out = Vec::new();
+        // Outputs to Avro sinks must encode with the sink's schema, as the runtime encodes them.
+        let result = process(&self.pipeline, state, &mut out)
+            .map_err(DriverError::from)
+            .and_then(|()| out.iter().try_for_each(|output| encodes(&plan, output)));
+        match result {
             Ok(()) => {
                 state.end_record();
-                Ok(())
+                Ok(out)
             }
             Err(e) => {
                 state.rollback_record();
                 self.pipeline.clear_caches();
-                Err(e.into())
+                Err(e)
             }
         }
     }
 
-    /// Queues outputs for `read_output`; outputs to Avro sinks must encode with the sink's
-    /// schema, as the runtime encodes them.
-    fn collect(&mut self, out: Vec<Output>) -> Result<(), DriverError> {
+    /// Queues outputs for `read_output`.
+    fn collect(&mut self, out: Vec<Output>) {
         for output in out {
-            let avro = self.plan.sinks.iter().find(|s| s.topic == output.topic).and_then(|s| s.avro.as_ref());
-            if let (Some(schema), Some(row)) = (avro, &output.value) {
-                schema
-                    .encode_body(&Value::Struct(row.clone()))
-                    .map_err(|e| DriverError::Output { topic: output.topic.clone(), message: e.detail() })?;
-            }
             self.outputs.entry(output.topic.clone()).or_default().push_back(output);
         }
-        Ok(())
     }
 
     /// Moves stream time forward without a record (closing windows as a later record would).
     /// Stream time only moves if every window it closes is emitted.
     pub fn advance_stream_time(&mut self, to: i64) -> Result<(), DriverError> {
         let new_stream_time = self.stream_time.max(to);
-        let mut out = Vec::new();
-        self.atomically(|pipeline, state| pipeline.on_stream_time(state, new_stream_time, &mut out))?;
-        self.collect(out)?;
+        let out = self.atomically(|pipeline, state, out| pipeline.on_stream_time(state, new_stream_time, out))?;
+        self.collect(out);
         self.stream_time = new_stream_time;
         Ok(())
     }
@@ -217,9 +217,9 @@ impl TopologyTestDriver {
     fn apply_table_update(&mut self, source: &str, update: Option<TableUpdate>) -> Result<(), DriverError> {
         if let Some(update) = update {
             let stream_time = self.stream_time;
-            let mut out = Vec::new();
-            self.atomically(|pipeline, state| pipeline.on_table_update(state, source, update, stream_time, &mut out))?;
-            self.collect(out)?;
+            let out = self
+                .atomically(|pipeline, state, out| pipeline.on_table_update(state, source, update, stream_time, out))?;
+            self.collect(out);
         }
         *self.positions.entry(source.to_owned()).or_insert(0) += 1;
         Ok(())
@@ -317,4 +317,15 @@ impl TopologyTestDriver {
     pub fn join_counts(&self, node: &str) -> Option<(u64, u64, u64)> {
         self.pipeline.join_counts(node)
     }
+}
+
+/// An output to an Avro sink must encode with the sink's schema.
+fn encodes(plan: &Plan, output: &Output) -> Result<(), DriverError> {
+    let avro = plan.sinks.iter().find(|s| s.topic == output.topic).and_then(|s| s.avro.as_ref());
+    if let (Some(schema), Some(row)) = (avro, &output.value) {
+        schema
+            .encode_body(&Value::Struct(row.clone()))
+            .map_err(|e| DriverError::Output { topic: output.topic.clone(), message: e.detail() })?;
+    }
+    Ok(())
 }

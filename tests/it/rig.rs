@@ -14,6 +14,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -81,12 +82,13 @@ fn start_service(name: &str, command: &str, port: u16, cleanup: &str, log: Optio
 }
 
 /// Starts `command` (a shell command line, output redirected by the caller) with a watchdog
-/// shell that ends it (SIGTERM, then runs `cleanup`) when this test process is gone, or when
-/// the command ends (the watchdog then exits too).
+/// shell that ends it (SIGTERM, waits for it, then runs `cleanup`) when this test process is
+/// gone or the watchdog gets SIGTERM ([`Watched`]); when the command ends, the watchdog exits too.
 pub fn spawn_watched(name: &str, command: &str, cleanup: &str) -> std::process::Child {
     let script = format!(
         "{command} & b=$!; \
-         trap 'kill $b 2>/dev/null; {cleanup}' EXIT; while kill -0 {parent} 2>/dev/null && kill -0 $b 2>/dev/null; do sleep 0.5; done",
+         trap 'kill $b 2>/dev/null; wait $b 2>/dev/null; {cleanup}' EXIT; trap 'exit 0' TERM INT; \
+         while kill -0 {parent} 2>/dev/null && kill -0 $b 2>/dev/null; do sleep 0.5; done",
         parent = std::process::id()
     );
     Command::new("sh")
@@ -95,6 +97,16 @@ pub fn spawn_watched(name: &str, command: &str, cleanup: &str) -> std::process::
         .stdin(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("start {name}: {e}"))
+}
+
+/// A watched command ([`spawn_watched`]) stopped when this is dropped.
+pub struct Watched(pub std::process::Child);
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
 }
 
 fn free_port() -> u16 {
@@ -160,12 +172,13 @@ pub fn postgres() -> &'static Postgres {
         assert!(output.status.success(), "tests/rig/postgres.sh install failed");
         let bin = String::from_utf8_lossy(&output.stdout).trim().to_owned();
         let port = free_port();
-        // Outside the test's temp dirs: the server runs as `postgres` when the tests run as root.
-        let dir = std::env::temp_dir().join(format!("happystreams-pg-{}", std::process::id()));
+        // In /tmp itself (not $TMPDIR, nor the test's temp dirs): the server runs as `postgres`
+        // when the tests run as root, and must reach its directory.
+        let dir = Path::new("/tmp").join(format!("happystreams-pg-{}", std::process::id()));
         // The log is kept until the server listens, for the panic message of a failed start.
-        let log = std::env::temp_dir().join(format!("happystreams-pg-{}.log", std::process::id()));
+        let log = Path::new("/tmp").join(format!("happystreams-pg-{}.log", std::process::id()));
         let command = format!("bash '{script}' serve '{}' {port} >'{}' 2>&1", dir.display(), log.display());
-        start_service("PostgreSQL", &command, port, &format!("sleep 1; rm -rf '{}'", dir.display()), Some(&log));
+        start_service("PostgreSQL", &command, port, &format!("rm -rf '{}'", dir.display()), Some(&log));
         let _ = std::fs::remove_file(&log);
         Postgres { port, bin }
     })

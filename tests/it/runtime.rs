@@ -124,8 +124,22 @@ impl Instance {
         self.samples(name).iter().sum()
     }
 
+    /// Sum of a metric's samples whose labels contain `label` (`topic="t"`).
+    pub(crate) fn metric_labelled(&self, name: &str, label: &str) -> f64 {
+        self.lines(name)
+            .iter()
+            .filter(|l| l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Every sample of a metric on the instance's endpoint.
     fn samples(&self, name: &str) -> Vec<f64> {
+        self.lines(name).iter().filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).collect()
+    }
+
+    /// The endpoint's lines of a metric.
+    fn lines(&self, name: &str) -> Vec<String> {
         let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return Vec::new() };
         use std::io::{Read, Write};
         let _ = write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
@@ -133,7 +147,7 @@ impl Instance {
         let _ = stream.read_to_string(&mut body);
         body.lines()
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(str::to_owned)
             .collect()
     }
 }

@@ -7,7 +7,8 @@
 #                                          role dbz (password dbz, REPLICATION) and database
 #                                          happytimes with the schema of
 #                                          tests/fixtures/debezium/_sql/01_schema.sql, then serve
-#                                          on 127.0.0.1:PORT in the foreground until SIGTERM
+#                                          on 127.0.0.1:PORT (time zone UTC) until SIGTERM,
+#                                          then stop it (fast shutdown)
 #
 # The port accepts connections only once the database is ready. As root, the server runs as
 # the `postgres` user (PostgreSQL refuses root); DIR is created for it.
@@ -47,8 +48,9 @@ serve() {
   local data="$dir/data"
   as_owner "$bin/initdb" -D "$data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
     --encoding=UTF8 --locale=C.UTF-8 >"$dir/initdb.log"
+  # UTC, whatever the host's zone: `current_date` and the pipeline's epoch days must agree.
   local options=(-c wal_level=logical -c max_wal_senders=4 -c max_replication_slots=4
-    -c unix_socket_directories="$dir" -c fsync=off -c autovacuum=off)
+    -c unix_socket_directories="$dir" -c fsync=off -c autovacuum=off -c timezone=UTC)
   # Set-up on the socket only, so the TCP port opens once everything is ready.
   as_owner "$bin/pg_ctl" -D "$data" -l "$dir/setup.log" -w -o "${options[*]} -c listen_addresses=''" start >/dev/null
   as_owner "$bin/psql" -q -h "$dir" -U postgres -v ON_ERROR_STOP=1 -d postgres \
@@ -57,11 +59,18 @@ serve() {
   as_owner "$bin/psql" -q -h "$dir" -U dbz -v ON_ERROR_STOP=1 -d happytimes \
     <"$root/tests/fixtures/debezium/_sql/01_schema.sql" >/dev/null
   as_owner "$bin/pg_ctl" -D "$data" -w -m fast stop >/dev/null
-  # Fast shutdown (SIGINT) on SIGTERM: a smart shutdown would wait for replication clients.
-  as_owner "$bin/postgres" -D "$data" "${options[@]}" -c listen_addresses=127.0.0.1 -p "$port" &
-  local pid=$!
-  trap 'kill -INT $pid 2>/dev/null; wait $pid' TERM INT
-  wait $pid
+  as_owner "$bin/pg_ctl" -D "$data" -l "$dir/server.log" -w \
+    -o "${options[*]} -c listen_addresses=127.0.0.1 -p $port" start >/dev/null
+  # Serve until SIGTERM (or the server stops): then a fast shutdown, waited for, so the
+  # directory can go right after (a smart shutdown would wait for replication clients).
+  trap 'as_owner "$bin/pg_ctl" -D "$data" -w -m fast stop >/dev/null 2>&1; exit 0' TERM INT
+  local pid
+  pid=$(head -1 "$data/postmaster.pid")
+  echo "PostgreSQL serving on 127.0.0.1:$port (pid $pid, log $dir/server.log)"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.5; done
+  echo "PostgreSQL stopped; its log:" >&2
+  cat "$dir/server.log" >&2
+  exit 1
 }
 
 case "${1:-}" in

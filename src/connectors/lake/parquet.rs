@@ -57,7 +57,7 @@ fn data_type(value: &Value) -> DataType {
 fn declared_type(schema: &ConnectSchema) -> Option<DataType> {
     use crate::codec::connect::{ConnectKind as K, Logical as L};
     Some(match (schema.logical, &schema.kind) {
-        (L::Decimal { scale }, _) => DataType::Decimal128(38, i8::try_from(scale).ok()?),
+        (L::Decimal { scale }, _) => DataType::Decimal128(38, scale.clamp(0, 38) as i8),
         (L::Date, _) => DataType::Date32,
         (L::Time(_), _) => DataType::Time64(ArrowUnit::Microsecond),
         (L::Timestamp(u), _) => DataType::Timestamp(unit(u), Some("UTC".into())),
@@ -122,12 +122,12 @@ fn text(value: &Value) -> Option<String> {
 fn column(name: &str, data_type: &DataType, rows: &[Row]) -> Result<ArrayRef, LakeError> {
     let values = rows.iter().map(|r| r.get(name).unwrap_or(&Value::Null));
     macro_rules! build {
-        ($builder:expr, $pattern:pat => $out:expr) => {{
+        ($builder:expr, $($pattern:pat => $out:expr),+) => {{
             let mut builder = $builder;
             for (i, value) in values.enumerate() {
                 match value {
                     Value::Null | Value::Unavailable => builder.append_null(),
-                    $pattern => builder.append_value($out),
+                    $($pattern => builder.append_value($out),)+
                     other => return Err(mismatch(name, i, other, data_type)),
                 }
             }
@@ -137,9 +137,11 @@ fn column(name: &str, data_type: &DataType, rows: &[Row]) -> Result<ArrayRef, La
     Ok(match data_type {
         DataType::Boolean => build!(BooleanBuilder::new(), Value::Bool(b) => *b),
         DataType::Int32 => build!(Int32Builder::new(), Value::Int(v) => *v),
-        DataType::Int64 => build!(Int64Builder::new(), Value::Long(v) => *v),
+        // Wider columns take narrower values: a file typed by a newer writer schema (int →
+        // long, float → double, as registries allow) still holds the older rows.
+        DataType::Int64 => build!(Int64Builder::new(), Value::Long(v) => *v, Value::Int(v) => i64::from(*v)),
         DataType::Float32 => build!(Float32Builder::new(), Value::Float(v) => *v),
-        DataType::Float64 => build!(Float64Builder::new(), Value::Double(v) => *v),
+        DataType::Float64 => build!(Float64Builder::new(), Value::Double(v) => *v, Value::Float(v) => f64::from(*v)),
         DataType::Binary => build!(BinaryBuilder::new(), Value::Bytes(b) => b),
         DataType::Date32 => build!(Date32Builder::new(), Value::Date(d) => *d),
         DataType::Time64(_) => {

@@ -246,6 +246,12 @@ mod tests {
         let columns = super::super::parquet::schema_of(&files[0].rows, Some(&schema.connect));
         let ended = columns.field_with_name("ended").unwrap().data_type().clone();
         assert_eq!(ended, arrow_schema::DataType::Timestamp(arrow_schema::TimeUnit::Millisecond, Some("UTC".into())));
+        // A newer writer schema widened `id` to long: the older int rows fit its column.
+        let old =
+            Row::new().with("id", Value::Int(4)).with("at", Value::Timestamp { value: 0, unit: TimeUnit::Millis });
+        let mut rows = vec![old];
+        rows.extend(files[0].rows.iter().cloned());
+        assert!(to_parquet(&rows, Some(&schema.connect)).is_ok());
         // Not Avro (no magic byte): the error names the record and the way out.
         let message = plan_files("t", "x", 0, 0, &[record(4, 0)], RowFormat::Avro, &codec).unwrap_err().to_string();
         assert!(message.contains("x[0]@4") && message.contains("raw"), "{message}");

@@ -21,7 +21,11 @@ use std::time::{Duration, Instant};
 struct Changes {
     statements: &'static [&'static str],
     records: usize,
+    /// Of those, the records of the global tables (content, ads), which every instance reads.
+    global: [usize; 2],
 }
+
+const GLOBAL_TOPICS: [&str; 2] = ["happytimes.public.content", "happytimes.public.ads"];
 
 const SNAPSHOT: Changes = Changes {
     statements: &[
@@ -46,6 +50,7 @@ const SNAPSHOT: Changes = Changes {
          (3, 'Metro Wire', 'negative', -0.40, 5000)",
     ],
     records: 6 + 4 + 4 + 3,
+    global: [4, 4],
 };
 
 const SECOND: Changes = Changes {
@@ -61,6 +66,7 @@ const SECOND: Changes = Changes {
          VALUES (5002, 3, 'yearly', current_date, 99.00)",
     ],
     records: 6,
+    global: [1, 0],
 };
 
 const THIRD: Changes = Changes {
@@ -68,11 +74,12 @@ const THIRD: Changes = Changes {
         "DELETE FROM content WHERE content_id = 3",
         // A primary-key change: delete + tombstone of the old key, create of the new one.
         "UPDATE ads SET ad_id = 23 WHERE ad_id = 13",
-        "UPDATE subscriptions SET end_date = current_date, auto_renew = false, updated_at = now() WHERE subscription_id = 5001",
+        "UPDATE subscriptions SET end_date = current_date + 1, auto_renew = false, updated_at = now() WHERE subscription_id = 5001",
         "DELETE FROM subscriptions WHERE subscription_id = 5002",
         "DELETE FROM visitors WHERE visitor_id = 6",
     ],
     records: 2 + 3 + 1 + 2 + 2,
+    global: [2, 3],
 };
 
 /// The Debezium bridge's log says how many records Kafka has acknowledged.
@@ -150,15 +157,38 @@ fn now() -> i64 {
 }
 
 /// Applies `changes`, waits until Debezium has published them and the pipeline has processed
-/// them, then lets a second pass: access-log times have whole seconds, and an event must come
-/// after the change it is to see.
-fn apply(pg: &Postgres, pipeline: &Pipeline, log: &Path, changes: &Changes, published_before: usize) -> usize {
+/// them (the group's inputs, and the global tables in every instance), then a second more:
+/// access-log times have whole seconds, and an event must come after the change it is to see.
+fn apply(pg: &Postgres, pipeline: &Pipeline, log: &Path, changes: &Changes, before: &mut Published) {
     pg.execute(changes.statements);
-    let total = published_before + changes.records;
-    wait_published(log, total);
-    pipeline.wait_idle();
+    before.records += changes.records;
+    wait_published(log, before.records);
+    for (total, added) in before.global.iter_mut().zip(changes.global) {
+        *total += added;
+    }
+    wait_caught_up(pipeline, before);
     std::thread::sleep(Duration::from_millis(1100));
-    total
+}
+
+/// Records Debezium has published so far: all, and those of the global tables.
+#[derive(Default)]
+struct Published {
+    records: usize,
+    global: [usize; 2],
+}
+
+fn wait_caught_up(pipeline: &Pipeline, published: &Published) {
+    pipeline.wait_idle();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for instance in &pipeline.instances {
+        for (topic, expected) in GLOBAL_TOPICS.iter().zip(published.global) {
+            let read = || instance.metric_labelled("records_in_total", &format!("topic=\"{topic}\"")) as usize;
+            while read() < expected {
+                assert!(Instant::now() < deadline, "an instance read {} of {expected} records of {topic}", read());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -173,7 +203,7 @@ async fn happytimes_from_real_debezium_equals_the_dbt_marts() {
     let state = pipeline.dir.path().join("debezium-state");
     std::fs::create_dir_all(&state).unwrap();
     let slot = format!("happytimes_{}", std::process::id());
-    rig::spawn_watched(
+    let connector = rig::Watched(rig::spawn_watched(
         "Debezium",
         &format!(
             "cd '{state}' && exec '{python}' '{bridge}' --bootstrap-servers {} --pg-port {} --slot {slot} --state-dir . >'{}' 2>&1",
@@ -183,11 +213,12 @@ async fn happytimes_from_real_debezium_equals_the_dbt_marts() {
             state = state.display()
         ),
         "",
-    );
+    ));
     let started = Instant::now();
-    wait_published(&log, SNAPSHOT.records);
+    let mut published = Published { records: SNAPSHOT.records, global: SNAPSHOT.global };
+    wait_published(&log, published.records);
     eprintln!("Debezium snapshot published {:.1} s after start", started.elapsed().as_secs_f64());
-    pipeline.wait_idle();
+    wait_caught_up(&pipeline, &published);
     std::thread::sleep(Duration::from_millis(1100));
 
     let producer: FutureProducer =
@@ -207,7 +238,7 @@ async fn happytimes_from_real_debezium_equals_the_dbt_marts() {
     traffic.send().await;
     pipeline.wait_idle();
 
-    let total = apply(pg, &pipeline, &log, &SECOND, SNAPSHOT.records);
+    apply(pg, &pipeline, &log, &SECOND, &mut published);
     traffic.click("s2-view-1", 1, "page_view", Some(4), None);
     traffic.click("s2-view-3", 3, "page_view", Some(1), None);
     traffic.click("s2-view-7", 7, "page_view", Some(2), None);
@@ -216,7 +247,7 @@ async fn happytimes_from_real_debezium_equals_the_dbt_marts() {
     traffic.send().await;
     pipeline.wait_idle();
 
-    apply(pg, &pipeline, &log, &THIRD, total);
+    apply(pg, &pipeline, &log, &THIRD, &mut published);
     traffic.click("s3-view-2", 2, "page_view", Some(3), None);
     traffic.click("s3-ad-23", 2, "ad_click", None, Some(23));
     traffic.click("s3-ad-13", 5, "ad_click", None, Some(13));
@@ -226,6 +257,7 @@ async fn happytimes_from_real_debezium_equals_the_dbt_marts() {
     traffic.send().await;
     pipeline.wait_idle();
 
+    drop(connector); // stopped (SIGTERM) before its directory goes with the pipeline's
     let facts = pipeline.finish_and_compare_with_dbt().await;
     assert_eq!(facts["visitor_activity"].len(), traffic.activity, "an activity event gave no fact");
     let activity = |name: &str| {
@@ -254,7 +286,8 @@ async fn happytimes_from_real_debezium_equals_the_dbt_marts() {
     assert_eq!(activity("s1-ad-2")["campaign"], "black-friday");
     assert_eq!(activity("s3-ad-23")["campaign"], "black-friday");
     assert_eq!(activity("s3-ad-13")["campaign"], "unknown");
-    // Subscriptions: created, ended today (still subscribed today), deleted.
+    // Subscriptions: created, given an end date (tomorrow: still subscribed, even if the test
+    // runs across midnight UTC), deleted.
     assert_eq!(activity("s1-view-1")["subscribed"], false);
     assert_eq!(activity("s2-view-1")["subscribed"], true);
     assert_eq!(activity("s3-view-1")["subscribed"], true);
