@@ -159,14 +159,14 @@ impl AccessLogParser {
         let protocol = request_parts.next().map(|p| Value::String(p.into())).unwrap_or(Value::Null);
         let path = url.split(['?', '#']).next().unwrap_or_default().to_owned();
 
-        let optional = |text: String| if text == "-" { Value::Null } else { Value::String(text.into()) };
+        let optional = |text: String| if text == "-" { Value::Null } else { Value::String(text) };
         let mut row = Row::with_capacity(16)
             .with("remote_addr", Value::String(remote_addr.into()))
             .with("remote_user", optional(remote_user.to_owned()))
             .with("event_time", Value::Timestamp { value: event_time, unit: TimeUnit::Millis })
-            .with("method", Value::String(method.into()))
-            .with("url", Value::String(url.into()))
-            .with("path", Value::String(path.clone().into()))
+            .with("method", Value::String(method))
+            .with("url", Value::String(url))
+            .with("path", Value::String(path.clone()))
             .with("protocol", protocol)
             .with("status", Value::Int(status))
             .with("bytes", Value::Long(bytes_sent))

@@ -80,6 +80,17 @@ impl AvroSchema {
         Ok(AvroSchema { id, raw: raw.to_owned(), avro, connect, names })
     }
 
+    /// The same schema under a registry id (no second parse).
+    pub fn with_id(&self, id: u32) -> AvroSchema {
+        AvroSchema {
+            id,
+            raw: self.raw.clone(),
+            avro: self.avro.clone(),
+            connect: self.connect.clone(),
+            names: self.names.clone(),
+        }
+    }
+
     /// Decodes an Avro body (no header) written with this schema.
     pub fn decode_body(&self, body: &[u8]) -> Result<Value, CodecError> {
         let reader = apache_avro::reader::datum::GenericDatumReader::builder(&self.avro)

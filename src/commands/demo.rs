@@ -90,7 +90,7 @@ impl FactLake {
         let mut topics = BTreeMap::new();
         for sink in plan.sinks.iter().filter(|s| s.topic.starts_with("happytimes.facts.")) {
             let schema = sink.avro.as_ref().ok_or_else(|| anyhow::anyhow!("sink {} is not Avro", sink.topic))?;
-            let schema = codec.add_schema(AvroSchema::parse(topics.len() as u32 + 1, &schema.raw)?);
+            let schema = codec.add_schema(schema.with_id(topics.len() as u32 + 1));
             let table = format!("facts/{}", sink.topic.trim_start_matches("happytimes.facts."));
             // Files of an earlier run would mix with this run's: the tables start empty.
             let local = Path::new(dir).join(&table);
@@ -115,8 +115,7 @@ impl FactLake {
             fact.segment.write(&self.lake, &fact.table, RowFormat::Avro, &output.topic, 0, &self.codec).await?;
             fact.segment = Segment::new(start);
         }
-        fact.segment.records.push(SinkRecord { offset, timestamp: output.timestamp, key: None, value: Some(value) });
-        fact.segment.dirty = true;
+        fact.segment.push(SinkRecord { offset, timestamp: output.timestamp, key: None, value: Some(value) });
         Ok(())
     }
 

@@ -187,15 +187,13 @@ pub async fn run(args: &LakeSinkArgs, config: &Config) -> anyhow::Result<()> {
                     })?;
                     segments.remove(&partition);
                 }
-                let segment =
-                    segments.entry(partition).or_insert_with(|| Segment { start, records: Vec::new(), dirty: false });
-                segment.records.push(SinkRecord {
+                let segment = segments.entry(partition).or_insert_with(|| Segment::new(start));
+                segment.push(SinkRecord {
                     offset: m.offset(),
                     timestamp: m.timestamp().to_millis().unwrap_or(0),
                     key: m.key().map(<[u8]>::to_vec),
                     value: m.payload().map(<[u8]>::to_vec),
                 });
-                segment.dirty = true;
             }
             Some(Err(KafkaError::PartitionEOF(_))) => mark_ends(&consumer, &mut at_end, &mut committed),
             Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error (retried by the client)"),

@@ -8,7 +8,7 @@ use super::global::SharedBackend;
 use super::layout::{InternalTopic, Layout, check_supported};
 use super::worker::{self, Shared};
 use super::{ProcessingGuarantee, RuntimeConfig, RuntimeError};
-use crate::codec::avro::{AvroCodec, AvroSchema};
+use crate::codec::avro::AvroCodec;
 use crate::connectors::kafka::{KafkaConfig, TopicSpec, create_missing_topics};
 use crate::connectors::registry::RegistryConfig;
 use crate::connectors::registry::client::{SchemaFile, register, sr_settings};
@@ -74,8 +74,7 @@ pub fn run(
         let id = runtime
             .block_on(register(&settings.registry, &file))
             .map_err(|e| RuntimeError::Config(format!("registering the schema of sink `{}`: {e}", sink.topic)))?;
-        let schema =
-            AvroSchema::parse(id, &avro.raw).map_err(|e| RuntimeError::Config(format!("{}: {e}", path.display())))?;
+        let schema = avro.with_id(id);
         sink_schemas.insert(sink.topic.clone(), Arc::new(schema));
     }
 

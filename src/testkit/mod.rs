@@ -20,6 +20,9 @@
 //! `schema` when it has one; for a Debezium table source it is the change event (plain JSON
 //! envelope), and a null value is a tombstone; for any other table source it is the new row
 //! (upsert) and a null value deletes the key. An access-log source's value is the line.
+//!
+//! Outputs to Avro sinks are encoded with the sink's schema, as the runtime encodes them: an
+//! output that does not fit fails its record (`DriverError::Output`), which is taken back.
 
 use crate::codec::debezium::DebeziumDecoder;
 use crate::codec::json;

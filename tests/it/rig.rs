@@ -64,6 +64,9 @@ pub fn tool_binary(env_var: &str, script: &str) -> String {
 /// Starts `command` (a shell command line that serves on `port`) with a watchdog shell that ends
 /// it (and runs `cleanup`) when this test process is gone; waits until the port accepts. If the
 /// service exits first, the panic says so and shows `log` (where the command writes) when given.
+// The watchdog lives as long as the test binary (it ends the service when the binary is gone),
+// so it is never waited for once the service listens.
+#[allow(clippy::zombie_processes)]
 fn start_service(name: &str, command: &str, port: u16, cleanup: &str, log: Option<&std::path::Path>) {
     let mut watchdog = spawn_watched(name, command, cleanup);
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -58,6 +58,9 @@ pub struct PlannedFile {
     pub schema: Option<Arc<AvroSchema>>,
 }
 
+/// A record's row and, for Avro records, its writer schema.
+pub type SchemaRow = (Row, Option<Arc<AvroSchema>>);
+
 /// The row of one record, with its Avro writer schema; the error names the record. Avro
 /// records decode with the schemas `avro` holds (fetch them with [`AvroCodec::schema`] first).
 pub fn row_of(
@@ -66,7 +69,7 @@ pub fn row_of(
     record: &SinkRecord,
     format: RowFormat,
     avro: &AvroCodec,
-) -> Result<Option<(Row, Option<Arc<AvroSchema>>)>, LakeError> {
+) -> Result<Option<SchemaRow>, LakeError> {
     let text = |bytes: &Option<Vec<u8>>| match bytes {
         Some(b) => Value::String(String::from_utf8_lossy(b).into()),
         None => Value::Null,
@@ -146,6 +149,12 @@ impl Segment {
     /// An empty segment starting at `start`.
     pub fn new(start: i64) -> Segment {
         Segment { start, records: Vec::new(), dirty: false }
+    }
+
+    /// Adds the next record (in offset order); its files are now out of date.
+    pub fn push(&mut self, record: SinkRecord) {
+        self.records.push(record);
+        self.dirty = true;
     }
 
     /// Writes (or rewrites) the segment's files in `table`; returns the rows written.
