@@ -1,7 +1,9 @@
 //! End-to-end harness for `topologies/happytimes.yaml` on a real broker (Tansu, started here):
 //! generated HappyTimes traffic produced up front, then one and then two `happystreams run`
-//! instances consuming all of it. Prints a table: input records per second from the first
-//! record read to the last visitor-activity fact written.
+//! instances consuming all of it, measured against a ceiling in the same run: a raw librdkafka
+//! consume→produce pipe over the same input topics. Prints a table: input records per second
+//! from the first record read to the last visitor-activity fact written, the ratio to the pipe,
+//! instance CPU seconds per million input records and peak RSS.
 //!
 //! `cargo bench --bench happytimes` (release). Size: `HAPPYSTREAMS_BENCH_VISITORS` (default
 //! 20000 visitors over 21 days).
@@ -13,11 +15,14 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Instance, Registry, bulk_producer, create_topics, start_tansu, stop_tansu};
+use common::{
+    Instance, Registry, bulk_producer, cpu_seconds, create_topics, peak_rss_mb, raw_pipe, start_tansu, stop_tansu,
+};
 
 const TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/topologies/happytimes.yaml");
 
 fn main() {
+    common::raw_pipe_child();
     if std::env::args().any(|a| a == "--list") {
         return;
     }
@@ -65,21 +70,32 @@ fn main() {
     let produced = started.elapsed().as_secs_f64();
 
     let mut rows = vec![format!(
-        "| produce (input, for scale) | {} records | {produced:.1} s | {:.0} records/s |",
+        "| produce (input, for scale) | {} records | {produced:.1} s | {:.0} records/s | | | |",
         records.len(),
         records.len() as f64 / produced
     )];
-    for count in [1usize, 2] {
-        let app = format!("bench{count}");
+    create_topics(&bootstrap, &["pipe.out".to_owned()], 4);
+    let (pipe_seconds, pipe_cpu, pipe_rss) = raw_pipe(&bootstrap, &topics.join(","), "pipe.out", records.len());
+    let pipe_rate = records.len() as f64 / pipe_seconds;
+    let millions = records.len() as f64 / 1e6;
+    rows.push(format!(
+        "| raw librdkafka pipe (ceiling) | {} records | {pipe_seconds:.1} s | {pipe_rate:.0} records/s | 1.00 | {:.1} | {pipe_rss:.0} |",
+        records.len(),
+        pipe_cpu / millions
+    ));
+    for (count, threads) in [(1usize, 1usize), (1, 2), (2, 2)] {
+        let app = format!("bench{count}x{threads}");
+        let threads = threads.to_string();
         let mut instances: Vec<Instance> = (0..count)
             .map(|i| {
-                Instance::start(
+                Instance::start_with(
                     &bootstrap,
                     Some(&registry.url),
                     Path::new(TOPOLOGY),
                     &app,
                     &dir.path().join(format!("{app}-{i}")),
                     dir.path().join(format!("{app}-{i}.log")),
+                    &["--num-threads", &threads],
                 )
             })
             .collect();
@@ -102,17 +118,23 @@ fn main() {
                     panic!("an instance exited ({status}) before the end:\n{log}");
                 }
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
         };
+        let cpu: f64 = instances.iter().map(|i| cpu_seconds(i.child.id())).sum();
+        let rss = instances.iter().map(|i| peak_rss_mb(i.child.id())).fold(0.0, f64::max);
+        let rate = records.len() as f64 / seconds;
         rows.push(format!(
-            "| happytimes.yaml, {count} instance(s) | {} records ({activity} activity events) | {seconds:.1} s | {:.0} records/s |",
+            "| happytimes.yaml, {count} instance(s) × {threads} thread(s) | {} records ({activity} activity events) | {seconds:.1} s | {rate:.0} records/s | {:.2} | {:.1} | {rss:.0} |",
             records.len(),
-            records.len() as f64 / seconds
+            rate / pipe_rate,
+            cpu / millions
         ));
         drop(instances);
     }
     stop_tansu(&dir.path().join("tansu"));
-    println!("\n| what | input | time | rate |\n|---|---|---|---|");
+    println!(
+        "\n| what | input | time | rate | ratio to the pipe | CPU s per M records | peak RSS MiB |\n|---|---|---|---|---|---|---|"
+    );
     for row in rows {
         println!("{row}");
     }

@@ -1,9 +1,14 @@
-//! End-to-end harness for `happystreams run` on a real broker (Tansu, started here): end-to-end
-//! throughput of `tests/fixtures/topologies/views_by_source.yaml` (a table, a join, a
-//! repartition and a windowed aggregate) with one and two instances, and the restore rate of a
-//! fresh instance rebuilding its state from the changelogs. Prints a table.
+//! End-to-end harness for `happystreams run` on a real broker (Tansu, started here), measured
+//! against a ceiling in the same run: a raw librdkafka consume→produce pipe over the same clicks.
+//! The workload is `tests/fixtures/topologies/views_by_source.yaml` (a Debezium table, a
+//! stream-table join, a repartition and a windowed aggregate). Every configuration (1 and 2
+//! instances, 1 and 2 processing threads each) reads the same input topics under its own
+//! application id. Then a fresh instance restores the first run's state from its changelogs.
 //!
-//! `cargo bench --bench runtime` (release). Sizes: `HAPPYSTREAMS_BENCH_CLICKS` (default 300000),
+//! Prints a table: clicks/s from the first record read to the last fact written, the ratio to
+//! the raw pipe, instance CPU seconds per million clicks, peak RSS per instance.
+//!
+//! `cargo bench --bench runtime` (release). Sizes: `HAPPYSTREAMS_BENCH_CLICKS` (default 1000000),
 //! `HAPPYSTREAMS_BENCH_VISITORS` (default 100000).
 
 use rdkafka::producer::{BaseRecord, Producer};
@@ -13,16 +18,17 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Instance, bulk_producer, create_topics, root, start_tansu};
+use common::{Instance, bulk_producer, cpu_seconds, create_topics, peak_rss_mb, raw_pipe, root, start_tansu};
 
 const PARTITIONS: i32 = 4;
 const START: i64 = 1_750_000_000_000;
+const INPUT: &str = "bench";
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn produce(bootstrap: &str, prefix: &str, visitors: usize, clicks: usize) -> Duration {
+fn produce(bootstrap: &str, visitors: usize, clicks: usize) -> Duration {
     let producer = bulk_producer(bootstrap);
     let started = Instant::now();
     let sources = ["email", "social", "search", "direct"];
@@ -38,7 +44,7 @@ fn produce(bootstrap: &str, prefix: &str, visitors: usize, clicks: usize) -> Dur
             }
         }
     };
-    let visitors_topic = format!("{prefix}.visitors");
+    let visitors_topic = format!("{INPUT}.visitors");
     for v in 1..=visitors {
         let value = format!(
             r#"{{"before":null,"after":{{"visitor_id":{v},"source":"{}"}},"source":{{"ts_ms":{START}}},"op":"r","ts_ms":{START}}}"#,
@@ -46,7 +52,7 @@ fn produce(bootstrap: &str, prefix: &str, visitors: usize, clicks: usize) -> Dur
         );
         send(&visitors_topic, &format!(r#"{{"visitor_id":{v}}}"#), &value, START);
     }
-    let clicks_topic = format!("{prefix}.clicks");
+    let clicks_topic = format!("{INPUT}.clicks");
     for i in 0..clicks {
         let v = 1 + i % visitors;
         let t = START + i as i64 * 10;
@@ -57,112 +63,147 @@ fn produce(bootstrap: &str, prefix: &str, visitors: usize, clicks: usize) -> Dur
             t,
         );
     }
-    producer.flush(Duration::from_secs(120)).unwrap();
+    producer.flush(Duration::from_secs(300)).unwrap();
     started.elapsed()
 }
 
-/// Runs `count` instances until every click reached the facts topic; returns seconds from the
-/// first record read to the last fact written.
-fn run(bootstrap: &str, topology: &Path, app: &str, dir: &Path, count: usize, clicks: usize) -> (f64, Vec<Instance>) {
+/// The topology reading the shared input and writing `app`'s own output topics.
+fn topology(dir: &Path, app: &str) -> std::path::PathBuf {
+    let yaml = std::fs::read_to_string(root().join("tests/fixtures/topologies/views_by_source.yaml"))
+        .unwrap()
+        .replace("rt.clicks", &format!("{INPUT}.clicks"))
+        .replace("rt.visitors", &format!("{INPUT}.visitors"))
+        .replace("rt.", &format!("{app}."));
+    let path = dir.join(format!("{app}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+struct Run {
+    seconds: f64,
+    cpu: f64,
+    rss: f64,
+    instances: Vec<Instance>,
+}
+
+/// Runs `count` instances with `threads` processing threads each until every click reached the
+/// facts topic.
+fn run(bootstrap: &str, dir: &Path, app: &str, count: usize, threads: usize, clicks: usize) -> Run {
+    let topology = topology(dir, app);
+    let threads = threads.to_string();
     let instances: Vec<Instance> = (0..count)
         .map(|i| {
-            Instance::start(
+            Instance::start_with(
                 bootstrap,
                 None,
-                topology,
+                &topology,
                 app,
                 &dir.join(format!("{app}-{i}")),
                 dir.join(format!("{app}-{i}.log")),
+                &["--num-threads", &threads],
             )
         })
         .collect();
-    let facts = format!("topic=\"{}.facts\"", app.split('_').next().unwrap_or(app));
+    let facts = format!("topic=\"{app}.facts\"");
     let mut first: Option<Instant> = None;
-    let deadline = Instant::now() + Duration::from_secs(900);
+    let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
-        let read: f64 = instances.iter().map(|i| i.metric("records_in_total", "")).sum();
-        if first.is_none() && read > 0.0 {
+        if first.is_none() && instances.iter().map(|i| i.metric("records_in_total", "")).sum::<f64>() > 0.0 {
             first = Some(Instant::now());
         }
         let out: f64 = instances.iter().map(|i| i.metric("records_out_total", &facts)).sum();
         if out >= clicks as f64 {
-            return (first.map_or(0.0, |f| f.elapsed().as_secs_f64()), instances);
+            let seconds = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+            let cpu = instances.iter().map(|i| cpu_seconds(i.child.id())).sum();
+            let rss = instances.iter().map(|i| peak_rss_mb(i.child.id())).fold(0.0, f64::max);
+            return Run { seconds, cpu, rss, instances };
         }
-        assert!(Instant::now() < deadline, "no completion after 900 s ({out} of {clicks} facts)");
-        std::thread::sleep(Duration::from_millis(100));
+        assert!(Instant::now() < deadline, "no completion after 1800 s ({out} of {clicks} facts)");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn main() {
+    common::raw_pipe_child();
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let clicks = env_usize("HAPPYSTREAMS_BENCH_CLICKS", 300_000);
+    let clicks = env_usize("HAPPYSTREAMS_BENCH_CLICKS", 1_000_000);
     let visitors = env_usize("HAPPYSTREAMS_BENCH_VISITORS", 100_000);
     let dir = tempfile::tempdir().unwrap();
     let bootstrap = start_tansu(&dir.path().join("tansu"));
-    let mut rows = Vec::new();
-    for count in [1usize, 2] {
-        let prefix = format!("bench{count}");
-        create_topics(&bootstrap, &[format!("{prefix}.clicks"), format!("{prefix}.visitors")], PARTITIONS);
-        let produced = produce(&bootstrap, &prefix, visitors, clicks);
-        let yaml = std::fs::read_to_string(root().join("tests/fixtures/topologies/views_by_source.yaml"))
-            .unwrap()
-            .replace("rt.", &format!("{prefix}."));
-        let topology = dir.path().join(format!("{prefix}.yaml"));
-        std::fs::write(&topology, yaml).unwrap();
-        let (seconds, instances) = run(&bootstrap, &topology, &prefix, dir.path(), count, clicks);
+    create_topics(&bootstrap, &[format!("{INPUT}.clicks"), format!("{INPUT}.visitors")], PARTITIONS);
+    create_topics(&bootstrap, &["pipe.out".to_owned()], PARTITIONS);
+    let produced = produce(&bootstrap, visitors, clicks);
+    let mut rows = vec![format!(
+        "| produce the input (for scale) | {} records | {:.1} s | {:.0} records/s | | | |",
+        clicks + visitors,
+        produced.as_secs_f64(),
+        (clicks + visitors) as f64 / produced.as_secs_f64()
+    )];
+    let (pipe_seconds, pipe_cpu, pipe_rss) = raw_pipe(&bootstrap, &format!("{INPUT}.clicks"), "pipe.out", clicks);
+    let pipe_rate = clicks as f64 / pipe_seconds;
+    let millions = clicks as f64 / 1e6;
+    rows.push(format!(
+        "| raw librdkafka pipe (ceiling) | {clicks} clicks | {pipe_seconds:.1} s | {pipe_rate:.0} clicks/s | 1.00 | {:.1} | {pipe_rss:.0} |",
+        pipe_cpu / millions
+    ));
+    let mut first_app = None;
+    for (count, threads) in [(1, 1), (1, 2), (2, 1), (2, 2)] {
+        let app = format!("run{count}x{threads}");
+        let run = run(&bootstrap, dir.path(), &app, count, threads, clicks);
+        let rate = clicks as f64 / run.seconds;
         rows.push(format!(
-            "| end to end, {count} instance(s) | {} clicks + {visitors} visitors | {seconds:.1} s | {:.0} clicks/s |",
-            clicks,
-            clicks as f64 / seconds
+            "| {count} instance(s) × {threads} thread(s) | {clicks} clicks + {visitors} visitors | {:.1} s | {rate:.0} clicks/s | {:.2} | {:.1} | {:.0} |",
+            run.seconds,
+            rate / pipe_rate,
+            run.cpu / millions,
+            run.rss
         ));
-        if count == 1 {
-            rows.push(format!(
-                "| produce (input, for scale) | {} records | {:.1} s | {:.0} records/s |",
-                clicks + visitors,
-                produced.as_secs_f64(),
-                (clicks + visitors) as f64 / produced.as_secs_f64()
-            ));
-            drop(instances);
-            // A fresh instance rebuilds everything from the changelogs.
-            let fresh = Instance::start(
-                &bootstrap,
-                None,
-                &topology,
-                &prefix,
-                &dir.path().join("fresh"),
-                dir.path().join("fresh.log"),
-            );
-            let deadline = Instant::now() + Duration::from_secs(600);
-            let tasks = f64::from(2 * PARTITIONS);
-            while fresh.metric("task_running", "") < tasks {
-                assert!(Instant::now() < deadline, "restore did not finish");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let log = std::fs::read_to_string(&fresh.log).unwrap_or_default();
-            let (mut records, mut slowest) = (0u64, 0u64);
-            for line in log.lines().filter(|l| l.contains(" restored ")) {
-                let field = |name: &str| {
-                    line.split_whitespace()
-                        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-                        .and_then(|v| v.trim_matches(|c: char| !c.is_ascii_digit()).parse::<u64>().ok())
-                        .unwrap_or(0)
-                };
-                records += field("records");
-                slowest = slowest.max(field("elapsed_ms"));
-            }
-            rows.push(format!(
-                "| restore from changelogs ({} tasks in parallel) | {records} records | {:.2} s | {:.0} records/s |",
-                tasks,
-                slowest as f64 / 1000.0,
-                records as f64 / (slowest.max(1) as f64 / 1000.0)
-            ));
-        }
+        drop(run.instances);
+        first_app.get_or_insert(app);
     }
+
+    // A fresh instance rebuilds the first run's state from its changelogs.
+    let app = first_app.unwrap_or_default();
+    let fresh = Instance::start(
+        &bootstrap,
+        None,
+        &topology(dir.path(), &app),
+        &app,
+        &dir.path().join("fresh"),
+        dir.path().join("fresh.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let tasks = f64::from(2 * PARTITIONS);
+    while fresh.metric("task_running", "") < tasks {
+        assert!(Instant::now() < deadline, "restore did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(&fresh.log).unwrap_or_default();
+    let (mut records, mut slowest) = (0u64, 0u64);
+    for line in log.lines().filter(|l| l.contains(" restored ")) {
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .and_then(|v| v.trim_matches(|c: char| !c.is_ascii_digit()).parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        records += field("records");
+        slowest = slowest.max(field("elapsed_ms"));
+    }
+    rows.push(format!(
+        "| restore from changelogs ({tasks} tasks in parallel) | {records} records | {:.2} s | {:.0} records/s | | | {:.0} |",
+        slowest as f64 / 1000.0,
+        records as f64 / (slowest.max(1) as f64 / 1000.0),
+        peak_rss_mb(fresh.child.id())
+    ));
+    drop(fresh);
     let _ =
         Command::new("bash").arg(root().join("tests/rig/tansu.sh")).arg("stop").arg(dir.path().join("tansu")).status();
-    println!("\n| what | input | time | rate |\n|---|---|---|---|");
+    println!(
+        "\n| what | input | time | rate | ratio to the pipe | CPU s per M clicks | peak RSS MiB |\n|---|---|---|---|---|---|---|"
+    );
     for row in rows {
         println!("{row}");
     }

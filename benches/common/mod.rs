@@ -69,6 +69,19 @@ impl Instance {
         state: &Path,
         log: PathBuf,
     ) -> Instance {
+        Instance::start_with(bootstrap, registry, topology, app, state, log, &[])
+    }
+
+    /// [`Instance::start`] with extra flags of `happystreams run`.
+    pub fn start_with(
+        bootstrap: &str,
+        registry: Option<&str>,
+        topology: &Path,
+        app: &str,
+        state: &Path,
+        log: PathBuf,
+        flags: &[&str],
+    ) -> Instance {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_happystreams"));
         if let Some(url) = registry {
@@ -80,6 +93,7 @@ impl Instance {
             .args(["--bootstrap-servers", bootstrap, "--application-id", app, "--state-dir"])
             .arg(state)
             .args(["--metrics-address", &format!("127.0.0.1:{port}")])
+            .args(flags)
             .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
             .env("RUST_LOG", "happystreams=info")
             .stdout(Stdio::null())
@@ -137,4 +151,99 @@ impl Drop for Instance {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; clock ticks
+    // are 100 per second on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Peak resident memory of a process (MiB), from `/proc/<pid>/status` (VmHWM).
+pub fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The ceiling: a raw librdkafka consume→produce pipe over `input` (comma-separated topics, every
+/// partition, from the start) into `output`, in a child process (this bench binary with `--raw-pipe`), until
+/// `records` were consumed and their copies acknowledged. Returns (seconds from the first record
+/// read to the last acknowledged, CPU seconds, peak RSS MiB).
+pub fn raw_pipe(bootstrap: &str, input: &str, output: &str, records: usize) -> (f64, f64, f64) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--raw-pipe", bootstrap, input, output, &records.to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("raw pipe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let numbers: Vec<f64> = text.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    assert!(out.status.success() && numbers.len() == 3, "raw pipe failed: {text}");
+    (numbers[0], numbers[1], numbers[2])
+}
+
+/// The `--raw-pipe` child: prints "seconds cpu_seconds peak_rss_mb". Call first in `main`.
+pub fn raw_pipe_child() {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(at) = args.iter().position(|a| a == "--raw-pipe") else { return };
+    let (bootstrap, input, output) = (&args[at + 1], &args[at + 2], &args[at + 3]);
+    let records: usize = args[at + 4].parse().unwrap();
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    let consumer: BaseConsumer = config(bootstrap)
+        .set("group.id", format!("raw-pipe-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    // The same producer settings as `happystreams run`'s.
+    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = config(bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .create()
+        .unwrap();
+    let topics: Vec<&str> = input.split(',').collect();
+    consumer.subscribe(&topics).unwrap();
+    let mut seen = 0;
+    let mut first = None;
+    while seen < records {
+        match consumer.poll(std::time::Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                first.get_or_insert_with(std::time::Instant::now);
+                seen += 1;
+                let mut record = BaseRecord::to(output).partition(message.partition());
+                if let Some(key) = message.key() {
+                    record = record.key(key);
+                }
+                if let Some(value) = message.payload() {
+                    record = record.payload(value);
+                }
+                if let Some(ts) = message.timestamp().to_millis() {
+                    record = record.timestamp(ts);
+                }
+                while let Err((_, back)) = producer.send(record) {
+                    record = back;
+                    producer.poll(std::time::Duration::from_millis(1));
+                }
+            }
+            Some(Err(e)) => eprintln!("raw pipe: {e}"),
+            None => {}
+        }
+    }
+    producer.flush(std::time::Duration::from_secs(120)).unwrap();
+    let seconds = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    let pid = std::process::id();
+    println!("{seconds} {} {}", cpu_seconds(pid), peak_rss_mb(pid));
+    std::process::exit(0);
 }

@@ -144,11 +144,17 @@ impl std::io::Read for EofGuard<'_> {
     }
 }
 
-/// Decoder for Confluent-framed Avro: writer schemas by id from a registry, cached.
+/// Decoder for Confluent-framed Avro: writer schemas by id from a registry, cached. An id the
+/// registry does not know is remembered for [`UNKNOWN_ID_TTL`], so a burst of records that name
+/// it does not become a burst of registry requests.
 pub struct AvroCodec {
     registry: Option<AvroDecoder>,
     cache: RwLock<HashMap<u32, Arc<AvroSchema>>>,
+    unknown: RwLock<HashMap<u32, std::time::Instant>>,
 }
+
+/// How long the registry's "no such schema id" is believed before asking again.
+pub const UNKNOWN_ID_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl std::fmt::Debug for AvroCodec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -159,12 +165,12 @@ impl std::fmt::Debug for AvroCodec {
 impl AvroCodec {
     /// A codec that fetches unknown schema ids from the registry.
     pub fn with_registry(settings: SrSettings) -> Self {
-        AvroCodec { registry: Some(AvroDecoder::new(settings)), cache: RwLock::default() }
+        AvroCodec { registry: Some(AvroDecoder::new(settings)), cache: RwLock::default(), unknown: RwLock::default() }
     }
 
     /// A codec with only the schemas added by [`AvroCodec::add_schema`] (offline decoding).
     pub fn offline() -> Self {
-        AvroCodec { registry: None, cache: RwLock::default() }
+        AvroCodec { registry: None, cache: RwLock::default(), unknown: RwLock::default() }
     }
 
     /// Makes a schema known under an id without asking a registry.
@@ -182,13 +188,23 @@ impl AvroCodec {
             return Ok(hit);
         }
         let registry = self.registry.as_ref().ok_or(CodecError::new(CodecErrorKind::UnknownSchemaId(id)))?;
+        let known_unknown = self.unknown.read().ok().and_then(|u| u.get(&id).copied());
+        if known_unknown.is_some_and(|since| since.elapsed() < UNKNOWN_ID_TTL) {
+            return Err(CodecErrorKind::UnknownSchemaId(id).into());
+        }
         let fetched = match registry.get_schema(id).await {
             Ok(fetched) => fetched,
             Err(e) => {
                 // schema_registry_converter caches non-retriable failures (404, 500, ...) for
                 // good; drop them so the next record asks the registry again.
                 registry.remove_errors_from_cache();
-                return Err(registry_error(id, &e));
+                let error = registry_error(id, &e);
+                if matches!(error.kind, CodecErrorKind::UnknownSchemaId(_))
+                    && let Ok(mut unknown) = self.unknown.write()
+                {
+                    unknown.insert(id, std::time::Instant::now());
+                }
+                return Err(error);
             }
         };
         Ok(self.add_schema(AvroSchema::parse(id, &fetched.raw)?))
@@ -224,7 +240,8 @@ fn registry_error(id: u32, e: &SRCError) -> CodecError {
     if detail.contains("status 404") || detail.contains("40403") {
         return CodecErrorKind::UnknownSchemaId(id).into();
     }
-    let retryable = e.retriable || detail.contains("status 5");
+    // Anything but a 4xx answer (a refused connection, a timeout, a 5xx) may pass.
+    let retryable = e.retriable || !detail.contains("status 4");
     CodecErrorKind::Registry { detail, retryable }.into()
 }
 

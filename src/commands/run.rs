@@ -34,6 +34,9 @@ pub struct RunArgs {
     /// Delivery guarantee (`runtime.processing_guarantee`).
     #[arg(long, value_enum)]
     pub processing_guarantee: Option<ProcessingGuarantee>,
+    /// Threads processing tasks at once (`runtime.num_threads`; default: the number of cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub num_threads: Option<u32>,
 }
 
 /// Runs until SIGTERM / Ctrl-C (a graceful stop: commit, leave the group) or a failure.
@@ -62,6 +65,12 @@ pub async fn run(args: &RunArgs, config: &Config) -> anyhow::Result<()> {
     }
     if let Some(guarantee) = args.processing_guarantee {
         settings.runtime.processing_guarantee = guarantee;
+    }
+    if let Some(n) = args.num_threads {
+        settings.runtime.num_threads = n as usize;
+    }
+    if settings.runtime.num_threads == 0 {
+        anyhow::bail!("runtime.num_threads is 0; set it to 1 or more (the default is the number of cores)");
     }
     let handle = crate::observe::metrics::recorder().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
     if !settings.runtime.metrics_address.is_empty() {

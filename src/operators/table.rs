@@ -16,6 +16,7 @@ use crate::record::encoding::{decode_row, encode_row, key_bytes};
 use crate::record::{Row, Value};
 use crate::state::{StateBackend, StateError, TaskState, VersionedStore};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Keys cached per table before the cache starts over (bounds memory on huge dimensions).
@@ -32,6 +33,10 @@ pub struct Table {
     store: String,
     versioned: Option<VersionedStore>,
     cache: Mutex<HashMap<Vec<u8>, Versions>>,
+    /// Bumped (under the cache's lock) by every invalidation: a row read from the store before
+    /// an invalidation is not cached after it (a global table is read by several threads while
+    /// the worker commits its updates).
+    generation: AtomicU64,
 }
 
 fn decode(store: &str, bytes: &[u8]) -> Result<Row, OperatorError> {
@@ -42,13 +47,18 @@ fn decode(store: &str, bytes: &[u8]) -> Result<Row, OperatorError> {
 impl Table {
     /// Latest row per key, in `store`.
     pub fn plain(store: impl Into<String>) -> Self {
-        Table { store: store.into(), versioned: None, cache: Mutex::default() }
+        Table { store: store.into(), versioned: None, cache: Mutex::default(), generation: AtomicU64::new(0) }
     }
 
     /// Row history per key for `retention_ms`, in `store`.
     pub fn versioned(store: impl Into<String>, retention_ms: i64) -> Self {
         let store = store.into();
-        Table { versioned: Some(VersionedStore::new(store.clone(), retention_ms)), store, cache: Mutex::default() }
+        Table {
+            versioned: Some(VersionedStore::new(store.clone(), retention_ms)),
+            store,
+            cache: Mutex::default(),
+            generation: AtomicU64::new(0),
+        }
     }
 
     /// Applies a change to a plain table and returns what changed, row by row (old and new), for
@@ -106,6 +116,7 @@ impl Table {
 
     fn forget(&self, key: Option<&[u8]>) {
         if let Ok(mut cache) = self.cache.lock() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
             match key {
                 Some(k) => {
                     cache.remove(k);
@@ -180,6 +191,7 @@ impl Table {
         if let Some(hit) = self.cache.lock().ok().and_then(|c| c.get(key).cloned()) {
             return Ok(hit);
         }
+        let generation = self.generation.load(Ordering::Acquire);
         let versions: Vec<(i64, Option<Row>)> = match &self.versioned {
             Some(v) => v
                 .all_versions(state, key)?
@@ -189,7 +201,9 @@ impl Table {
             None => vec![(i64::MIN, state.get(&self.store, key)?.map(|b| decode(&self.store, &b)).transpose()?)],
         };
         let versions = Arc::new(versions);
-        if let Ok(mut cache) = self.cache.lock() {
+        if let Ok(mut cache) = self.cache.lock()
+            && self.generation.load(Ordering::Acquire) == generation
+        {
             if cache.len() >= CACHE_KEYS {
                 cache.clear();
             }

@@ -9,16 +9,16 @@
 //! marker (the task crashed mid-commit) are skipped and reported, so the next commit can log
 //! those keys' real values again.
 
+use super::producer::{Kind, OutputProducer};
 use crate::connectors::kafka::{KafkaConfig, cached_high_watermark};
-use crate::state::{Changelog, ChangelogEntry, Checkpoint, StateBackend, StateError, WriteSet};
-use futures::future::join_all;
+use crate::state::{Changelog, Checkpoint, StateBackend, StateError, WriteSet};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header as KafkaHeader, Headers as _, Message as _, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -32,12 +32,12 @@ struct Marker {
     stream_time_ms: Option<i64>,
 }
 
-fn entry_key(store: &str, key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2 + store.len() + key.len());
+/// Writes the changelog key of `key` in `store` into `out` (reused across records).
+fn entry_key_into(out: &mut Vec<u8>, store: &str, key: &[u8]) {
+    out.clear();
     out.extend_from_slice(&(store.len() as u16).to_be_bytes());
     out.extend_from_slice(store.as_bytes());
     out.extend_from_slice(key);
-    out
 }
 
 fn parse_entry_key(bytes: &[u8]) -> Option<(String, Vec<u8>)> {
@@ -53,95 +53,74 @@ fn batch_id() -> String {
     format!("{:x}-{:x}-{:x}", nanos, std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-/// Sends a record, waiting while the producer's queue is full.
-pub fn send(
-    producer: &FutureProducer,
-    mut record: FutureRecord<'_, [u8], [u8]>,
-) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
-    loop {
-        match producer.send_result(record) {
-            Ok(future) => return Ok(future),
-            Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
-}
-
-/// Waits for every delivery; returns the offset after the last record delivered, or what went
-/// wrong with the first record that was not.
-pub fn wait_all(deliveries: Vec<rdkafka::producer::DeliveryFuture>) -> Result<i64, String> {
-    let mut next = 0;
-    for result in futures::executor::block_on(join_all(deliveries)) {
-        match result {
-            Ok(Ok(delivery)) => next = next.max(delivery.offset + 1),
-            Ok(Err((e, message))) => {
-                use rdkafka::Message as _;
-                return Err(format!("a record for {} was not delivered: {e}", message.topic()));
-            }
-            Err(_) => return Err("the producer closed before delivering".into()),
-        }
-    }
-    Ok(next)
-}
-
 /// One task's changelog partition.
 pub struct KafkaChangelog {
-    producer: FutureProducer,
+    producer: Arc<OutputProducer>,
     topic: String,
     partition: i32,
+    /// The batch of the writes sent last (its marker goes out next).
+    batch: String,
 }
 
 impl KafkaChangelog {
     /// The changelog of partition `partition` of `topic`, written through `producer`.
-    pub fn new(producer: FutureProducer, topic: &str, partition: i32) -> Self {
-        KafkaChangelog { producer, topic: topic.to_owned(), partition }
+    pub fn new(producer: Arc<OutputProducer>, topic: &str, partition: i32) -> Self {
+        KafkaChangelog { producer, topic: topic.to_owned(), partition, batch: String::new() }
+    }
+
+    fn failed(&self, e: &dyn std::fmt::Display) -> StateError {
+        StateError::Changelog(format!("writing changelog {} partition {}: {e}", self.topic, self.partition))
     }
 }
 
 impl Changelog for KafkaChangelog {
-    fn append(
-        &mut self,
-        entries: &[ChangelogEntry],
-        checkpoint: &Checkpoint,
-    ) -> Result<BTreeMap<String, i64>, StateError> {
-        let failed = |e: &dyn std::fmt::Display| {
-            StateError::Changelog(format!("writing changelog {} partition {}: {e}", self.topic, self.partition))
-        };
-        let batch = batch_id();
-        let headers = OwnedHeaders::new().insert(KafkaHeader { key: BATCH_HEADER, value: Some(batch.as_bytes()) });
-        let mut deliveries = Vec::with_capacity(entries.len() + 1);
-        for entry in entries {
-            let key = entry_key(&entry.store, &entry.key);
-            let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic)
-                .partition(self.partition)
-                .key(&key)
-                .headers(headers.clone());
-            if let Some(value) = &entry.value {
-                record = record.payload(value);
+    fn send_writes(&mut self, writes: &WriteSet) -> Result<(), StateError> {
+        self.batch = batch_id();
+        let headers = OwnedHeaders::new().insert(KafkaHeader { key: BATCH_HEADER, value: Some(self.batch.as_bytes()) });
+        let mut key = Vec::new();
+        for (store, entries) in writes {
+            for (entry, value) in entries {
+                entry_key_into(&mut key, store, entry);
+                let mut record = OutputProducer::record(&self.topic, Kind::Changelog)
+                    .partition(self.partition)
+                    .key(key.as_slice())
+                    .headers(headers.clone());
+                if let Some(value) = value {
+                    record = record.payload(value.as_slice());
+                }
+                self.producer.send(record).map_err(|e| self.failed(&e))?;
             }
-            deliveries.push(send(&self.producer, record).map_err(|e| failed(&e))?);
         }
-        // The batch's records are acknowledged before its marker is sent: a marker never
-        // follows a gap in its batch.
-        wait_all(std::mem::take(&mut deliveries)).map_err(|e| failed(&e))?;
+        Ok(())
+    }
+
+    fn send_marker(&mut self, checkpoint: &Checkpoint) -> Result<(), StateError> {
         let marker = serde_json::to_vec(&Marker {
             inputs: checkpoint.inputs.clone(),
             stream_time_ms: checkpoint.stream_time_ms,
         })
-        .map_err(|e| failed(&e))?;
+        .map_err(|e| self.failed(&e))?;
         let mut marker_key = MARKER_KEY.to_vec();
-        marker_key.extend_from_slice(batch.as_bytes());
-        let record = FutureRecord::<[u8], [u8]>::to(&self.topic)
+        marker_key.extend_from_slice(self.batch.as_bytes());
+        let headers = OwnedHeaders::new().insert(KafkaHeader { key: BATCH_HEADER, value: Some(self.batch.as_bytes()) });
+        let record = OutputProducer::record(&self.topic, Kind::Changelog)
             .partition(self.partition)
-            .key(&marker_key)
-            .payload(&marker)
+            .key(marker_key.as_slice())
+            .payload(marker.as_slice())
             .headers(headers);
-        deliveries.push(send(&self.producer, record).map_err(|e| failed(&e))?);
-        let next = wait_all(deliveries).map_err(|e| failed(&e))?;
-        Ok(BTreeMap::from([(self.topic.clone(), next)]))
+        self.producer.send(record).map_err(|e| self.failed(&e))
+    }
+
+    fn flush(&mut self) -> Result<(), StateError> {
+        self.producer.flush().map_err(|e| self.failed(&e))
+    }
+
+    fn positions(&self) -> Result<BTreeMap<String, i64>, StateError> {
+        let end = self
+            .producer
+            .changelog_end(&self.topic, self.partition)
+            .ok_or_else(|| self.failed(&"no record of the commit was acknowledged"))?;
+        Ok(BTreeMap::from([(self.topic.clone(), end)]))
     }
 }
 
@@ -271,7 +250,8 @@ mod tests {
 
     #[test]
     fn entry_keys_round_trip_and_never_look_like_markers() {
-        let key = entry_key("visitors-table", b"\x01\x02");
+        let mut key = Vec::new();
+        entry_key_into(&mut key, "visitors-table", b"\x01\x02");
         assert_eq!(parse_entry_key(&key), Some(("visitors-table".to_owned(), vec![1, 2])));
         assert!(!key.starts_with(MARKER_KEY));
         assert_ne!(batch_id(), batch_id());

@@ -11,7 +11,7 @@ use crate::codec::debezium::DebeziumDecoder;
 use crate::codec::json::{self, JsonSchemaDecoder};
 use crate::codec::{CodecError, CodecErrorKind};
 use crate::error::ErrorClass;
-use crate::operators::pipeline::{Output, Pipeline};
+use crate::operators::pipeline::Pipeline;
 use crate::operators::{Event, TableUpdate};
 use crate::record::{Record, Row, Value, encoding};
 use crate::topology::Plan;
@@ -150,7 +150,7 @@ impl Decoders {
             TopicDecoder::Source { name, debezium: Some(debezium), table, .. } => {
                 let change = match debezium.decode_cached(record) {
                     Err(e) if matches!(e.kind, CodecErrorKind::UnknownSchemaId(_)) => {
-                        self.runtime.block_on(debezium.decode(record))?
+                        self.fetching(|| self.runtime.block_on(debezium.decode(record)))?
                     }
                     other => other?,
                 };
@@ -191,7 +191,7 @@ impl Decoders {
                     SourceFormat::JsonSchema => self.json_schema.decode(bytes)?.1,
                     SourceFormat::Avro => match self.avro.decode_cached(bytes) {
                         Err(e) if matches!(e.kind, CodecErrorKind::UnknownSchemaId(_)) => {
-                            self.runtime.block_on(self.avro.decode(bytes))?
+                            self.fetching(|| self.runtime.block_on(self.avro.decode(bytes)))?
                         }
                         other => other?,
                     },
@@ -226,6 +226,31 @@ impl Decoders {
                 }
                 let event = pipeline.event_for(name, key, row, timestamp).map_err(operator_error)?;
                 Ok(Input::Event { source: name.clone(), event })
+            }
+        }
+    }
+}
+
+/// How long a decode that needs the schema registry retries while the registry cannot be reached
+/// (a restart, a network blip) before the record fails as an external error.
+const REGISTRY_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Decoders {
+    /// Runs a decode that fetches a schema, retrying with backoff while the registry is
+    /// unreachable (100 ms doubling to 5 s, for [`REGISTRY_RETRY`] in all). An unknown id is not
+    /// retried (the codec remembers it): the record is bad data for its source's `on_error`.
+    fn fetching<T>(&self, mut decode: impl FnMut() -> Result<T, CodecError>) -> Result<T, CodecError> {
+        let started = std::time::Instant::now();
+        let mut wait = std::time::Duration::from_millis(100);
+        loop {
+            match decode() {
+                Err(e) if e.kind.retryable() && started.elapsed() < REGISTRY_RETRY => {
+                    metrics::counter!("registry_retries_total").increment(1);
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "schema registry unavailable; retrying");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                }
+                other => return other,
             }
         }
     }
@@ -295,24 +320,26 @@ impl Encoders {
         Encoders { avro }
     }
 
-    /// Key and value bytes of an output to a sink (`format`) topic. Keys are JSON.
+    /// Key and value bytes of an output to a sink (`format`) topic `topic`. Keys are JSON. The
+    /// row is taken, not copied.
     pub fn encode(
         &self,
         format: SinkFormat,
-        output: &Output,
+        topic: &str,
+        key: &Value,
+        row: Option<Row>,
     ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), CodecError> {
-        let key = (!output.key.is_null()).then(|| json::encode_plain(&output.key));
-        let value = match (&output.value, format) {
+        let key = (!key.is_null()).then(|| json::encode_plain(key));
+        let value = match (row, format) {
             (None, _) => None,
-            (Some(row), SinkFormat::Json) => Some(json::encode_plain(&Value::Struct(row.clone()))),
+            (Some(row), SinkFormat::Json) => Some(json::encode_plain(&Value::Struct(row))),
             (Some(row), SinkFormat::Avro) => {
-                let schema = self.avro.get(&output.topic).ok_or_else(|| {
+                let schema = self.avro.get(topic).ok_or_else(|| {
                     CodecError::new(CodecErrorKind::UnsupportedSchema(format!(
-                        "sink `{}` has no registered Avro schema",
-                        output.topic
+                        "sink `{topic}` has no registered Avro schema"
                     )))
                 })?;
-                Some(schema.encode(&Value::Struct(row.clone()))?)
+                Some(schema.encode(&Value::Struct(row))?)
             }
         };
         Ok((key, value))

@@ -1,20 +1,19 @@
 //! Where task outputs go: sink topics (encoded as the sink says), repartition topics (internal
 //! encoding), late-record topics (JSON), dead-letter topics (the bad record unchanged, with
-//! headers saying why). Every send is remembered until [`Emitter::flush`] confirms it — step 1 of
-//! the commit protocol.
+//! headers saying why). Every send is counted until [`Emitter::flush`] confirms it — step 1 of
+//! the commit protocol ([`super::producer`]).
 
 use super::RuntimeError;
-use super::changelog::{send, wait_all};
 use super::codecs::{BadRecord, Encoders, encode_repartitioned};
+use super::producer::{Kind, OutputProducer};
 use crate::codec::json;
 use crate::observe::metrics::LabelledCounters;
 use crate::operators::pipeline::Output;
 use crate::record::{Record, Value};
 use crate::topology::spec::SinkFormat;
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Mutex, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockWriteGuard};
 
 /// Header names on dead-lettered records.
 pub mod headers {
@@ -36,17 +35,16 @@ static RECORDS_OUT: LabelledCounters = LabelledCounters::new("records_out_total"
 
 /// Sends outputs and remembers them until flushed.
 pub struct Emitter {
-    producer: FutureProducer,
+    producer: Arc<OutputProducer>,
     encoders: Encoders,
     sinks: HashMap<String, SinkFormat>,
     repartitions: HashSet<String>,
     physical: BTreeMap<String, String>,
-    pending: Mutex<Vec<DeliveryFuture>>,
+    /// End-to-end latency per sink topic: when the output is sent minus its event time.
+    latency: HashMap<String, metrics::Histogram>,
     /// Sends hold it shared; a transaction commit holds it exclusively, so no record is sent
     /// between committing one transaction and beginning the next.
     gate: RwLock<()>,
-    /// Set when a flush failed: records were lost, so nothing may be committed any more.
-    poisoned: std::sync::atomic::AtomicBool,
 }
 
 /// Writes held back while a task restores (under exactly-once they must go out inside the
@@ -70,33 +68,22 @@ impl Emitter {
     /// An emitter writing through `producer`: `sinks` are the plan's sink topics and formats,
     /// `repartitions` its repartition topics, `physical` renames internal topics.
     pub fn new(
-        producer: FutureProducer,
+        producer: Arc<OutputProducer>,
         encoders: Encoders,
         sinks: HashMap<String, SinkFormat>,
         repartitions: HashSet<String>,
         physical: BTreeMap<String, String>,
     ) -> Self {
-        Emitter {
-            producer,
-            encoders,
-            sinks,
-            repartitions,
-            physical,
-            pending: Mutex::default(),
-            gate: RwLock::default(),
-            poisoned: Default::default(),
-        }
+        let latency = sinks
+            .keys()
+            .map(|topic| (topic.clone(), metrics::histogram!("e2e_latency_seconds", "sink" => topic.clone())))
+            .collect();
+        Emitter { producer, encoders, sinks, repartitions, physical, latency, gate: RwLock::default() }
     }
 
     /// The producer (shared with changelogs).
-    pub fn producer(&self) -> &FutureProducer {
+    pub fn producer(&self) -> &Arc<OutputProducer> {
         &self.producer
-    }
-
-    fn remember(&self, future: DeliveryFuture) {
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.push(future);
-        }
     }
 
     /// Holds off every send until the guard drops.
@@ -107,13 +94,17 @@ impl Emitter {
     /// Sends a task's outputs.
     pub fn emit(&self, outputs: Vec<Output>) -> Result<(), RuntimeError> {
         let _shared = self.gate.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now_ms = chrono::Utc::now().timestamp_millis();
         for output in outputs {
-            let topic = self.physical.get(&output.topic).unwrap_or(&output.topic);
+            let topic = self.physical.get(&output.topic).map_or(output.topic.as_str(), String::as_str);
             let (key, value): (Option<Vec<u8>>, Option<Vec<u8>>) = if self.repartitions.contains(&output.topic) {
                 let (key, value) = encode_repartitioned(&output.key, output.value.as_ref());
                 (Some(key), Some(value))
             } else if let Some(format) = self.sinks.get(&output.topic) {
-                self.encoders.encode(*format, &output).map_err(|e| {
+                if let Some(latency) = self.latency.get(&output.topic) {
+                    latency.record((now_ms - output.timestamp).max(0) as f64 / 1000.0);
+                }
+                self.encoders.encode(*format, &output.topic, &output.key, output.value).map_err(|e| {
                     RuntimeError::Output(format!(
                         "encoding a record for `{}`: {}; make the sink's schema fit what its node gives",
                         output.topic,
@@ -125,16 +116,14 @@ impl Emitter {
                 let key = (!output.key.is_null()).then(|| json::encode_plain(&output.key));
                 (key, output.value.map(|row| json::encode_plain(&Value::Struct(row))))
             };
-            let mut record = FutureRecord::<[u8], [u8]>::to(topic).timestamp(output.timestamp);
+            let mut record = OutputProducer::record(topic, Kind::Output).timestamp(output.timestamp);
             if let Some(key) = &key {
                 record = record.key(key.as_slice());
             }
             if let Some(value) = &value {
                 record = record.payload(value.as_slice());
             }
-            let future =
-                send(&self.producer, record).map_err(|e| RuntimeError::Output(format!("sending to {topic}: {e}")))?;
-            self.remember(future);
+            self.producer.send(record).map_err(|e| RuntimeError::Output(format!("sending to {topic}: {e}")))?;
             RECORDS_OUT.add(topic, 1);
         }
         Ok(())
@@ -164,7 +153,7 @@ impl Emitter {
                 kafka_headers = kafka_headers.insert(KafkaHeader { key, value: Some(value.as_bytes()) });
             }
         }
-        let mut out = FutureRecord::<[u8], [u8]>::to(dlq).headers(kafka_headers);
+        let mut out = OutputProducer::record(dlq, Kind::Output).headers(kafka_headers);
         if let Some(key) = record.key.as_deref() {
             out = out.key(key);
         }
@@ -174,9 +163,7 @@ impl Emitter {
         if let Some(ts) = record.timestamp_ms {
             out = out.timestamp(ts);
         }
-        let future = send(&self.producer, out).map_err(|e| RuntimeError::Output(format!("sending to {dlq}: {e}")))?;
-        self.remember(future);
-        Ok(())
+        self.producer.send(out).map_err(|e| RuntimeError::Output(format!("sending to {dlq}: {e}")))
     }
 
     /// Sends writes held back during a restore.
@@ -194,24 +181,6 @@ impl Emitter {
     /// caller must not commit), and every later flush fails too: the lost records cannot be
     /// sent again from here, so only a restart (from the last commit) can produce them.
     pub fn flush(&self) -> Result<(), RuntimeError> {
-        use std::sync::atomic::Ordering;
-        if self.poisoned.load(Ordering::Relaxed) {
-            return Err(RuntimeError::Output(
-                "an earlier delivery failed; restart to process those records again".into(),
-            ));
-        }
-        let result = self.flush_pending();
-        if result.is_err() {
-            self.poisoned.store(true, Ordering::Relaxed);
-        }
-        result
-    }
-
-    fn flush_pending(&self) -> Result<(), RuntimeError> {
-        let pending = match self.pending.lock() {
-            Ok(mut pending) => std::mem::take(&mut *pending),
-            Err(_) => return Err(RuntimeError::Output("emitter lock poisoned".into())),
-        };
-        wait_all(pending).map(|_| ()).map_err(RuntimeError::Output)
+        self.producer.flush().map_err(RuntimeError::Output)
     }
 }

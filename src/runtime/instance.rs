@@ -2,11 +2,14 @@
 //! topics, register sink schemas, build decoders, the producer and the global store, then hand
 //! over to the [`super::worker`] loop.
 
+use super::cache::CacheBudget;
 use super::codecs::{Decoders, Encoders};
 use super::emitter::Emitter;
 use super::global::SharedBackend;
 use super::layout::{InternalTopic, Layout, check_supported};
-use super::worker::{self, Shared};
+use super::producer::OutputProducer;
+use super::shared::Shared;
+use super::worker;
 use super::{ProcessingGuarantee, RuntimeConfig, RuntimeError};
 use crate::codec::avro::AvroCodec;
 use crate::connectors::kafka::{KafkaConfig, TopicSpec, create_missing_topics};
@@ -17,7 +20,6 @@ use crate::state::{RocksDbBackend, StateConfig, StateMemory};
 use crate::topology::Plan;
 use crate::topology::spec::SourceKind;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::FutureProducer;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -78,7 +80,7 @@ pub fn run(
         sink_schemas.insert(sink.topic.clone(), Arc::new(schema));
     }
 
-    let producer: FutureProducer = {
+    let producer = {
         let mut config = rdkafka::ClientConfig::new();
         config
             .set("enable.idempotence", "true")
@@ -97,17 +99,20 @@ pub fn run(
         for (key, value) in kafka.client_config().config_map() {
             config.set(key, value);
         }
-        let producer: FutureProducer =
-            config.create().map_err(|e| RuntimeError::Kafka(format!("creating the producer: {e}")))?;
+        let producer =
+            OutputProducer::create(&config).map_err(|e| RuntimeError::Kafka(format!("creating the producer: {e}")))?;
         if exactly_once {
             use rdkafka::producer::Producer as _;
             let timeout = Duration::from_secs(30);
-            producer.init_transactions(timeout).map_err(|e| {
+            producer.kafka().init_transactions(timeout).map_err(|e| {
                 RuntimeError::Kafka(format!("initialising transactions (does the broker support them?): {e}"))
             })?;
-            producer.begin_transaction().map_err(|e| RuntimeError::Kafka(format!("beginning a transaction: {e}")))?;
+            producer
+                .kafka()
+                .begin_transaction()
+                .map_err(|e| RuntimeError::Kafka(format!("beginning a transaction: {e}")))?;
         }
-        producer
+        Arc::new(producer)
     };
     let repartitions: HashSet<String> = plan.repartition_topics().into_iter().collect();
     let emitter = Emitter::new(producer, Encoders::new(sink_schemas), sinks, repartitions, layout.physical.clone());
@@ -146,6 +151,7 @@ pub fn run(
         global_tables = layout.globals.len(),
         "starting"
     );
+    let cached_topics = if settings.runtime.record_cache_mb == 0 { HashSet::new() } else { cached_topics(&plan) };
     let shared = Arc::new(Shared {
         plan,
         layout,
@@ -157,8 +163,24 @@ pub fn run(
         global,
         global_tables,
         companions,
+        cached_topics,
+        cache_budget: CacheBudget::new(settings.runtime.record_cache_mb),
     });
     worker::run(shared, shutdown)
+}
+
+/// Sink topics whose every writer is a table-shaped node with the record cache on (a topic that
+/// also takes a stream's records is never merged per key).
+fn cached_topics(plan: &Plan) -> HashSet<String> {
+    let table_node = |name: &str| {
+        plan.nodes.iter().any(|n| n.name == name && n.shape == crate::topology::plan::Shape::Table && n.cache)
+    };
+    let mut cached: HashSet<String> =
+        plan.sinks.iter().filter(|s| table_node(&s.from)).map(|s| s.topic.clone()).collect();
+    for sink in plan.sinks.iter().filter(|s| !table_node(&s.from)) {
+        cached.remove(&sink.topic);
+    }
+    cached
 }
 
 /// The instance's id, kept in `dir/instance.id` (created on first use).

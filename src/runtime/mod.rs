@@ -51,14 +51,21 @@
 //! end (tables bootstrap before the streams that join them), then it processes. Restoring runs
 //! on its own thread while the other tasks go on; progress goes to the log and to metrics.
 
+pub mod assignment;
+pub mod cache;
 pub mod changelog;
 pub mod codecs;
+pub mod commit;
 pub mod emitter;
 pub mod global;
+pub mod group;
 pub mod instance;
 pub mod layout;
 pub mod open;
 pub mod order;
+pub mod process;
+pub mod producer;
+pub mod shared;
 pub mod task;
 pub mod worker;
 
@@ -97,6 +104,15 @@ pub struct RuntimeConfig {
     /// How long a task waits for an input that has records on the broker but none fetched
     /// before it processes its other inputs' records anyway (milliseconds).
     pub max_task_idle_ms: u64,
+    /// Threads processing tasks at once (default: the number of cores).
+    pub num_threads: usize,
+    /// Record cache for the outputs of table-shaped nodes, shared by all tasks (MiB; 0: off):
+    /// a sink gets the latest value per key per commit ([`cache`]).
+    pub record_cache_mb: usize,
+    /// A table's first load (and a global table's) commits every this many rows...
+    pub bootstrap_chunk_records: usize,
+    /// ...or this many MiB written, so a large table never sits whole in memory.
+    pub bootstrap_chunk_mb: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -110,6 +126,10 @@ impl Default for RuntimeConfig {
             replication_factor: 1,
             state_cache_mb: 256,
             max_task_idle_ms: 2_000,
+            num_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            record_cache_mb: 16,
+            bootstrap_chunk_records: 100_000,
+            bootstrap_chunk_mb: 64,
         }
     }
 }
@@ -129,6 +149,9 @@ pub enum RuntimeError {
     /// Outputs could not be written.
     #[error("{0}")]
     Output(String),
+    /// A bug or a broken invariant inside the runtime (a panicked thread, a poisoned lock).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A record failed with `on_error: fail` (or outside any source's policy).
     #[error(
         "{class} error on {topic} partition {partition} offset {offset}: {message}; the record was not processed and nothing after it was committed. Fix the input or set the source's `on_error: skip | dead_letter`"
@@ -155,6 +178,7 @@ impl RuntimeError {
             RuntimeError::Config(_) => ErrorClass::Config,
             RuntimeError::Kafka(_) | RuntimeError::Output(_) => ErrorClass::External,
             RuntimeError::State(e) => e.class(),
+            RuntimeError::Internal(_) => ErrorClass::Internal,
             RuntimeError::Record { class, .. } => *class,
         }
     }

@@ -9,8 +9,8 @@ use super::codecs::BadRecord;
 use super::emitter::Deferred;
 use super::global::TaskBackend;
 use super::layout::TaskId;
+use super::shared::Shared;
 use super::task::Task;
-use super::worker::Shared;
 use crate::connectors::kafka::record_from;
 use crate::error::ErrorClass;
 use crate::observe::metrics::LabelledCounters;
@@ -46,15 +46,18 @@ pub fn handle_record(shared: &Shared, task: &mut Task, topic: &str, record: &Rec
         }
     });
     match outcome {
-        Ok(out) => match task.deferred() {
-            Some(deferred) => deferred.push(Deferred::Outputs(out)),
-            None => {
-                if let Err(e) = shared.emitter.emit(out) {
-                    // The record's state writes stay in the task's write cache; the instance
-                    // stops without committing them (see `run`).
-                    return Err(e);
+        Ok(out) => match task.cache.absorb(out, &shared.cached_topics, &shared.cache_budget) {
+            out if out.is_empty() => {}
+            out => match task.deferred() {
+                Some(deferred) => deferred.push(Deferred::Outputs(out)),
+                None => {
+                    if let Err(e) = shared.emitter.emit(out) {
+                        // The record's state writes stay in the task's write cache; the instance
+                        // stops without committing them (see `run`).
+                        return Err(e);
+                    }
                 }
-            }
+            },
         },
         Err(bad) => {
             let policy = match (source, bad.class) {
@@ -100,13 +103,21 @@ pub fn handle_record(shared: &Shared, task: &mut Task, topic: &str, record: &Rec
 
 /// Reads partitions of `topic` from the task's positions (the start without one) to their end,
 /// all at once, processing every record: how tables bootstrap before the streams that join them.
+///
+/// With `chunked`, the task commits whenever its uncommitted writes reach
+/// `runtime.bootstrap_chunk_records` keys or `bootstrap_chunk_mb`, so a large table is never
+/// held whole in memory (nor logged as one changelog batch). A crash between chunks resumes from
+/// the last chunk's positions like after any commit.
 fn catch_up(
     shared: &Shared,
     task: &mut Task,
     topic: &str,
     partitions: &[i32],
     cancel: &AtomicBool,
+    chunked: bool,
 ) -> Result<u64, RuntimeError> {
+    let max_keys = shared.runtime.bootstrap_chunk_records.max(1);
+    let max_bytes = shared.runtime.bootstrap_chunk_mb.max(1) << 20;
     let consumer = reader(&shared.kafka, &format!("{}-bootstrap", shared.layout.application_id), true)
         .map_err(|e| RuntimeError::Kafka(format!("creating a consumer: {e}")))?;
     let mut assignment = TopicPartitionList::new();
@@ -131,10 +142,32 @@ fn catch_up(
             Some(Ok(message)) => {
                 records += 1;
                 handle_record(shared, task, topic, &record_from(&message, name.clone()))?;
+                let (keys, bytes) = task.pending();
+                if chunked && (keys >= max_keys || bytes >= max_bytes) {
+                    commit_chunk(shared, task)?;
+                }
             }
         }
     }
     Ok(records)
+}
+
+/// Commits a bootstrap chunk by the commit protocol: the outputs so far (held back or cached)
+/// are sent and acknowledged first.
+fn commit_chunk(shared: &Shared, task: &mut Task) -> Result<(), RuntimeError> {
+    let deferring = task.deferred().is_some();
+    shared.emitter.send_deferred(task.take_deferred())?;
+    let cached = task.cache.drain(&shared.cache_budget);
+    if !cached.is_empty() {
+        shared.emitter.emit(cached)?;
+    }
+    shared.emitter.flush()?;
+    task.commit()?;
+    if deferring {
+        task.defer();
+    }
+    metrics::counter!("bootstrap_chunks_total").increment(1);
+    Ok(())
 }
 
 /// Opens a task: local state, changelog restore from the local checkpoint, then its tables read
@@ -186,8 +219,12 @@ pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Ta
     let mut task = Task::new(id, pipeline, state);
     task.rewrite(&report.orphans)?;
     task.defer();
+    // Under exactly-once a restoring task's changelog records would join the instance's open
+    // transaction while its local state moved on alone: its table loads in one piece, committed
+    // by the worker inside the transaction.
+    let chunked = shared.runtime.processing_guarantee == ProcessingGuarantee::AtLeastOnce;
     for input in sub.inputs.iter().filter(|i| i.table) {
-        let records = catch_up(shared, &mut task, &input.topic, &[id.partition], cancel)?;
+        let records = catch_up(shared, &mut task, &input.topic, &[id.partition], cancel, chunked)?;
         tracing::info!(task = %id, topic = %input.topic, records, "table read to its end");
     }
     // Committed by the worker with the others (inside its transaction under exactly-once).
@@ -204,7 +241,8 @@ pub fn open_global(shared: &Shared) -> Result<Option<Task>, RuntimeError> {
     let never = AtomicBool::new(false);
     for (_, topic, partitions) in &shared.layout.globals {
         let all: Vec<i32> = (0..*partitions).collect();
-        let records = catch_up(shared, &mut task, topic, &all, &never)?;
+        // The global store has no changelog (its topics are its log): chunks commit locally.
+        let records = catch_up(shared, &mut task, topic, &all, &never, true)?;
         tracing::info!(topic, partitions, records, "global table read to its end");
     }
     shared.emitter.flush()?;

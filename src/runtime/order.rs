@@ -7,77 +7,103 @@
 //! event with the same timestamp — so a dimension change committed before an event is applied
 //! before it, and a fast input does not make a slow one's records late.
 //!
-//! While an input has nothing buffered but more on the broker (its fetch position is below the
-//! high watermark librdkafka last saw, or that is not known yet), the task waits for it, at most
+//! While an input has nothing buffered but more on the broker (the consumer's position is below
+//! the high watermark librdkafka last saw, or that is not known yet), the task waits for it, at most
 //! `max_task_idle_ms`; then it goes on without it (counted in
 //! `task_enforced_processing_total`). Buffered records are not processed, so they are not part
 //! of any commit: a task closed with records buffered reads them again.
 
 use crate::record::Record;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+struct Input {
+    topic: Arc<str>,
+    table: bool,
+    queue: VecDeque<Record>,
+}
 
 /// The buffered records of one task, per input topic.
 #[derive(Debug, Default)]
 pub struct InputQueues {
-    queues: BTreeMap<String, VecDeque<Record>>,
-    tables: BTreeSet<String>,
+    inputs: Vec<Input>,
     waiting_since: Option<Instant>,
 }
 
 impl InputQueues {
     /// Queues for a task's inputs: `(topic, is a table)`.
     pub fn new<'a>(inputs: impl IntoIterator<Item = (&'a str, bool)>) -> Self {
-        let mut queues = InputQueues::default();
-        for (topic, table) in inputs {
-            queues.queues.insert(topic.to_owned(), VecDeque::new());
-            if table {
-                queues.tables.insert(topic.to_owned());
-            }
-        }
-        queues
+        let inputs =
+            inputs.into_iter().map(|(topic, table)| Input { topic: topic.into(), table, queue: VecDeque::new() });
+        InputQueues { inputs: inputs.collect(), waiting_since: None }
+    }
+
+    fn input(&self, topic: &str) -> Option<&Input> {
+        self.inputs.iter().find(|i| &*i.topic == topic)
+    }
+
+    /// The shared name of an input topic (records carry it without a copy per record).
+    pub fn topic(&self, topic: &str) -> Arc<str> {
+        self.input(topic).map_or_else(|| Arc::from(topic), |i| i.topic.clone())
     }
 
     /// Buffers a fetched record of `topic`.
     pub fn push(&mut self, topic: &str, record: Record) {
-        self.queues.entry(topic.to_owned()).or_default().push_back(record);
+        match self.inputs.iter_mut().find(|i| &*i.topic == topic) {
+            Some(input) => input.queue.push_back(record),
+            None => self.inputs.push(Input { topic: topic.into(), table: false, queue: VecDeque::from([record]) }),
+        }
     }
 
     /// Records buffered for `topic`.
     pub fn queued(&self, topic: &str) -> usize {
-        self.queues.get(topic).map_or(0, VecDeque::len)
+        self.input(topic).map_or(0, |i| i.queue.len())
     }
 
     /// Records buffered in all.
     pub fn len(&self) -> usize {
-        self.queues.values().map(VecDeque::len).sum()
+        self.inputs.iter().map(|i| i.queue.len()).sum()
     }
 
     /// True when nothing is buffered.
     pub fn is_empty(&self) -> bool {
-        self.queues.values().all(VecDeque::is_empty)
+        self.inputs.iter().all(|i| i.queue.is_empty())
+    }
+
+    /// Drops everything buffered (read again by whoever runs the task next).
+    pub fn clear(&mut self) {
+        for input in &mut self.inputs {
+            input.queue.clear();
+        }
     }
 
     /// The input topics.
     pub fn topics(&self) -> impl Iterator<Item = &str> {
-        self.queues.keys().map(String::as_str)
+        self.inputs.iter().map(|i| &*i.topic)
+    }
+
+    /// Input topics with nothing buffered.
+    pub fn empty_topics(&self) -> impl Iterator<Item = &str> {
+        self.inputs.iter().filter(|i| i.queue.is_empty()).map(|i| &*i.topic)
     }
 
     /// The next record in event-time order, or `None`: nothing is buffered, or an input with
     /// nothing buffered still has records on the broker (`lagging`) and the task has not waited
     /// `max_idle` for it yet.
-    pub fn next(&mut self, lagging: impl Fn(&str) -> bool, max_idle: Duration) -> Option<(String, Record)> {
-        let topic = self
-            .queues
+    pub fn next(&mut self, lagging: impl Fn(&str) -> bool, max_idle: Duration) -> Option<(Arc<str>, Record)> {
+        let index = self
+            .inputs
             .iter()
-            .filter_map(|(topic, queue)| {
-                let head = queue.front()?;
-                Some((head.timestamp_ms.unwrap_or(i64::MIN), !self.tables.contains(topic), topic))
+            .enumerate()
+            .filter_map(|(index, input)| {
+                let head = input.queue.front()?;
+                Some((head.timestamp_ms.unwrap_or(i64::MIN), !input.table, index))
             })
             .min()?
-            .2
-            .clone();
-        let waiting = self.queues.iter().any(|(topic, queue)| queue.is_empty() && lagging(topic));
+            .2;
+        let waiting = self.inputs.iter().any(|input| input.queue.is_empty() && lagging(&input.topic));
         if waiting {
             let since = *self.waiting_since.get_or_insert_with(Instant::now);
             if since.elapsed() < max_idle {
@@ -87,8 +113,9 @@ impl InputQueues {
         } else {
             self.waiting_since = None;
         }
-        let record = self.queues.get_mut(&topic)?.pop_front()?;
-        Some((topic, record))
+        let input = &mut self.inputs[index];
+        let record = input.queue.pop_front()?;
+        Some((input.topic.clone(), record))
     }
 }
 
@@ -102,7 +129,7 @@ mod tests {
 
     fn drain(queues: &mut InputQueues) -> Vec<(String, i64)> {
         std::iter::from_fn(|| queues.next(|_| false, Duration::ZERO))
-            .map(|(t, r)| (t, r.timestamp_ms.unwrap_or_default()))
+            .map(|(t, r)| (t.to_string(), r.timestamp_ms.unwrap_or_default()))
             .collect()
     }
 

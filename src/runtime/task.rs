@@ -1,9 +1,11 @@
 //! One task: the pipeline of one sub-topology over one partition, with its state, its input
 //! positions and its stream time. The worker feeds it decoded records; it commits on request.
 
+use super::cache::RecordCache;
 use super::codecs::Input;
 use super::emitter::Deferred;
 use super::layout::TaskId;
+use super::order::InputQueues;
 use crate::operators::OperatorError;
 use crate::operators::pipeline::{Output, Pipeline};
 use crate::state::{StateBackend, StateError, TaskState};
@@ -12,6 +14,14 @@ use std::collections::BTreeMap;
 /// The checkpoint key of an input partition.
 pub fn position_key(topic: &str, partition: i32) -> String {
     format!("{topic}:{partition}")
+}
+
+/// Whether `key` is [`position_key`]`(topic, partition)`, without building it.
+fn is_position_key(key: &str, topic: &str, partition: i32) -> bool {
+    key.len() > topic.len()
+        && key.starts_with(topic)
+        && key.as_bytes()[topic.len()] == b':'
+        && key[topic.len() + 1..].parse::<i32>() == Ok(partition)
 }
 
 /// A task.
@@ -26,6 +36,10 @@ pub struct Task {
     uncommitted: u64,
     /// While restoring: outputs and dead letters held back until the task runs.
     deferred: Option<Vec<Deferred>>,
+    /// Fetched input records, processed in event-time order ([`super::order`]).
+    pub queue: InputQueues,
+    /// Outputs of table-shaped nodes, latest per key until the next commit ([`super::cache`]).
+    pub cache: RecordCache,
 }
 
 impl std::fmt::Debug for Task {
@@ -39,18 +53,34 @@ impl Task {
     pub fn new(id: TaskId, pipeline: Pipeline, state: TaskState<Box<dyn StateBackend>>) -> Self {
         let positions = state.checkpoint().inputs.clone();
         let stream_time = state.checkpoint().stream_time_ms.unwrap_or(i64::MIN);
-        Task { id, pipeline, state, positions, stream_time, uncommitted: 0, deferred: None }
+        Task {
+            id,
+            pipeline,
+            state,
+            positions,
+            stream_time,
+            uncommitted: 0,
+            deferred: None,
+            queue: InputQueues::default(),
+            cache: RecordCache::default(),
+        }
     }
 
     /// The next offset to read from an input partition, if the state has one.
     pub fn position(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.positions.get(&position_key(topic, partition)).copied()
+        self.positions.iter().find(|(key, _)| is_position_key(key, topic, partition)).map(|(_, next)| *next)
     }
 
     /// Records that every record of the partition before `next` is done (processed, skipped or
-    /// dead-lettered).
+    /// dead-lettered). A task has a handful of inputs: finding the entry costs less than
+    /// building its key for every record.
     pub fn advance(&mut self, topic: &str, partition: i32, next: i64) {
-        self.positions.insert(position_key(topic, partition), next);
+        match self.positions.iter_mut().find(|(key, _)| is_position_key(key, topic, partition)) {
+            Some((_, position)) => *position = next,
+            None => {
+                self.positions.insert(position_key(topic, partition), next);
+            }
+        }
         self.uncommitted += 1;
     }
 
@@ -98,6 +128,11 @@ impl Task {
         }
     }
 
+    /// Distinct state keys and bytes written since the last commit.
+    pub fn pending(&self) -> (usize, usize) {
+        (self.state.pending_writes(), self.state.written_bytes())
+    }
+
     /// Whether anything happened since the last commit.
     pub fn needs_commit(&self) -> bool {
         self.uncommitted > 0 || self.state.pending_writes() > 0
@@ -106,15 +141,21 @@ impl Task {
     /// Commits state and positions (steps 2-3 of the commit protocol; the caller flushed the
     /// producer first and commits group offsets after).
     pub fn commit(&mut self) -> Result<(), StateError> {
-        self.prepare_commit()?;
+        let stream_time = (self.stream_time != i64::MIN).then_some(self.stream_time);
+        self.state.prepare_commit(self.positions.clone(), stream_time)?;
         self.finish_commit()
     }
 
-    /// Step 2 alone: the changelog part of a commit (inside the open transaction under
-    /// exactly-once).
-    pub fn prepare_commit(&mut self) -> Result<(), StateError> {
+    /// Step 2, first phase: sends the changelog writes (the caller waits once for every task's).
+    /// True if the commit logs anything.
+    pub fn log_writes(&mut self) -> Result<bool, StateError> {
         let stream_time = (self.stream_time != i64::MIN).then_some(self.stream_time);
-        self.state.prepare_commit(self.positions.clone(), stream_time)
+        self.state.log_writes(self.positions.clone(), stream_time)
+    }
+
+    /// Step 2, second phase: sends the commit marker, once the writes are durable.
+    pub fn log_marker(&mut self) -> Result<(), StateError> {
+        self.state.log_marker()
     }
 
     /// Step 3 alone: state and checkpoint to the local store (after the transaction committed).

@@ -3,7 +3,7 @@
 //! topics through this trait; [`MemoryChangelog`] serves tests and the test driver.
 
 use super::StateError;
-use super::backend::Checkpoint;
+use super::backend::{Checkpoint, WriteSet};
 use std::collections::BTreeMap;
 
 /// One changelog record: a write to one key of one store (`None` = delete, a tombstone).
@@ -18,15 +18,34 @@ pub struct ChangelogEntry {
 }
 
 /// Where committed writes are logged before they reach the local store.
+///
+/// A commit logs in two phases so that a runtime with many tasks can wait once for all of them:
+/// every task sends its writes ([`Changelog::send_writes`]), one wait makes them durable
+/// ([`Changelog::flush`]), every task sends its commit marker ([`Changelog::send_marker`]), one
+/// more wait. A marker is never sent before every write of its batch is durable.
 pub trait Changelog: Send {
-    /// Appends the entries (in order) of one commit whose checkpoint will be `checkpoint`, and
-    /// makes them durable; returns the next changelog position(s) after the append (the
-    /// checkpoint's new `changelogs`).
-    fn append(
-        &mut self,
-        entries: &[ChangelogEntry],
-        checkpoint: &Checkpoint,
-    ) -> Result<BTreeMap<String, i64>, StateError>;
+    /// Sends the writes of one commit (in key order per store); they need not be durable yet.
+    fn send_writes(&mut self, writes: &WriteSet) -> Result<(), StateError>;
+
+    /// Sends the marker that commits the writes sent last, with the commit's checkpoint. Called
+    /// only after a [`Changelog::flush`] since those writes.
+    fn send_marker(&mut self, checkpoint: &Checkpoint) -> Result<(), StateError>;
+
+    /// Waits until everything sent is durable.
+    fn flush(&mut self) -> Result<(), StateError>;
+
+    /// The next changelog position(s) after everything flushed (the checkpoint's new
+    /// `changelogs`).
+    fn positions(&self) -> Result<BTreeMap<String, i64>, StateError>;
+
+    /// One whole commit: writes, wait, marker, wait; returns the new positions.
+    fn append(&mut self, writes: &WriteSet, checkpoint: &Checkpoint) -> Result<BTreeMap<String, i64>, StateError> {
+        self.send_writes(writes)?;
+        self.flush()?;
+        self.send_marker(checkpoint)?;
+        self.flush()?;
+        self.positions()
+    }
 }
 
 /// A changelog kept in memory, with a switch to simulate an unavailable log.
@@ -39,13 +58,33 @@ pub struct MemoryChangelog {
 }
 
 impl Changelog for MemoryChangelog {
-    fn append(&mut self, entries: &[ChangelogEntry], _: &Checkpoint) -> Result<BTreeMap<String, i64>, StateError> {
+    fn send_writes(&mut self, writes: &WriteSet) -> Result<(), StateError> {
         if self.fail_appends {
             return Err(StateError::Changelog("changelog unavailable (simulated)".into()));
         }
-        for entry in entries {
-            self.logs.entry(entry.store.clone()).or_default().push(entry.clone());
+        for (store, entries) in writes {
+            let log = self.logs.entry(store.clone()).or_default();
+            log.extend(entries.iter().map(|(key, value)| ChangelogEntry {
+                store: store.clone(),
+                key: key.clone(),
+                value: value.clone(),
+            }));
         }
+        Ok(())
+    }
+
+    fn send_marker(&mut self, _: &Checkpoint) -> Result<(), StateError> {
+        if self.fail_appends {
+            return Err(StateError::Changelog("changelog unavailable (simulated)".into()));
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StateError> {
+        Ok(())
+    }
+
+    fn positions(&self) -> Result<BTreeMap<String, i64>, StateError> {
         Ok(self.logs.iter().map(|(store, log)| (store.clone(), log.len() as i64)).collect())
     }
 }

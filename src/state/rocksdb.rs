@@ -14,7 +14,7 @@
 use super::StateError;
 use super::backend::{Checkpoint, StateBackend, WriteSet, in_range};
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, WriteBatch,
     WriteBufferManager, WriteOptions,
 };
 use serde::{Deserialize, Serialize};
@@ -161,7 +161,13 @@ impl StateBackend for RocksDbBackend {
     fn range(&self, store: &str, from: &[u8], to: Option<&[u8]>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
         let cf = self.cf(store)?;
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(cf, IteratorMode::From(from, Direction::Forward)) {
+        // With an upper bound RocksDB stops at it instead of stepping over the deleted keys
+        // after the range (closed windows, expired buffers) to find the next live one.
+        let mut options = ReadOptions::default();
+        if let Some(to) = to {
+            options.set_iterate_upper_bound(to.to_vec());
+        }
+        for item in self.db.iterator_cf_opt(cf, options, IteratorMode::From(from, Direction::Forward)) {
             let (key, value) = item.map_err(|e| classify(&self.path, e))?;
             if !in_range(&key, from, to) {
                 break;

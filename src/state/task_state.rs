@@ -7,7 +7,7 @@
 
 use super::StateError;
 use super::backend::{Checkpoint, StateBackend, WriteSet, in_range};
-use super::changelog::{Changelog, ChangelogEntry};
+use super::changelog::Changelog;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The state of one task.
@@ -16,6 +16,8 @@ pub struct TaskState<B: StateBackend> {
     stores: BTreeSet<String>,
     pending: WriteSet,
     pending_count: usize,
+    /// Key and value bytes written since the last commit (a key written twice counts twice).
+    written_bytes: usize,
     changelog: Option<Box<dyn Changelog>>,
     checkpoint: Checkpoint,
     /// Undo log of the record being processed: (store, key, what was pending before).
@@ -24,6 +26,8 @@ pub struct TaskState<B: StateBackend> {
     prepared: Option<Checkpoint>,
     /// Log a commit whose only news is new input positions (a marker without writes).
     log_positions: bool,
+    /// The prepared commit sent writes to the changelog (so it has a marker and new positions).
+    logged: bool,
 }
 
 impl<B: StateBackend> std::fmt::Debug for TaskState<B> {
@@ -46,11 +50,13 @@ impl<B: StateBackend> TaskState<B> {
             stores,
             pending: WriteSet::new(),
             pending_count: 0,
+            written_bytes: 0,
             changelog: None,
             checkpoint,
             undo: None,
             prepared: None,
             log_positions: false,
+            logged: false,
         })
     }
 
@@ -99,6 +105,7 @@ impl<B: StateBackend> TaskState<B> {
         let short_lived = value.is_none()
             && matches!(self.pending.get(store).and_then(|p| p.get(&key)), Some(Some(_)))
             && self.backend.get(store, &key)?.is_none();
+        self.written_bytes += key.len() + value.as_ref().map_or(0, Vec::len);
         let entries = self.pending.entry(store.to_owned()).or_default();
         let previous = if short_lived { entries.remove(&key) } else { entries.insert(key.clone(), value) };
         match (&previous, short_lived) {
@@ -164,6 +171,12 @@ impl<B: StateBackend> TaskState<B> {
         self.pending_count
     }
 
+    /// Key and value bytes written since the last commit (an upper bound of what the commit
+    /// holds: a key written twice counts twice).
+    pub fn written_bytes(&self) -> usize {
+        self.written_bytes
+    }
+
     /// The checkpoint of the last commit (empty before the first).
     pub fn checkpoint(&self) -> &Checkpoint {
         &self.checkpoint
@@ -187,44 +200,74 @@ impl<B: StateBackend> TaskState<B> {
         self.finish_commit()
     }
 
-    /// First half of a commit: appends the pending writes to the changelog (step 2). Nothing
-    /// reaches the backend until [`TaskState::finish_commit`]; in between, the caller may commit
-    /// a Kafka transaction that the changelog records belong to. No writes may happen in between.
+    /// First half of a commit: appends the pending writes and their commit marker to the
+    /// changelog and waits for them (step 2). Nothing reaches the backend until
+    /// [`TaskState::finish_commit`]; in between, the caller may commit a Kafka transaction that
+    /// the changelog records belong to. No writes may happen in between.
     pub fn prepare_commit(
         &mut self,
         inputs: BTreeMap<String, i64>,
         stream_time_ms: Option<i64>,
     ) -> Result<(), StateError> {
-        let mut next = Checkpoint { inputs, changelogs: self.checkpoint.changelogs.clone(), stream_time_ms };
+        self.log_writes(inputs, stream_time_ms)?;
         if let Some(changelog) = &mut self.changelog {
-            let entries: Vec<ChangelogEntry> = self
-                .pending
-                .iter()
-                .flat_map(|(store, writes)| {
-                    writes.iter().map(move |(key, value)| ChangelogEntry {
-                        store: store.clone(),
-                        key: key.clone(),
-                        value: value.clone(),
-                    })
-                })
-                .collect();
+            changelog.flush()?;
+        }
+        self.log_marker()?;
+        if let Some(changelog) = &mut self.changelog {
+            changelog.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Step 2, first phase: sends the pending writes to the changelog without waiting (a runtime
+    /// with many tasks sends every task's writes, then waits once). Then
+    /// [`TaskState::log_marker`] after the changelog's writes are durable. True if anything was
+    /// sent (the commit has a marker).
+    pub fn log_writes(
+        &mut self,
+        inputs: BTreeMap<String, i64>,
+        stream_time_ms: Option<i64>,
+    ) -> Result<bool, StateError> {
+        let next = Checkpoint { inputs, changelogs: self.checkpoint.changelogs.clone(), stream_time_ms };
+        self.logged = false;
+        if let Some(changelog) = &mut self.changelog {
             let moved = next.inputs != self.checkpoint.inputs || next.stream_time_ms != self.checkpoint.stream_time_ms;
-            if !entries.is_empty() || (self.log_positions && moved) {
-                next.changelogs.extend(changelog.append(&entries, &next)?);
+            if self.pending_count > 0 || (self.log_positions && moved) {
+                changelog.send_writes(&self.pending)?;
+                self.logged = true;
             }
         }
         self.prepared = Some(next);
+        Ok(self.logged)
+    }
+
+    /// Step 2, second phase: sends the commit marker of the writes sent by
+    /// [`TaskState::log_writes`], once they are durable. The caller waits for the marker before
+    /// [`TaskState::finish_commit`].
+    pub fn log_marker(&mut self) -> Result<(), StateError> {
+        let (Some(changelog), Some(next)) = (&mut self.changelog, &self.prepared) else { return Ok(()) };
+        if self.logged {
+            changelog.send_marker(next)?;
+        }
         Ok(())
     }
 
     /// Second half of a commit: writes the pending writes and the prepared checkpoint to the
-    /// backend in one atomic write (step 3).
+    /// backend in one atomic write (step 3). The changelog's marker must be durable.
     pub fn finish_commit(&mut self) -> Result<&Checkpoint, StateError> {
-        let next =
+        let mut next =
             self.prepared.take().ok_or_else(|| StateError::Changelog("finish_commit without prepare_commit".into()))?;
+        if self.logged
+            && let Some(changelog) = &self.changelog
+        {
+            next.changelogs.extend(changelog.positions()?);
+        }
         self.backend.commit(&self.pending, &next)?;
         self.pending.clear();
         self.pending_count = 0;
+        self.written_bytes = 0;
+        self.logged = false;
         self.checkpoint = next;
         Ok(&self.checkpoint)
     }
@@ -233,6 +276,7 @@ impl<B: StateBackend> TaskState<B> {
     pub fn discard_pending(&mut self) {
         self.pending.clear();
         self.pending_count = 0;
+        self.written_bytes = 0;
         self.undo = None;
     }
 

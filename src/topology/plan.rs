@@ -189,6 +189,8 @@ pub struct PlannedNode {
     pub steps: Vec<Step>,
     /// Output shape.
     pub shape: Shape,
+    /// Table-shaped output through the runtime's record cache (latest value per key per commit).
+    pub cache: bool,
     /// Sub-topology of the node's last step.
     pub subtopology: usize,
     /// Where its late records go: `None` = dropped (counted), `Some(topic)` = dead-lettered there.

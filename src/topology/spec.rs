@@ -354,6 +354,11 @@ pub struct NodeSpec {
     /// (written unchanged to `<topology>-<node>-late`).
     #[serde(default)]
     pub late: LatePolicy,
+    /// For a node whose output is a table: `false` sends every update to its sinks as it
+    /// happens; by default (`true`) the runtime's record cache sends the latest value per key at
+    /// each commit (`runtime.record_cache_mb`).
+    #[serde(default)]
+    pub cache: Option<bool>,
 }
 
 /// Late-record policy.

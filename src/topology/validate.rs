@@ -148,7 +148,18 @@ pub fn build(spec: TopologySpec, file: Option<&Path>, base_dir: &Path) -> Result
     let mut b = Builder { file, base_dir, topology: spec.name.clone(), known: BTreeMap::new(), parents: Vec::new() };
     let mut sources = Vec::new();
     for (name, Located { value: source, line }) in spec.sources {
-        sources.push(source::build_source(&mut b, name, source, line)?);
+        let planned = source::build_source(&mut b, name, source, line)?;
+        if let Some(other) = sources.iter().find(|s: &&PlannedSource| s.topic == planned.topic) {
+            return Err(b.error(
+                Some(line),
+                Some(&planned.name),
+                format!(
+                    "sources `{}` and `{}` both read topic `{}`; declare the topic once and branch with nodes (e.g. two nodes `from: {}` with their own `filter`)",
+                    other.name, planned.name, planned.topic, other.name
+                ),
+            ));
+        }
+        sources.push(planned);
     }
 
     let mut nodes = Vec::new();
@@ -494,7 +505,15 @@ fn build_node(b: &mut Builder<'_>, node: NodeSpec, line: u64) -> Result<PlannedN
         },
     );
     let late_topic = (node.late == LatePolicy::DeadLetter).then(|| format!("{}-{}-late", b.topology, name));
-    Ok(PlannedNode { name, inputs, steps, shape, subtopology: group, line, late_topic })
+    if node.cache == Some(false) && shape != Shape::Table {
+        return Err(b.error(
+            Some(line),
+            Some(&name),
+            "`cache` applies to nodes whose output is a table (an `aggregate`, a `to_table`, a table's changes); this node gives a stream, which is never cached",
+        ));
+    }
+    let cache = node.cache.unwrap_or(true);
+    Ok(PlannedNode { name, inputs, steps, shape, cache, subtopology: group, line, late_topic })
 }
 
 /// A `select`: each output field's expression, with the field types it gives.

@@ -75,6 +75,8 @@ impl Setup {
             .arg(&state)
             .args(["--metrics-address", &format!("127.0.0.1:{port}")])
             .args(if flags.contains(&"--commit-interval-ms") { &[][..] } else { &["--commit-interval-ms", "200"][..] })
+            // Every instance processes its tasks on two threads unless a test says otherwise.
+            .args(if flags.contains(&"--num-threads") { &[][..] } else { &["--num-threads", "2"][..] })
             .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
             .args(flags)
             .envs(env.iter().copied())
@@ -358,9 +360,10 @@ async fn a_group_killed_restarted_and_joined_late_matches_the_oracle() {
     let mut first = setup.start("first");
     let second = setup.start("second");
     produce_clicks(&setup, 0..3_000).await;
-    // Kill one instance mid-stream, once it has processed some of the input.
-    wait_until("the first instance to process records", Duration::from_secs(60), || {
-        first.metric("records_in_total") > 0.0
+    // Kill one instance mid-stream, once a commit of it wrote state (so its successor restores
+    // real state, not an empty changelog).
+    wait_until("the first instance to commit state", Duration::from_secs(60), || {
+        first.metric("task_state_commits_total") > 0.0
     });
     first.kill();
     produce_clicks(&setup, 3_000..6_000).await;
@@ -419,6 +422,52 @@ async fn a_restart_restores_from_the_local_checkpoint_not_the_whole_changelog() 
     await_oracle(&setup, 6_000, &[&fresh]);
     assert!(fresh.metric("restore_records_total") >= logged as f64, "{}", fresh.log_text());
     fresh.kill();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_loaded_in_chunks_and_killed_mid_load_restarts_to_the_oracle() {
+    let setup = Setup::new("rt_chunks").await;
+    produce_visitors(&setup, 0).await;
+    // 3,000 more visitors no click refers to: a table far larger than one chunk (one row here).
+    const EXTRA: i64 = 3_000;
+    let producer = producer(&setup.bootstrap);
+    let topic = setup.topic("visitors");
+    for visitor in VISITORS + 1..=VISITORS + EXTRA {
+        let key = json!({"visitor_id": visitor}).to_string();
+        let value = json!({"before": null, "after": {"visitor_id": visitor, "source": "direct"},
+            "source": {"ts_ms": START}, "op": "r", "ts_ms": START})
+        .to_string();
+        producer
+            .send_result(FutureRecord::to(&topic).key(key.as_bytes()).payload(value.as_bytes()))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+    produce_clicks(&setup, 0..2_000).await;
+    let chunks = [("HAPPYSTREAMS_RUNTIME__BOOTSTRAP_CHUNK_RECORDS", "1")];
+    let mut first = setup.start_with("first", &[], &chunks);
+    wait_until("the first chunks of the table", Duration::from_secs(60), || {
+        first.metric("bootstrap_chunks_total") >= 5.0
+    });
+    let loading = first.metric("task_running") < f64::from(2 * PARTITIONS);
+    first.kill();
+    assert!(loading, "killed while the table was still loading\n{}", first.log_text());
+    let restarted = setup.start_with("first", &[], &chunks);
+    await_oracle(&setup, 2_000, &[&restarted]);
+    assert!(restarted.metric("bootstrap_chunks_total") > 0.0, "the restart went on loading in chunks");
+    // The table's changelog: one batch per chunk, each with one row and its marker (plus, after
+    // the kill, the rewrite of the row the killed instance left without a marker). The load never
+    // held more than that in memory, and every row got in.
+    let changelog = read_all(&setup.bootstrap, &format!("{}-visitors-table-changelog", setup.prefix), PARTITIONS);
+    let mut batches: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, _, headers) in &changelog {
+        if let Some(batch) = headers.iter().find_map(|h| h.strip_prefix("happystreams.batch=")) {
+            *batches.entry(batch.to_owned()).or_default() += 1;
+        }
+    }
+    let largest = batches.values().copied().max().unwrap_or_default();
+    assert!(largest <= 3, "a chunk of {largest} records");
+    assert!(batches.len() >= (VISITORS + EXTRA) as usize, "{} chunks for {} rows", batches.len(), VISITORS + EXTRA);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -544,6 +593,52 @@ async fn exactly_once_aborts_a_failed_batch_and_never_shows_it_to_read_committed
     let (facts, counts, total) = outputs_at(&failing, "read_committed");
     assert_eq!((facts, counts), (want_facts, want_counts));
     assert_eq!(total, 300, "exactly once: no duplicate facts in the committed view");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_written_in_transactions_never_holds_up_its_task() {
+    // Debezium with exactly-once sources (and our own outputs under exactly-once) write in
+    // transactions: the commit marker after the last record is an offset the consumer never
+    // returns, so a task that compared the last record's offset with the high watermark would
+    // think the table always behind and wait `max_task_idle_ms` for it again and again.
+    let broker = rig::noida();
+    let env = [("HAPPYSTREAMS_KAFKA__PROPERTIES__PARTITION_ASSIGNMENT_STRATEGY", "range")];
+    let setup = Setup::on(broker, "rt_txn_table", "skip", 1).await;
+    let grouped_by_key = std::fs::read_to_string(&setup.topology)
+        .unwrap()
+        .replace("group_by: { source: source }", "group_by: { visitor_id: visitor_id }");
+    std::fs::write(&setup.topology, grouped_by_key).unwrap();
+    let transactional: FutureProducer = rig::client_config(broker)
+        .set("transactional.id", format!("{}-debezium", setup.prefix))
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap();
+    {
+        use rdkafka::producer::Producer as _;
+        transactional.init_transactions(Duration::from_secs(30)).unwrap();
+        transactional.begin_transaction().unwrap();
+        let topic = setup.topic("visitors");
+        for visitor in 1..=VISITORS {
+            let key = json!({"visitor_id": visitor}).to_string();
+            let value = json!({"before": null, "after": {"visitor_id": visitor, "source": visitor_source(visitor, 0)},
+                "source": {"ts_ms": START}, "op": "r", "ts_ms": START})
+            .to_string();
+            let record = FutureRecord::to(&topic).key(key.as_bytes()).payload(value.as_bytes());
+            transactional.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+        }
+        transactional.commit_transaction(Duration::from_secs(30)).unwrap();
+    }
+    produce_clicks(&setup, 0..300).await;
+    // A long idle time: one wait for the table would show in the metric and in the run time.
+    let instance = setup.start_with("only", &[], &env);
+    let (want_facts, _) = oracle(300, 0);
+    wait_until("every fact", Duration::from_secs(90), || outputs(&setup).0 == want_facts);
+    assert_eq!(
+        instance.metric("task_enforced_processing_total"),
+        0.0,
+        "no record waited for the transactional table\n{}",
+        instance.log_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -44,12 +44,17 @@ fn inputs(offset: i64) -> BTreeMap<String, i64> {
 struct SharedChangelog(Arc<Mutex<MemoryChangelog>>);
 
 impl Changelog for SharedChangelog {
-    fn append(
-        &mut self,
-        entries: &[happystreams::state::ChangelogEntry],
-        checkpoint: &happystreams::state::Checkpoint,
-    ) -> Result<BTreeMap<String, i64>, StateError> {
-        self.0.lock().unwrap().append(entries, checkpoint)
+    fn send_writes(&mut self, writes: &happystreams::state::WriteSet) -> Result<(), StateError> {
+        self.0.lock().unwrap().send_writes(writes)
+    }
+    fn send_marker(&mut self, checkpoint: &happystreams::state::Checkpoint) -> Result<(), StateError> {
+        self.0.lock().unwrap().send_marker(checkpoint)
+    }
+    fn flush(&mut self) -> Result<(), StateError> {
+        self.0.lock().unwrap().flush()
+    }
+    fn positions(&self) -> Result<BTreeMap<String, i64>, StateError> {
+        self.0.lock().unwrap().positions()
     }
 }
 

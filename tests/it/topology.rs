@@ -222,3 +222,24 @@ fn avro_sinks_need_a_schema_with_the_node_fields() {
     let e = error(&sink(select, wrong));
     assert!(e.message.contains("gives field `event_id`") && e.message.contains("does not have"), "{e}");
 }
+
+#[test]
+fn two_sources_on_one_topic_are_refused_with_both_named() {
+    let yaml = CLICKS.replace("happytimes.public.visitors", "happytimes.clicks");
+    let e = error(&yaml);
+    assert_eq!(e.node.as_deref(), Some("visitors"), "{e}");
+    assert!(e.message.contains("`clicks` and `visitors` both read topic `happytimes.clicks`"), "{e}");
+}
+
+#[test]
+fn the_record_cache_is_switched_off_per_table_node_only() {
+    let plan = parse(&with_nodes(
+        "  - name: counts\n    from: clicks\n    cache: false\n    aggregate:\n      group_by: { visitor_id: visitor_id }\n      measures: { n: { count: {} } }\n  - name: cached\n    from: clicks\n    aggregate:\n      group_by: { visitor_id: visitor_id }\n      measures: { n: { count: {} } }\n",
+    ))
+    .unwrap();
+    assert!(!plan.node("counts").unwrap().cache);
+    assert!(plan.node("cached").unwrap().cache, "on by default");
+    let e = error(&with_nodes("  - name: a\n    from: clicks\n    cache: false\n"));
+    assert_eq!(e.node.as_deref(), Some("a"), "{e}");
+    assert!(e.message.contains("gives a stream"), "{e}");
+}

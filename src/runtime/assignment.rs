@@ -1,0 +1,102 @@
+//! Task assignment: a newly assigned task restores (its changelog, then its tables) on a
+//! thread of its own while the others go on; when done it starts running — its lead partition
+//! sought to the task's position and resumed, its other inputs added to the side consumer.
+
+use super::RuntimeError;
+use super::commit::committed;
+use super::group::{GroupContext, Slot, Tasks, lock};
+use super::layout::TaskId;
+use super::open::open_task;
+use super::order::InputQueues;
+use super::shared::Shared;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+/// Starts restoring newly assigned tasks, each on its own thread.
+pub fn start_assigned(shared: &Arc<Shared>, group: &BaseConsumer<GroupContext>, tasks: &Tasks) {
+    let assigned: Vec<TaskId> =
+        group.context().assigned.lock().map(|mut a| std::mem::take(&mut *a)).unwrap_or_default();
+    let Ok(mut tasks) = tasks.lock() else { return };
+    for id in assigned {
+        if tasks.contains_key(&id) {
+            continue;
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (thread_shared, thread_cancel) = (shared.clone(), cancel.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("restore-{id}"))
+            .spawn(move || open_task(&thread_shared, id, &thread_cancel));
+        match handle {
+            Ok(handle) => {
+                tracing::info!(task = %id, "task assigned; restoring");
+                metrics::gauge!("task_running", "task" => id.to_string()).set(0.0);
+                tasks.insert(id, Slot::Restoring { cancel, handle: Some(handle) });
+            }
+            Err(e) => tracing::error!(task = %id, error = %e, "cannot start a restore thread"),
+        }
+    }
+}
+
+/// Tasks whose restore finished start running: their lead partition is sought to the task's
+/// position and resumed, their table partitions join the side consumer. True if the side
+/// assignment changed.
+pub fn finish_restores(
+    shared: &Shared,
+    group: &BaseConsumer<GroupContext>,
+    tasks: &Tasks,
+    side_assignment: &mut BTreeMap<(String, i32), i64>,
+) -> Result<bool, RuntimeError> {
+    let mut tasks = lock(tasks)?;
+    let done: Vec<TaskId> = tasks
+        .iter()
+        .filter(|(_, slot)| matches!(slot, Slot::Restoring { handle: Some(h), .. } if h.is_finished()))
+        .map(|(id, _)| *id)
+        .collect();
+    let mut changed = false;
+    for id in done {
+        let Some(Slot::Restoring { handle: Some(handle), .. }) = tasks.remove(&id) else { continue };
+        let (task, _) = handle
+            .join()
+            .map_err(|_| RuntimeError::Internal(format!("task {id}: its restore panicked; please report this")))??;
+        let sub = shared
+            .layout
+            .subtopology(id.subtopology)
+            .ok_or_else(|| RuntimeError::Config(format!("no sub-topology {}", id.subtopology)))?;
+        let offset = match task.position(&sub.lead, id.partition) {
+            Some(next) => Offset::Offset(next),
+            None => committed(group, &sub.lead, id.partition)?,
+        };
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition_offset(&sub.lead, id.partition, offset);
+        // Where the group left off is where the task's state left off (not the committed offset).
+        group
+            .seek_partitions(tpl.clone(), Duration::from_secs(10))
+            .map_err(|e| RuntimeError::Kafka(format!("seeking {} partition {}: {e}", sub.lead, id.partition)))?;
+        group.resume(&tpl).map_err(|e| RuntimeError::Kafka(format!("resuming {}: {e}", sub.lead)))?;
+        // Every other input (tables, other streams, repartition topics) is read by the side
+        // consumer, from the task's position (or, for a task without one, the group's offset).
+        for input in sub.inputs.iter().filter(|i| i.topic != sub.lead) {
+            let next = match task.position(&input.topic, id.partition) {
+                Some(next) => next,
+                None if input.table => 0,
+                None => match committed(group, &input.topic, id.partition)? {
+                    Offset::Offset(next) => next,
+                    _ => 0,
+                },
+            };
+            side_assignment.insert((input.topic.clone(), id.partition), next);
+            changed = true;
+        }
+        let mut task = task;
+        task.queue = InputQueues::new(sub.inputs.iter().map(|i| (i.topic.as_str(), i.table)));
+        shared.emitter.send_deferred(task.take_deferred())?;
+        tracing::info!(task = %id, lead = %sub.lead, ?offset, "task running");
+        metrics::gauge!("task_running", "task" => id.to_string()).set(1.0);
+        tasks.insert(id, Slot::Running(Box::new(task)));
+    }
+    Ok(changed)
+}

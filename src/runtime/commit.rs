@@ -1,0 +1,190 @@
+//! The commit protocol (module docs of `runtime`), for every running task with work at once:
+//!
+//! 1. each task's record cache is sent, then ONE wait: every output of the processed input is
+//!    acknowledged;
+//! 2. every task sends its changelog writes, ONE wait; every task sends its commit marker, ONE
+//!    wait (a marker never goes out before its batch is durable);
+//! 3. each task writes its state and checkpoint to RocksDB in one atomic batch;
+//! 4. the input offsets go to the group (at least once), or into the producer's transaction,
+//!    which commits between 2 and 3 (exactly once).
+//!
+//! So a commit costs three round trips to the brokers whatever the number of tasks. Its
+//! duration is the `commit_seconds` histogram; failures count in `commit_failures_total`, and
+//! task commits that wrote state to a changelog in `task_state_commits_total`.
+
+use super::group::{GroupContext, Slot};
+use super::layout::TaskId;
+use super::shared::Shared;
+use super::task::Task;
+use super::{ProcessingGuarantee, RuntimeError};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::Producer as _;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Commits every running task with work; see the module docs.
+pub fn commit_tasks(
+    shared: &Shared,
+    group: &BaseConsumer<GroupContext>,
+    tasks: &mut BTreeMap<TaskId, Slot>,
+    mode: CommitMode,
+) -> Result<(), RuntimeError> {
+    if !tasks.values().any(|slot| matches!(slot, Slot::Running(t) if t.needs_commit())) {
+        return Ok(());
+    }
+    let started = Instant::now();
+    // Before the exactly-once path holds the send gate: the caches go out like any output.
+    let result = send_caches(shared, tasks).and_then(|()| {
+        if shared.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
+            commit_transaction(shared, group, tasks)
+        } else {
+            commit_at_least_once(shared, group, tasks, mode)
+        }
+    });
+    match &result {
+        Ok(()) => metrics::histogram!("commit_seconds").record(started.elapsed().as_secs_f64()),
+        Err(_) => metrics::counter!("commit_failures_total").increment(1),
+    }
+    result
+}
+
+/// Step 1's first half: every task's record cache is sent.
+fn send_caches(shared: &Shared, tasks: &mut BTreeMap<TaskId, Slot>) -> Result<(), RuntimeError> {
+    for task in with_work(tasks) {
+        let cached = task.cache.drain(&shared.cache_budget);
+        if !cached.is_empty() {
+            shared.emitter.emit(cached)?;
+        }
+    }
+    Ok(())
+}
+
+/// Steps 1-2 for every task with work (caches already sent); returns their ids and how many
+/// logged state.
+fn log_all(shared: &Shared, tasks: &mut BTreeMap<TaskId, Slot>) -> Result<(Vec<TaskId>, u64), RuntimeError> {
+    shared.emitter.flush()?;
+    let mut committing = Vec::new();
+    let mut logged = 0;
+    for task in with_work(tasks) {
+        logged += u64::from(task.log_writes()?);
+        committing.push(task.id);
+    }
+    shared.emitter.flush()?;
+    for task in with_work(tasks) {
+        task.log_marker()?;
+    }
+    Ok((committing, logged))
+}
+
+fn commit_at_least_once(
+    shared: &Shared,
+    group: &BaseConsumer<GroupContext>,
+    tasks: &mut BTreeMap<TaskId, Slot>,
+    mode: CommitMode,
+) -> Result<(), RuntimeError> {
+    let (committing, logged) = log_all(shared, tasks)?;
+    shared.emitter.flush()?;
+    let mut offsets = TopicPartitionList::new();
+    for id in committing {
+        if let Some(Slot::Running(task)) = tasks.get_mut(&id) {
+            task.finish_commit()?;
+            add_offsets(&mut offsets, task);
+        }
+    }
+    metrics::counter!("task_state_commits_total").increment(logged);
+    if let Err(e) = group.commit(&offsets, mode) {
+        tracing::warn!(error = %e, "committing group offsets failed (state positions are unaffected)");
+    }
+    Ok(())
+}
+
+fn commit_transaction(
+    shared: &Shared,
+    group: &BaseConsumer<GroupContext>,
+    tasks: &mut BTreeMap<TaskId, Slot>,
+) -> Result<(), RuntimeError> {
+    let _exclusive = shared.emitter.exclusive();
+    let producer = shared.emitter.producer().kafka();
+    let timeout = Duration::from_secs(30);
+    let kafka = |what: &str, e: KafkaError| RuntimeError::Kafka(format!("{what}: {e}"));
+    let result = (|| -> Result<(), RuntimeError> {
+        let (committing, logged) = log_all(shared, tasks)?;
+        let mut offsets = TopicPartitionList::new();
+        for id in &committing {
+            if let Some(Slot::Running(task)) = tasks.get(id) {
+                add_offsets(&mut offsets, task);
+            }
+        }
+        let metadata = group
+            .group_metadata()
+            .ok_or_else(|| RuntimeError::Kafka("the consumer has no group metadata for the transaction".into()))?;
+        producer
+            .send_offsets_to_transaction(&offsets, &metadata, timeout)
+            .map_err(|e| kafka("adding offsets to the transaction", e))?;
+        producer.commit_transaction(timeout).map_err(|e| kafka("committing the transaction", e))?;
+        // The transaction committed, so every marker is durable.
+        shared.emitter.flush()?;
+        for id in committing {
+            if let Some(Slot::Running(task)) = tasks.get_mut(&id) {
+                task.finish_commit()?;
+            }
+        }
+        metrics::counter!("task_state_commits_total").increment(logged);
+        producer.begin_transaction().map_err(|e| kafka("beginning a transaction", e))
+    })();
+    if let Err(e) = result {
+        // Outputs and changelog records since the last commit are aborted: read_committed
+        // consumers never see them, and the inputs are processed again after a restart.
+        if let Err(abort) = producer.abort_transaction(timeout) {
+            tracing::error!(error = %abort, "aborting the transaction failed");
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Running tasks with something to commit.
+fn with_work(tasks: &mut BTreeMap<TaskId, Slot>) -> impl Iterator<Item = &mut Task> {
+    tasks.values_mut().filter_map(|slot| match slot {
+        Slot::Running(task) if task.needs_commit() => Some(task.as_mut()),
+        _ => None,
+    })
+}
+
+fn add_offsets(offsets: &mut TopicPartitionList, task: &Task) {
+    for (key, next) in task.positions() {
+        if let Some((topic, partition)) = key.rsplit_once(':')
+            && let Ok(partition) = partition.parse::<i32>()
+        {
+            let _ = offsets.add_partition_offset(topic, partition, Offset::Offset(*next));
+        }
+    }
+}
+
+/// The group's committed offset of a partition (the start when none was ever committed).
+pub fn committed(group: &BaseConsumer<GroupContext>, topic: &str, partition: i32) -> Result<Offset, RuntimeError> {
+    let mut last = None;
+    for attempt in 0..5 {
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition(topic, partition);
+        match group.committed_offsets(tpl, Duration::from_secs(10)) {
+            Ok(list) => {
+                return Ok(match list.find_partition(topic, partition).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Offset::Offset(o),
+                    _ => Offset::Beginning,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(topic, partition, attempt, error = %e, "reading the committed offset failed; retrying");
+                last = Some(e);
+                std::thread::sleep(Duration::from_millis(500 << attempt));
+            }
+        }
+    }
+    Err(RuntimeError::Kafka(format!(
+        "reading the committed offset of {topic} partition {partition}: {}; is the group coordinator reachable?",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )))
+}
