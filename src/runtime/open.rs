@@ -50,13 +50,9 @@ pub fn handle_record(shared: &Shared, task: &mut Task, topic: &str, record: &Rec
             out if out.is_empty() => {}
             out => match task.deferred() {
                 Some(deferred) => deferred.push(Deferred::Outputs(out)),
-                None => {
-                    if let Err(e) = shared.emitter.emit(out) {
-                        // The record's state writes stay in the task's write cache; the instance
-                        // stops without committing them (see `run`).
-                        return Err(e);
-                    }
-                }
+                // On error the record's state writes stay in the task's write cache; the
+                // instance stops without committing them (see `run`).
+                None => shared.emitter.emit(out)?,
             },
         },
         Err(bad) => {

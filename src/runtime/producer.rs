@@ -18,8 +18,8 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// What a record is, for its delivery report.
@@ -41,6 +41,9 @@ pub struct Deliveries {
     failure: Mutex<Option<String>>,
     /// Offset after the last changelog record delivered, per (topic, partition).
     ends: Mutex<HashMap<(String, i32), i64>>,
+    /// Flushes wait on it; every delivery report wakes them.
+    reported: Condvar,
+    waiting: Mutex<()>,
 }
 
 impl ClientContext for Deliveries {}
@@ -66,6 +69,9 @@ impl ProducerContext for Deliveries {
             }
         }
         self.done.fetch_add(1, Ordering::AcqRel);
+        // Taking the lock orders this wake-up after a flush's check of the counter.
+        drop(self.waiting.lock());
+        self.reported.notify_all();
     }
 }
 
@@ -132,19 +138,23 @@ impl OutputProducer {
         // before this.
         let deadline = Instant::now() + Duration::from_secs(600);
         let target = deliveries.sent.load(Ordering::Acquire);
-        while deliveries.done.load(Ordering::Acquire) < target {
-            if deliveries.failed.load(Ordering::Acquire) {
-                break;
-            }
+        if deliveries.done.load(Ordering::Acquire) < target {
+            // Sends what lingers at once (a zero timeout does not wait).
+            let _ = self.producer.flush(Duration::ZERO);
+        }
+        let mut guard = deliveries.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while deliveries.done.load(Ordering::Acquire) < target && !deliveries.failed.load(Ordering::Acquire) {
             if Instant::now() > deadline {
                 return Err("records were not acknowledged within 600 s".into());
             }
-            // Returns when librdkafka's queue is empty; the last delivery reports may still be
-            // running on the polling thread, hence the counter.
-            if self.producer.flush(Duration::from_millis(100)).is_ok() {
-                std::thread::yield_now();
-            }
+            // The delivery reports come on the producer's polling thread.
+            guard = deliveries
+                .reported
+                .wait_timeout(guard, Duration::from_millis(50))
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
         }
+        drop(guard);
         if deliveries.failed.load(Ordering::Acquire) {
             let failure = deliveries.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             return Err(format!(
