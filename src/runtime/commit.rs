@@ -52,13 +52,13 @@ pub fn commit_tasks(
 
 /// Step 1's first half: every task's record cache is sent.
 fn send_caches(shared: &Shared, tasks: &mut BTreeMap<TaskId, Slot>) -> Result<(), RuntimeError> {
-    for task in with_work(tasks) {
-        let cached = task.cache.drain(&shared.cache_budget);
-        if !cached.is_empty() {
-            shared.emitter.emit(cached)?;
-        }
-    }
-    Ok(())
+    with_work(tasks).try_for_each(|task| send_cache(shared, task))
+}
+
+/// Sends what a task's record cache holds.
+pub fn send_cache(shared: &Shared, task: &mut Task) -> Result<(), RuntimeError> {
+    let cached = task.cache.drain(&shared.cache_budget);
+    if cached.is_empty() { Ok(()) } else { shared.emitter.emit(cached) }
 }
 
 /// Steps 1-2 for every task with work (caches already sent); returns their ids and how many

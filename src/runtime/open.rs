@@ -153,10 +153,7 @@ fn catch_up(
 fn commit_chunk(shared: &Shared, task: &mut Task) -> Result<(), RuntimeError> {
     let deferring = task.deferred().is_some();
     shared.emitter.send_deferred(task.take_deferred())?;
-    let cached = task.cache.drain(&shared.cache_budget);
-    if !cached.is_empty() {
-        shared.emitter.emit(cached)?;
-    }
+    super::commit::send_cache(shared, task)?;
     shared.emitter.flush()?;
     task.commit()?;
     if deferring {

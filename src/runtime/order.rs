@@ -72,21 +72,9 @@ impl InputQueues {
         self.inputs.iter().all(|i| i.queue.is_empty())
     }
 
-    /// Drops everything buffered (read again by whoever runs the task next).
-    pub fn clear(&mut self) {
-        for input in &mut self.inputs {
-            input.queue.clear();
-        }
-    }
-
     /// The input topics.
     pub fn topics(&self) -> impl Iterator<Item = &str> {
         self.inputs.iter().map(|i| &*i.topic)
-    }
-
-    /// Input topics with nothing buffered.
-    pub fn empty_topics(&self) -> impl Iterator<Item = &str> {
-        self.inputs.iter().filter(|i| i.queue.is_empty()).map(|i| &*i.topic)
     }
 
     /// The next record in event-time order, or `None`: nothing is buffered, or an input with

@@ -141,6 +141,10 @@ pub fn process_queued(
     paused: &mut BTreeSet<(String, i32)>,
 ) -> Result<(), RuntimeError> {
     let mut tasks = lock(tasks)?;
+    if !tasks.values().any(|slot| matches!(slot, Slot::Running(task) if !task.queue.is_empty())) {
+        pause_or_resume(shared, &tasks, group, side, paused);
+        return Ok(());
+    }
     let lagging = lagging_inputs(shared, &tasks, group, side, side_assignment);
     let mut busy: Vec<&mut Task> = tasks
         .values_mut()

@@ -41,9 +41,11 @@ pub struct Deliveries {
     failure: Mutex<Option<String>>,
     /// Offset after the last changelog record delivered, per (topic, partition).
     ends: Mutex<HashMap<(String, i32), i64>>,
-    /// Flushes wait on it; every delivery report wakes them.
+    /// Flushes wait on it; a delivery report wakes them when one is waiting.
     reported: Condvar,
     waiting: Mutex<()>,
+    /// Flushes waiting now (delivery reports take the lock only then).
+    waiters: AtomicU64,
 }
 
 impl ClientContext for Deliveries {}
@@ -69,9 +71,11 @@ impl ProducerContext for Deliveries {
             }
         }
         self.done.fetch_add(1, Ordering::AcqRel);
-        // Taking the lock orders this wake-up after a flush's check of the counter.
-        drop(self.waiting.lock());
-        self.reported.notify_all();
+        if self.waiters.load(Ordering::Acquire) > 0 {
+            // Taking the lock orders this wake-up after a flush's check of the counter.
+            drop(self.waiting.lock());
+            self.reported.notify_all();
+        }
     }
 }
 
@@ -142,9 +146,11 @@ impl OutputProducer {
             // Sends what lingers at once (a zero timeout does not wait).
             let _ = self.producer.flush(Duration::ZERO);
         }
+        deliveries.waiters.fetch_add(1, Ordering::AcqRel);
         let mut guard = deliveries.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         while deliveries.done.load(Ordering::Acquire) < target && !deliveries.failed.load(Ordering::Acquire) {
             if Instant::now() > deadline {
+                deliveries.waiters.fetch_sub(1, Ordering::AcqRel);
                 return Err("records were not acknowledged within 600 s".into());
             }
             // The delivery reports come on the producer's polling thread.
@@ -155,6 +161,7 @@ impl OutputProducer {
                 .0;
         }
         drop(guard);
+        deliveries.waiters.fetch_sub(1, Ordering::AcqRel);
         if deliveries.failed.load(Ordering::Acquire) {
             let failure = deliveries.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             return Err(format!(
