@@ -6,10 +6,13 @@
 //! application id. Then a fresh instance restores the first run's state from its changelogs.
 //!
 //! Prints a table: clicks/s from the first record read to the last fact written, the ratio to
-//! the raw pipe, instance CPU seconds per million clicks, peak RSS per instance.
+//! the raw pipe, instance CPU seconds per million clicks, peak RSS per instance; then where the
+//! instances' time went (polling, processing, committing, from their own metrics). Instances
+//! fetch with the harness's settings for Tansu (`common::fetch_wait_ms`,
+//! `common::PARTITION_FETCH_BYTES`); one row uses librdkafka's defaults.
 //!
 //! `cargo bench --bench runtime` (release). Sizes: `HAPPYSTREAMS_BENCH_CLICKS` (default 1000000),
-//! `HAPPYSTREAMS_BENCH_VISITORS` (default 100000).
+//! `HAPPYSTREAMS_BENCH_VISITORS` (default 100000); `HAPPYSTREAMS_BENCH_CONFIGS` picks rows.
 
 use rdkafka::producer::{BaseRecord, Producer};
 use std::path::Path;
@@ -79,21 +82,55 @@ fn topology(dir: &Path, app: &str) -> std::path::PathBuf {
     path
 }
 
+/// One configuration: `HAPPYSTREAMS_BENCH_CONFIGS=1x1,2x2,1x1@default` runs those (instances x
+/// threads; `@default`: librdkafka's fetch settings instead of the harness's, see `common`).
+struct Config {
+    instances: usize,
+    threads: usize,
+    librdkafka_defaults: bool,
+}
+
+impl Config {
+    fn parse(text: &str) -> Option<Config> {
+        let (shape, librdkafka_defaults) = match text.trim().split_once('@') {
+            Some((shape, "default")) => (shape, true),
+            Some(_) => return None,
+            None => (text.trim(), false),
+        };
+        let (instances, threads) = shape.split_once('x')?;
+        Some(Config { instances: instances.parse().ok()?, threads: threads.parse().ok()?, librdkafka_defaults })
+    }
+}
+
 struct Run {
     seconds: f64,
     cpu: f64,
     rss: f64,
+    /// Seconds the instances' worker threads spent polling, processing (every processing
+    /// thread's busy time) and committing, summed over the instances.
+    poll: f64,
+    busy: f64,
+    commit: f64,
+    commits: f64,
     instances: Vec<Instance>,
 }
 
-/// Runs `count` instances with `threads` processing threads each until every click reached the
+/// Runs `config.instances` instances with `config.threads` processing threads each until every click reached the
 /// facts topic.
-fn run(bootstrap: &str, dir: &Path, app: &str, count: usize, threads: usize, clicks: usize) -> Run {
+fn run(bootstrap: &str, dir: &Path, app: &str, config: &Config, clicks: usize) -> Run {
     let topology = topology(dir, app);
-    let threads = threads.to_string();
-    let instances: Vec<Instance> = (0..count)
+    let threads = config.threads.to_string();
+    let env: &[(&str, &str)] = if config.librdkafka_defaults {
+        &[
+            ("HAPPYSTREAMS_KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS", "500"),
+            ("HAPPYSTREAMS_KAFKA__PROPERTIES__MAX_PARTITION_FETCH_BYTES", "1048576"),
+        ]
+    } else {
+        &[]
+    };
+    let instances: Vec<Instance> = (0..config.instances)
         .map(|i| {
-            Instance::start_with(
+            Instance::start_with_env(
                 bootstrap,
                 None,
                 &topology,
@@ -101,6 +138,7 @@ fn run(bootstrap: &str, dir: &Path, app: &str, count: usize, threads: usize, cli
                 &dir.join(format!("{app}-{i}")),
                 dir.join(format!("{app}-{i}.log")),
                 &["--num-threads", &threads],
+                env,
             )
         })
         .collect();
@@ -116,7 +154,17 @@ fn run(bootstrap: &str, dir: &Path, app: &str, count: usize, threads: usize, cli
             let seconds = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
             let cpu = instances.iter().map(|i| cpu_seconds(i.child.id())).sum();
             let rss = instances.iter().map(|i| peak_rss_mb(i.child.id())).fold(0.0, f64::max);
-            return Run { seconds, cpu, rss, instances };
+            let sum = |name: &str| instances.iter().map(|i| i.metric(name, "")).sum::<f64>();
+            return Run {
+                seconds,
+                cpu,
+                rss,
+                poll: sum("poll_seconds_sum"),
+                busy: sum("thread_busy_seconds_sum"),
+                commit: sum("commit_seconds_sum"),
+                commits: sum("commit_seconds_count"),
+                instances,
+            };
         }
         assert!(Instant::now() < deadline, "no completion after 1800 s ({out} of {clicks} facts)");
         std::thread::sleep(Duration::from_millis(20));
@@ -149,9 +197,14 @@ fn main() {
         pipe_cpu / millions
     ));
     let mut first_app = None;
-    for (count, threads) in [(1, 1), (1, 2), (2, 1), (2, 2)] {
-        let app = format!("run{count}x{threads}");
-        let run = run(&bootstrap, dir.path(), &app, count, threads, clicks);
+    let mut breakdown = Vec::new();
+    let configs = std::env::var("HAPPYSTREAMS_BENCH_CONFIGS").unwrap_or_else(|_| "1x1,1x2,2x1,2x2,1x1@default".into());
+    for config in configs.split(',').filter_map(Config::parse) {
+        let (count, threads) = (config.instances, config.threads);
+        let app = format!("run{count}x{threads}{}", if config.librdkafka_defaults { "d" } else { "" });
+        let run = run(&bootstrap, dir.path(), &app, &config, clicks);
+        let count =
+            if config.librdkafka_defaults { format!("{count} (librdkafka fetch defaults)") } else { count.to_string() };
         let rate = clicks as f64 / run.seconds;
         rows.push(format!(
             "| {count} instance(s) × {threads} thread(s) | {clicks} clicks + {visitors} visitors | {:.1} s | {rate:.0} clicks/s | {:.2} | {:.1} | {:.0} |",
@@ -159,6 +212,14 @@ fn main() {
             rate / pipe_rate,
             run.cpu / millions,
             run.rss
+        ));
+        breakdown.push(format!(
+            "| {count} × {threads} | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:.0} |",
+            run.seconds * config.instances as f64,
+            run.poll,
+            run.busy,
+            run.commit,
+            run.commits
         ));
         drop(run.instances);
         first_app.get_or_insert(app);
@@ -205,6 +266,12 @@ fn main() {
         "\n| what | input | time | rate | ratio to the pipe | CPU s per M clicks | peak RSS MiB |\n|---|---|---|---|---|---|---|"
     );
     for row in rows {
+        println!("{row}");
+    }
+    println!(
+        "\nWhere the time went (sums over instances; busy sums every processing thread)\n\n| instances × threads | wall × instances | polling | processing (busy) | committing | commits |\n|---|---|---|---|---|---|"
+    );
+    for row in breakdown {
         println!("{row}");
     }
 }

@@ -53,6 +53,21 @@ pub fn bulk_producer(
         .unwrap()
 }
 
+/// `fetch.wait.max.ms` of the instances' consumers: `HAPPYSTREAMS_BENCH_FETCH_WAIT_MS`, else 10.
+///
+/// Tansu holds a fetch that finds no new records for the full `fetch.wait.max.ms` even when
+/// records arrive meanwhile (Kafka answers as soon as they do). An instance's one fetch in flight
+/// per broker covers its input and its repartition topics, so with librdkafka's 500 ms the
+/// instance measures the broker, not itself (`docs/PERFORMANCE.md` has both).
+pub fn fetch_wait_ms() -> String {
+    std::env::var("HAPPYSTREAMS_BENCH_FETCH_WAIT_MS").unwrap_or_else(|_| "10".into())
+}
+
+/// `max.partition.fetch.bytes` of the instances' consumers: 8 MiB (librdkafka: 1 MiB). Each
+/// Tansu fetch costs a round trip the instance's one fetch in flight waits for; larger fetches
+/// make fewer of them (`docs/PERFORMANCE.md` has both).
+pub const PARTITION_FETCH_BYTES: &str = "8388608";
+
 pub struct Instance {
     pub child: Child,
     pub port: u16,
@@ -82,6 +97,21 @@ impl Instance {
         log: PathBuf,
         flags: &[&str],
     ) -> Instance {
+        Instance::start_with_env(bootstrap, registry, topology, app, state, log, flags, &[])
+    }
+
+    /// [`Instance::start_with`] with extra environment variables (after the defaults).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with_env(
+        bootstrap: &str,
+        registry: Option<&str>,
+        topology: &Path,
+        app: &str,
+        state: &Path,
+        log: PathBuf,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> Instance {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_happystreams"));
         if let Some(url) = registry {
@@ -95,7 +125,10 @@ impl Instance {
             .args(["--metrics-address", &format!("127.0.0.1:{port}")])
             .args(flags)
             .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
+            .env("HAPPYSTREAMS_KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS", fetch_wait_ms())
+            .env("HAPPYSTREAMS_KAFKA__PROPERTIES__MAX_PARTITION_FETCH_BYTES", PARTITION_FETCH_BYTES)
             .env("RUST_LOG", "happystreams=info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -204,6 +237,7 @@ pub fn raw_pipe_child() {
         .set("group.id", format!("raw-pipe-{}", std::process::id()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", fetch_wait_ms())
         .create()
         .unwrap();
     // The same producer settings as `happystreams run`'s.
@@ -213,8 +247,15 @@ pub fn raw_pipe_child() {
         .set("compression.type", "lz4")
         .create()
         .unwrap();
-    let topics: Vec<&str> = input.split(',').collect();
-    consumer.subscribe(&topics).unwrap();
+    // Every partition by hand, from the start: no group join to wait for.
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for topic in input.split(',') {
+        let metadata = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(30)).unwrap();
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            assignment.add_partition_offset(topic, partition.id(), rdkafka::Offset::Beginning).unwrap();
+        }
+    }
+    consumer.assign(&assignment).unwrap();
     let mut seen = 0;
     let mut first = None;
     while seen < records {

@@ -145,14 +145,19 @@ pub struct RestoreReport {
 /// names it), reading committed records from the start of a partition unless told otherwise,
 /// reporting the end of a partition when `eof`.
 pub fn reader(kafka: &KafkaConfig, group_id: &str, eof: bool) -> Result<BaseConsumer, KafkaError> {
-    kafka
-        .client_config()
+    let mut config = kafka.client_config();
+    config
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", if eof { "true" } else { "false" })
         .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .create()
+        .set("isolation.level", "read_committed");
+    if eof {
+        // The end of a partition is learnt from an empty fetch, which the broker holds for up
+        // to this long: a reader to the end must not wait librdkafka's 500 ms per partition.
+        config.set("fetch.wait.max.ms", "10");
+    }
+    config.create()
 }
 
 /// Replays partition `partition` of `topic` into `backend`, from the backend's checkpointed

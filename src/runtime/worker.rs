@@ -26,8 +26,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// Records taken from each consumer per round before processing.
-const POLL_BATCH: usize = 2_000;
+/// Records taken from each consumer per round and processing thread. librdkafka hands out a
+/// fetched batch of one partition (thousands of records) before the next partition's, so a round
+/// must be larger than one batch for its records to spread over several tasks, and so threads.
+const POLL_BATCH_PER_THREAD: usize = 5_000;
 
 /// Runs the instance until `shutdown` is set or a task fails.
 pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), RuntimeError> {
@@ -75,6 +77,7 @@ pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), Runtime
     let mut paused: BTreeSet<(String, i32)> = BTreeSet::new();
     let commit_interval = Duration::from_millis(shared.runtime.commit_interval_ms.max(1));
     let mut last_commit = Instant::now();
+    let poll_batch = POLL_BATCH_PER_THREAD * shared.runtime.num_threads.max(1);
     let result = (|| -> Result<(), RuntimeError> {
         while !shutdown.load(Ordering::Relaxed) {
             if let Some(e) = group.context().failure.lock().ok().and_then(|mut f| f.take()) {
@@ -84,7 +87,7 @@ pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), Runtime
             // records of the side consumer. Rebalance callbacks run inside the group poll, with
             // the task map unlocked.
             let polled = Instant::now();
-            for n in 0..POLL_BATCH {
+            for n in 0..poll_batch {
                 match group.poll(Duration::from_millis(if n == 0 { 50 } else { 0 })) {
                     None => break,
                     Some(Ok(message)) => on_group_record(&shared, &mut *lock(&tasks)?, &message)?,
@@ -97,7 +100,7 @@ pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), Runtime
             let mut global_changed = false;
             {
                 let mut tasks = lock(&tasks)?;
-                for _ in 0..POLL_BATCH {
+                for _ in 0..poll_batch {
                     match side.poll(Duration::ZERO) {
                         None => break,
                         Some(Ok(message)) => {

@@ -68,6 +68,8 @@ pub fn read_range(
         .set("group.id", "happystreams-decode")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
+        // The end is learnt from an empty fetch, held by the broker for up to this long.
+        .set("fetch.wait.max.ms", "10")
         // An offset outside the partition is an error to report, not a reason to jump.
         .set("auto.offset.reset", "error")
         .create()

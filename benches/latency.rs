@@ -1,0 +1,281 @@
+//! End-to-end latency of `happystreams run` at half load, on a real broker (Tansu, started here).
+//!
+//! The workload is `views_by_source` (tests/fixtures/topologies): clicks joined with a Debezium
+//! visitors table, re-keyed and counted per window. First one instance drains a backlog of clicks
+//! to measure its maximum rate; then, for at-least-once and exactly-once, a fresh instance
+//! receives clicks produced live at half that rate, each stamped with its send time, and a
+//! read-committed consumer of the facts topic takes `arrival time − input timestamp` for every
+//! fact: the latency a downstream reader sees (input producer linger, broker, engine, output
+//! producer, broker, fetch). The first seconds (warm-up) are left out.
+//!
+//! Prints p50/p99/p999/max per guarantee. `cargo bench --bench latency` (release). Sizes:
+//! `HAPPYSTREAMS_BENCH_SECONDS` (live seconds per guarantee, default 20),
+//! `HAPPYSTREAMS_BENCH_BOOTSTRAP` (a running broker instead of Tansu),
+//! `HAPPYSTREAMS_BENCH_VISITORS` (default 10000), `HAPPYSTREAMS_BENCH_CLICKS` (backlog for the
+//! maximum rate, default 300000), `HAPPYSTREAMS_BENCH_RATE` (clicks/s; skips the maximum-rate run).
+
+use rdkafka::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, Producer};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{Instance, bulk_producer, config, create_topics, root, start_tansu, stop_tansu};
+
+const PARTITIONS: i32 = 4;
+const WARM_UP: Duration = Duration::from_secs(5);
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The topology reading `input.clicks` and `visitors`, writing `app`'s own outputs.
+fn topology(dir: &Path, input: &str, app: &str) -> PathBuf {
+    let yaml = std::fs::read_to_string(root().join("tests/fixtures/topologies/views_by_source.yaml"))
+        .unwrap()
+        .replace("rt.clicks", &format!("{input}.clicks"))
+        .replace("rt.visitors", "bench.visitors")
+        .replace("rt.", &format!("{app}."));
+    let path = dir.join(format!("{app}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+fn click(i: usize, visitors: usize, ts: i64) -> (String, String) {
+    let v = 1 + i % visitors;
+    (format!(r#"{{"visitor_id":{v}}}"#), format!(r#"{{"event_id":"e{i}","visitor_id":{v},"event_time":{ts}}}"#))
+}
+
+fn produce_visitors(bootstrap: &str, visitors: usize) {
+    let producer = bulk_producer(bootstrap);
+    let sources = ["email", "social", "search", "direct"];
+    let ts = now_ms();
+    for v in 1..=visitors {
+        let value = format!(
+            r#"{{"before":null,"after":{{"visitor_id":{v},"source":"{}"}},"source":{{"ts_ms":{ts}}},"op":"r","ts_ms":{ts}}}"#,
+            sources[v % 4]
+        );
+        let key = format!(r#"{{"visitor_id":{v}}}"#);
+        let mut record = BaseRecord::to("bench.visitors").key(&key).payload(&value).timestamp(ts);
+        while let Err((_, back)) = producer.send(record) {
+            record = back;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+}
+
+fn start(bootstrap: &str, dir: &Path, input: &str, app: &str, flags: &[&str]) -> Instance {
+    let instance = Instance::start_with(
+        bootstrap,
+        None,
+        &topology(dir, input, app),
+        app,
+        &dir.join(app),
+        dir.join(format!("{app}.log")),
+        flags,
+    );
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while instance.metric("task_running", "") < f64::from(2 * PARTITIONS) {
+        assert!(Instant::now() < deadline, "{app} did not start; see {}", instance.log.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    instance
+}
+
+/// Clicks/s one instance reaches on a backlog of `clicks`.
+fn maximum_rate(bootstrap: &str, dir: &Path, clicks: usize, visitors: usize) -> f64 {
+    let producer = bulk_producer(bootstrap);
+    let ts = now_ms();
+    for i in 0..clicks {
+        let (key, value) = click(i, visitors, ts);
+        let mut record = BaseRecord::to("backlog.clicks").key(&key).payload(&value).timestamp(ts);
+        while let Err((_, back)) = producer.send(record) {
+            record = back;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    let instance = start(bootstrap, dir, "backlog", "max", &[]);
+    let started = Instant::now();
+    let facts = "topic=\"max.facts\"";
+    while instance.metric("records_out_total", facts) < clicks as f64 {
+        assert!(started.elapsed() < Duration::from_secs(900), "the backlog was not drained");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    clicks as f64 / started.elapsed().as_secs_f64()
+}
+
+struct Latencies {
+    sent: usize,
+    received: usize,
+    /// Milliseconds, sorted, after the warm-up.
+    sorted: Vec<i64>,
+}
+
+impl Latencies {
+    fn row(&self, what: &str, rate: f64) -> String {
+        format!(
+            "| {what} | {rate:.0} | {} | {} | {} | {} | {} | {} |",
+            self.sent,
+            self.received,
+            self.quantile(0.5),
+            self.quantile(0.99),
+            self.quantile(0.999),
+            self.sorted.last().copied().unwrap_or(-1),
+        )
+    }
+
+    fn quantile(&self, q: f64) -> i64 {
+        if self.sorted.is_empty() {
+            return -1;
+        }
+        let at = ((self.sorted.len() as f64 * q).ceil() as usize).clamp(1, self.sorted.len()) - 1;
+        self.sorted[at]
+    }
+}
+
+/// Produces clicks to `input.clicks` at `rate`/s for `seconds` while a consumer of `output`
+/// records each output record's latency.
+fn live(bootstrap: &str, input: &str, output: &str, rate: f64, seconds: u64, visitors: usize) -> Latencies {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let consumer: BaseConsumer = config(bootstrap)
+        .set("group.id", format!("{output}-latency-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "1")
+        .create()
+        .unwrap();
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        partitions.add_partition_offset(output, partition, rdkafka::Offset::Beginning).unwrap();
+    }
+    consumer.assign(&partitions).unwrap();
+    // Until every sent click's fact arrived (or nothing arrived for 10 s).
+    let expected = Arc::new(AtomicUsize::new(usize::MAX));
+    let reader = {
+        let expected = expected.clone();
+        std::thread::spawn(move || {
+            let mut latencies = Vec::new();
+            let mut last = Instant::now();
+            loop {
+                let expected = expected.load(Ordering::Relaxed);
+                if latencies.len() >= expected || (expected != usize::MAX && last.elapsed() > Duration::from_secs(10)) {
+                    break;
+                }
+                if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+                    let arrived = now_ms();
+                    last = Instant::now();
+                    let ts = message.timestamp().to_millis().unwrap_or(arrived);
+                    latencies.push((ts, arrived - ts));
+                }
+            }
+            latencies
+        })
+    };
+    // The input producer as a live application would set it: sends within a millisecond.
+    let producer: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> = config(bootstrap)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", std::env::var("HAPPYSTREAMS_BENCH_LINGER_MS").unwrap_or_else(|_| "5".into()))
+        .create()
+        .unwrap();
+    let topic = format!("{input}.clicks");
+    let started = Instant::now();
+    let warm_from = now_ms() + WARM_UP.as_millis() as i64;
+    let total = (rate * seconds as f64) as usize;
+    let mut sent = 0;
+    while sent < total {
+        // Catch up with the schedule, then sleep a millisecond.
+        let due = ((started.elapsed().as_secs_f64() * rate) as usize).min(total);
+        while sent < due {
+            let ts = now_ms();
+            let (key, value) = click(sent, visitors, ts);
+            let mut record = BaseRecord::to(&topic).key(&key).payload(&value).timestamp(ts);
+            while let Err((_, back)) = producer.send(record) {
+                record = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+    expected.store(sent, Ordering::Relaxed);
+    let latencies = reader.join().unwrap();
+    let received = latencies.len();
+    let mut sorted: Vec<i64> = latencies.into_iter().filter(|(ts, _)| *ts >= warm_from).map(|(_, l)| l).collect();
+    sorted.sort_unstable();
+    Latencies { sent, received, sorted }
+}
+
+fn main() {
+    common::raw_pipe_child();
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let seconds = env_usize("HAPPYSTREAMS_BENCH_SECONDS", 20) as u64;
+    let visitors = env_usize("HAPPYSTREAMS_BENCH_VISITORS", 10_000);
+    let clicks = env_usize("HAPPYSTREAMS_BENCH_CLICKS", 300_000);
+    let dir = tempfile::tempdir().unwrap();
+    // `HAPPYSTREAMS_BENCH_BOOTSTRAP`: a running broker instead of a Tansu started here.
+    let external = std::env::var("HAPPYSTREAMS_BENCH_BOOTSTRAP").ok();
+    let bootstrap = external.clone().unwrap_or_else(|| start_tansu(&dir.path().join("tansu")));
+    let topics: Vec<String> =
+        ["bench.visitors", "backlog.clicks", "alos.clicks", "eos.clicks", "pipe.clicks", "pipe.out"]
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+    create_topics(&bootstrap, &topics, PARTITIONS);
+    produce_visitors(&bootstrap, visitors);
+    let (rate, measured) = match std::env::var("HAPPYSTREAMS_BENCH_RATE").ok().and_then(|r| r.parse::<f64>().ok()) {
+        Some(rate) => (rate, None),
+        None => {
+            let max = maximum_rate(&bootstrap, dir.path(), clicks, visitors);
+            (max / 2.0, Some(max))
+        }
+    };
+    let mut rows = Vec::new();
+    // The ceiling: a raw librdkafka pipe from `pipe.clicks` to `pipe.out` over the same broker.
+    let pipe = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--raw-pipe", &bootstrap, "pipe.clicks", "pipe.out", &((rate * seconds as f64) as usize).to_string()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2)); // its start
+    let latencies = live(&bootstrap, "pipe", "pipe.out", rate, seconds, visitors);
+    drop(pipe);
+    rows.push(latencies.row("raw librdkafka pipe (ceiling)", rate));
+    for (input, guarantee, flags) in [
+        ("alos", "at-least-once (commit 1000 ms)", vec!["--processing-guarantee", "at-least-once"]),
+        (
+            "eos",
+            "exactly-once (commit 100 ms)",
+            vec!["--processing-guarantee", "exactly-once", "--commit-interval-ms", "100"],
+        ),
+    ] {
+        let instance = start(&bootstrap, dir.path(), input, input, &flags);
+        let latencies = live(&bootstrap, input, &format!("{input}.facts"), rate, seconds, visitors);
+        drop(instance);
+        rows.push(latencies.row(guarantee, rate));
+    }
+    if external.is_none() {
+        stop_tansu(&dir.path().join("tansu"));
+    }
+    if let Some(max) = measured {
+        println!("\nmaximum rate of one instance on a backlog of {clicks} clicks: {max:.0} clicks/s");
+    }
+    println!(
+        "\n| what | input clicks/s | sent | facts read | p50 ms | p99 ms | p999 ms | max ms |\n|---|---|---|---|---|---|---|---|"
+    );
+    for row in rows {
+        println!("{row}");
+    }
+}
