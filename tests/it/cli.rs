@@ -162,7 +162,8 @@ fn decode_avro_offline_with_a_schema_file() {
     assert_eq!(json_lines(&output)[0]["value"], click.to_json());
 }
 
-struct Server(Child);
+/// A `happystreams registry serve` process, killed on drop.
+pub struct Server(Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -172,7 +173,12 @@ impl Drop for Server {
 }
 
 fn serve(data_dir: &Path) -> (Server, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    serve_on(data_dir, std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+}
+
+/// `happystreams registry serve` with its data in `data_dir`, on loopback port `port`, once it
+/// listens; returns it and its URL.
+pub fn serve_on(data_dir: &Path, port: u16) -> (Server, String) {
     let listen = format!("127.0.0.1:{port}");
     let child = happystreams()
         .args(["registry", "serve", "--listen", &listen, "--data-dir", data_dir.to_str().unwrap()])

@@ -733,3 +733,110 @@ async fn request_errors_and_a_broker_outage_lose_nothing_on_the_mock_cluster() {
     shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
     worker.await.unwrap().expect("a clean stop");
 }
+
+/// A Schema Registry down for a few seconds while records with a schema id the instance has not
+/// seen yet arrive: the instance retries (counted) instead of failing or dead-lettering them, and
+/// every record is processed once the registry is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_down_while_new_schema_ids_arrive_loses_nothing() {
+    const CLICKS: usize = 200;
+    let bootstrap = tansu();
+    let prefix = rig::unique_topic("registry_outage").replace('-', "_");
+    let dir = tempfile::tempdir().unwrap();
+    create_topic(bootstrap, &format!("{prefix}.clicks"), 2).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let data = dir.path().join("registry");
+    let (registry, url) = crate::cli::serve_on(&data, port);
+
+    // Two versions of the clicks schema (the second adds an optional field), registered as a
+    // producer's deployment would.
+    let click_schema = include_str!("../../schemas/happytimes.clicks-value.avsc");
+    let mut evolved: Json = serde_json::from_str(click_schema).unwrap();
+    evolved["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "campaign", "type": ["null", "string"], "default": null}));
+    let schemas = dir.path().join("schemas");
+    std::fs::create_dir_all(&schemas).unwrap();
+    let register = |text: &str| -> u32 {
+        std::fs::write(schemas.join(format!("{prefix}.clicks-value.avsc")), text).unwrap();
+        let out = crate::cli::happystreams()
+            .args(["schemas", "register", "--dir", schemas.to_str().unwrap(), "--registry", &url])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+            .split("\tid ")
+            .nth(1)
+            .and_then(|rest| rest.split('\t').next()?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no id in {stdout}"))
+    };
+    let (first, second) = (register(click_schema), register(&evolved.to_string()));
+    assert_ne!(first, second);
+
+    let yaml = format!(
+        r#"name: registry_outage
+sources:
+  clicks:
+    topic: {prefix}.clicks
+    format: avro
+    schema: {schema}
+    key: visitor_id
+    timestamp: event_time
+    on_error: dead_letter
+nodes:
+  - name: ids
+    from: clicks
+    select: {{ event_id: event_id, visitor_id: visitor_id }}
+sinks:
+  - {{ from: ids, topic: {prefix}.out, format: json }}
+"#,
+        schema = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/happytimes.clicks-value.avsc"),
+    );
+    let topology = dir.path().join("registry_outage.yaml");
+    std::fs::write(&topology, yaml).unwrap();
+    let setup = Setup { bootstrap: bootstrap.to_owned(), prefix: prefix.clone(), dir, topology, partitions: 2 };
+
+    let mut generator = happystreams::generate::ClickGenerator::new(11);
+    let mut expected = BTreeSet::new();
+    let producer = producer(bootstrap);
+    let mut produce = async |schema: &str, id: u32, range: std::ops::Range<usize>| {
+        let writer = happystreams::codec::avro::AvroSchema::parse(id, schema).unwrap();
+        let topic = setup.topic("clicks");
+        for index in range {
+            let click = generator.click(index);
+            expected.insert(click.to_json()["event_id"].as_str().unwrap().to_owned());
+            let bytes = writer.encode(&click).unwrap();
+            let record = FutureRecord::<[u8], [u8]>::to(&topic).payload(&bytes);
+            producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+        }
+    };
+    produce(click_schema, first, 0..CLICKS).await;
+    let instance = setup.start_with("a", &[], &[("HAPPYSTREAMS_REGISTRY__URL", &url)]);
+    let out = format!("topic=\"{prefix}.out\"");
+    wait_until("the first version's clicks", Duration::from_secs(60), || {
+        instance.metric_labelled("records_out_total", &out) >= CLICKS as f64
+    });
+
+    // The registry goes away; clicks written with the second version's id arrive.
+    drop(registry);
+    produce(&evolved.to_string(), second, CLICKS..2 * CLICKS).await;
+    wait_until("a registry retry", Duration::from_secs(30), || instance.metric("registry_retries_total") > 0.0);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        instance.metric_labelled("records_out_total", &out),
+        CLICKS as f64,
+        "nothing of the second version can be decoded while the registry is down"
+    );
+    let (_registry, _) = crate::cli::serve_on(&data, port);
+    wait_until("every click after the registry came back", Duration::from_secs(60), || {
+        instance.metric_labelled("records_out_total", &out) >= 2.0 * CLICKS as f64
+    });
+    assert_eq!(instance.metric("records_dead_lettered_total"), 0.0, "log:\n{}", instance.log_text());
+    let ids: BTreeSet<String> = read_all(bootstrap, &setup.topic("out"), 2)
+        .into_iter()
+        .filter_map(|(_, value, _)| Some(value?["event_id"].as_str()?.to_owned()))
+        .collect();
+    assert_eq!(ids, expected, "every click reached the output once the registry was back");
+}
