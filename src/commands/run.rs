@@ -72,6 +72,9 @@ pub async fn run(args: &RunArgs, config: &Config) -> anyhow::Result<()> {
     if settings.runtime.num_threads == 0 {
         anyhow::bail!("runtime.num_threads is 0; set it to 1 or more (the default is the number of cores)");
     }
+    if settings.runtime.restore_threads == 0 {
+        anyhow::bail!("runtime.restore_threads is 0; set it to 1 or more (the default is 4)");
+    }
     let handle = crate::observe::metrics::recorder().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
     if !settings.runtime.metrics_address.is_empty() {
         let bound = crate::observe::metrics::serve(&settings.runtime.metrics_address, handle)

@@ -1,6 +1,7 @@
-//! Task assignment: a newly assigned task restores (its changelog, then its tables) on a
-//! thread of its own while the others go on; when done it starts running — its lead partition
-//! sought to the task's position and resumed, its other inputs added to the side consumer.
+//! Task assignment: a newly assigned task waits for one of `runtime.restore_threads` restore
+//! slots, then restores (its changelog, then its tables) on a thread of its own while the others
+//! go on; when done it starts running — its lead partition sought to the task's position and
+//! resumed, its other inputs added to the side consumer.
 
 use super::RuntimeError;
 use super::commit::committed;
@@ -13,10 +14,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-/// Starts restoring newly assigned tasks, each on its own thread.
+/// Newly assigned tasks wait for a restore slot; waiting tasks start restoring, each on its own
+/// thread, while fewer than `runtime.restore_threads` restores run.
 pub fn start_assigned(shared: &Arc<Shared>, group: &BaseConsumer<GroupContext>, tasks: &Tasks) {
     let assigned: Vec<TaskId> =
         group.context().assigned.lock().map(|mut a| std::mem::take(&mut *a)).unwrap_or_default();
@@ -25,20 +26,36 @@ pub fn start_assigned(shared: &Arc<Shared>, group: &BaseConsumer<GroupContext>, 
         if tasks.contains_key(&id) {
             continue;
         }
-        let cancel = Arc::new(AtomicBool::new(false));
+        tracing::info!(task = %id, "task assigned");
+        metrics::gauge!("task_running", "task" => id.to_string()).set(0.0);
+        tasks.insert(id, Slot::Restoring { cancel: Arc::default(), handle: None });
+    }
+    let mut restoring = tasks.values().filter(|slot| matches!(slot, Slot::Restoring { handle: Some(_), .. })).count();
+    let mut waiting = 0;
+    for (&id, slot) in tasks.iter_mut() {
+        let Slot::Restoring { cancel, handle: handle @ None } = slot else { continue };
+        if restoring >= shared.runtime.restore_threads.max(1) {
+            waiting += 1;
+            continue;
+        }
         let (thread_shared, thread_cancel) = (shared.clone(), cancel.clone());
-        let handle = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(format!("restore-{id}"))
             .spawn(move || open_task(&thread_shared, id, &thread_cancel));
-        match handle {
-            Ok(handle) => {
-                tracing::info!(task = %id, "task assigned; restoring");
-                metrics::gauge!("task_running", "task" => id.to_string()).set(0.0);
-                tasks.insert(id, Slot::Restoring { cancel, handle: Some(handle) });
+        match spawned {
+            Ok(spawned) => {
+                tracing::info!(task = %id, "restore started");
+                *handle = Some(spawned);
+                restoring += 1;
             }
-            Err(e) => tracing::error!(task = %id, error = %e, "cannot start a restore thread"),
+            Err(e) => {
+                // Tried again next round.
+                tracing::error!(task = %id, error = %e, "cannot start a restore thread");
+                waiting += 1;
+            }
         }
     }
+    metrics::gauge!("restore_waiting_tasks").set(waiting as f64);
 }
 
 /// Tasks whose restore finished start running: their lead partition is sought to the task's

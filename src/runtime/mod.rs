@@ -113,6 +113,9 @@ pub struct RuntimeConfig {
     pub bootstrap_chunk_records: usize,
     /// ...or this many MiB written, so a large table never sits whole in memory.
     pub bootstrap_chunk_mb: usize,
+    /// Tasks restoring at once, each on its own thread with its own consumers; the others wait
+    /// their turn (a rebalance of many tasks does not start a thread and a connection per task).
+    pub restore_threads: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -130,6 +133,7 @@ impl Default for RuntimeConfig {
             record_cache_mb: 16,
             bootstrap_chunk_records: 100_000,
             bootstrap_chunk_mb: 64,
+            restore_threads: 4,
         }
     }
 }

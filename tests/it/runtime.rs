@@ -415,12 +415,25 @@ async fn a_restart_restores_from_the_local_checkpoint_not_the_whole_changelog() 
     );
     again.kill();
 
-    // A fresh state directory restores the whole changelog and gives the same results.
+    // A fresh state directory restores the whole changelog and gives the same results, one
+    // task at a time with one restore thread.
     let logged = changelog_records();
-    let mut fresh = setup.start("fresh");
+    let mut fresh = setup.start_with("fresh", &[], &[("HAPPYSTREAMS_RUNTIME__RESTORE_THREADS", "1")]);
     produce_clicks(&setup, 5_500..6_000).await;
     await_oracle(&setup, 6_000, &[&fresh]);
     assert!(fresh.metric("restore_records_total") >= logged as f64, "{}", fresh.log_text());
+    let log = fresh.log_text();
+    let (mut open, mut started) = (0, 0);
+    for line in log.lines() {
+        if line.contains("restore started") {
+            open += 1;
+            started += 1;
+            assert!(open <= 1, "two restores at once with restore_threads = 1:\n{log}");
+        } else if line.contains("task running") {
+            open -= 1;
+        }
+    }
+    assert_eq!(started, 2 * PARTITIONS, "every task restored:\n{log}");
     fresh.kill();
 }
 
