@@ -5,6 +5,7 @@
 
 use super::RuntimeError;
 use super::commit::committed;
+use super::deleted::checked_start;
 use super::group::{GroupContext, Slot, Tasks, lock};
 use super::layout::TaskId;
 use super::open::open_task;
@@ -87,6 +88,12 @@ pub fn finish_restores(
             Some(next) => Offset::Offset(next),
             None => committed(group, &sub.lead, id.partition)?,
         };
+        // A position whose records the broker no longer has fails or skips, loudly.
+        // A position whose records the broker no longer has fails or skips, loudly.
+        let offset = match offset {
+            Offset::Offset(next) => Offset::Offset(checked_start(shared, group, &sub.lead, id.partition, next)?),
+            other => other,
+        };
         let mut tpl = TopicPartitionList::new();
         let _ = tpl.add_partition_offset(&sub.lead, id.partition, offset);
         // Where the group left off is where the task's state left off (not the committed offset).
@@ -105,6 +112,7 @@ pub fn finish_restores(
                     _ => 0,
                 },
             };
+            let next = checked_start(shared, group, &input.topic, id.partition, next)?;
             side_assignment.insert((input.topic.clone(), id.partition), next);
             changed = true;
         }

@@ -3,27 +3,30 @@
 //! store; every record's key says which store it belongs to), and a new owner of the task
 //! rebuilds the state by replaying it.
 //!
-//! Each commit appends its writes tagged with a batch id (header `happystreams.batch`), then a
-//! commit marker for that batch whose value holds the task's input positions and stream time.
-//! Restoring applies a batch only when its marker follows; writes of a batch that never got its
-//! marker (the task crashed mid-commit) are skipped and reported, so the next commit can log
-//! those keys' real values again.
+//! Each commit appends its writes, then a *commit marker* whose value holds the task's input
+//! positions and stream time. Every marker of a partition has the same key, so compaction keeps
+//! only the latest one and a restore from scratch stays as long as the live state. Restoring
+//! applies every write that a marker follows; writes after the last marker (the task crashed
+//! mid-commit) are skipped and reported, and the next commit logs those keys' real values again
+//! before its own marker — so a write left without a marker in the middle of the log (or
+//! one whose marker compaction removed) is always overwritten by a later committed one.
 
 use super::producer::{Kind, OutputProducer};
 use crate::connectors::kafka::{KafkaConfig, cached_high_watermark};
 use crate::state::{Changelog, Checkpoint, StateBackend, StateError, WriteSet};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header as KafkaHeader, Headers as _, Message as _, OwnedHeaders};
+use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-const BATCH_HEADER: &str = "happystreams.batch";
-/// Keys of data records start with the store name's length (u16), which is never 0xFFFF.
+/// The key of every commit marker (data records' keys start with the store name's length, a
+/// u16 that is never 0xFFFF). Markers written before markers shared one key had the batch id
+/// appended: they are recognised by the prefix.
 const MARKER_KEY: &[u8] = b"\xff\xffhappystreams.commit";
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -46,11 +49,11 @@ fn parse_entry_key(bytes: &[u8]) -> Option<(String, Vec<u8>)> {
     Some((store.to_owned(), bytes[2 + len..].to_vec()))
 }
 
-/// A batch id unique across processes and restarts.
-fn batch_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("{:x}-{:x}-{:x}", nanos, std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+/// The key and value of the commit marker for `checkpoint`.
+fn marker(checkpoint: &Checkpoint) -> Result<(Vec<u8>, Vec<u8>), serde_json::Error> {
+    let value =
+        serde_json::to_vec(&Marker { inputs: checkpoint.inputs.clone(), stream_time_ms: checkpoint.stream_time_ms })?;
+    Ok((MARKER_KEY.to_vec(), value))
 }
 
 /// One task's changelog partition.
@@ -58,14 +61,12 @@ pub struct KafkaChangelog {
     producer: Arc<OutputProducer>,
     topic: String,
     partition: i32,
-    /// The batch of the writes sent last (its marker goes out next).
-    batch: String,
 }
 
 impl KafkaChangelog {
     /// The changelog of partition `partition` of `topic`, written through `producer`.
     pub fn new(producer: Arc<OutputProducer>, topic: &str, partition: i32) -> Self {
-        KafkaChangelog { producer, topic: topic.to_owned(), partition, batch: String::new() }
+        KafkaChangelog { producer, topic: topic.to_owned(), partition }
     }
 
     fn failed(&self, e: &dyn std::fmt::Display) -> StateError {
@@ -75,16 +76,12 @@ impl KafkaChangelog {
 
 impl Changelog for KafkaChangelog {
     fn send_writes(&mut self, writes: &WriteSet) -> Result<(), StateError> {
-        self.batch = batch_id();
-        let headers = OwnedHeaders::new().insert(KafkaHeader { key: BATCH_HEADER, value: Some(self.batch.as_bytes()) });
         let mut key = Vec::new();
         for (store, entries) in writes {
             for (entry, value) in entries {
                 entry_key_into(&mut key, store, entry);
-                let mut record = OutputProducer::record(&self.topic, Kind::Changelog)
-                    .partition(self.partition)
-                    .key(key.as_slice())
-                    .headers(headers.clone());
+                let mut record =
+                    OutputProducer::record(&self.topic, Kind::Changelog).partition(self.partition).key(key.as_slice());
                 if let Some(value) = value {
                     record = record.payload(value.as_slice());
                 }
@@ -95,19 +92,11 @@ impl Changelog for KafkaChangelog {
     }
 
     fn send_marker(&mut self, checkpoint: &Checkpoint) -> Result<(), StateError> {
-        let marker = serde_json::to_vec(&Marker {
-            inputs: checkpoint.inputs.clone(),
-            stream_time_ms: checkpoint.stream_time_ms,
-        })
-        .map_err(|e| self.failed(&e))?;
-        let mut marker_key = MARKER_KEY.to_vec();
-        marker_key.extend_from_slice(self.batch.as_bytes());
-        let headers = OwnedHeaders::new().insert(KafkaHeader { key: BATCH_HEADER, value: Some(self.batch.as_bytes()) });
+        let (key, value) = marker(checkpoint).map_err(|e| self.failed(&e))?;
         let record = OutputProducer::record(&self.topic, Kind::Changelog)
             .partition(self.partition)
-            .key(marker_key.as_slice())
-            .payload(marker.as_slice())
-            .headers(headers);
+            .key(key.as_slice())
+            .payload(value.as_slice());
         self.producer.send(record).map_err(|e| self.failed(&e))
     }
 
@@ -145,6 +134,11 @@ pub struct RestoreReport {
 /// names it), reading committed records from the start of a partition unless told otherwise,
 /// reporting the end of a partition when `eof`.
 pub fn reader(kafka: &KafkaConfig, group_id: &str, eof: bool) -> Result<BaseConsumer, KafkaError> {
+    reader_config(kafka, group_id, eof).create()
+}
+
+/// The configuration of a [`reader`].
+pub fn reader_config(kafka: &KafkaConfig, group_id: &str, eof: bool) -> rdkafka::ClientConfig {
     let mut config = kafka.client_config();
     config
         .set("group.id", group_id)
@@ -157,7 +151,7 @@ pub fn reader(kafka: &KafkaConfig, group_id: &str, eof: bool) -> Result<BaseCons
         // to this long: a reader to the end must not wait librdkafka's 500 ms per partition.
         config.set("fetch.wait.max.ms", "10");
     }
-    config.create()
+    config
 }
 
 /// Replays partition `partition` of `topic` into `backend`, from the backend's checkpointed
@@ -174,16 +168,13 @@ pub fn restore(
     let started = Instant::now();
     let failed =
         |detail: String| StateError::Changelog(format!("restoring from {topic} partition {partition}: {detail}"));
-    let mut checkpoint = backend.checkpoint()?.unwrap_or_default();
+    let checkpoint = backend.checkpoint()?.unwrap_or_default();
     let from = checkpoint.changelogs.get(topic).copied().unwrap_or(0);
     let consumer = reader(kafka, "happystreams-restore", true).map_err(|e| failed(e.to_string()))?;
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(topic, partition, Offset::Offset(from)).map_err(|e| failed(e.to_string()))?;
     consumer.assign(&assignment).map_err(|e| failed(e.to_string()))?;
-    let mut report = RestoreReport { from, to: from, ..RestoreReport::default() };
-    let stores = backend.stores();
-    let mut batch: Option<String> = None;
-    let mut writes = WriteSet::new();
+    let mut replay = Replay::new(topic, backend, checkpoint, from);
     let mut last_progress = Instant::now();
     loop {
         if cancel.load(Ordering::Relaxed) {
@@ -192,66 +183,120 @@ pub fn restore(
         if last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
             let total = cached_high_watermark(&consumer, topic, partition).map(|hw| hw - from);
-            progress(report.records, total);
+            progress(replay.report.records, total);
         }
-        let message = match consumer.poll(Duration::from_millis(200)) {
+        match consumer.poll(Duration::from_millis(200)) {
             None => continue,
             Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(e)) => {
-                tracing::warn!(topic, partition, error = %e, "changelog read error; retrying");
-                continue;
-            }
-            Some(Ok(message)) => message,
-        };
-        report.records += 1;
-        report.to = message.offset() + 1;
-        let id = message
-            .headers()
-            .and_then(|h| h.iter().find(|h| h.key == BATCH_HEADER).and_then(|h| h.value))
-            .map(|v| String::from_utf8_lossy(v).into_owned());
-        let key = message.key().unwrap_or_default();
-        if key.starts_with(MARKER_KEY) {
-            let marker: Marker = serde_json::from_slice(message.payload().unwrap_or_default())
-                .map_err(|e| failed(format!("bad commit marker at offset {}: {e}", message.offset())))?;
-            if batch.is_some() && batch != id {
-                orphan(&mut report, std::mem::take(&mut writes));
-            }
-            checkpoint.inputs = marker.inputs;
-            checkpoint.stream_time_ms = marker.stream_time_ms;
-            checkpoint.changelogs.insert(topic.to_owned(), message.offset() + 1);
-            backend.commit(&writes, &checkpoint)?;
-            writes.clear();
-            batch = None;
-            report.batches += 1;
-            continue;
+            Some(Err(e)) => tracing::warn!(topic, partition, error = %e, "changelog read error; retrying"),
+            Some(Ok(message)) => replay
+                .apply(message.offset(), message.key().unwrap_or_default(), message.payload())
+                .map_err(|e| match e {
+                StateError::Changelog(detail) => failed(detail),
+                other => other,
+            })?,
         }
-        if batch != id {
-            orphan(&mut report, std::mem::take(&mut writes));
-            batch = id;
-        }
-        let Some((store, key)) = parse_entry_key(key) else {
-            return Err(failed(format!("record at offset {} has no store key", message.offset())));
-        };
-        if !stores.contains(&store) {
-            // A store the topology no longer has.
-            continue;
-        }
-        writes.entry(store).or_default().insert(key, message.payload().map(<[u8]>::to_vec));
     }
-    orphan(&mut report, writes);
+    let mut report = replay.finish();
     report.elapsed = started.elapsed();
     Ok(report)
 }
 
-fn orphan(report: &mut RestoreReport, writes: WriteSet) {
-    for (store, keys) in writes {
-        report.orphans.extend(keys.into_keys().map(|k| (store.clone(), k)));
+/// Applies changelog records in log order: writes wait for the next commit marker, which commits
+/// them to the backend with the marker's checkpoint. Writes after the last marker are orphans.
+struct Replay<'a> {
+    topic: &'a str,
+    backend: &'a mut dyn StateBackend,
+    stores: Vec<String>,
+    checkpoint: Checkpoint,
+    writes: WriteSet,
+    report: RestoreReport,
+}
+
+impl<'a> Replay<'a> {
+    fn new(topic: &'a str, backend: &'a mut dyn StateBackend, checkpoint: Checkpoint, from: i64) -> Self {
+        let stores = backend.stores();
+        let report = RestoreReport { from, to: from, ..RestoreReport::default() };
+        Replay { topic, backend, stores, checkpoint, writes: WriteSet::new(), report }
+    }
+
+    fn apply(&mut self, offset: i64, key: &[u8], value: Option<&[u8]>) -> Result<(), StateError> {
+        self.report.records += 1;
+        self.report.to = offset + 1;
+        if key.starts_with(MARKER_KEY) {
+            let marker: Marker = serde_json::from_slice(value.unwrap_or_default())
+                .map_err(|e| StateError::Changelog(format!("bad commit marker at offset {offset}: {e}")))?;
+            self.checkpoint.inputs = marker.inputs;
+            self.checkpoint.stream_time_ms = marker.stream_time_ms;
+            self.checkpoint.changelogs.insert(self.topic.to_owned(), offset + 1);
+            self.backend.commit(&self.writes, &self.checkpoint)?;
+            self.writes.clear();
+            self.report.batches += 1;
+            return Ok(());
+        }
+        let Some((store, key)) = parse_entry_key(key) else {
+            return Err(StateError::Changelog(format!("record at offset {offset} has no store key")));
+        };
+        if self.stores.contains(&store) {
+            // (Records of a store the topology no longer has are skipped.)
+            self.writes.entry(store).or_default().insert(key, value.map(<[u8]>::to_vec));
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> RestoreReport {
+        for (store, keys) in std::mem::take(&mut self.writes) {
+            self.report.orphans.extend(keys.into_keys().map(|k| (store.clone(), k)));
+        }
+        self.report
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::MemoryBackend;
+
+    type Log = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+    fn write(log: &mut Log, entries: &[(&str, Option<&str>)]) {
+        for (key, value) in entries {
+            let mut entry = Vec::new();
+            entry_key_into(&mut entry, "s", key.as_bytes());
+            log.push((entry, value.map(|v| v.as_bytes().to_vec())));
+        }
+    }
+
+    fn commit(log: &mut Log, entries: &[(&str, Option<&str>)], input: i64) {
+        write(log, entries);
+        let checkpoint = Checkpoint { inputs: BTreeMap::from([("in:0".into(), input)]), ..Checkpoint::default() };
+        let (key, value) = marker(&checkpoint).unwrap();
+        log.push((key, Some(value)));
+    }
+
+    /// Kafka compaction of the closed segments (everything up to the last marker here; the tail
+    /// after it is the active segment): the latest record per key, at its own offset; tombstones
+    /// kept or, after `delete.retention.ms`, dropped.
+    fn compact(log: &Log, drop_tombstones: bool) -> Vec<(i64, Vec<u8>, Option<Vec<u8>>)> {
+        let closed = log.iter().rposition(|(k, _)| k.starts_with(MARKER_KEY)).map_or(0, |i| i + 1);
+        let latest: BTreeMap<&[u8], usize> =
+            log[..closed].iter().enumerate().map(|(i, (k, _))| (k.as_slice(), i)).collect();
+        log.iter()
+            .enumerate()
+            .filter(|(i, (k, v))| *i >= closed || (latest[k.as_slice()] == *i && (v.is_some() || !drop_tombstones)))
+            .map(|(i, (k, v))| (i as i64, k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn replay(records: impl IntoIterator<Item = (i64, Vec<u8>, Option<Vec<u8>>)>) -> (MemoryBackend, RestoreReport) {
+        let mut backend = MemoryBackend::new(&["s"]);
+        let mut replay = Replay::new("log", &mut backend, Checkpoint::default(), 0);
+        for (offset, key, value) in records {
+            replay.apply(offset, &key, value.as_deref()).unwrap();
+        }
+        let report = replay.finish();
+        (backend, report)
+    }
 
     #[test]
     fn entry_keys_round_trip_and_never_look_like_markers() {
@@ -259,6 +304,46 @@ mod tests {
         entry_key_into(&mut key, "visitors-table", b"\x01\x02");
         assert_eq!(parse_entry_key(&key), Some(("visitors-table".to_owned(), vec![1, 2])));
         assert!(!key.starts_with(MARKER_KEY));
-        assert_ne!(batch_id(), batch_id());
+    }
+
+    /// The log of a task that crashed mid-commit twice: once followed by a new owner's restore
+    /// and commit (which rewrites the keys left without a marker), once at the end.
+    fn crashed_twice() -> Log {
+        let mut log = Log::new();
+        commit(&mut log, &[("a", Some("1")), ("b", Some("1")), ("c", Some("1"))], 10);
+        commit(&mut log, &[("a", Some("2")), ("b", None)], 20);
+        write(&mut log, &[("a", Some("lost")), ("d", Some("lost"))]);
+        commit(&mut log, &[("a", Some("2")), ("d", None), ("c", Some("3"))], 30);
+        write(&mut log, &[("c", Some("lost")), ("e", Some("lost"))]);
+        log
+    }
+
+    #[test]
+    fn restore_applies_what_a_marker_follows_and_reports_the_tail_after_the_last_one() {
+        let log = crashed_twice();
+        let (backend, report) = replay(log.iter().enumerate().map(|(i, (k, v))| (i as i64, k.clone(), v.clone())));
+        let state = backend.range("s", b"", None).unwrap();
+        assert_eq!(state, vec![(b"a".to_vec(), b"2".to_vec()), (b"c".to_vec(), b"3".to_vec())]);
+        let orphans: Vec<&[u8]> = report.orphans.iter().map(|(_, k)| k.as_slice()).collect();
+        assert_eq!(orphans, [b"c".as_slice(), b"e"]);
+        let checkpoint = backend.checkpoint().unwrap().unwrap();
+        assert_eq!(checkpoint.inputs["in:0"], 30);
+        assert_eq!(checkpoint.changelogs["log"], log.len() as i64 - 2);
+        assert_eq!(report.batches, 3);
+    }
+
+    #[test]
+    fn compaction_keeps_one_marker_and_the_same_restored_state() {
+        let log = crashed_twice();
+        let (full, _) = replay(log.iter().enumerate().map(|(i, (k, v))| (i as i64, k.clone(), v.clone())));
+        for drop_tombstones in [false, true] {
+            let compacted = compact(&log, drop_tombstones);
+            let markers = compacted.iter().filter(|(_, k, _)| k.starts_with(MARKER_KEY)).count();
+            assert_eq!(markers, 1, "compaction keeps only the latest marker of a task");
+            let (restored, report) = replay(compacted);
+            assert_eq!(restored.range("s", b"", None).unwrap(), full.range("s", b"", None).unwrap());
+            assert_eq!(restored.checkpoint().unwrap(), full.checkpoint().unwrap());
+            assert_eq!(report.orphans.len(), 2);
+        }
     }
 }

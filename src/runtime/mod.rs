@@ -25,16 +25,17 @@
 //! Every `commit_interval_ms` (and on revocation and shutdown) each task with work:
 //! 1. flushes the producer: every output and repartition record of the processed input is
 //!    acknowledged by the brokers;
-//! 2. appends its pending state writes to its changelog partition, tagged with a fresh batch id,
-//!    then a *commit marker* for that batch carrying the task's input positions and stream time,
-//!    and waits for them to be acknowledged ([`changelog`]);
+//! 2. appends its pending state writes to its changelog partition, then a *commit marker*
+//!    carrying the task's input positions and stream time (one key per partition, so compaction
+//!    keeps the latest), and waits for them to be acknowledged ([`changelog`]);
 //! 3. writes the state, the input positions and the changelog position to RocksDB in ONE atomic
 //!    write batch (`crate::state`'s protocol);
 //! 4. commits the input offsets to the consumer group (for lag monitoring and stateless tasks:
 //!    a stateful task resumes from its state's positions, never from the group's).
 //!
-//! A crash before 2 completes leaves changelog entries without a marker: restoring skips them
-//! (and the next commit rewrites those keys, so a compacted changelog cannot keep them), and the
+//! A crash before 2 completes leaves changelog entries after the last marker: restoring skips
+//! them (and the next commit rewrites those keys before its marker, so a compacted changelog
+//! cannot keep them), and the
 //! input is processed again from the last marker's positions. A crash between 2 and 3 leaves a
 //! marker the local checkpoint lacks: restoring from the local checkpoint replays the changelog
 //! from the checkpoint's position up to the end, marker included. Either way the state holds every
@@ -56,6 +57,7 @@ pub mod cache;
 pub mod changelog;
 pub mod codecs;
 pub mod commit;
+pub mod deleted;
 pub mod emitter;
 pub mod global;
 pub mod group;
@@ -81,6 +83,18 @@ pub enum ProcessingGuarantee {
     AtLeastOnce,
     /// Outputs, changelog and input offsets in one Kafka transaction per commit.
     ExactlyOnce,
+}
+
+/// What a task does when the next record it needs was deleted from the broker (retention or
+/// DeleteRecords) before it read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDeletedInput {
+    /// Stop with an error naming the partition and the deleted offsets.
+    #[default]
+    Fail,
+    /// Go on from the earliest record still there, with a warning and `deleted_input_records_total`.
+    Skip,
 }
 
 /// `[runtime]` settings of `happystreams run`.
@@ -116,6 +130,9 @@ pub struct RuntimeConfig {
     /// Tasks restoring at once, each on its own thread with its own consumers; the others wait
     /// their turn (a rebalance of many tasks does not start a thread and a connection per task).
     pub restore_threads: usize,
+    /// When records an input partition's task still needs were deleted from the broker: `fail`
+    /// (default) or `skip` them.
+    pub on_deleted_input: OnDeletedInput,
 }
 
 impl Default for RuntimeConfig {
@@ -134,6 +151,7 @@ impl Default for RuntimeConfig {
             bootstrap_chunk_records: 100_000,
             bootstrap_chunk_mb: 64,
             restore_threads: 4,
+            on_deleted_input: OnDeletedInput::Fail,
         }
     }
 }
@@ -153,6 +171,20 @@ pub enum RuntimeError {
     /// Outputs could not be written.
     #[error("{0}")]
     Output(String),
+    /// Records an input partition's task still needed were deleted from the broker.
+    #[error(
+        "{topic} partition {partition}: records {next}..{earliest} were deleted from the broker (retention or DeleteRecords) before this application read them, so its state and outputs would miss them. To go on without them set runtime.on_deleted_input = skip (HAPPYSTREAMS_RUNTIME__ON_DELETED_INPUT=skip); to recompute everything, reset the application (its state directories and internal topics); to prevent it, keep the input's retention longer than the application can be down"
+    )]
+    InputDeleted {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The next offset the task needs.
+        next: i64,
+        /// The earliest offset still on the broker.
+        earliest: i64,
+    },
     /// A bug or a broken invariant inside the runtime (a panicked thread, a poisoned lock).
     #[error("internal error: {0}")]
     Internal(String),
@@ -180,7 +212,9 @@ impl RuntimeError {
         use crate::error::ErrorClass;
         match self {
             RuntimeError::Config(_) => ErrorClass::Config,
-            RuntimeError::Kafka(_) | RuntimeError::Output(_) => ErrorClass::External,
+            RuntimeError::Kafka(_) | RuntimeError::Output(_) | RuntimeError::InputDeleted { .. } => {
+                ErrorClass::External
+            }
             RuntimeError::State(e) => e.class(),
             RuntimeError::Internal(_) => ErrorClass::Internal,
             RuntimeError::Record { class, .. } => *class,

@@ -470,15 +470,19 @@ async fn a_table_loaded_in_chunks_and_killed_mid_load_restarts_to_the_oracle() {
     assert!(restarted.metric("bootstrap_chunks_total") > 0.0, "the restart went on loading in chunks");
     // The table's changelog: one batch per chunk, each with one row and its marker (plus, after
     // the kill, the rewrite of the row the killed instance left without a marker). The load never
-    // held more than that in memory, and every row got in.
+    // held more than that in memory, and every row got in. Markers share one key per partition.
     let changelog = read_all(&setup.bootstrap, &format!("{}-visitors-table-changelog", setup.prefix), PARTITIONS);
-    let mut batches: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, _, headers) in &changelog {
-        if let Some(batch) = headers.iter().find_map(|h| h.strip_prefix("happystreams.batch=")) {
-            *batches.entry(batch.to_owned()).or_default() += 1;
+    let mut batches = Vec::new();
+    let mut since_marker = 0;
+    for (key, _, _) in &changelog {
+        if key.as_deref().is_some_and(|k| k.ends_with("happystreams.commit")) {
+            batches.push(since_marker);
+            since_marker = 0;
+        } else {
+            since_marker += 1;
         }
     }
-    let largest = batches.values().copied().max().unwrap_or_default();
+    let largest = batches.iter().copied().max().unwrap_or_default();
     assert!(largest <= 3, "a chunk of {largest} records");
     assert!(batches.len() >= (VISITORS + EXTRA) as usize, "{} chunks for {} rows", batches.len(), VISITORS + EXTRA);
 }
@@ -852,4 +856,84 @@ sinks:
         .filter_map(|(_, value, _)| Some(value?["event_id"].as_str()?.to_owned()))
         .collect();
     assert_eq!(ids, expected, "every click reached the output once the registry was back");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inputs_deleted_before_they_were_read_stop_the_instance_unless_told_to_skip_them() {
+    // noida-db deletes records (DeleteRecords) and reports the earliest offset; one member, range
+    // assignor, one partition and one sub-topology (see the exactly-once test). Exactly-once: its
+    // commit markers follow every output (noida-db serves a partition's last produce request
+    // only once another one follows).
+    let broker = rig::noida();
+    let env = [("HAPPYSTREAMS_KAFKA__PROPERTIES__PARTITION_ASSIGNMENT_STRATEGY", "range")];
+    const EOS: [&str; 2] = ["--processing-guarantee", "exactly-once"];
+    let setup = Setup::on(broker, "rt_deleted", "skip", 1).await;
+    let grouped_by_key = std::fs::read_to_string(&setup.topology)
+        .unwrap()
+        .replace("group_by: { source: source }", "group_by: { visitor_id: visitor_id }");
+    std::fs::write(&setup.topology, grouped_by_key).unwrap();
+    produce_visitors(&setup, 0).await;
+    let clicks = setup.topic("clicks");
+    // Each batch of clicks is followed by a bad record (skipped by `on_error: skip`), for the
+    // same reason.
+    let bad_record = || async {
+        let bad = FutureRecord::to(&clicks).key("{\"visitor_id\": 1}".as_bytes()).payload("not json".as_bytes());
+        producer(broker).send(bad, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+    };
+    produce_clicks(&setup, 0..300).await;
+    bad_record().await;
+    let event_ids = |setup: &Setup| -> BTreeSet<i64> {
+        outputs_at(setup, "read_committed").0.into_iter().map(|(e, _, _)| e[1..].parse().unwrap()).collect()
+    };
+    let mut first = setup.start_with("only", &EOS, &env);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while event_ids(&setup).len() < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "the first 300 clicks not processed: {} in, {} out\n{}",
+            first.metric("records_in_total"),
+            first.metric("records_out_total"),
+            first.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(first.terminate().success(), "{}", first.log_text());
+
+    // While no instance runs, 300 more clicks arrive (offsets 301..601) and the first 150 of them
+    // are deleted (retention would do the same): the clicks' partition now starts at offset 451.
+    produce_clicks(&setup, 300..600).await;
+    bad_record().await;
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rig::client_config(broker).create().unwrap();
+    let mut before = TopicPartitionList::new();
+    before.add_partition_offset(&clicks, 0, Offset::Offset(451)).unwrap();
+    let deleted = admin.delete_records(&before, &rdkafka::admin::AdminOptions::new()).await.unwrap();
+    assert_eq!(deleted.elements()[0].offset(), Offset::Offset(451), "{deleted:?}");
+
+    let mut second = setup.start_with("only", &EOS, &env);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = second.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "records deleted before they were read must stop the instance\n{}",
+            second.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log = second.log_text();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains(&format!("{} partition 0: records 301..451 were deleted", clicks)), "{log}");
+    assert!(log.contains("on_deleted_input = skip"), "the error says how to go on\n{log}");
+    assert_eq!(event_ids(&setup).len(), 300, "nothing processed past the gap");
+
+    // Told to skip them: the instance goes on from offset 451, says how many it lost, and counts them.
+    let skip = [env[0], ("HAPPYSTREAMS_RUNTIME__ON_DELETED_INPUT", "skip")];
+    let third = setup.start_with("only", &EOS, &skip);
+    let want: BTreeSet<i64> = (0..300).chain(450..600).collect();
+    wait_until("the clicks after the gap processed", Duration::from_secs(90), || event_ids(&setup) == want);
+    assert_eq!(third.metric("deleted_input_records_total"), 150.0, "{}", third.log_text());
+    assert!(third.log_text().contains("lost=150"), "{}", third.log_text());
 }
