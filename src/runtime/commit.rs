@@ -13,7 +13,7 @@
 //! task commits that wrote state to a changelog in `task_state_commits_total`.
 
 use super::group::{GroupContext, Slot};
-use super::layout::TaskId;
+use super::layout::{InputKind, TaskId};
 use super::shared::Shared;
 use super::task::Task;
 use super::{ProcessingGuarantee, RuntimeError};
@@ -44,10 +44,33 @@ pub fn commit_tasks(
         }
     });
     match &result {
-        Ok(()) => metrics::histogram!("commit_seconds").record(started.elapsed().as_secs_f64()),
+        Ok(()) => {
+            metrics::histogram!("commit_seconds").record(started.elapsed().as_secs_f64());
+            purge_repartitions(shared, tasks)?;
+        }
         Err(_) => metrics::counter!("commit_failures_total").increment(1),
     }
     result
+}
+
+/// Every running task's repartition positions are committed now: the records before them can go.
+fn purge_repartitions(shared: &Shared, tasks: &BTreeMap<TaskId, Slot>) -> Result<(), RuntimeError> {
+    let mut purger =
+        shared.purger.lock().map_err(|_| RuntimeError::Internal("the purger's lock was poisoned by a panic".into()))?;
+    purger.committed(tasks.iter().flat_map(|(id, slot)| {
+        let running = match slot {
+            Slot::Running(task) => Some(task),
+            Slot::Restoring { .. } => None,
+        };
+        let sub = running.and_then(|_| shared.layout.subtopology(id.subtopology));
+        sub.into_iter().flat_map(move |sub| {
+            sub.inputs.iter().filter(|i| matches!(i.kind, InputKind::Repartition(_))).filter_map(move |input| {
+                let next = running?.position(&input.topic, id.partition)?;
+                Some(((input.topic.clone(), id.partition), next))
+            })
+        })
+    }));
+    Ok(())
 }
 
 /// Step 1's first half: every task's record cache is sent.

@@ -6,8 +6,9 @@ use super::cache::CacheBudget;
 use super::codecs::{Decoders, Encoders};
 use super::emitter::Emitter;
 use super::global::SharedBackend;
-use super::layout::{InternalTopic, Layout, check_supported};
+use super::layout::{InputKind, InternalTopic, Layout, check_supported};
 use super::producer::OutputProducer;
+use super::purge::Purger;
 use super::shared::Shared;
 use super::worker;
 use super::{ProcessingGuarantee, RuntimeConfig, RuntimeError};
@@ -22,8 +23,8 @@ use crate::topology::spec::SourceKind;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Everything `happystreams run` needs besides the topology.
@@ -152,6 +153,10 @@ pub fn run(
         "starting"
     );
     let cached_topics = if settings.runtime.record_cache_mb == 0 { HashSet::new() } else { cached_topics(&plan) };
+    let repartitioned =
+        layout.subtopologies.iter().flat_map(|s| &s.inputs).any(|i| matches!(i.kind, InputKind::Repartition(_)));
+    let purge_interval = if repartitioned { settings.runtime.repartition_purge_interval_ms } else { 0 };
+    let purger = Purger::new(kafka, purge_interval);
     let shared = Arc::new(Shared {
         plan,
         layout,
@@ -165,6 +170,7 @@ pub fn run(
         companions,
         cached_topics,
         cache_budget: CacheBudget::new(settings.runtime.record_cache_mb),
+        purger: Mutex::new(purger),
     });
     worker::run(shared, shutdown)
 }

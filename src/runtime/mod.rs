@@ -67,6 +67,7 @@ pub mod open;
 pub mod order;
 pub mod process;
 pub mod producer;
+pub mod purge;
 pub mod shared;
 pub mod task;
 pub mod worker;
@@ -133,6 +134,9 @@ pub struct RuntimeConfig {
     /// When records an input partition's task still needs were deleted from the broker: `fail`
     /// (default) or `skip` them.
     pub on_deleted_input: OnDeletedInput,
+    /// How often records of repartition topics that every commit is past are deleted
+    /// (DeleteRecords; milliseconds; 0: never).
+    pub repartition_purge_interval_ms: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -152,6 +156,7 @@ impl Default for RuntimeConfig {
             bootstrap_chunk_mb: 64,
             restore_threads: 4,
             on_deleted_input: OnDeletedInput::Fail,
+            repartition_purge_interval_ms: 30_000,
         }
     }
 }

@@ -7,13 +7,14 @@ use super::codecs::Decoders;
 use super::emitter::Emitter;
 use super::global::SharedBackend;
 use super::layout::Layout;
+use super::purge::Purger;
 use crate::connectors::kafka::KafkaConfig;
 use crate::operators::table::Table;
 use crate::state::StateMemory;
 use crate::topology::Plan;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// What every task of the instance shares.
 pub struct Shared {
@@ -41,6 +42,8 @@ pub struct Shared {
     pub cached_topics: HashSet<String>,
     /// The record caches' memory budget.
     pub cache_budget: CacheBudget,
+    /// Deletes consumed repartition records after commits.
+    pub purger: Mutex<Purger>,
 }
 
 impl Shared {

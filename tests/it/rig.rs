@@ -147,6 +147,15 @@ pub fn noida() -> &'static str {
     })
 }
 
+/// [`noida`] for one test at a time: noida-db serves concurrent applications' fetches badly
+/// (records of one application's batch went missing while another ran), so each test that runs
+/// instances on it holds this for its whole length.
+pub fn noida_exclusive() -> (&'static str, std::sync::MutexGuard<'static, ()>) {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    (noida(), guard)
+}
+
 /// A moto S3 server shared by the test binary (in memory, any credentials, path-style), from
 /// `HAPPYSTREAMS_MOTO_BIN` (set by `tests/run.sh`) or `tests/rig/moto.sh bin`; returns its URL.
 pub fn moto() -> &'static str {

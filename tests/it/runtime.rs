@@ -203,6 +203,14 @@ async fn produce_clicks(setup: &Setup, range: std::ops::Range<i64>) {
     }
 }
 
+/// One click that is not JSON (after a batch of clicks on noida-db, which serves a partition's
+/// last produce request only once another one follows).
+async fn produce_bad_click(setup: &Setup) {
+    let topic = setup.topic("clicks");
+    let bad = FutureRecord::to(&topic).key("{\"visitor_id\": 1}".as_bytes()).payload("not json".as_bytes());
+    producer(&setup.bootstrap).send(bad, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+}
+
 fn click(i: i64) -> (String, String) {
     let visitor = 1 + i % VISITORS;
     let key = json!({"visitor_id": visitor}).to_string();
@@ -229,7 +237,9 @@ fn read_isolated(bootstrap: &str, topic: &str, partitions: i32, isolation: &str)
     let mut out = Vec::new();
     for partition in 0..partitions {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Beginning).unwrap();
+        // Offset 0, not the beginning: noida-db answers a transactionally written topic's
+        // earliest offset with its end. (No topic read here ever has records deleted.)
+        tpl.add_partition_offset(topic, partition, Offset::Offset(0)).unwrap();
         consumer.assign(&tpl).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -540,7 +550,7 @@ async fn bad_records_go_to_the_dead_letter_topic_with_headers_and_the_rest_is_pr
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exactly_once_aborts_a_failed_batch_and_never_shows_it_to_read_committed_consumers() {
-    let broker = rig::noida();
+    let (broker, _one_at_a_time) = rig::noida_exclusive();
     // noida-db: one member, range assignor (see INFRA.md).
     let eos = ["--processing-guarantee", "exactly-once"];
     let env = [("HAPPYSTREAMS_KAFKA__PROPERTIES__PARTITION_ASSIGNMENT_STRATEGY", "range")];
@@ -864,7 +874,7 @@ async fn inputs_deleted_before_they_were_read_stop_the_instance_unless_told_to_s
     // assignor, one partition and one sub-topology (see the exactly-once test). Exactly-once: its
     // commit markers follow every output (noida-db serves a partition's last produce request
     // only once another one follows).
-    let broker = rig::noida();
+    let (broker, _one_at_a_time) = rig::noida_exclusive();
     let env = [("HAPPYSTREAMS_KAFKA__PROPERTIES__PARTITION_ASSIGNMENT_STRATEGY", "range")];
     const EOS: [&str; 2] = ["--processing-guarantee", "exactly-once"];
     let setup = Setup::on(broker, "rt_deleted", "skip", 1).await;
@@ -876,12 +886,8 @@ async fn inputs_deleted_before_they_were_read_stop_the_instance_unless_told_to_s
     let clicks = setup.topic("clicks");
     // Each batch of clicks is followed by a bad record (skipped by `on_error: skip`), for the
     // same reason.
-    let bad_record = || async {
-        let bad = FutureRecord::to(&clicks).key("{\"visitor_id\": 1}".as_bytes()).payload("not json".as_bytes());
-        producer(broker).send(bad, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
-    };
     produce_clicks(&setup, 0..300).await;
-    bad_record().await;
+    produce_bad_click(&setup).await;
     let event_ids = |setup: &Setup| -> BTreeSet<i64> {
         outputs_at(setup, "read_committed").0.into_iter().map(|(e, _, _)| e[1..].parse().unwrap()).collect()
     };
@@ -902,7 +908,7 @@ async fn inputs_deleted_before_they_were_read_stop_the_instance_unless_told_to_s
     // While no instance runs, 300 more clicks arrive (offsets 301..601) and the first 150 of them
     // are deleted (retention would do the same): the clicks' partition now starts at offset 451.
     produce_clicks(&setup, 300..600).await;
-    bad_record().await;
+    produce_bad_click(&setup).await;
     let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
         rig::client_config(broker).create().unwrap();
     let mut before = TopicPartitionList::new();
@@ -931,9 +937,50 @@ async fn inputs_deleted_before_they_were_read_stop_the_instance_unless_told_to_s
 
     // Told to skip them: the instance goes on from offset 451, says how many it lost, and counts them.
     let skip = [env[0], ("HAPPYSTREAMS_RUNTIME__ON_DELETED_INPUT", "skip")];
-    let third = setup.start_with("only", &EOS, &skip);
+    let mut third = setup.start_with("only", &EOS, &skip);
     let want: BTreeSet<i64> = (0..300).chain(450..600).collect();
     wait_until("the clicks after the gap processed", Duration::from_secs(90), || event_ids(&setup) == want);
     assert_eq!(third.metric("deleted_input_records_total"), 150.0, "{}", third.log_text());
     assert!(third.log_text().contains("lost=150"), "{}", third.log_text());
+    assert!(third.terminate().success(), "{}", third.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consumed_repartition_records_are_deleted_after_commits() {
+    // noida-db deletes records; one partition, exactly-once (see the deleted-input test).
+    let (broker, _one_at_a_time) = rig::noida_exclusive();
+    let setup = Setup::on(broker, "rt_purge", "skip", 1).await;
+    produce_visitors(&setup, 0).await;
+    produce_clicks(&setup, 0..300).await;
+    produce_bad_click(&setup).await;
+    let env = [
+        ("HAPPYSTREAMS_KAFKA__PROPERTIES__PARTITION_ASSIGNMENT_STRATEGY", "range"),
+        ("HAPPYSTREAMS_RUNTIME__REPARTITION_PURGE_INTERVAL_MS", "100"),
+    ];
+    let mut instance = setup.start_with("only", &["--processing-guarantee", "exactly-once"], &env);
+    let (want_facts, want_counts) = oracle(300, 0);
+    let repartition = format!("{}-views_per_source-repartition", setup.prefix);
+    let reader: BaseConsumer = rig::client_config(broker).create().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (facts, counts, _) = outputs_at(&setup, "read_committed");
+        let (earliest, end) = reader.fetch_watermarks(&repartition, 0, Duration::from_secs(10)).unwrap();
+        // Every click's re-keyed record was read and committed, so every one of them can go.
+        if facts == want_facts && counts == want_counts && earliest >= 300 {
+            assert!(end > earliest || end == earliest, "{earliest}..{end}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of 300 facts; repartition topic from {earliest} to {end}; purges {}\n{}",
+            facts.len(),
+            instance.metric("repartition_purges_total"),
+            instance.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(instance.metric("repartition_purges_total") > 0.0);
+    // A graceful stop ends the open transaction (noida-db holds back read_committed readers of
+    // every topic while one is open).
+    assert!(instance.terminate().success(), "{}", instance.log_text());
 }
