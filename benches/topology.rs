@@ -120,5 +120,40 @@ fn operators(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, topologies, operators);
+/// A stream-table join alone: clicks joined with a table of the visitors they name.
+fn stream_table_join(c: &mut Criterion) {
+    let clicks = clicks();
+    let yaml = "name: j\nsources:\n  clicks: { topic: c, format: json, key: visitor_id }\n  visitors: { topic: v, format: json, table: table }\nnodes:\n  - name: a\n    from: clicks\n    join: { table: visitors, unknown: { source: unknown } }\n    select: { event_id: event_id, visitor_id: visitor_id, source: visitors.source }\nsinks:\n  - { from: a, topic: out, format: json }\n";
+    let mut group = c.benchmark_group("operator");
+    group.throughput(Throughput::Elements(clicks.len() as u64));
+    group.sample_size(10);
+    group.bench_function("stream_table_join", |b| {
+        b.iter_batched(
+            || {
+                let mut driver = TopologyTestDriver::new(
+                    happystreams::topology::parse(yaml, None, Path::new(".")).expect("topology"),
+                )
+                .expect("driver");
+                for visitor in 0..10_000i64 {
+                    let key = Value::Struct(Row::new().with("visitor_id", Value::Long(visitor)));
+                    let row = Row::new()
+                        .with("visitor_id", Value::Long(visitor))
+                        .with("source", Value::String("email".into()));
+                    driver.pipe("visitors", key, row, 0).expect("visitor");
+                }
+                driver
+            },
+            |mut driver| {
+                for row in &clicks {
+                    driver.pipe("clicks", Value::Null, row.clone(), 0).expect("pipe");
+                }
+                std::hint::black_box(driver.read_output("out"));
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, topologies, operators, stream_table_join);
 criterion_main!(benches);

@@ -21,16 +21,18 @@ impl VariableResolver for Resolver<'_> {
     }
 }
 
-thread_local! {
-    /// The standard CEL environment, built once per thread (building it per record would
-    /// dominate the cost of small expressions).
-    static ENV: Arc<cel::Env> = Arc::new(cel::Env::stdlib());
+/// The standard CEL environment, built once per process: building it per record would dominate
+/// the cost of small expressions, and per thread it was rebuilt by every processing round's
+/// short-lived threads.
+fn env() -> Arc<cel::Env> {
+    static ENV: std::sync::OnceLock<Arc<cel::Env>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| Arc::new(cel::Env::stdlib())).clone()
 }
 
 /// Evaluates a compiled program against a scope.
 pub fn evaluate(program: &cel::Program, scope: &Scope<'_>) -> Result<Value, String> {
     let resolver = Resolver { scope: *scope };
-    let mut context = cel::Context::with_env(ENV.with(Arc::clone));
+    let mut context = cel::Context::with_env(env());
     context.set_variable_resolver(&resolver);
     let result = program.execute(&context).map_err(|e| e.to_string())?;
     from_cel(result)
