@@ -17,6 +17,7 @@
 
 pub mod aggregate;
 pub mod pipeline;
+pub mod row_cache;
 pub mod session;
 pub mod sliding;
 pub mod stateless;

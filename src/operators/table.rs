@@ -6,21 +6,19 @@
 //! - A column the source did not capture (`Unavailable`) keeps the value of the row it replaces.
 //! - Truncate removes every row (versioned: from the truncate's time on).
 //!
-//! Lookups go through a cache of decoded rows (per key: the latest row, or the key's versions),
-//! like Kafka Streams' record cache: a join then decodes a dimension row once, not once per
-//! event. Every write goes through [`Table::apply`], which drops the key from the cache, and a
-//! restarted task builds new tables, so the cache never disagrees with the store.
+//! Lookups go through a cache of decoded rows (per key: the latest row, or the key's versions):
+//! a join then decodes a dimension row once, not once per event. The cache is LRU within the
+//! process's row-cache budget ([`super::row_cache`]). Every write goes through [`Table::apply`],
+//! which drops the key from the cache, and a restarted task builds new tables, so the cache never
+//! disagrees with the store.
 
+use super::row_cache::RowCache;
 use super::{OperatorError, TableChange, TableUpdate};
 use crate::record::encoding::{decode_row, encode_row, key_bytes};
 use crate::record::{Row, Value};
 use crate::state::{StateBackend, StateError, TaskState, VersionedStore};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-
-/// Keys cached per table before the cache starts over (bounds memory on huge dimensions).
-const CACHE_KEYS: usize = 100_000;
 
 /// Decoded versions of one key, oldest first (`None`: deleted from then on); for a plain table,
 /// one entry with the current row.
@@ -32,7 +30,7 @@ type Versions = Arc<Vec<(i64, Option<Row>)>>;
 pub struct Table {
     store: String,
     versioned: Option<VersionedStore>,
-    cache: Mutex<HashMap<Vec<u8>, Versions>>,
+    cache: Mutex<RowCache<Versions>>,
     /// Bumped (under the cache's lock) by every invalidation: a row read from the store before
     /// an invalidation is not cached after it (a global table is read by several threads while
     /// the worker commits its updates).
@@ -188,7 +186,7 @@ impl Table {
     }
 
     fn versions<B: StateBackend>(&self, state: &TaskState<B>, key: &[u8]) -> Result<Versions, OperatorError> {
-        if let Some(hit) = self.cache.lock().ok().and_then(|c| c.get(key).cloned()) {
+        if let Some(hit) = self.cache.lock().ok().and_then(|mut c| c.get(key)) {
             return Ok(hit);
         }
         let generation = self.generation.load(Ordering::Acquire);
@@ -204,10 +202,10 @@ impl Table {
         if let Ok(mut cache) = self.cache.lock()
             && self.generation.load(Ordering::Acquire) == generation
         {
-            if cache.len() >= CACHE_KEYS {
-                cache.clear();
-            }
-            cache.insert(key.to_vec(), versions.clone());
+            let size = 64
+                + key.len()
+                + versions.iter().map(|(_, row)| 16 + row.as_ref().map_or(0, Row::approx_bytes)).sum::<usize>();
+            cache.insert(key.to_vec(), versions.clone(), size);
         }
         Ok(versions)
     }

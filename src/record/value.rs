@@ -235,6 +235,18 @@ pub enum Value {
 }
 
 impl Value {
+    /// A cheap estimate of the memory the value holds (for cache budgets).
+    pub fn approx_bytes(&self) -> usize {
+        32 + match self {
+            Value::String(s) | Value::Json(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            Value::Array(items) => items.iter().map(Value::approx_bytes).sum(),
+            Value::Map(entries) => entries.iter().map(|(k, v)| k.len() + v.approx_bytes()).sum(),
+            Value::Struct(row) => row.approx_bytes(),
+            _ => 0,
+        }
+    }
+
     /// True for [`Value::Null`].
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
@@ -422,6 +434,11 @@ pub struct Row {
 }
 
 impl Row {
+    /// A cheap estimate of the memory the row holds (for cache budgets).
+    pub fn approx_bytes(&self) -> usize {
+        self.iter().map(|(name, value)| 16 + name.len() + value.approx_bytes()).sum()
+    }
+
     /// An empty row.
     pub fn new() -> Self {
         Row::default()

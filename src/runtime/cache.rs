@@ -14,8 +14,8 @@
 //! it happens (emit-on-update per record).
 
 use crate::operators::pipeline::Output;
+use crate::record::Row;
 use crate::record::encoding::key_bytes;
-use crate::record::{Row, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -108,27 +108,13 @@ impl RecordCache {
 
 /// A cheap estimate of an output's memory.
 fn approx_size(output: &Output) -> usize {
-    96 + output.topic.len() + value_size(&output.key) + output.value.as_ref().map_or(0, row_size)
-}
-
-fn row_size(row: &Row) -> usize {
-    row.iter().map(|(name, value)| 16 + name.len() + value_size(value)).sum()
-}
-
-fn value_size(value: &Value) -> usize {
-    32 + match value {
-        Value::String(s) | Value::Json(s) => s.len(),
-        Value::Bytes(b) => b.len(),
-        Value::Array(items) => items.iter().map(value_size).sum(),
-        Value::Map(entries) => entries.iter().map(|(k, v)| k.len() + value_size(v)).sum(),
-        Value::Struct(row) => row_size(row),
-        _ => 0,
-    }
+    96 + output.topic.len() + output.key.approx_bytes() + output.value.as_ref().map_or(0, Row::approx_bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Value;
 
     fn output(topic: &str, key: i64, count: i64) -> Output {
         Output {

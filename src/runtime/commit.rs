@@ -46,6 +46,7 @@ pub fn commit_tasks(
     match &result {
         Ok(()) => {
             metrics::histogram!("commit_seconds").record(started.elapsed().as_secs_f64());
+            metrics::gauge!("row_cache_bytes").set(crate::operators::row_cache::PROCESS.used() as f64);
             purge_repartitions(shared, tasks)?;
         }
         Err(_) => metrics::counter!("commit_failures_total").increment(1),

@@ -118,9 +118,13 @@ pub fn run(
     let repartitions: HashSet<String> = plan.repartition_topics().into_iter().collect();
     let emitter = Emitter::new(producer, Encoders::new(sink_schemas), sinks, repartitions, layout.physical.clone());
 
+    // `state_cache_mb` covers RocksDB (block cache and memtables) and the tables' decoded rows:
+    // a quarter for the rows.
+    let row_cache_mb = settings.runtime.state_cache_mb / 4;
+    crate::operators::row_cache::set_budget(row_cache_mb << 20);
     let memory = StateMemory::new(&StateConfig {
         dir: settings.runtime.state_dir.clone(),
-        memory_mb: settings.runtime.state_cache_mb,
+        memory_mb: settings.runtime.state_cache_mb - row_cache_mb,
         ..StateConfig::default()
     });
     let global_stores = Layout::global_stores(&plan);
