@@ -134,11 +134,6 @@ pub struct RestoreReport {
 /// names it), reading committed records from the start of a partition unless told otherwise,
 /// reporting the end of a partition when `eof`.
 pub fn reader(kafka: &KafkaConfig, group_id: &str, eof: bool) -> Result<BaseConsumer, KafkaError> {
-    reader_config(kafka, group_id, eof).create()
-}
-
-/// The configuration of a [`reader`].
-pub fn reader_config(kafka: &KafkaConfig, group_id: &str, eof: bool) -> rdkafka::ClientConfig {
     let mut config = kafka.client_config();
     config
         .set("group.id", group_id)
@@ -151,7 +146,7 @@ pub fn reader_config(kafka: &KafkaConfig, group_id: &str, eof: bool) -> rdkafka:
         // to this long: a reader to the end must not wait librdkafka's 500 ms per partition.
         config.set("fetch.wait.max.ms", "10");
     }
-    config
+    config.create()
 }
 
 /// Replays partition `partition` of `topic` into `backend`, from the backend's checkpointed

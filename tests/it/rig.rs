@@ -140,7 +140,8 @@ pub fn noida() -> &'static str {
             "noida-db",
             &format!("{command} >/dev/null 2>&1"),
             port,
-            &format!("rm -rf \"{}\"", data.display()),
+            // The server can outlive the process the watchdog started: end it by its data dir.
+            &format!("pkill -f '^[^ ]*noida-db start .*{0}'; rm -rf \"{0}\"", data.display()),
             None,
         );
         format!("127.0.0.1:{port}")
