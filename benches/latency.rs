@@ -12,7 +12,9 @@
 //! `HAPPYSTREAMS_BENCH_SECONDS` (live seconds per guarantee, default 20),
 //! `HAPPYSTREAMS_BENCH_BOOTSTRAP` (a running broker instead of Tansu),
 //! `HAPPYSTREAMS_BENCH_VISITORS` (default 10000), `HAPPYSTREAMS_BENCH_CLICKS` (backlog for the
-//! maximum rate, default 300000), `HAPPYSTREAMS_BENCH_RATE` (clicks/s; skips the maximum-rate run).
+//! maximum rate, default 300000), `HAPPYSTREAMS_BENCH_RATE` (clicks/s; skips the maximum-rate run),
+//! `HAPPYSTREAMS_BENCH_BROKER_NAME` (the broker's name in the plot's title). Writes the latency
+//! distributions as an SVG plot (`common::plot`).
 
 use rdkafka::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -253,6 +255,7 @@ fn main() {
     let latencies = live(&bootstrap, "pipe", "pipe.out", rate, seconds, visitors);
     drop(pipe);
     rows.push(latencies.row("raw librdkafka pipe (ceiling)", rate));
+    let mut plotted = vec![("raw librdkafka pipe".to_owned(), latencies.sorted)];
     for (input, guarantee, flags) in [
         ("alos", "at-least-once (commit 1000 ms)", vec!["--processing-guarantee", "at-least-once"]),
         (
@@ -265,6 +268,7 @@ fn main() {
         let latencies = live(&bootstrap, input, &format!("{input}.facts"), rate, seconds, visitors);
         drop(instance);
         rows.push(latencies.row(guarantee, rate));
+        plotted.push((guarantee.to_owned(), latencies.sorted));
     }
     if external.is_none() {
         stop_tansu(&dir.path().join("tansu"));
@@ -278,4 +282,11 @@ fn main() {
     for row in rows {
         println!("{row}");
     }
+    let broker = std::env::var("HAPPYSTREAMS_BENCH_BROKER_NAME")
+        .unwrap_or_else(|_| if external.is_some() { "an external broker".into() } else { "Tansu".into() });
+    common::plot::cdf(
+        "latency-cdf.svg",
+        &format!("views_by_source end-to-end latency at {rate:.0} clicks/s, one instance, {broker}"),
+        &plotted,
+    );
 }

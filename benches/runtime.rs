@@ -12,7 +12,8 @@
 //! `common::PARTITION_FETCH_BYTES`); one row uses librdkafka's defaults.
 //!
 //! `cargo bench --bench runtime` (release). Sizes: `HAPPYSTREAMS_BENCH_CLICKS` (default 1000000),
-//! `HAPPYSTREAMS_BENCH_VISITORS` (default 100000); `HAPPYSTREAMS_BENCH_CONFIGS` picks rows.
+//! `HAPPYSTREAMS_BENCH_VISITORS` (default 100000); `HAPPYSTREAMS_BENCH_CONFIGS` picks rows. Writes
+//! the throughput per configuration as an SVG plot (`common::plot`).
 
 use rdkafka::producer::{BaseRecord, Producer};
 use std::path::Path;
@@ -196,6 +197,7 @@ fn main() {
         "| raw librdkafka pipe (ceiling) | {clicks} clicks | {pipe_seconds:.1} s | {pipe_rate:.0} clicks/s | 1.00 | {:.1} | {pipe_rss:.0} |",
         pipe_cpu / millions
     ));
+    let mut plotted = vec![("raw librdkafka pipe".to_owned(), pipe_rate)];
     let mut first_app = None;
     let mut breakdown = Vec::new();
     let configs = std::env::var("HAPPYSTREAMS_BENCH_CONFIGS").unwrap_or_else(|_| "1x1,1x2,2x1,2x2,1x1@default".into());
@@ -206,6 +208,7 @@ fn main() {
         let count =
             if config.librdkafka_defaults { format!("{count} (librdkafka fetch defaults)") } else { count.to_string() };
         let rate = clicks as f64 / run.seconds;
+        plotted.push((format!("{count} instance(s) × {threads} thread(s)"), rate));
         rows.push(format!(
             "| {count} instance(s) × {threads} thread(s) | {clicks} clicks + {visitors} visitors | {:.1} s | {rate:.0} clicks/s | {:.2} | {:.1} | {:.0} |",
             run.seconds,
@@ -274,4 +277,10 @@ fn main() {
     for row in breakdown {
         println!("{row}");
     }
+    common::plot::bars(
+        "runtime-throughput.svg",
+        &format!("views_by_source: {clicks} clicks + {visitors} visitors, Tansu, 2 cores"),
+        "clicks/s",
+        &plotted,
+    );
 }

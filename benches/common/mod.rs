@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each bench uses its part
 
+pub mod plot;
+
 use rdkafka::ClientConfig;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
