@@ -3,9 +3,12 @@
 //! `runtime.state_cache_mb` ([`set_budget`]); elsewhere (the test driver, `replay`) it is
 //! [`DEFAULT_BUDGET`].
 //!
-//! A cache over the budget evicts its own least recently used rows, so a table that is read
-//! keeps its hot keys while a huge dimension cycles through its cold ones — instead of a cache
-//! cleared whole when full (every key decoded again after each clear).
+//! A cache that inserts while the caches together are over the budget evicts its own least
+//! recently used rows — instead of a cache cleared whole when full (every key decoded again after
+//! each clear). It never evicts another table's rows: a table that filled the budget first keeps
+//! its rows until it inserts again, and a table inserting later keeps at least its newest row, so
+//! the total can pass the budget by about one row per table. A shared LRU across tables would
+//! balance them; this keeps each table's lock its own.
 
 use lru::LruCache;
 use std::sync::atomic::{AtomicUsize, Ordering};

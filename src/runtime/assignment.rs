@@ -88,11 +88,12 @@ pub fn finish_restores(
             Some(next) => Offset::Offset(next),
             None => committed(group, &sub.lead, id.partition)?,
         };
-        // A position whose records the broker no longer has fails or skips, loudly.
-        // A position whose records the broker no longer has fails or skips, loudly.
+        // A position whose records the broker no longer has fails or skips, loudly. A task with no
+        // position starts at offset 0 like its other inputs (the reset policy moves it to the
+        // earliest record when the log was truncated), not at a ListOffsets answer.
         let offset = match offset {
             Offset::Offset(next) => Offset::Offset(checked_start(shared, group, &sub.lead, id.partition, next)?),
-            other => other,
+            _ => Offset::Offset(0),
         };
         let mut tpl = TopicPartitionList::new();
         let _ = tpl.add_partition_offset(&sub.lead, id.partition, offset);

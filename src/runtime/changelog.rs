@@ -3,30 +3,33 @@
 //! store; every record's key says which store it belongs to), and a new owner of the task
 //! rebuilds the state by replaying it.
 //!
-//! Each commit appends its writes, then a *commit marker* whose value holds the task's input
-//! positions and stream time. Every marker of a partition has the same key, so compaction keeps
-//! only the latest one and a restore from scratch stays as long as the live state. Restoring
-//! applies every write that a marker follows; writes after the last marker (the task crashed
-//! mid-commit) are skipped and reported, and the next commit logs those keys' real values again
-//! before its own marker — so a write left without a marker in the middle of the log (or
-//! one whose marker compaction removed) is always overwritten by a later committed one.
+//! Each commit appends its writes tagged with a batch id (header `happystreams.batch`), then a
+//! commit marker for that batch whose value holds the task's input positions and stream time.
+//! Restoring applies a batch only when its marker follows; writes of a batch that never got its
+//! marker (the task crashed mid-commit) are skipped and reported, so the next commit can log
+//! those keys' real values again.
+//!
+//! Markers are keyed by their batch, so compaction keeps them all: one small record per commit
+//! that wrote state. Keying them per task instead (compaction would keep only the latest) needs a
+//! restore that no longer holds everything between two markers in memory — after compaction
+//! that would be the whole store — so it waits for a restore that writes in bounded chunks.
 
 use super::producer::{Kind, OutputProducer};
 use crate::connectors::kafka::{KafkaConfig, cached_high_watermark};
 use crate::state::{Changelog, Checkpoint, StateBackend, StateError, WriteSet};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message as _;
+use rdkafka::message::{Header as KafkaHeader, Headers as _, Message as _, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The key of every commit marker (data records' keys start with the store name's length, a
-/// u16 that is never 0xFFFF). Markers written before markers shared one key had the batch id
-/// appended: they are recognised by the prefix.
+const BATCH_HEADER: &str = "happystreams.batch";
+/// Commit markers' keys start with this, then the batch id (data records' keys start with the
+/// store name's length, a u16 that is never 0xFFFF).
 const MARKER_KEY: &[u8] = b"\xff\xffhappystreams.commit";
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -49,11 +52,20 @@ fn parse_entry_key(bytes: &[u8]) -> Option<(String, Vec<u8>)> {
     Some((store.to_owned(), bytes[2 + len..].to_vec()))
 }
 
-/// The key and value of the commit marker for `checkpoint`.
-fn marker(checkpoint: &Checkpoint) -> Result<(Vec<u8>, Vec<u8>), serde_json::Error> {
+/// The key and value of the commit marker of `batch` for `checkpoint`.
+fn marker(batch: &str, checkpoint: &Checkpoint) -> Result<(Vec<u8>, Vec<u8>), serde_json::Error> {
     let value =
         serde_json::to_vec(&Marker { inputs: checkpoint.inputs.clone(), stream_time_ms: checkpoint.stream_time_ms })?;
-    Ok((MARKER_KEY.to_vec(), value))
+    let mut key = MARKER_KEY.to_vec();
+    key.extend_from_slice(batch.as_bytes());
+    Ok((key, value))
+}
+
+/// A batch id unique across processes and restarts.
+fn batch_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{:x}-{:x}-{:x}", nanos, std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// One task's changelog partition.
@@ -61,12 +73,14 @@ pub struct KafkaChangelog {
     producer: Arc<OutputProducer>,
     topic: String,
     partition: i32,
+    /// The batch of the writes sent last (its marker goes out next).
+    batch: String,
 }
 
 impl KafkaChangelog {
     /// The changelog of partition `partition` of `topic`, written through `producer`.
     pub fn new(producer: Arc<OutputProducer>, topic: &str, partition: i32) -> Self {
-        KafkaChangelog { producer, topic: topic.to_owned(), partition }
+        KafkaChangelog { producer, topic: topic.to_owned(), partition, batch: String::new() }
     }
 
     fn failed(&self, e: &dyn std::fmt::Display) -> StateError {
@@ -76,12 +90,16 @@ impl KafkaChangelog {
 
 impl Changelog for KafkaChangelog {
     fn send_writes(&mut self, writes: &WriteSet) -> Result<(), StateError> {
+        self.batch = batch_id();
+        let headers = OwnedHeaders::new().insert(KafkaHeader { key: BATCH_HEADER, value: Some(self.batch.as_bytes()) });
         let mut key = Vec::new();
         for (store, entries) in writes {
             for (entry, value) in entries {
                 entry_key_into(&mut key, store, entry);
-                let mut record =
-                    OutputProducer::record(&self.topic, Kind::Changelog).partition(self.partition).key(key.as_slice());
+                let mut record = OutputProducer::record(&self.topic, Kind::Changelog)
+                    .partition(self.partition)
+                    .key(key.as_slice())
+                    .headers(headers.clone());
                 if let Some(value) = value {
                     record = record.payload(value.as_slice());
                 }
@@ -92,11 +110,13 @@ impl Changelog for KafkaChangelog {
     }
 
     fn send_marker(&mut self, checkpoint: &Checkpoint) -> Result<(), StateError> {
-        let (key, value) = marker(checkpoint).map_err(|e| self.failed(&e))?;
+        let (key, value) = marker(&self.batch, checkpoint).map_err(|e| self.failed(&e))?;
+        let headers = OwnedHeaders::new().insert(KafkaHeader { key: BATCH_HEADER, value: Some(self.batch.as_bytes()) });
         let record = OutputProducer::record(&self.topic, Kind::Changelog)
             .partition(self.partition)
             .key(key.as_slice())
-            .payload(value.as_slice());
+            .payload(value.as_slice())
+            .headers(headers);
         self.producer.send(record).map_err(|e| self.failed(&e))
     }
 
@@ -184,12 +204,15 @@ pub fn restore(
             None => continue,
             Some(Err(KafkaError::PartitionEOF(_))) => break,
             Some(Err(e)) => tracing::warn!(topic, partition, error = %e, "changelog read error; retrying"),
-            Some(Ok(message)) => replay
-                .apply(message.offset(), message.key().unwrap_or_default(), message.payload())
-                .map_err(|e| match e {
-                StateError::Changelog(detail) => failed(detail),
-                other => other,
-            })?,
+            Some(Ok(message)) => {
+                let batch =
+                    message.headers().and_then(|h| h.iter().find(|h| h.key == BATCH_HEADER).and_then(|h| h.value));
+                let key = message.key().unwrap_or_default();
+                replay.apply(message.offset(), key, message.payload(), batch).map_err(|e| match e {
+                    StateError::Changelog(detail) => failed(detail),
+                    other => other,
+                })?
+            }
         }
     }
     let mut report = replay.finish();
@@ -197,14 +220,17 @@ pub fn restore(
     Ok(report)
 }
 
-/// Applies changelog records in log order: writes wait for the next commit marker, which commits
-/// them to the backend with the marker's checkpoint. Writes after the last marker are orphans.
+/// Applies changelog records in log order: a batch's writes wait for its commit marker, which
+/// commits them to the backend with the marker's checkpoint. Writes of a batch no marker of its
+/// own follows are orphans.
 struct Replay<'a> {
     topic: &'a str,
     backend: &'a mut dyn StateBackend,
     stores: Vec<String>,
     checkpoint: Checkpoint,
     writes: WriteSet,
+    /// The batch `writes` belong to.
+    batch: Option<Vec<u8>>,
     report: RestoreReport,
 }
 
@@ -212,15 +238,19 @@ impl<'a> Replay<'a> {
     fn new(topic: &'a str, backend: &'a mut dyn StateBackend, checkpoint: Checkpoint, from: i64) -> Self {
         let stores = backend.stores();
         let report = RestoreReport { from, to: from, ..RestoreReport::default() };
-        Replay { topic, backend, stores, checkpoint, writes: WriteSet::new(), report }
+        Replay { topic, backend, stores, checkpoint, writes: WriteSet::new(), batch: None, report }
     }
 
-    fn apply(&mut self, offset: i64, key: &[u8], value: Option<&[u8]>) -> Result<(), StateError> {
+    fn apply(&mut self, offset: i64, key: &[u8], value: Option<&[u8]>, batch: Option<&[u8]>) -> Result<(), StateError> {
         self.report.records += 1;
         self.report.to = offset + 1;
         if key.starts_with(MARKER_KEY) {
             let marker: Marker = serde_json::from_slice(value.unwrap_or_default())
                 .map_err(|e| StateError::Changelog(format!("bad commit marker at offset {offset}: {e}")))?;
+            if self.batch.is_some() && self.batch.as_deref() != batch {
+                self.orphan();
+            }
+            self.batch = None;
             self.checkpoint.inputs = marker.inputs;
             self.checkpoint.stream_time_ms = marker.stream_time_ms;
             self.checkpoint.changelogs.insert(self.topic.to_owned(), offset + 1);
@@ -228,6 +258,10 @@ impl<'a> Replay<'a> {
             self.writes.clear();
             self.report.batches += 1;
             return Ok(());
+        }
+        if self.batch.as_deref() != batch {
+            self.orphan();
+            self.batch = batch.map(<[u8]>::to_vec);
         }
         let Some((store, key)) = parse_entry_key(key) else {
             return Err(StateError::Changelog(format!("record at offset {offset} has no store key")));
@@ -239,10 +273,15 @@ impl<'a> Replay<'a> {
         Ok(())
     }
 
-    fn finish(mut self) -> RestoreReport {
+    /// The writes held so far never got their marker.
+    fn orphan(&mut self) {
         for (store, keys) in std::mem::take(&mut self.writes) {
             self.report.orphans.extend(keys.into_keys().map(|k| (store.clone(), k)));
         }
+    }
+
+    fn finish(mut self) -> RestoreReport {
+        self.orphan();
         self.report
     }
 }
@@ -252,45 +291,51 @@ mod tests {
     use super::*;
     use crate::state::MemoryBackend;
 
-    type Log = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+    /// Changelog records: key, value, batch.
+    type Log = Vec<(Vec<u8>, Option<Vec<u8>>, Vec<u8>)>;
 
-    fn write(log: &mut Log, entries: &[(&str, Option<&str>)]) {
+    fn write(log: &mut Log, entries: &[(&str, Option<&str>)], batch: &str) {
         for (key, value) in entries {
             let mut entry = Vec::new();
             entry_key_into(&mut entry, "s", key.as_bytes());
-            log.push((entry, value.map(|v| v.as_bytes().to_vec())));
+            log.push((entry, value.map(|v| v.as_bytes().to_vec()), batch.as_bytes().to_vec()));
         }
     }
 
-    fn commit(log: &mut Log, entries: &[(&str, Option<&str>)], input: i64) {
-        write(log, entries);
+    fn commit(log: &mut Log, entries: &[(&str, Option<&str>)], batch: &str, input: i64) {
+        write(log, entries, batch);
         let checkpoint = Checkpoint { inputs: BTreeMap::from([("in:0".into(), input)]), ..Checkpoint::default() };
-        let (key, value) = marker(&checkpoint).unwrap();
-        log.push((key, Some(value)));
+        let (key, value) = marker(batch, &checkpoint).unwrap();
+        log.push((key, Some(value), batch.as_bytes().to_vec()));
     }
 
     /// Kafka compaction of the closed segments (everything up to the last marker here; the tail
     /// after it is the active segment): the latest record per key, at its own offset; tombstones
     /// kept or, after `delete.retention.ms`, dropped.
-    fn compact(log: &Log, drop_tombstones: bool) -> Vec<(i64, Vec<u8>, Option<Vec<u8>>)> {
-        let closed = log.iter().rposition(|(k, _)| k.starts_with(MARKER_KEY)).map_or(0, |i| i + 1);
+    fn compact(log: &Log, drop_tombstones: bool) -> Vec<(i64, &Log, usize)> {
+        let closed = log.iter().rposition(|(k, _, _)| k.starts_with(MARKER_KEY)).map_or(0, |i| i + 1);
         let latest: BTreeMap<&[u8], usize> =
-            log[..closed].iter().enumerate().map(|(i, (k, _))| (k.as_slice(), i)).collect();
+            log[..closed].iter().enumerate().map(|(i, (k, _, _))| (k.as_slice(), i)).collect();
         log.iter()
             .enumerate()
-            .filter(|(i, (k, v))| *i >= closed || (latest[k.as_slice()] == *i && (v.is_some() || !drop_tombstones)))
-            .map(|(i, (k, v))| (i as i64, k.clone(), v.clone()))
+            .filter(|(i, (k, v, _))| *i >= closed || (latest[k.as_slice()] == *i && (v.is_some() || !drop_tombstones)))
+            .map(|(i, _)| (i as i64, log, i))
             .collect()
     }
 
-    fn replay(records: impl IntoIterator<Item = (i64, Vec<u8>, Option<Vec<u8>>)>) -> (MemoryBackend, RestoreReport) {
+    fn replay<'a>(records: impl IntoIterator<Item = (i64, &'a Log, usize)>) -> (MemoryBackend, RestoreReport) {
         let mut backend = MemoryBackend::new(&["s"]);
         let mut replay = Replay::new("log", &mut backend, Checkpoint::default(), 0);
-        for (offset, key, value) in records {
-            replay.apply(offset, &key, value.as_deref()).unwrap();
+        for (offset, log, i) in records {
+            let (key, value, batch) = &log[i];
+            replay.apply(offset, key, value.as_deref(), Some(batch)).unwrap();
         }
         let report = replay.finish();
         (backend, report)
+    }
+
+    fn whole(log: &Log) -> impl Iterator<Item = (i64, &Log, usize)> {
+        (0..log.len()).map(move |i| (i as i64, log, i))
     }
 
     #[test]
@@ -299,28 +344,29 @@ mod tests {
         entry_key_into(&mut key, "visitors-table", b"\x01\x02");
         assert_eq!(parse_entry_key(&key), Some(("visitors-table".to_owned(), vec![1, 2])));
         assert!(!key.starts_with(MARKER_KEY));
+        assert_ne!(batch_id(), batch_id());
     }
 
     /// The log of a task that crashed mid-commit twice: once followed by a new owner's restore
     /// and commit (which rewrites the keys left without a marker), once at the end.
     fn crashed_twice() -> Log {
         let mut log = Log::new();
-        commit(&mut log, &[("a", Some("1")), ("b", Some("1")), ("c", Some("1"))], 10);
-        commit(&mut log, &[("a", Some("2")), ("b", None)], 20);
-        write(&mut log, &[("a", Some("lost")), ("d", Some("lost"))]);
-        commit(&mut log, &[("a", Some("2")), ("d", None), ("c", Some("3"))], 30);
-        write(&mut log, &[("c", Some("lost")), ("e", Some("lost"))]);
+        commit(&mut log, &[("a", Some("1")), ("b", Some("1")), ("c", Some("1"))], "b1", 10);
+        commit(&mut log, &[("a", Some("2")), ("b", None)], "b2", 20);
+        write(&mut log, &[("a", Some("lost")), ("d", Some("lost"))], "x");
+        commit(&mut log, &[("a", Some("2")), ("d", None), ("c", Some("3"))], "b3", 30);
+        write(&mut log, &[("c", Some("lost")), ("e", Some("lost"))], "y");
         log
     }
 
     #[test]
-    fn restore_applies_what_a_marker_follows_and_reports_the_tail_after_the_last_one() {
+    fn restore_applies_only_batches_their_marker_follows() {
         let log = crashed_twice();
-        let (backend, report) = replay(log.iter().enumerate().map(|(i, (k, v))| (i as i64, k.clone(), v.clone())));
+        let (backend, report) = replay(whole(&log));
         let state = backend.range("s", b"", None).unwrap();
         assert_eq!(state, vec![(b"a".to_vec(), b"2".to_vec()), (b"c".to_vec(), b"3".to_vec())]);
         let orphans: Vec<&[u8]> = report.orphans.iter().map(|(_, k)| k.as_slice()).collect();
-        assert_eq!(orphans, [b"c".as_slice(), b"e"]);
+        assert_eq!(orphans, [b"a".as_slice(), b"d", b"c", b"e"]);
         let checkpoint = backend.checkpoint().unwrap().unwrap();
         assert_eq!(checkpoint.inputs["in:0"], 30);
         assert_eq!(checkpoint.changelogs["log"], log.len() as i64 - 2);
@@ -328,17 +374,17 @@ mod tests {
     }
 
     #[test]
-    fn compaction_keeps_one_marker_and_the_same_restored_state() {
+    fn compaction_keeps_every_marker_and_the_same_restored_state() {
         let log = crashed_twice();
-        let (full, _) = replay(log.iter().enumerate().map(|(i, (k, v))| (i as i64, k.clone(), v.clone())));
+        let (full, _) = replay(whole(&log));
         for drop_tombstones in [false, true] {
             let compacted = compact(&log, drop_tombstones);
-            let markers = compacted.iter().filter(|(_, k, _)| k.starts_with(MARKER_KEY)).count();
-            assert_eq!(markers, 1, "compaction keeps only the latest marker of a task");
+            let markers = compacted.iter().filter(|(_, log, i)| log[*i].0.starts_with(MARKER_KEY)).count();
+            assert_eq!(markers, 3, "markers have their batch's key: compaction keeps them all");
             let (restored, report) = replay(compacted);
             assert_eq!(restored.range("s", b"", None).unwrap(), full.range("s", b"", None).unwrap());
             assert_eq!(restored.checkpoint().unwrap(), full.checkpoint().unwrap());
-            assert_eq!(report.orphans.len(), 2);
+            assert_eq!(report.orphans.len(), 2, "the crashed batch in the middle was compacted away");
         }
     }
 }

@@ -54,10 +54,12 @@ pub fn commit_tasks(
     result
 }
 
-/// Every running task's repartition positions are committed now: the records before them can go.
+/// The records of repartition topics before every running task's durable positions can go: a
+/// next owner of the task, restoring from its changelog, resumes past them.
 fn purge_repartitions(shared: &Shared, tasks: &BTreeMap<TaskId, Slot>) -> Result<(), RuntimeError> {
     let mut purger =
         shared.purger.lock().map_err(|_| RuntimeError::Internal("the purger's lock was poisoned by a panic".into()))?;
+    let exactly_once = shared.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
     purger.committed(tasks.iter().flat_map(|(id, slot)| {
         let running = match slot {
             Slot::Running(task) => Some(task),
@@ -66,7 +68,7 @@ fn purge_repartitions(shared: &Shared, tasks: &BTreeMap<TaskId, Slot>) -> Result
         let sub = running.and_then(|_| shared.layout.subtopology(id.subtopology));
         sub.into_iter().flat_map(move |sub| {
             sub.inputs.iter().filter(|i| matches!(i.kind, InputKind::Repartition(_))).filter_map(move |input| {
-                let next = running?.position(&input.topic, id.partition)?;
+                let next = running?.durable_position(&input.topic, id.partition, exactly_once)?;
                 Some(((input.topic.clone(), id.partition), next))
             })
         })

@@ -25,17 +25,16 @@
 //! Every `commit_interval_ms` (and on revocation and shutdown) each task with work:
 //! 1. flushes the producer: every output and repartition record of the processed input is
 //!    acknowledged by the brokers;
-//! 2. appends its pending state writes to its changelog partition, then a *commit marker*
-//!    carrying the task's input positions and stream time (one key per partition, so compaction
-//!    keeps the latest), and waits for them to be acknowledged ([`changelog`]);
+//! 2. appends its pending state writes to its changelog partition, tagged with a fresh batch id,
+//!    then a *commit marker* for that batch carrying the task's input positions and stream time,
+//!    and waits for them to be acknowledged ([`changelog`]);
 //! 3. writes the state, the input positions and the changelog position to RocksDB in ONE atomic
 //!    write batch (`crate::state`'s protocol);
 //! 4. commits the input offsets to the consumer group (for lag monitoring and stateless tasks:
 //!    a stateful task resumes from its state's positions, never from the group's).
 //!
-//! A crash before 2 completes leaves changelog entries after the last marker: restoring skips
-//! them (and the next commit rewrites those keys before its marker, so a compacted changelog
-//! cannot keep them), and the
+//! A crash before 2 completes leaves changelog entries without a marker: restoring skips them
+//! (and the next commit rewrites those keys, so a compacted changelog cannot keep them), and the
 //! input is processed again from the last marker's positions. A crash between 2 and 3 leaves a
 //! marker the local checkpoint lacks: restoring from the local checkpoint replays the changelog
 //! from the checkpoint's position up to the end, marker included. Either way the state holds every

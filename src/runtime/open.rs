@@ -6,6 +6,7 @@ use super::ProcessingGuarantee;
 use super::RuntimeError;
 use super::changelog::{KafkaChangelog, RestoreReport, reader, restore};
 use super::codecs::BadRecord;
+use super::deleted::checked_start;
 use super::emitter::Deferred;
 use super::global::TaskBackend;
 use super::layout::TaskId;
@@ -118,7 +119,11 @@ fn catch_up(
         .map_err(|e| RuntimeError::Kafka(format!("creating a consumer: {e}")))?;
     let mut assignment = TopicPartitionList::new();
     for &partition in partitions {
-        let from = task.position(topic, partition).map_or(Offset::Beginning, Offset::Offset);
+        // A table whose records after the task's position were deleted fails or skips, loudly.
+        let from = match task.position(topic, partition) {
+            Some(next) => Offset::Offset(checked_start(shared, &consumer, topic, partition, next)?),
+            None => Offset::Beginning,
+        };
         let _ = assignment.add_partition_offset(topic, partition, from);
     }
     consumer.assign(&assignment).map_err(|e| RuntimeError::Kafka(format!("reading {topic}: {e}")))?;

@@ -66,6 +66,21 @@ impl Task {
         }
     }
 
+    /// How far the records of an input partition may be deleted: every record before the
+    /// returned offset is in this task's state as logged in its changelog (so any next owner
+    /// resumes past it) or, for a task without state under exactly-once, in committed offsets.
+    /// `None`: nothing can be said (a stateless task under at-least-once, whose group offsets
+    /// are committed without waiting).
+    pub fn durable_position(&self, topic: &str, partition: i32, exactly_once: bool) -> Option<i64> {
+        match self.state.logged_inputs() {
+            Some(logged) => {
+                logged.iter().find(|(key, _)| is_position_key(key, topic, partition)).map(|(_, next)| *next)
+            }
+            None if exactly_once => self.position(topic, partition),
+            None => None,
+        }
+    }
+
     /// The next offset to read from an input partition, if the state has one.
     pub fn position(&self, topic: &str, partition: i32) -> Option<i64> {
         self.positions.iter().find(|(key, _)| is_position_key(key, topic, partition)).map(|(_, next)| *next)

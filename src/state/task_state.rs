@@ -28,6 +28,9 @@ pub struct TaskState<B: StateBackend> {
     log_positions: bool,
     /// The prepared commit sent writes to the changelog (so it has a marker and new positions).
     logged: bool,
+    /// Input positions of the last commit this task logged with a marker: where a new owner that
+    /// restores from the changelog resumes (empty until the first such commit).
+    logged_inputs: BTreeMap<String, i64>,
 }
 
 impl<B: StateBackend> std::fmt::Debug for TaskState<B> {
@@ -57,6 +60,7 @@ impl<B: StateBackend> TaskState<B> {
             prepared: None,
             log_positions: false,
             logged: false,
+            logged_inputs: BTreeMap::new(),
         })
     }
 
@@ -264,12 +268,21 @@ impl<B: StateBackend> TaskState<B> {
             next.changelogs.extend(changelog.positions()?);
         }
         self.backend.commit(&self.pending, &next)?;
+        if self.logged {
+            self.logged_inputs = next.inputs.clone();
+        }
         self.pending.clear();
         self.pending_count = 0;
         self.written_bytes = 0;
         self.logged = false;
         self.checkpoint = next;
         Ok(&self.checkpoint)
+    }
+
+    /// Input positions every owner of this task resumes from at least: those of its last logged
+    /// commit marker (`None` without a changelog: the caller's own commits decide).
+    pub fn logged_inputs(&self) -> Option<&BTreeMap<String, i64>> {
+        self.changelog.as_ref().map(|_| &self.logged_inputs)
     }
 
     /// Drops uncommitted writes (what a crash does).

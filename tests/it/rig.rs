@@ -67,7 +67,13 @@ pub fn tool_binary(env_var: &str, script: &str) -> String {
 // The watchdog lives as long as the test binary (it ends the service when the binary is gone),
 // so it is never waited for once the service listens.
 #[allow(clippy::zombie_processes)]
-fn start_service(name: &str, command: &str, port: u16, cleanup: &str, log: Option<&std::path::Path>) {
+fn start_service(
+    name: &str,
+    command: &str,
+    port: u16,
+    cleanup: &str,
+    log: Option<&std::path::Path>,
+) -> std::process::Child {
     let mut watchdog = spawn_watched(name, command, cleanup);
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -82,6 +88,7 @@ fn start_service(name: &str, command: &str, port: u16, cleanup: &str, log: Optio
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    watchdog
 }
 
 /// Starts `command` (a shell command line, output redirected by the caller) with a watchdog
@@ -127,34 +134,43 @@ pub fn start_tansu() -> String {
     format!("127.0.0.1:{port}")
 }
 
-/// A noida-db broker shared by the test binary (transactions with read_committed isolation),
-/// from `HAPPYSTREAMS_NOIDA_BIN` (set by `tests/run.sh`) or `tests/rig/noida.sh bin`.
-pub fn noida() -> &'static str {
-    static BROKER: OnceLock<String> = OnceLock::new();
-    BROKER.get_or_init(|| {
-        let (port, bin) = (free_port(), tool_binary("HAPPYSTREAMS_NOIDA_BIN", "noida.sh"));
-        let data = std::env::temp_dir().join(format!("happystreams-noida-{}", std::process::id()));
-        let command =
-            format!("'{bin}' start --only kafka --kafka-port {port} --host 127.0.0.1 --data-dir '{}'", data.display());
-        start_service(
-            "noida-db",
-            &format!("{command} >/dev/null 2>&1"),
-            port,
-            // The server can outlive the process the watchdog started: end it by its data dir.
-            &format!("pkill -f '^[^ ]*noida-db start .*{0}'; rm -rf \"{0}\"", data.display()),
-            None,
-        );
-        format!("127.0.0.1:{port}")
-    })
+/// A noida-db broker of the calling test's own (transactions with read_committed isolation,
+/// DeleteRecords), from `HAPPYSTREAMS_NOIDA_BIN` (set by `tests/run.sh`) or
+/// `tests/rig/noida.sh bin`; stopped when dropped, one test at a time.
+///
+/// noida-db keeps state that breaks later applications on the same broker: once a transaction
+/// ran, it answers a topic's earliest offset with its end. It also serves a partition's last
+/// produce request only once another one follows (see INFRA.md).
+pub fn noida() -> Noida {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (port, bin) = (free_port(), tool_binary("HAPPYSTREAMS_NOIDA_BIN", "noida.sh"));
+    let data = std::env::temp_dir().join(format!(
+        "happystreams-noida-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let command =
+        format!("'{bin}' start --only kafka --kafka-port {port} --host 127.0.0.1 --data-dir '{}'", data.display());
+    let watchdog = start_service(
+        "noida-db",
+        &format!("{command} >/dev/null 2>&1"),
+        port,
+        // The server outlives the launcher the watchdog started: end it by its data dir.
+        // (Double quotes: the cleanup runs inside the watchdog's single-quoted trap.)
+        &format!("pkill -f \"^[^ ]*noida-db start .*{0}\"; rm -rf \"{0}\"", data.display()),
+        None,
+    );
+    Noida { bootstrap: format!("127.0.0.1:{port}"), _broker: Watched(watchdog), _turn: turn }
 }
 
-/// [`noida`] for one test at a time: noida-db serves concurrent applications' fetches badly
-/// (records of one application's batch went missing while another ran), so each test that runs
-/// instances on it holds this for its whole length.
-pub fn noida_exclusive() -> (&'static str, std::sync::MutexGuard<'static, ()>) {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    (noida(), guard)
+/// A test's own noida-db broker ([`noida`]).
+pub struct Noida {
+    /// The broker's bootstrap address.
+    pub bootstrap: String,
+    _broker: Watched,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 /// A moto S3 server shared by the test binary (in memory, any credentials, path-style), from

@@ -117,6 +117,18 @@ impl Instance {
         }
     }
 
+    /// Waits for the instance to exit on its own; fails with `why` and its log after `timeout`.
+    fn exit_within(&mut self, timeout: Duration, why: &str) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{why}\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -480,19 +492,15 @@ async fn a_table_loaded_in_chunks_and_killed_mid_load_restarts_to_the_oracle() {
     assert!(restarted.metric("bootstrap_chunks_total") > 0.0, "the restart went on loading in chunks");
     // The table's changelog: one batch per chunk, each with one row and its marker (plus, after
     // the kill, the rewrite of the row the killed instance left without a marker). The load never
-    // held more than that in memory, and every row got in. Markers share one key per partition.
+    // held more than that in memory, and every row got in.
     let changelog = read_all(&setup.bootstrap, &format!("{}-visitors-table-changelog", setup.prefix), PARTITIONS);
-    let mut batches = Vec::new();
-    let mut since_marker = 0;
-    for (key, _, _) in &changelog {
-        if key.as_deref().is_some_and(|k| k.ends_with("happystreams.commit")) {
-            batches.push(since_marker);
-            since_marker = 0;
-        } else {
-            since_marker += 1;
+    let mut batches: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, _, headers) in &changelog {
+        if let Some(batch) = headers.iter().find_map(|h| h.strip_prefix("happystreams.batch=")) {
+            *batches.entry(batch.to_owned()).or_default() += 1;
         }
     }
-    let largest = batches.iter().copied().max().unwrap_or_default();
+    let largest = batches.values().copied().max().unwrap_or_default();
     assert!(largest <= 3, "a chunk of {largest} records");
     assert!(batches.len() >= (VISITORS + EXTRA) as usize, "{} chunks for {} rows", batches.len(), VISITORS + EXTRA);
 }
@@ -550,7 +558,8 @@ async fn bad_records_go_to_the_dead_letter_topic_with_headers_and_the_rest_is_pr
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exactly_once_aborts_a_failed_batch_and_never_shows_it_to_read_committed_consumers() {
-    let (broker, _one_at_a_time) = rig::noida_exclusive();
+    let noida = rig::noida();
+    let broker = noida.bootstrap.as_str();
     // noida-db: one member, range assignor (see INFRA.md).
     let eos = ["--processing-guarantee", "exactly-once"];
     let env = [("HAPPYSTREAMS_KAFKA__PROPERTIES__PARTITION_ASSIGNMENT_STRATEGY", "range")];
@@ -572,14 +581,7 @@ async fn exactly_once_aborts_a_failed_batch_and_never_shows_it_to_read_committed
     let mut flags = eos.to_vec();
     flags.extend(["--commit-interval-ms", "600000"]);
     let mut first = failing.start_with("only", &flags, &env);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        if let Some(status) = first.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the bad record must stop the instance\n{}", first.log_text());
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = first.exit_within(Duration::from_secs(90), "the bad record must stop the instance");
     assert!(!status.success(), "on_error: fail must exit non-zero");
     assert!(first.log_text().contains("offset"), "the error names the record\n{}", first.log_text());
     let facts = failing.topic("facts");
@@ -874,7 +876,8 @@ async fn inputs_deleted_before_they_were_read_stop_the_instance_unless_told_to_s
     // assignor, one partition and one sub-topology (see the exactly-once test). Exactly-once: its
     // commit markers follow every output (noida-db serves a partition's last produce request
     // only once another one follows).
-    let (broker, _one_at_a_time) = rig::noida_exclusive();
+    let noida = rig::noida();
+    let broker = noida.bootstrap.as_str();
     let env = [("HAPPYSTREAMS_KAFKA__PROPERTIES__PARTITION_ASSIGNMENT_STRATEGY", "range")];
     const EOS: [&str; 2] = ["--processing-guarantee", "exactly-once"];
     let setup = Setup::on(broker, "rt_deleted", "skip", 1).await;
@@ -917,18 +920,8 @@ async fn inputs_deleted_before_they_were_read_stop_the_instance_unless_told_to_s
     assert_eq!(deleted.elements()[0].offset(), Offset::Offset(451), "{deleted:?}");
 
     let mut second = setup.start_with("only", &EOS, &env);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = second.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "records deleted before they were read must stop the instance\n{}",
-            second.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status =
+        second.exit_within(Duration::from_secs(60), "records deleted before they were read must stop the instance");
     let log = second.log_text();
     assert!(!status.success(), "{log}");
     assert!(log.contains(&format!("{} partition 0: records 301..451 were deleted", clicks)), "{log}");
@@ -948,7 +941,8 @@ async fn inputs_deleted_before_they_were_read_stop_the_instance_unless_told_to_s
 #[tokio::test(flavor = "multi_thread")]
 async fn consumed_repartition_records_are_deleted_after_commits() {
     // noida-db deletes records; one partition, exactly-once (see the deleted-input test).
-    let (broker, _one_at_a_time) = rig::noida_exclusive();
+    let noida = rig::noida();
+    let broker = noida.bootstrap.as_str();
     let setup = Setup::on(broker, "rt_purge", "skip", 1).await;
     produce_visitors(&setup, 0).await;
     produce_clicks(&setup, 0..300).await;
@@ -972,7 +966,7 @@ async fn consumed_repartition_records_are_deleted_after_commits() {
         }
         assert!(
             Instant::now() < deadline,
-            "{} of 300 facts; repartition topic from {earliest} to {end}; purges {}\n{}",
+            "{} of 300 facts; counts {counts:?}, want {want_counts:?}; repartition topic from {earliest} to {end}; purges {}\n{}",
             facts.len(),
             instance.metric("repartition_purges_total"),
             instance.log_text()
