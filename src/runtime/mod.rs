@@ -133,8 +133,8 @@ pub struct RuntimeConfig {
     /// When records an input partition's task still needs were deleted from the broker: `fail`
     /// (default) or `skip` them.
     pub on_deleted_input: OnDeletedInput,
-    /// How often records of repartition topics that every commit is past are deleted
-    /// (DeleteRecords; milliseconds; 0: never).
+    /// How often records of repartition topics that every task's next owner is past are deleted
+    /// (DeleteRecords; milliseconds; 0, the default: never — see RUNTIME.md).
     pub repartition_purge_interval_ms: u64,
 }
 
@@ -155,7 +155,7 @@ impl Default for RuntimeConfig {
             bootstrap_chunk_mb: 64,
             restore_threads: 4,
             on_deleted_input: OnDeletedInput::Fail,
-            repartition_purge_interval_ms: 30_000,
+            repartition_purge_interval_ms: 0,
         }
     }
 }
