@@ -113,7 +113,8 @@ pub fn finish_restores(
                     _ => 0,
                 },
             };
-            let next = checked_start(shared, group, &input.topic, id.partition, next)?;
+            // (A table's position was checked when it loaded, and it is now at the table's end.)
+            let next = if input.table { next } else { checked_start(shared, group, &input.topic, id.partition, next)? };
             side_assignment.insert((input.topic.clone(), id.partition), next);
             changed = true;
         }

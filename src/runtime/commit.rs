@@ -60,19 +60,19 @@ fn purge_repartitions(shared: &Shared, tasks: &BTreeMap<TaskId, Slot>) -> Result
     let mut purger =
         shared.purger.lock().map_err(|_| RuntimeError::Internal("the purger's lock was poisoned by a panic".into()))?;
     let exactly_once = shared.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
-    purger.committed(tasks.iter().flat_map(|(id, slot)| {
-        let running = match slot {
-            Slot::Running(task) => Some(task),
-            Slot::Restoring { .. } => None,
-        };
-        let sub = running.and_then(|_| shared.layout.subtopology(id.subtopology));
-        sub.into_iter().flat_map(move |sub| {
-            sub.inputs.iter().filter(|i| matches!(i.kind, InputKind::Repartition(_))).filter_map(move |input| {
-                let next = running?.durable_position(&input.topic, id.partition, exactly_once)?;
-                Some(((input.topic.clone(), id.partition), next))
-            })
-        })
-    }));
+    if !purger.due() {
+        return Ok(());
+    }
+    let mut positions = Vec::new();
+    for (id, slot) in tasks {
+        let (Slot::Running(task), Some(sub)) = (slot, shared.layout.subtopology(id.subtopology)) else { continue };
+        for input in sub.inputs.iter().filter(|i| matches!(i.kind, InputKind::Repartition(_))) {
+            if let Some(next) = task.durable_position(&input.topic, id.partition, exactly_once) {
+                positions.push(((input.topic.clone(), id.partition), next));
+            }
+        }
+    }
+    purger.committed(positions);
     Ok(())
 }
 

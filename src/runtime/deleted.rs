@@ -26,7 +26,9 @@ pub fn checked_start<C: ConsumerContext>(
     if next <= 0 {
         return Ok(next);
     }
-    let earliest = earliest(consumer, topic, partition)?;
+    let (earliest, _) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).map_err(|e| {
+        RuntimeError::Kafka(format!("reading the earliest offset of {topic} partition {partition}: {e}"))
+    })?;
     if next >= earliest {
         return Ok(next);
     }
@@ -46,16 +48,4 @@ pub fn checked_start<C: ConsumerContext>(
             Ok(earliest)
         }
     }
-}
-
-/// The earliest offset of a partition still on the broker.
-pub fn earliest<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    topic: &str,
-    partition: i32,
-) -> Result<i64, RuntimeError> {
-    let (low, _) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).map_err(|e| {
-        RuntimeError::Kafka(format!("reading the earliest offset of {topic} partition {partition}: {e}"))
-    })?;
-    Ok(low)
 }

@@ -1,6 +1,6 @@
 //! Repartition topics belong to the application: once a commit holds a record's effect (state
-//! and positions), no task needs the record again. So the records before every running task's
-//! committed repartition positions are deleted (DeleteRecords), at most every
+//! and positions), no task needs the record again. So the records before the positions every
+//! running task's next owner resumes from are deleted (DeleteRecords), at most every
 //! `runtime.repartition_purge_interval_ms`, like Kafka Streams' repartition purge — the topics
 //! stay as small as the application's lag instead of growing to their retention.
 //!
@@ -62,13 +62,18 @@ impl Purger {
         }
     }
 
-    /// After a commit: `positions` are committed next offsets of repartition partitions. Sends
-    /// the ones that moved when the interval has passed (never waits for the broker).
+    /// Whether a purge is on and its interval has passed (worth collecting positions for).
+    pub fn due(&self) -> bool {
+        self.requests.is_some() && self.last.elapsed() >= self.interval
+    }
+
+    /// After a commit: `positions` are durable next offsets of repartition partitions. Sends the
+    /// ones that moved when [`Purger::due`] (never waits for the broker).
     pub fn committed(&mut self, positions: impl IntoIterator<Item = ((String, i32), i64)>) {
-        let Some(requests) = &self.requests else { return };
-        if self.last.elapsed() < self.interval {
+        if !self.due() {
             return;
         }
+        let Some(requests) = &self.requests else { return };
         let moved: BTreeMap<(String, i32), i64> =
             positions.into_iter().filter(|(partition, next)| self.purged.get(partition) < Some(next)).collect();
         if moved.is_empty() {

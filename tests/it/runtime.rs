@@ -54,6 +54,15 @@ impl Setup {
         Setup { bootstrap, prefix, dir, topology, partitions }
     }
 
+    /// Views counted per visitor (the key) instead of per source: one sub-topology, no
+    /// repartition topic.
+    fn group_by_key(&self) {
+        let grouped_by_key = std::fs::read_to_string(&self.topology)
+            .unwrap()
+            .replace("group_by: { source: source }", "group_by: { visitor_id: visitor_id }");
+        std::fs::write(&self.topology, grouped_by_key).unwrap();
+    }
+
     fn topic(&self, name: &str) -> String {
         format!("{}.{name}", self.prefix)
     }
@@ -566,10 +575,7 @@ async fn exactly_once_aborts_a_failed_batch_and_never_shows_it_to_read_committed
     // One partition per topic and one sub-topology (views grouped by the key, no repartition
     // topic): noida-db serves a fetch of several partitions badly, so each consumer reads one.
     let failing = Setup::on(broker, "rt_eos", "fail", 1).await;
-    let grouped_by_key = std::fs::read_to_string(&failing.topology)
-        .unwrap()
-        .replace("group_by: { source: source }", "group_by: { visitor_id: visitor_id }");
-    std::fs::write(&failing.topology, grouped_by_key).unwrap();
+    failing.group_by_key();
     produce_visitors(&failing, 0).await;
     produce_clicks(&failing, 0..300).await;
     let producer = producer(broker);
@@ -634,10 +640,7 @@ async fn a_table_written_in_transactions_never_holds_up_its_task() {
     // need); noida-db answers the clicks' earliest offset with their end once a transaction ran.
     let broker = rig::tansu();
     let setup = Setup::on(broker, "rt_txn_table", "skip", 1).await;
-    let grouped_by_key = std::fs::read_to_string(&setup.topology)
-        .unwrap()
-        .replace("group_by: { source: source }", "group_by: { visitor_id: visitor_id }");
-    std::fs::write(&setup.topology, grouped_by_key).unwrap();
+    setup.group_by_key();
     produce_clicks(&setup, 0..300).await;
     let transactional: FutureProducer = rig::client_config(broker)
         .set("transactional.id", format!("{}-debezium", setup.prefix))
@@ -881,10 +884,7 @@ async fn inputs_deleted_before_they_were_read_stop_the_instance_unless_told_to_s
     let env = [("HAPPYSTREAMS_KAFKA__PROPERTIES__PARTITION_ASSIGNMENT_STRATEGY", "range")];
     const EOS: [&str; 2] = ["--processing-guarantee", "exactly-once"];
     let setup = Setup::on(broker, "rt_deleted", "skip", 1).await;
-    let grouped_by_key = std::fs::read_to_string(&setup.topology)
-        .unwrap()
-        .replace("group_by: { source: source }", "group_by: { visitor_id: visitor_id }");
-    std::fs::write(&setup.topology, grouped_by_key).unwrap();
+    setup.group_by_key();
     produce_visitors(&setup, 0).await;
     let clicks = setup.topic("clicks");
     // Each batch of clicks is followed by a bad record (skipped by `on_error: skip`), for the
