@@ -6,7 +6,7 @@ use super::cache::CacheBudget;
 use super::codecs::{Decoders, Encoders};
 use super::emitter::Emitter;
 use super::global::SharedBackend;
-use super::layout::{InputKind, InternalTopic, Layout, check_supported};
+use super::layout::{Cleanup, InputKind, InternalTopic, Layout, check_supported};
 use super::producer::OutputProducer;
 use super::purge::Purger;
 use super::shared::Shared;
@@ -255,13 +255,18 @@ fn create_topics(
     // Compaction never reaches the last hour: records of a commit cut short by a crash stay out
     // of its way until the task's next owner rewrote their keys.
     const COMPACTED: &[(&str, &str)] = &[("cleanup.policy", "compact"), ("min.compaction.lag.ms", "3600000")];
+    const PURGED: &[(&str, &str)] = &[("cleanup.policy", "delete"), ("retention.ms", "-1")];
     let specs: Vec<TopicSpec<'_>> = missing
         .iter()
         .map(|t| TopicSpec {
             name: &t.name,
             partitions: t.partitions,
             replication,
-            config: if t.compact { COMPACTED } else { &[] },
+            config: match t.cleanup {
+                Cleanup::Compact => COMPACTED,
+                Cleanup::Purged => PURGED,
+                Cleanup::BrokerDefault => &[],
+            },
         })
         .collect();
     let created = runtime.block_on(create_missing_topics(kafka, &specs)).map_err(RuntimeError::Kafka)?;

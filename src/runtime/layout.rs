@@ -68,8 +68,21 @@ pub struct InternalTopic {
     pub name: String,
     /// Partitions.
     pub partitions: i32,
-    /// Log-compacted (changelogs).
-    pub compact: bool,
+    /// How the broker removes its records.
+    pub cleanup: Cleanup,
+}
+
+/// How the broker removes an internal topic's records (set when the application creates it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cleanup {
+    /// Log-compacted (changelogs): the latest record per key stays.
+    Compact,
+    /// Never by time (repartition topics, like Kafka Streams'): their records carry the events'
+    /// own timestamps, so time retention would delete a backfill's records before they are read.
+    /// The repartition purge removes what every task is past.
+    Purged,
+    /// The broker's defaults (dead letters, late records, outputs).
+    BrokerDefault,
 }
 
 /// The whole layout.
@@ -155,7 +168,7 @@ impl Layout {
             for (plan_topic, _) in readers.iter().filter(|(_, r)| **r == id) {
                 let topic = rename(plan_topic);
                 physical.insert(plan_topic.clone(), topic.clone());
-                internal.push(InternalTopic { name: topic.clone(), partitions, compact: false });
+                internal.push(InternalTopic { name: topic.clone(), partitions, cleanup: Cleanup::Purged });
                 inputs.push(Input { topic, kind: InputKind::Repartition(plan_topic.clone()), table: false });
             }
             if inputs.is_empty() {
@@ -166,7 +179,7 @@ impl Layout {
                 store_owner.iter().filter(|(_, s)| **s == id).map(|(store, _)| store.clone()).collect();
             let changelog = stores.first().map(|first| format!("{application_id}-{first}-changelog"));
             if let Some(name) = &changelog {
-                internal.push(InternalTopic { name: name.clone(), partitions, compact: true });
+                internal.push(InternalTopic { name: name.clone(), partitions, cleanup: Cleanup::Compact });
             }
             subtopologies.push(SubtopologyLayout { id, partitions, lead, inputs, stores, changelog });
         }
@@ -174,19 +187,19 @@ impl Layout {
             if let Some(topic) = &node.late_topic {
                 let name = rename(topic);
                 physical.insert(topic.clone(), name.clone());
-                internal.push(InternalTopic { name, partitions: external_max, compact: false });
+                internal.push(InternalTopic { name, partitions: external_max, cleanup: Cleanup::BrokerDefault });
             }
         }
         let mut dead_letters = BTreeMap::new();
         for source in plan.sources.iter().filter(|s| s.on_error == OnError::DeadLetter) {
             let name = format!("{application_id}-{}-dlq", source.name);
-            internal.push(InternalTopic { name: name.clone(), partitions: 1, compact: false });
+            internal.push(InternalTopic { name: name.clone(), partitions: 1, cleanup: Cleanup::BrokerDefault });
             dead_letters.insert(source.name.clone(), name);
         }
         let mut sinks: Vec<InternalTopic> = plan
             .sinks
             .iter()
-            .map(|s| InternalTopic { name: s.topic.clone(), partitions: external_max, compact: false })
+            .map(|s| InternalTopic { name: s.topic.clone(), partitions: external_max, cleanup: Cleanup::BrokerDefault })
             .collect();
         sinks.dedup_by(|a, b| a.name == b.name);
         Ok(Layout {

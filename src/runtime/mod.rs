@@ -134,7 +134,8 @@ pub struct RuntimeConfig {
     /// (default) or `skip` them.
     pub on_deleted_input: OnDeletedInput,
     /// How often records of repartition topics that every task's next owner is past are deleted
-    /// (DeleteRecords; milliseconds; 0, the default: never — see RUNTIME.md).
+    /// (DeleteRecords; milliseconds; default 30 s as in Kafka Streams; 0: never, and the
+    /// repartition topics, created without time retention, grow — see RUNTIME.md).
     pub repartition_purge_interval_ms: u64,
 }
 
@@ -155,7 +156,7 @@ impl Default for RuntimeConfig {
             bootstrap_chunk_mb: 64,
             restore_threads: 4,
             on_deleted_input: OnDeletedInput::Fail,
-            repartition_purge_interval_ms: 0,
+            repartition_purge_interval_ms: 30_000,
         }
     }
 }

@@ -4,9 +4,13 @@
 //! `runtime.repartition_purge_interval_ms`, like Kafka Streams' repartition purge — the topics
 //! stay as small as the application's lag instead of growing to their retention.
 //!
+//! Repartition topics are created without time retention (their records carry the events' own
+//! timestamps: retention would delete a backfill's records before they are read), so the purge
+//! is what keeps them small.
+//!
 //! The requests go out on a thread of their own, so a slow broker never holds up processing. A
 //! broker that refuses DeleteRecords (or never answers it) is named once in a warning and not
-//! asked again; its repartition topics then shrink by retention only.
+//! asked again; its repartition topics then grow until an operator sets a retention on them.
 
 use crate::connectors::kafka::KafkaConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
@@ -47,7 +51,7 @@ impl Purger {
                 if let Err(e) = delete(&admin, &options, &positions) {
                     tracing::warn!(
                         error = %e,
-                        "repartition purge off: the broker did not delete consumed repartition records; they stay until the topics' retention removes them"
+                        "repartition purge off: the broker did not delete consumed repartition records; the repartition topics (created without time retention) grow until you set retention.ms on them or restart on a broker with DeleteRecords"
                     );
                     return;
                 }

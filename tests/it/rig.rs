@@ -208,6 +208,17 @@ pub fn postgres() -> &'static Postgres {
         let log = Path::new("/tmp").join(format!("happystreams-pg-{}.log", std::process::id()));
         let command = format!("bash '{script}' serve '{}' {port} >'{}' 2>&1", dir.display(), log.display());
         start_service("PostgreSQL", &command, port, &format!("rm -rf '{}'", dir.display()), Some(&log));
+        // The port opens before the server accepts sessions ("the database system is starting
+        // up"); the script says so once `pg_ctl start -w` returned.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&log).unwrap_or_default().contains("PostgreSQL serving") {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL not ready within 60 s:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = std::fs::remove_file(&log);
         Postgres { port, bin }
     })
@@ -229,13 +240,13 @@ impl Postgres {
     }
 }
 
-/// Creates a topic through the Admin API (real brokers).
+/// Creates a topic through the Admin API (real brokers), with time retention off: test records
+/// carry event timestamps from 2025, which a broker that enforces `retention.ms` (noida-db)
+/// deletes within seconds, as Kafka would once a segment closes.
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create().expect("admin client");
-    let results = admin
-        .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
-        .await
-        .expect("create_topics request");
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1)).set("retention.ms", "-1");
+    let results = admin.create_topics(&[new], &AdminOptions::new()).await.expect("create_topics request");
     for result in results {
         result.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
     }

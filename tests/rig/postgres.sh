@@ -10,7 +10,7 @@
 #                                          on 127.0.0.1:PORT (time zone UTC) until SIGTERM,
 #                                          then stop it (fast shutdown)
 #
-# The port accepts connections only once the database is ready. As root, the server runs as
+# It prints "PostgreSQL serving" once the database accepts sessions. As root, the server runs as
 # the `postgres` user (PostgreSQL refuses root); DIR is created for it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
