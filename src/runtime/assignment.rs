@@ -77,7 +77,7 @@ pub fn finish_restores(
     let mut changed = false;
     for id in done {
         let Some(Slot::Restoring { handle: Some(handle), .. }) = tasks.remove(&id) else { continue };
-        let (task, _) = handle
+        let (mut task, _) = handle
             .join()
             .map_err(|_| RuntimeError::Internal(format!("task {id}: its restore panicked; please report this")))??;
         let sub = shared
@@ -92,7 +92,14 @@ pub fn finish_restores(
         // position starts at offset 0 like its other inputs (the reset policy moves it to the
         // earliest record when the log was truncated), not at a ListOffsets answer.
         let offset = match offset {
-            Offset::Offset(next) => Offset::Offset(checked_start(shared, group, &sub.lead, id.partition, next)?),
+            Offset::Offset(next) => {
+                let start = checked_start(shared, group, &sub.lead, id.partition, next)?;
+                if start > next && task.position(&sub.lead, id.partition).is_some() {
+                    // Skipped (counted once, here): the records before `start` are done.
+                    task.advance(&sub.lead, id.partition, start);
+                }
+                Offset::Offset(start)
+            }
             _ => Offset::Offset(0),
         };
         let mut tpl = TopicPartitionList::new();
@@ -118,7 +125,6 @@ pub fn finish_restores(
             side_assignment.insert((input.topic.clone(), id.partition), next);
             changed = true;
         }
-        let mut task = task;
         task.queue = InputQueues::new(sub.inputs.iter().map(|i| (i.topic.as_str(), i.table)));
         shared.emitter.send_deferred(task.take_deferred())?;
         tracing::info!(task = %id, lead = %sub.lead, ?offset, "task running");

@@ -1,15 +1,21 @@
 //! Input records deleted before the application read them: by retention while the application was
-//! down for longer than the topic keeps records, or by DeleteRecords. Skipping them silently (a
-//! consumer's `auto.offset.reset = earliest`) would leave the state and the outputs without them
-//! for good, so a task checks where it starts reading each input against the earliest offset
-//! still on the broker; `runtime.on_deleted_input` decides what happens then.
+//! down or behind for longer than the topic keeps records, or by DeleteRecords. Skipping them
+//! silently would leave the state and the outputs without them for good; `runtime.on_deleted_input`
+//! decides what happens instead (stop, or go on and count them).
 //!
-//! Not covered: a running task falling behind its input's retention. The consumers keep
-//! `auto.offset.reset = earliest` there: with `error`, librdkafka leaves a newly assigned
-//! partition without a committed offset stopped even after the seek to its task's position.
+//! Two moments catch them:
+//! - **A task starts**: where it starts reading each input is checked against the earliest offset
+//!   on the broker ([`checked_start`]).
+//! - **A task runs**: a consumer asked for records the broker no longer has moves to the earliest
+//!   one (`auto.offset.reset = earliest`; `error` would leave a newly assigned partition stopped in
+//!   librdkafka even after the seek to its task's position). So a fetched record past the offset
+//!   the task expected is a gap, and a gap whose start lies before the log start offset of the
+//!   Fetch responses is a deletion ([`check_gap`]). Other gaps (transaction markers, aborted
+//!   records, compaction) leave the log start where it was; they cost one comparison per record.
 
 use super::shared::Shared;
 use super::{OnDeletedInput, RuntimeError};
+use crate::connectors::kafka::cached_watermarks;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use std::time::Duration;
 
@@ -32,6 +38,35 @@ pub fn checked_start<C: ConsumerContext>(
     if next >= earliest {
         return Ok(next);
     }
+    deleted(shared, topic, partition, next, earliest)?;
+    Ok(earliest)
+}
+
+/// A record of `topic` partition `partition` fetched at `offset` by a running task that expected
+/// `expected` next: an error (or, with `skip`, a warning and a count) when the records between
+/// were deleted from the broker.
+pub fn check_gap<C: ConsumerContext>(
+    shared: &Shared,
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    expected: i64,
+    offset: i64,
+) -> Result<(), RuntimeError> {
+    // Nothing read yet (expected 0): a fresh start reads from the earliest record, as at start.
+    if expected <= 0 || offset <= expected {
+        return Ok(());
+    }
+    match cached_watermarks(consumer, topic, partition) {
+        Some((log_start, _)) if log_start > expected => {
+            deleted(shared, topic, partition, expected, log_start.min(offset))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Records `next..earliest` are gone: the policy's answer.
+fn deleted(shared: &Shared, topic: &str, partition: i32, next: i64, earliest: i64) -> Result<(), RuntimeError> {
     match shared.runtime.on_deleted_input {
         OnDeletedInput::Fail => Err(RuntimeError::InputDeleted { topic: topic.to_owned(), partition, next, earliest }),
         OnDeletedInput::Skip => {
@@ -45,7 +80,7 @@ pub fn checked_start<C: ConsumerContext>(
             );
             metrics::counter!("deleted_input_records_total", "topic" => topic.to_owned())
                 .increment((earliest - next) as u64);
-            Ok(earliest)
+            Ok(())
         }
     }
 }

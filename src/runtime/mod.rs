@@ -178,7 +178,7 @@ pub enum RuntimeError {
     Output(String),
     /// Records an input partition's task still needed were deleted from the broker.
     #[error(
-        "{topic} partition {partition}: records {next}..{earliest} were deleted from the broker (retention or DeleteRecords) before this application read them, so its state and outputs would miss them. To go on without them set runtime.on_deleted_input = skip (HAPPYSTREAMS_RUNTIME__ON_DELETED_INPUT=skip); to recompute everything, reset the application (its state directories and internal topics); to prevent it, keep the input's retention longer than the application can be down"
+        "{topic} partition {partition}: records {next}..{earliest} were deleted from the broker (retention or DeleteRecords) before this application read them, so its state and outputs would miss them. To go on without them set runtime.on_deleted_input = skip (HAPPYSTREAMS_RUNTIME__ON_DELETED_INPUT=skip); to recompute everything, reset the application (its state directories and internal topics); to prevent it, keep the input's retention longer than the application can be down or behind (consumer_lag)"
     )]
     InputDeleted {
         /// Topic.

@@ -57,6 +57,11 @@ impl InputQueues {
         }
     }
 
+    /// The offset after the last record buffered for `topic`, when one is buffered.
+    pub fn next_offset(&self, topic: &str) -> Option<i64> {
+        Some(self.input(topic)?.queue.back()?.position.as_ref()?.offset + 1)
+    }
+
     /// Records buffered for `topic`.
     pub fn queued(&self, topic: &str) -> usize {
         self.input(topic).map_or(0, |i| i.queue.len())

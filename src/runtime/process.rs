@@ -10,6 +10,7 @@
 //! threads meanwhile, so polling is only a hand-over of records already in memory.
 
 use super::RuntimeError;
+use super::deleted::check_gap;
 use super::group::{GroupContext, Slot, Tasks, lock};
 use super::layout::TaskId;
 use super::open::handle_record;
@@ -32,17 +33,24 @@ const RESUME_BELOW: usize = 5_000;
 /// would cost more than it saves).
 const PARALLEL_FROM: usize = 256;
 
-/// A record of a lead partition: to its running task's queue.
+/// A record of a lead partition: to its running task's queue (after a check that the records
+/// since the last one were not deleted, [`check_gap`]).
 pub fn on_group_record(
     shared: &Shared,
     tasks: &mut BTreeMap<TaskId, Slot>,
+    group: &BaseConsumer<GroupContext>,
     message: &BorrowedMessage<'_>,
 ) -> Result<(), RuntimeError> {
     let Some(sub) = shared.layout.by_lead(message.topic()) else { return Ok(()) };
     let id = TaskId { subtopology: sub.id, partition: message.partition() };
     let Some(Slot::Running(task)) = tasks.get_mut(&id) else { return Ok(()) };
-    if task.position(message.topic(), message.partition()).is_some_and(|next| message.offset() < next) {
-        return Ok(()); // fetched before the seek to the task's position
+    let expected =
+        task.queue.next_offset(message.topic()).or_else(|| task.position(message.topic(), message.partition()));
+    if let Some(expected) = expected {
+        if message.offset() < expected {
+            return Ok(()); // fetched before the seek to the task's position
+        }
+        check_gap(shared, group, message.topic(), message.partition(), expected, message.offset())?;
     }
     let topic = task.queue.topic(message.topic());
     task.queue.push(message.topic(), record_from(message, topic));
@@ -50,11 +58,13 @@ pub fn on_group_record(
 }
 
 /// A record of a table or stream input read by the side consumer (a running task's), or of a
-/// global table; true if global state changed.
+/// global table; true if global state changed. Checked for deleted records before it like a
+/// lead record.
 pub fn on_side_record(
     shared: &Shared,
     tasks: &mut BTreeMap<TaskId, Slot>,
     global: Option<&mut Task>,
+    side: &BaseConsumer,
     assignment: &mut BTreeMap<(String, i32), i64>,
     message: &BorrowedMessage<'_>,
 ) -> Result<bool, RuntimeError> {
@@ -63,6 +73,7 @@ pub fn on_side_record(
     if message.offset() < *next {
         return Ok(false);
     }
+    check_gap(shared, side, topic, partition, *next, message.offset())?;
     *next = message.offset() + 1;
     if let Some(&sub) = shared.companions.get(topic) {
         let id = TaskId { subtopology: sub, partition };

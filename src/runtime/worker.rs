@@ -90,7 +90,7 @@ pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), Runtime
             for n in 0..poll_batch {
                 match group.poll(Duration::from_millis(if n == 0 { 50 } else { 0 })) {
                     None => break,
-                    Some(Ok(message)) => on_group_record(&shared, &mut *lock(&tasks)?, &message)?,
+                    Some(Ok(message)) => on_group_record(&shared, &mut *lock(&tasks)?, &group, &message)?,
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "consumer error");
                         break;
@@ -104,8 +104,14 @@ pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), Runtime
                     match side.poll(Duration::ZERO) {
                         None => break,
                         Some(Ok(message)) => {
-                            global_changed |=
-                                on_side_record(&shared, &mut tasks, global.as_mut(), &mut side_assignment, &message)?;
+                            global_changed |= on_side_record(
+                                &shared,
+                                &mut tasks,
+                                global.as_mut(),
+                                &side,
+                                &mut side_assignment,
+                                &message,
+                            )?;
                         }
                         Some(Err(e)) => {
                             tracing::warn!(error = %e, "table consumer error");

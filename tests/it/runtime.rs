@@ -940,6 +940,85 @@ async fn inputs_deleted_before_they_were_read_stop_the_instance_unless_told_to_s
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn inputs_deleted_while_a_task_runs_behind_stop_the_instance_unless_told_to_skip_them() {
+    // A running task whose next records go (retention or DeleteRecords) while it is behind: its
+    // consumer moves to the earliest record (auto.offset.reset); the gap must not pass silently.
+    // The instance is frozen (SIGSTOP) while clicks arrive and the older ones are deleted, so
+    // its consumer is behind them when it thaws. One partition, at-least-once (see the purge test).
+    let noida = rig::noida();
+    let broker = noida.bootstrap.as_str();
+    let setup = Setup::on(broker, "rt_behind", "skip", 1).await;
+    setup.group_by_key();
+    produce_visitors(&setup, 0).await;
+    let clicks = setup.topic("clicks");
+    let reader: BaseConsumer = rig::client_config(broker).create().unwrap();
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rig::client_config(broker).create().unwrap();
+    let facts = |setup: &Setup| -> BTreeSet<i64> {
+        outputs(setup).0.into_iter().map(|(e, _, _)| e[1..].parse().unwrap()).collect()
+    };
+    // Freezes `instance`, adds clicks `range` (the first alone, so the fetch the instance left
+    // waiting is answered with at most a few records), deletes all but the last 150 of them,
+    // thaws it; returns the deleted clicks (offset = click + offset of click 0).
+    let fall_behind = |instance: &Instance, range: std::ops::Range<i64>| {
+        let pid = instance.child.id().to_string();
+        let (setup, reader, admin, clicks) = (&setup, &reader, &admin, &clicks);
+        async move {
+            assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+            let (_, first) = reader.fetch_watermarks(clicks, 0, Duration::from_secs(10)).unwrap();
+            produce_clicks(setup, range.start..range.start + 1).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            produce_clicks(setup, range.start + 1..range.end).await;
+            produce_bad_click(setup).await;
+            let keep_from = first + (range.end - range.start) - 150;
+            let mut before = TopicPartitionList::new();
+            before.add_partition_offset(clicks, 0, Offset::Offset(keep_from)).unwrap();
+            admin.delete_records(&before, &rdkafka::admin::AdminOptions::new()).await.unwrap();
+            assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+            range.start..range.end - 150
+        }
+    };
+    let env = [("HAPPYSTREAMS_KAFKA__PROPERTIES__PARTITION_ASSIGNMENT_STRATEGY", "range")];
+    produce_clicks(&setup, 0..300).await;
+    produce_bad_click(&setup).await;
+    let mut failing = setup.start_with("failing", &[], &env);
+    wait_until("the first 300 clicks processed", Duration::from_secs(90), || facts(&setup).len() >= 300);
+    let gone = fall_behind(&failing, 300..600).await;
+    let status = failing.exit_within(Duration::from_secs(60), "a running task's deleted input must stop the instance");
+    let log = failing.log_text();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains(&format!("{clicks} partition 0: records ")) && log.contains("were deleted"), "{log}");
+    let processed = facts(&setup);
+    assert!(processed.iter().all(|c| !(450..600).contains(c)), "nothing processed past the gap: {processed:?}");
+
+    // Told to skip: the restart goes on from the earliest record (caught as it starts), then
+    // falls behind while running and goes on again, counting every deleted click it never read.
+    let skip = [env[0], ("HAPPYSTREAMS_RUNTIME__ON_DELETED_INPUT", "skip")];
+    let mut skipping = setup.start_with("skipping", &[], &skip);
+    wait_until("the clicks after the first gap processed", Duration::from_secs(90), || {
+        (450..600).all(|c| facts(&setup).contains(&c))
+    });
+    let started_lost = skipping.metric("deleted_input_records_total");
+    let gone_again = fall_behind(&skipping, 600..900).await;
+    wait_until("the clicks after the second gap processed", Duration::from_secs(90), || {
+        (750..900).all(|c| facts(&setup).contains(&c))
+    });
+    let processed = facts(&setup);
+    let never_read = |gone: std::ops::Range<i64>| gone.filter(|c| !processed.contains(c)).count() as f64;
+    // At the start, the deleted clicks the failed instance read but never committed count too.
+    assert!(started_lost >= never_read(gone) && started_lost > 0.0, "{}", skipping.log_text());
+    let lost_running = skipping.metric("deleted_input_records_total") - started_lost;
+    assert!(lost_running > 0.0, "the gap while running was counted\n{}", skipping.log_text());
+    assert_eq!(
+        lost_running,
+        never_read(gone_again),
+        "every deleted click it never read is counted, and nothing else\n{}",
+        skipping.log_text()
+    );
+    assert!(skipping.terminate().success(), "{}", skipping.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn consumed_repartition_records_are_deleted_after_commits() {
     // noida-db deletes records; one partition, at-least-once: no transaction ever runs on this
     // broker (after one, noida-db answers earliest offsets with the end).
