@@ -4,7 +4,7 @@
 
 use super::ProcessingGuarantee;
 use super::RuntimeError;
-use super::changelog::{KafkaChangelog, RestoreReport, reader, restore};
+use super::changelog::{KafkaChangelog, RestoreLimits, RestoreReport, reader, restore};
 use super::codecs::BadRecord;
 use super::deleted::checked_start;
 use super::emitter::Deferred;
@@ -184,18 +184,47 @@ pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Ta
     if let Some(changelog) = &sub.changelog {
         let task = id.to_string();
         let started = Instant::now();
-        report = restore(&shared.kafka, changelog, id.partition, local.as_mut(), cancel, |read, total| {
+        let limits = RestoreLimits {
+            records: shared.runtime.bootstrap_chunk_records.max(1),
+            bytes: shared.runtime.bootstrap_chunk_mb.max(1) << 20,
+        };
+        let progress = |read: u64, total: Option<i64>| {
             let rate = read as f64 / started.elapsed().as_secs_f64().max(0.001);
             let remaining = total.map(|t| (t - read as i64).max(0));
             let eta = remaining.map(|r| r as f64 / rate.max(1.0));
             metrics::gauge!("restore_remaining_records", "task" => task.clone()).set(remaining.unwrap_or(0) as f64);
             tracing::info!(task = %task, records = read, total, rate = rate as u64, eta_s = eta.map(|e| e.round() as u64), "restoring");
-        })?;
+        };
+        report = restore(&shared.kafka, changelog, id.partition, local.as_mut(), limits, None, cancel, &progress)?;
+        if let Some(marked) = report.dirty {
+            // A crashed commit larger than the limits reached the store: wipe it and restore again
+            // up to the last marker (a crash meanwhile ends up here again).
+            tracing::warn!(task = %id, marked, "the restore wrote an unfinished commit to the store; wiping it and restoring again up to the last commit");
+            drop(local);
+            let dir = shared.task_dir(&id.to_string());
+            std::fs::remove_dir_all(&dir).map_err(|e| {
+                RuntimeError::State(crate::state::StateError::Io {
+                    path: dir.clone(),
+                    detail: format!("wiping it: {e}"),
+                })
+            })?;
+            local = Box::new(RocksDbBackend::open(&dir, &sub.stores, &shared.memory)?);
+            report = restore(
+                &shared.kafka,
+                changelog,
+                id.partition,
+                local.as_mut(),
+                limits,
+                Some(marked),
+                cancel,
+                &progress,
+            )?;
+        }
         metrics::counter!("restore_records_total", "task" => id.to_string()).increment(report.records);
         metrics::gauge!("restore_remaining_records", "task" => id.to_string()).set(0.0);
         let rate = report.records as f64 / report.elapsed.as_secs_f64().max(0.001);
         tracing::info!(
-            task = %id, from = report.from, to = report.to, records = report.records, batches = report.batches,
+            task = %id, from = report.from, to = report.to, records = report.records, batches = report.batches, chunks = report.chunks,
             uncommitted_keys = report.orphans.len(), rate = rate as u64, elapsed_ms = report.elapsed.as_millis() as u64,
             "restored"
         );

@@ -291,6 +291,29 @@ fn read_isolated(bootstrap: &str, topic: &str, partitions: i32, isolation: &str)
     out
 }
 
+/// Every record of a partition, raw: (key, value).
+fn read_raw(bootstrap: &str, topic: &str, partition: i32) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let consumer: BaseConsumer = rig::client_config(bootstrap)
+        .set("group.id", "happystreams-test-reader")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(0)).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut out = Vec::new();
+    loop {
+        assert!(Instant::now() < deadline, "reading {topic} partition {partition} timed out");
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => return out,
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            Some(Ok(m)) => out.push((m.key().unwrap_or_default().to_vec(), m.payload().map(<[u8]>::to_vec))),
+        }
+    }
+}
+
 /// The oracle: the facts and the per-minute, per-source view counts recomputed from scratch
 /// (every click joined with the visitor's source as of the run's table version).
 fn oracle(clicks: i64, version: i64) -> (BTreeSet<(String, i64, String)>, BTreeMap<(i64, String), i64>) {
@@ -445,16 +468,44 @@ async fn a_restart_restores_from_the_local_checkpoint_not_the_whole_changelog() 
         "a restart with intact local state replays only what its checkpoint lacks: {replayed} of {logged} changelog records\n{}",
         again.log_text()
     );
-    again.kill();
+    // A graceful stop: every count is in the changelog, so the tombstones below hit the window
+    // the next clicks fall in.
+    assert!(again.terminate().success(), "{}", again.log_text());
 
-    // A fresh state directory restores the whole changelog and gives the same results, one
-    // task at a time with one restore thread.
+    // A crashed commit larger than the restore's limit at the end of every aggregate changelog
+    // partition: a tombstone for every key, and no marker after them. The counts of the window
+    // the next clicks fall in start again from 0 if a restore applies them.
+    let aggregate = format!("{}-views_per_source-aggregate-changelog", setup.prefix);
+    let producer = producer(&setup.bootstrap);
+    let mut stale = Vec::new();
+    for partition in 0..PARTITIONS {
+        let mut keys: BTreeSet<Vec<u8>> = BTreeSet::new();
+        for (key, _) in read_raw(&setup.bootstrap, &aggregate, partition) {
+            if !key.starts_with(b"\xff\xff") {
+                keys.insert(key);
+            }
+        }
+        // Twice: the restore holds the last few back, and those must not be the only ones.
+        for key in keys.iter().chain(&keys) {
+            let record = FutureRecord::<[u8], [u8]>::to(&aggregate).partition(partition).key(key.as_slice());
+            producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+        }
+        stale.push(keys.len());
+    }
+    assert!(stale.iter().any(|&n| n > 3), "more unfinished writes than the restore holds: {stale:?}");
+
+    // A fresh state directory restores the whole changelog in chunks of 3 keys and gives the
+    // same results, one task at a time with one restore thread; the unfinished tails make it wipe
+    // and restore up to the last marker.
     let logged = changelog_records();
-    let mut fresh = setup.start_with("fresh", &[], &[("HAPPYSTREAMS_RUNTIME__RESTORE_THREADS", "1")]);
+    let env = [("HAPPYSTREAMS_RUNTIME__RESTORE_THREADS", "1"), ("HAPPYSTREAMS_RUNTIME__BOOTSTRAP_CHUNK_RECORDS", "3")];
+    let mut fresh = setup.start_with("fresh", &[], &env);
     produce_clicks(&setup, 5_500..6_000).await;
     await_oracle(&setup, 6_000, &[&fresh]);
     assert!(fresh.metric("restore_records_total") >= logged as f64, "{}", fresh.log_text());
     let log = fresh.log_text();
+    assert!(log.contains("wiping it and restoring again"), "{log}");
+    assert!(log.lines().any(|l| l.contains(" restored ") && !l.contains("chunks=0")), "restored in chunks\n{log}");
     let (mut open, mut started) = (0, 0);
     for line in log.lines() {
         if line.contains("restore started") {
