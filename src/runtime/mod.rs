@@ -123,9 +123,10 @@ pub struct RuntimeConfig {
     /// Record cache for the outputs of table-shaped nodes, shared by all tasks (MiB; 0: off):
     /// a sink gets the latest value per key per commit ([`cache`]).
     pub record_cache_mb: usize,
-    /// A table's first load (and a global table's) commits every this many rows...
+    /// A table's first load (and a global table's) commits every this many rows, and a restore
+    /// writes to the store every this many keys...
     pub bootstrap_chunk_records: usize,
-    /// ...or this many MiB written, so a large table never sits whole in memory.
+    /// ...or this many MiB, so a large table or store never sits whole in memory.
     pub bootstrap_chunk_mb: usize,
     /// Tasks restoring at once, each on its own thread with its own consumers; the others wait
     /// their turn (a rebalance of many tasks does not start a thread and a connection per task).
