@@ -13,10 +13,11 @@
 //! All markers of a partition share one key, so compaction keeps only the latest: a compacted
 //! changelog is the latest value of every key, then one marker. The restore therefore never holds
 //! more than [`RestoreLimits`] in memory: past it, the writes go to the store under the last
-//! checkpoint (a crash there replays them from that checkpoint). If the writes past the last
-//! marker outgrew the limit (a crashed commit bigger than it), the store holds writes no marker
-//! covers: the restore says so ([`RestoreReport::dirty`]) and its caller wipes the store and
-//! restores again up to the last marker.
+//! checkpoint, flagged `restoring` until the next marker (a task that finds the flag at open
+//! crashed there, and rebuilds its store). If the writes past the last marker outgrew the limit
+//! (a crashed commit bigger than it), the store holds writes no marker covers: the restore says
+//! so ([`RestoreReport::dirty`]) and its caller wipes the store and restores again up to the
+//! last marker.
 
 use super::producer::{Kind, OutputProducer};
 use crate::connectors::kafka::{KafkaConfig, cached_high_watermark};
@@ -291,6 +292,7 @@ impl<'a> Replay<'a> {
             self.checkpoint.inputs = marker.inputs;
             self.checkpoint.stream_time_ms = marker.stream_time_ms;
             self.checkpoint.changelogs.insert(self.topic.to_owned(), offset + 1);
+            self.checkpoint.restoring = false;
             self.backend.commit(&self.writes, &self.checkpoint)?;
             self.clear();
             self.flushed = false;
@@ -308,7 +310,10 @@ impl<'a> Replay<'a> {
         self.held.bytes += key.len() + value.map_or(0, <[u8]>::len);
         self.writes.entry(store).or_default().insert(key, value.map(<[u8]>::to_vec));
         if self.held.records >= self.limits.records || self.held.bytes >= self.limits.bytes {
-            // Under the last marker's checkpoint: a crash replays them from there.
+            // Under the last marker's positions, flagged: until the next marker the store may
+            // hold writes no marker will cover, and a task that finds the flag at open (a crash
+            // before that marker) rebuilds its store.
+            self.checkpoint.restoring = true;
             self.backend.commit(&self.writes, &self.checkpoint)?;
             self.clear();
             self.flushed = true;
@@ -473,6 +478,7 @@ mod tests {
         assert_eq!(state(&bounded), state(&full));
         assert_eq!(bounded.checkpoint().unwrap(), full.checkpoint().unwrap());
         assert_eq!((report.chunks, report.dirty), (50 / 7, None), "written in chunks of 7 keys");
+        assert!(!bounded.checkpoint().unwrap().unwrap().restoring, "the marker after the chunks clears the flag");
         // By bytes too.
         let mut bounded = MemoryBackend::new(&["s"]);
         let report = replay_into(&mut bounded, whole(&log), RestoreLimits { records: usize::MAX, bytes: 40 }, None);
@@ -488,6 +494,7 @@ mod tests {
         let report = replay_into(&mut first, whole(&log), limits, None);
         let marked = log.len() as i64 - 2;
         assert_eq!(report.dirty, Some(marked), "the trailing crashed commit reached the store");
+        assert!(first.checkpoint().unwrap().unwrap().restoring, "flagged for a task that crashes before the wipe");
         assert_ne!(state(&first), expected_state());
         // The caller wipes the store and restores up to the last marker.
         let mut wiped = MemoryBackend::new(&["s"]);
@@ -497,6 +504,7 @@ mod tests {
         let orphans: Vec<&[u8]> = report.orphans.iter().map(|(_, k)| k.as_slice()).collect();
         assert_eq!(orphans, [b"c".as_slice(), b"e"]);
         assert_eq!(wiped.checkpoint().unwrap().unwrap().changelogs["log"], marked);
+        assert!(!wiped.checkpoint().unwrap().unwrap().restoring);
     }
 
     #[test]

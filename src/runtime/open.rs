@@ -23,6 +23,7 @@ use crate::topology::spec::OnError;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -121,7 +122,14 @@ fn catch_up(
     for &partition in partitions {
         // A table whose records after the task's position were deleted fails or skips, loudly.
         let from = match task.position(topic, partition) {
-            Some(next) => Offset::Offset(checked_start(shared, &consumer, topic, partition, next)?),
+            Some(next) => {
+                let start = checked_start(shared, &consumer, topic, partition, next)?;
+                if start > next {
+                    // Skipped (counted once, here), also when nothing follows them yet.
+                    task.advance(topic, partition, start);
+                }
+                Offset::Offset(start)
+            }
             None => Offset::Beginning,
         };
         let _ = assignment.add_partition_offset(topic, partition, from);
@@ -168,6 +176,37 @@ fn commit_chunk(shared: &Shared, task: &mut Task) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// Where a task directory goes while it is deleted.
+fn wiping(dir: &Path) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".wiping");
+    PathBuf::from(name)
+}
+
+fn remove_dir(dir: &Path) -> Result<(), RuntimeError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RuntimeError::State(crate::state::StateError::Io {
+            path: dir.to_owned(),
+            detail: format!("deleting it: {e}"),
+        })),
+        _ => Ok(()),
+    }
+}
+
+/// Empties a task's state directory (moved aside first, so a crash never leaves half a
+/// RocksDB behind) and opens it anew.
+fn wipe(shared: &Shared, dir: &Path, stores: &[String]) -> Result<Box<dyn StateBackend>, RuntimeError> {
+    let aside = wiping(dir);
+    std::fs::rename(dir, &aside).map_err(|e| {
+        RuntimeError::State(crate::state::StateError::Io {
+            path: dir.to_owned(),
+            detail: format!("moving it aside: {e}"),
+        })
+    })?;
+    remove_dir(&aside)?;
+    Ok(Box::new(RocksDbBackend::open(dir, stores, &shared.memory)?))
+}
+
 /// Opens a task: local state, changelog restore from the local checkpoint, then its tables read
 /// to their end. Runs on its own thread.
 pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Task, RestoreReport), RuntimeError> {
@@ -175,11 +214,19 @@ pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Ta
         .layout
         .subtopology(id.subtopology)
         .ok_or_else(|| RuntimeError::Config(format!("no sub-topology {}", id.subtopology)))?;
+    let dir = shared.task_dir(&id.to_string());
     let mut local: Box<dyn StateBackend> = if sub.stores.is_empty() {
         Box::new(MemoryBackend::new(&[] as &[String]))
     } else {
-        Box::new(RocksDbBackend::open(&shared.task_dir(&id.to_string()), &sub.stores, &shared.memory)?)
+        remove_dir(&wiping(&dir))?; // a wipe cut short by a crash
+        Box::new(RocksDbBackend::open(&dir, &sub.stores, &shared.memory)?)
     };
+    if local.checkpoint()?.is_some_and(|c| c.restoring) {
+        // A restore crashed before a marker covered what it wrote: rebuild the store.
+        tracing::warn!(task = %id, "the last restore stopped before its end; wiping the state and restoring again");
+        drop(local);
+        local = wipe(shared, &dir, &sub.stores)?;
+    }
     let mut report = RestoreReport::default();
     if let Some(changelog) = &sub.changelog {
         let task = id.to_string();
@@ -201,14 +248,7 @@ pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Ta
             // up to the last marker (a crash meanwhile ends up here again).
             tracing::warn!(task = %id, marked, "the restore wrote an unfinished commit to the store; wiping it and restoring again up to the last commit");
             drop(local);
-            let dir = shared.task_dir(&id.to_string());
-            std::fs::remove_dir_all(&dir).map_err(|e| {
-                RuntimeError::State(crate::state::StateError::Io {
-                    path: dir.clone(),
-                    detail: format!("wiping it: {e}"),
-                })
-            })?;
-            local = Box::new(RocksDbBackend::open(&dir, &sub.stores, &shared.memory)?);
+            local = wipe(shared, &dir, &sub.stores)?;
             report = restore(
                 &shared.kafka,
                 changelog,

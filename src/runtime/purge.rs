@@ -9,8 +9,9 @@
 //! is what keeps them small.
 //!
 //! The requests go out on a thread of their own, so a slow broker never holds up processing. A
-//! broker that refuses DeleteRecords (or never answers it) is named once in a warning and not
-//! asked again; its repartition topics then grow until an operator sets a retention on them.
+//! request that fails is tried again at the next interval; after five failures in a row (a
+//! broker that refuses DeleteRecords or never answers it) the purge stops with a warning, and the
+//! repartition topics grow until an operator sets a retention on them.
 
 use crate::connectors::kafka::KafkaConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
@@ -19,6 +20,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
+
+/// Whole-request failures in a row (a broker without DeleteRecords; not a leader move) after
+/// which the purge stops asking.
+const GIVE_UP_AFTER: u32 = 5;
 
 /// Sends purge requests to the purge thread.
 pub struct Purger {
@@ -47,13 +52,21 @@ impl Purger {
         let (requests, received) = mpsc::sync_channel(1);
         let spawned = std::thread::Builder::new().name("purge".into()).spawn(move || {
             let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+            let mut failures = 0;
             while let Ok(positions) = received.recv() {
-                if let Err(e) = delete(&admin, &options, &positions) {
-                    tracing::warn!(
-                        error = %e,
-                        "repartition purge off: the broker did not delete consumed repartition records; the repartition topics (created without time retention) grow until you set retention.ms on them or restart on a broker with DeleteRecords"
-                    );
-                    return;
+                match delete(&admin, &options, &positions) {
+                    Ok(()) => failures = 0,
+                    Err(e) if failures + 1 < GIVE_UP_AFTER => {
+                        failures += 1;
+                        tracing::warn!(error = %e, failures, "repartition purge failed; trying again at the next interval");
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            error = %e,
+                            "repartition purge off: the broker did not delete consumed repartition records {GIVE_UP_AFTER} times in a row; the repartition topics (created without time retention) grow until you set retention.ms on them or restart on a broker with DeleteRecords"
+                        );
+                        return;
+                    }
                 }
             }
         });

@@ -18,6 +18,10 @@ pub struct Checkpoint {
     /// restart stay closed after it.
     #[serde(default)]
     pub stream_time_ms: Option<i64>,
+    /// A restore wrote changes no commit marker covered yet: if the task finds this at open,
+    /// the store may hold writes of a crashed commit and must be rebuilt.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restoring: bool,
 }
 
 /// One task's stores. Implementations must make [`StateBackend::commit`] atomic: after a

@@ -233,7 +233,8 @@ impl<B: StateBackend> TaskState<B> {
         inputs: BTreeMap<String, i64>,
         stream_time_ms: Option<i64>,
     ) -> Result<bool, StateError> {
-        let next = Checkpoint { inputs, changelogs: self.checkpoint.changelogs.clone(), stream_time_ms };
+        let next =
+            Checkpoint { inputs, changelogs: self.checkpoint.changelogs.clone(), stream_time_ms, restoring: false };
         self.logged = false;
         if let Some(changelog) = &mut self.changelog {
             let moved = next.inputs != self.checkpoint.inputs || next.stream_time_ms != self.checkpoint.stream_time_ms;

@@ -1029,7 +1029,11 @@ async fn inputs_deleted_while_a_task_runs_behind_stop_the_instance_unless_told_t
             range.start..range.end - 150
         }
     };
-    let env = [("HAPPYSTREAMS_KAFKA__PROPERTIES__PARTITION_ASSIGNMENT_STRATEGY", "range")];
+    // A session longer than any freeze: the task must be caught running, not reassigned.
+    let env = [
+        ("HAPPYSTREAMS_KAFKA__PROPERTIES__PARTITION_ASSIGNMENT_STRATEGY", "range"),
+        ("HAPPYSTREAMS_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "20000"),
+    ];
     produce_clicks(&setup, 0..300).await;
     produce_bad_click(&setup).await;
     let mut failing = setup.start_with("failing", &[], &env);
@@ -1039,12 +1043,13 @@ async fn inputs_deleted_while_a_task_runs_behind_stop_the_instance_unless_told_t
     let log = failing.log_text();
     assert!(!status.success(), "{log}");
     assert!(log.contains(&format!("{clicks} partition 0: records ")) && log.contains("were deleted"), "{log}");
+    assert_eq!(log.matches("task running").count(), 1, "caught while running, not at a new start\n{log}");
     let processed = facts(&setup);
     assert!(processed.iter().all(|c| !(450..600).contains(c)), "nothing processed past the gap: {processed:?}");
 
     // Told to skip: the restart goes on from the earliest record (caught as it starts), then
     // falls behind while running and goes on again, counting every deleted click it never read.
-    let skip = [env[0], ("HAPPYSTREAMS_RUNTIME__ON_DELETED_INPUT", "skip")];
+    let skip = [env[0], env[1], ("HAPPYSTREAMS_RUNTIME__ON_DELETED_INPUT", "skip")];
     let mut skipping = setup.start_with("skipping", &[], &skip);
     wait_until("the clicks after the first gap processed", Duration::from_secs(90), || {
         (450..600).all(|c| facts(&setup).contains(&c))
@@ -1054,6 +1059,7 @@ async fn inputs_deleted_while_a_task_runs_behind_stop_the_instance_unless_told_t
     wait_until("the clicks after the second gap processed", Duration::from_secs(90), || {
         (750..900).all(|c| facts(&setup).contains(&c))
     });
+    assert_eq!(skipping.log_text().matches("task running").count(), 1, "{}", skipping.log_text());
     let processed = facts(&setup);
     let never_read = |gone: std::ops::Range<i64>| gone.filter(|c| !processed.contains(c)).count() as f64;
     // At the start, the deleted clicks the failed instance read but never committed count too.
