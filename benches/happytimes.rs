@@ -132,10 +132,8 @@ fn main() {
         drop(instances);
     }
     stop_tansu(&dir.path().join("tansu"));
-    println!(
-        "\n| what | input | time | rate | ratio to the pipe | CPU s per M records | peak RSS MiB |\n|---|---|---|---|---|---|---|"
+    common::print_table(
+        &["what", "input", "time", "rate", "ratio to the pipe", "CPU s per M records", "peak RSS MiB"],
+        &rows,
     );
-    for row in rows {
-        println!("{row}");
-    }
 }

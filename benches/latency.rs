@@ -276,12 +276,10 @@ fn main() {
     if let Some(max) = measured {
         println!("\nmaximum rate of one instance on a backlog of {clicks} clicks: {max:.0} clicks/s");
     }
-    println!(
-        "\n| what | input clicks/s | sent | facts read | p50 ms | p99 ms | p999 ms | max ms |\n|---|---|---|---|---|---|---|---|"
+    common::print_table(
+        &["what", "input clicks/s", "sent", "facts read", "p50 ms", "p99 ms", "p999 ms", "max ms"],
+        &rows,
     );
-    for row in rows {
-        println!("{row}");
-    }
     let broker = std::env::var("HAPPYSTREAMS_BENCH_BROKER_NAME")
         .unwrap_or_else(|_| if external.is_some() { "an external broker".into() } else { "Tansu".into() });
     common::plot::cdf(

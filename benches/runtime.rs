@@ -265,18 +265,15 @@ fn main() {
     drop(fresh);
     let _ =
         Command::new("bash").arg(root().join("tests/rig/tansu.sh")).arg("stop").arg(dir.path().join("tansu")).status();
-    println!(
-        "\n| what | input | time | rate | ratio to the pipe | CPU s per M clicks | peak RSS MiB |\n|---|---|---|---|---|---|---|"
+    common::print_table(
+        &["what", "input", "time", "rate", "ratio to the pipe", "CPU s per M clicks", "peak RSS MiB"],
+        &rows,
     );
-    for row in rows {
-        println!("{row}");
-    }
-    println!(
-        "\nWhere the time went (sums over instances; busy sums every processing thread)\n\n| instances × threads | wall × instances | polling | processing (busy) | committing | commits |\n|---|---|---|---|---|---|"
+    println!("\nWhere the time went (sums over instances; busy sums every processing thread)");
+    common::print_table(
+        &["instances × threads", "wall × instances", "polling", "processing (busy)", "committing", "commits"],
+        &breakdown,
     );
-    for row in breakdown {
-        println!("{row}");
-    }
     common::plot::bars(
         "runtime-throughput.svg",
         &format!("views_by_source: {clicks} clicks + {visitors} visitors, Tansu, 2 cores"),

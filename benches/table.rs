@@ -164,10 +164,5 @@ fn main() {
     ));
     drop(fresh);
     stop_tansu(&dir.path().join("tansu"));
-    println!(
-        "\n| what | input | time to running | rate | CPU s per M rows | peak RSS MiB |\n|---|---|---|---|---|---|"
-    );
-    for line in lines {
-        println!("{line}");
-    }
+    common::print_table(&["what", "input", "time to running", "rate", "CPU s per M rows", "peak RSS MiB"], &lines);
 }

@@ -290,3 +290,12 @@ pub fn raw_pipe_child() {
     println!("{seconds} {} {}", cpu_seconds(pid), peak_rss_mb(pid));
     std::process::exit(0);
 }
+
+/// Prints a Markdown table: a blank line, the header of `columns`, then `rows` (each a
+/// `| … |` line).
+pub fn print_table(columns: &[&str], rows: &[String]) {
+    println!("\n| {} |\n|{}", columns.join(" | "), "---|".repeat(columns.len()));
+    for row in rows {
+        println!("{row}");
+    }
+}

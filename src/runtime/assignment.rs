@@ -5,7 +5,7 @@
 
 use super::RuntimeError;
 use super::commit::committed;
-use super::deleted::checked_start;
+use super::deleted::{checked_resume, checked_start};
 use super::group::{GroupContext, Slot, Tasks, lock};
 use super::layout::TaskId;
 use super::open::open_task;
@@ -84,24 +84,18 @@ pub fn finish_restores(
             .layout
             .subtopology(id.subtopology)
             .ok_or_else(|| RuntimeError::Config(format!("no sub-topology {}", id.subtopology)))?;
-        let offset = match task.position(&sub.lead, id.partition) {
-            Some(next) => Offset::Offset(next),
-            None => committed(group, &sub.lead, id.partition)?,
-        };
         // A position whose records the broker no longer has fails or skips, loudly. A task with no
-        // position starts at offset 0 like its other inputs (the reset policy moves it to the
-        // earliest record when the log was truncated), not at a ListOffsets answer.
-        let offset = match offset {
-            Offset::Offset(next) => {
-                let start = checked_start(shared, group, &sub.lead, id.partition, next)?;
-                if start > next && task.position(&sub.lead, id.partition).is_some() {
-                    // Skipped (counted once, here): the records before `start` are done.
-                    task.advance(&sub.lead, id.partition, start);
-                }
-                Offset::Offset(start)
-            }
-            _ => Offset::Offset(0),
+        // position resumes from the group's offset, or else starts at offset 0 like its other
+        // inputs (the reset policy moves it to the earliest record when the log was truncated),
+        // not at a ListOffsets answer.
+        let offset = match checked_resume(shared, group, &mut task, &sub.lead, id.partition)? {
+            Some(start) => start,
+            None => match committed(group, &sub.lead, id.partition)? {
+                Offset::Offset(next) => checked_start(shared, group, &sub.lead, id.partition, next)?,
+                _ => 0,
+            },
         };
+        let offset = Offset::Offset(offset);
         let mut tpl = TopicPartitionList::new();
         let _ = tpl.add_partition_offset(&sub.lead, id.partition, offset);
         // Where the group left off is where the task's state left off (not the committed offset).

@@ -14,6 +14,7 @@
 //!   records, compaction) leave the log start where it was; they cost one comparison per record.
 
 use super::shared::Shared;
+use super::task::Task;
 use super::{OnDeletedInput, RuntimeError};
 use crate::connectors::kafka::cached_watermarks;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -40,6 +41,24 @@ pub fn checked_start<C: ConsumerContext>(
     }
     deleted(shared, topic, partition, next, earliest)?;
     Ok(earliest)
+}
+
+/// Where a task resumes reading `topic` partition `partition` from its own position: the
+/// [`checked_start`] of it, with the position moved past records skipped, so a gap is counted
+/// once (also when nothing follows it yet). `None` when the task has no position there.
+pub fn checked_resume<C: ConsumerContext>(
+    shared: &Shared,
+    consumer: &BaseConsumer<C>,
+    task: &mut Task,
+    topic: &str,
+    partition: i32,
+) -> Result<Option<i64>, RuntimeError> {
+    let Some(next) = task.position(topic, partition) else { return Ok(None) };
+    let start = checked_start(shared, consumer, topic, partition, next)?;
+    if start > next {
+        task.advance(topic, partition, start);
+    }
+    Ok(Some(start))
 }
 
 /// A record of `topic` partition `partition` fetched at `offset` by a running task that expected

@@ -6,7 +6,7 @@ use super::ProcessingGuarantee;
 use super::RuntimeError;
 use super::changelog::{KafkaChangelog, RestoreLimits, RestoreReport, reader, restore};
 use super::codecs::BadRecord;
-use super::deleted::checked_start;
+use super::deleted::checked_resume;
 use super::emitter::Deferred;
 use super::global::TaskBackend;
 use super::layout::TaskId;
@@ -121,15 +121,8 @@ fn catch_up(
     let mut assignment = TopicPartitionList::new();
     for &partition in partitions {
         // A table whose records after the task's position were deleted fails or skips, loudly.
-        let from = match task.position(topic, partition) {
-            Some(next) => {
-                let start = checked_start(shared, &consumer, topic, partition, next)?;
-                if start > next {
-                    // Skipped (counted once, here), also when nothing follows them yet.
-                    task.advance(topic, partition, start);
-                }
-                Offset::Offset(start)
-            }
+        let from = match checked_resume(shared, &consumer, task, topic, partition)? {
+            Some(start) => Offset::Offset(start),
             None => Offset::Beginning,
         };
         let _ = assignment.add_partition_offset(topic, partition, from);

@@ -240,11 +240,16 @@ impl Postgres {
     }
 }
 
+/// An Admin API client (real brokers).
+pub fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
+    client_config(bootstrap).create().expect("admin client")
+}
+
 /// Creates a topic through the Admin API (real brokers), with time retention off: test records
 /// carry event timestamps from 2025, which a broker that enforces `retention.ms` (noida-db)
 /// deletes within seconds, as Kafka would once a segment closes.
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create().expect("admin client");
+    let admin = admin(bootstrap);
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1)).set("retention.ms", "-1");
     let results = admin.create_topics(&[new], &AdminOptions::new()).await.expect("create_topics request");
     for result in results {

@@ -964,8 +964,7 @@ async fn inputs_deleted_before_they_were_read_stop_the_instance_unless_told_to_s
     // are deleted (retention would do the same): the clicks' partition now starts at offset 451.
     produce_clicks(&setup, 300..600).await;
     produce_bad_click(&setup).await;
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        rig::client_config(broker).create().unwrap();
+    let admin = rig::admin(broker);
     let mut before = TopicPartitionList::new();
     before.add_partition_offset(&clicks, 0, Offset::Offset(451)).unwrap();
     let deleted = admin.delete_records(&before, &rdkafka::admin::AdminOptions::new()).await.unwrap();
@@ -1003,8 +1002,7 @@ async fn inputs_deleted_while_a_task_runs_behind_stop_the_instance_unless_told_t
     produce_visitors(&setup, 0).await;
     let clicks = setup.topic("clicks");
     let reader: BaseConsumer = rig::client_config(broker).create().unwrap();
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        rig::client_config(broker).create().unwrap();
+    let admin = rig::admin(broker);
     let facts = |setup: &Setup| -> BTreeSet<i64> {
         outputs(setup).0.into_iter().map(|(e, _, _)| e[1..].parse().unwrap()).collect()
     };
@@ -1123,8 +1121,7 @@ async fn consumed_repartition_records_are_deleted_after_commits() {
     assert!(instance.metric("repartition_purges_total") > 0.0);
     assert!(instance.terminate().success(), "{}", instance.log_text());
     // The purge, not time retention, removed them: the clicks' event times are from 2025.
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        rig::client_config(broker).create().unwrap();
+    let admin = rig::admin(broker);
     let described = admin
         .describe_configs(
             &[rdkafka::admin::ResourceSpecifier::Topic(&repartition)],
