@@ -1,5 +1,5 @@
-//! Task assignment: a newly assigned task waits for one of `runtime.restore_threads` restore
-//! slots, then restores (its changelog, then its tables) on a thread of its own while the others
+//! Task assignment: a newly assigned task waits for one of the instance's
+//! `runtime.restore_threads` restore slots (shared by its stream threads), then restores (its changelog, then its tables) on a thread of its own while the others
 //! go on; when done it starts running — its lead partition sought to the task's position and
 //! resumed, its other inputs added to the side consumer.
 
@@ -15,6 +15,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Newly assigned tasks wait for a restore slot; waiting tasks start restoring, each on its own
@@ -31,32 +32,52 @@ pub fn start_assigned(shared: &Arc<Shared>, group: &BaseConsumer<GroupContext>, 
         metrics::gauge!("task_running", "task" => id.to_string()).set(0.0);
         tasks.insert(id, Slot::Restoring { cancel: Arc::default(), handle: None });
     }
-    let mut restoring = tasks.values().filter(|slot| matches!(slot, Slot::Restoring { handle: Some(_), .. })).count();
     let mut waiting = 0;
     for (&id, slot) in tasks.iter_mut() {
         let Slot::Restoring { cancel, handle: handle @ None } = slot else { continue };
-        if restoring >= shared.runtime.restore_threads.max(1) {
+        let Some(slot) = RestoreSlot::take(shared) else {
             waiting += 1;
             continue;
-        }
+        };
         let (thread_shared, thread_cancel) = (shared.clone(), cancel.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("restore-{id}"))
-            .spawn(move || open_task(&thread_shared, id, &thread_cancel));
+        let spawned = std::thread::Builder::new().name(format!("restore-{id}")).spawn(move || {
+            let _slot = slot; // given back when the restore ends, however it ends
+            open_task(&thread_shared, id, &thread_cancel)
+        });
         match spawned {
             Ok(spawned) => {
                 tracing::info!(task = %id, "restore started");
                 *handle = Some(spawned);
-                restoring += 1;
             }
             Err(e) => {
-                // Tried again next round.
+                // Tried again next round (the closure, and with it the slot, is dropped).
                 tracing::error!(task = %id, error = %e, "cannot start a restore thread");
                 waiting += 1;
             }
         }
     }
-    metrics::gauge!("restore_waiting_tasks").set(waiting as f64);
+    metrics::gauge!("restore_waiting_tasks", "thread" => shared.thread.to_string()).set(waiting as f64);
+}
+
+/// One of the instance's `runtime.restore_threads` restore slots, held by a restore thread.
+struct RestoreSlot(Arc<AtomicUsize>);
+
+impl RestoreSlot {
+    /// A free slot, if any.
+    fn take(shared: &Shared) -> Option<Self> {
+        let max = shared.runtime.restore_threads.max(1);
+        shared
+            .restoring
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| RestoreSlot(shared.restoring.clone()))
+    }
+}
+
+impl Drop for RestoreSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Tasks whose restore finished start running: their lead partition is sought to the task's

@@ -309,7 +309,7 @@ fn decode_repartitioned(record: &Record, timestamp: i64) -> Result<Event, BadRec
 }
 
 /// Encoders of a topology's sink topics.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Encoders {
     avro: HashMap<String, Arc<AvroSchema>>,
 }

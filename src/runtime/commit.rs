@@ -60,7 +60,7 @@ fn purge_repartitions(shared: &Shared, tasks: &BTreeMap<TaskId, Slot>) -> Result
     let mut purger =
         shared.purger.lock().map_err(|_| RuntimeError::Internal("the purger's lock was poisoned by a panic".into()))?;
     let exactly_once = shared.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
-    if !purger.due() {
+    if !purger.on() {
         return Ok(());
     }
     let mut positions = Vec::new();

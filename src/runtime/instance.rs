@@ -23,7 +23,7 @@ use crate::topology::spec::SourceKind;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,42 +81,8 @@ pub fn run(
         sink_schemas.insert(sink.topic.clone(), Arc::new(schema));
     }
 
-    let producer = {
-        let mut config = rdkafka::ClientConfig::new();
-        config
-            .set("enable.idempotence", "true")
-            // The partitioner of the Java client: repartitioned keys land where a Java producer
-            // (Debezium, Kafka Connect) would put the same key bytes.
-            .set("partitioner", "murmur2_random")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4");
-        let exactly_once = settings.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
-        if exactly_once {
-            // One transactional producer per instance. Its id is kept in the state directory, so a
-            // restarted instance fences its crashed predecessor and aborts its open transaction.
-            let id = instance_id(&settings.runtime.state_dir.join(&application_id))?;
-            config.set("transactional.id", format!("{application_id}-{id}"));
-        }
-        for (key, value) in kafka.client_config().config_map() {
-            config.set(key, value);
-        }
-        let producer =
-            OutputProducer::create(&config).map_err(|e| RuntimeError::Kafka(format!("creating the producer: {e}")))?;
-        if exactly_once {
-            use rdkafka::producer::Producer as _;
-            let timeout = Duration::from_secs(30);
-            producer.kafka().init_transactions(timeout).map_err(|e| {
-                RuntimeError::Kafka(format!("initialising transactions (does the broker support them?): {e}"))
-            })?;
-            producer
-                .kafka()
-                .begin_transaction()
-                .map_err(|e| RuntimeError::Kafka(format!("beginning a transaction: {e}")))?;
-        }
-        Arc::new(producer)
-    };
     let repartitions: HashSet<String> = plan.repartition_topics().into_iter().collect();
-    let emitter = Emitter::new(producer, Encoders::new(sink_schemas), sinks, repartitions, layout.physical.clone());
+    let encoders = Encoders::new(sink_schemas);
 
     // `state_cache_mb` covers RocksDB (block cache and memtables) and the tables' decoded rows:
     // a quarter for the rows.
@@ -134,7 +100,7 @@ pub fn run(
         let dir = settings.runtime.state_dir.join(&application_id).join("global");
         Some(SharedBackend::new(Box::new(RocksDbBackend::open(&dir, &global_stores, &memory)?)))
     };
-    let global_tables = reference
+    let global_tables: BTreeMap<String, Arc<crate::operators::table::Table>> = reference
         .tables()
         .iter()
         .filter(|(name, _)| plan.source(name).is_some_and(|s| s.kind == SourceKind::Global))
@@ -161,22 +127,69 @@ pub fn run(
         layout.subtopologies.iter().flat_map(|s| &s.inputs).any(|i| matches!(i.kind, InputKind::Repartition(_)));
     let purge_interval = if repartitioned { settings.runtime.repartition_purge_interval_ms } else { 0 };
     let purger = Purger::new(kafka, purge_interval);
-    let shared = Arc::new(Shared {
-        plan,
-        layout,
-        kafka: kafka.clone(),
-        runtime: settings.runtime.clone(),
-        decoders,
-        emitter,
-        memory,
-        global,
-        global_tables,
-        companions,
-        cached_topics,
-        cache_budget: CacheBudget::new(settings.runtime.record_cache_mb),
-        purger: Mutex::new(purger),
-    });
-    worker::run(shared, shutdown)
+    let threads = settings.runtime.num_threads.max(1);
+    let (layout, decoders, companions) = (Arc::new(layout), Arc::new(decoders), Arc::new(companions));
+    let (cached_topics, purger) = (Arc::new(cached_topics), Arc::new(Mutex::new(purger)));
+    let cache_budget = Arc::new(CacheBudget::new(settings.runtime.record_cache_mb));
+    let restoring = Arc::new(AtomicUsize::new(0));
+    let mut streams = Vec::with_capacity(threads);
+    for thread in 0..threads {
+        let producer = producer(settings, &application_id, thread)?;
+        let emitter =
+            Emitter::new(producer, encoders.clone(), sinks.clone(), repartitions.clone(), layout.physical.clone());
+        streams.push(Arc::new(Shared {
+            thread,
+            plan: plan.clone(),
+            layout: layout.clone(),
+            kafka: kafka.clone(),
+            runtime: settings.runtime.clone(),
+            decoders: decoders.clone(),
+            emitter,
+            memory: memory.clone(),
+            global: global.clone(),
+            global_tables: global_tables.clone(),
+            companions: companions.clone(),
+            cached_topics: cached_topics.clone(),
+            cache_budget: cache_budget.clone(),
+            purger: purger.clone(),
+            restoring: restoring.clone(),
+        }));
+    }
+    worker::run_threads(streams, shutdown)
+}
+
+/// The output producer of stream thread `thread`. Under exactly-once it is transactional, with an
+/// id kept in the state directory (`<application_id>-<instance id>-<thread>`), so a restarted
+/// instance fences its crashed predecessor's thread and aborts its open transaction.
+fn producer(settings: &Settings, application_id: &str, thread: usize) -> Result<Arc<OutputProducer>, RuntimeError> {
+    let mut config = rdkafka::ClientConfig::new();
+    config
+        .set("enable.idempotence", "true")
+        // The partitioner of the Java client: repartitioned keys land where a Java producer
+        // (Debezium, Kafka Connect) would put the same key bytes.
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("client.id", format!("{application_id}-{thread}-producer"));
+    let exactly_once = settings.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
+    if exactly_once {
+        let id = instance_id(&settings.runtime.state_dir.join(application_id))?;
+        config.set("transactional.id", format!("{application_id}-{id}-{thread}"));
+    }
+    for (key, value) in settings.kafka.client_config().config_map() {
+        config.set(key, value);
+    }
+    let producer =
+        OutputProducer::create(&config).map_err(|e| RuntimeError::Kafka(format!("creating the producer: {e}")))?;
+    if exactly_once {
+        use rdkafka::producer::Producer as _;
+        let timeout = Duration::from_secs(30);
+        producer.kafka().init_transactions(timeout).map_err(|e| {
+            RuntimeError::Kafka(format!("initialising transactions (does the broker support them?): {e}"))
+        })?;
+        producer.kafka().begin_transaction().map_err(|e| RuntimeError::Kafka(format!("beginning a transaction: {e}")))?;
+    }
+    Ok(Arc::new(producer))
 }
 
 /// Sink topics whose every writer is a table-shaped node with the record cache on (a topic that

@@ -200,6 +200,32 @@ fn wipe(shared: &Shared, dir: &Path, stores: &[String]) -> Result<Box<dyn StateB
     Ok(Box::new(RocksDbBackend::open(dir, stores, &shared.memory)?))
 }
 
+/// How long a task waits for its state directory to be closed by its last owner in this process
+/// (another stream thread that has not finished closing it).
+const LOCKED_WAIT: Duration = Duration::from_secs(60);
+
+/// Opens a task's RocksDB, waiting while another stream thread of this instance still holds it
+/// (a task moving between threads: the old owner closes it in its rebalance callback, which may
+/// still run when a lost assignment or an eager assignor hands the task over).
+fn open_unlocked(
+    shared: &Shared,
+    dir: &Path,
+    stores: &[String],
+    cancel: &AtomicBool,
+) -> Result<RocksDbBackend, RuntimeError> {
+    let started = Instant::now();
+    loop {
+        match RocksDbBackend::open(dir, stores, &shared.memory) {
+            Err(crate::state::StateError::Locked { .. })
+                if started.elapsed() < LOCKED_WAIT && !cancel.load(Ordering::Relaxed) =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            opened => return Ok(opened?),
+        }
+    }
+}
+
 /// Opens a task: local state, changelog restore from the local checkpoint, then its tables read
 /// to their end. Runs on its own thread.
 pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Task, RestoreReport), RuntimeError> {
@@ -212,7 +238,7 @@ pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Ta
         Box::new(MemoryBackend::new(&[] as &[String]))
     } else {
         remove_dir(&wiping(&dir))?; // a wipe cut short by a crash
-        Box::new(RocksDbBackend::open(&dir, &sub.stores, &shared.memory)?)
+        Box::new(open_unlocked(shared, &dir, &sub.stores, cancel)?)
     };
     if local.checkpoint()?.is_some_and(|c| c.restoring) {
         // A restore crashed before a marker covered what it wrote: rebuild the store.

@@ -1,13 +1,7 @@
-//! Processing fetched records: the worker thread routes each record to its task's input queue,
-//! then the running tasks process their queues in event-time order ([`super::order`]) on
-//! `runtime.num_threads` threads at once, then inputs far ahead of the others are paused.
-//!
-//! Tasks are independent (own state, own pipeline, own queue), so each thread takes a disjoint
-//! set of them, balanced by queued records; what they share (decoders, the producer, global
-//! tables) is thread-safe. The threads join before the worker polls again, commits or handles a
-//! rebalance, so commits and rebalances never run alongside processing: a commit barrier. Its
-//! cost is that polling and committing do not overlap processing; librdkafka fetches in its own
-//! threads meanwhile, so polling is only a hand-over of records already in memory.
+//! Processing fetched records: a stream thread routes each polled record to its task's input
+//! queue, then its running tasks process their queues in event-time order ([`super::order`]),
+//! then inputs far ahead of the others are paused. librdkafka fetches in its own threads
+//! meanwhile, so polling only hands over records already in memory.
 
 use super::RuntimeError;
 use super::deleted::check_gap;
@@ -28,10 +22,6 @@ use std::time::{Duration, Instant};
 /// resumes).
 const PAUSE_ABOVE: usize = 20_000;
 const RESUME_BELOW: usize = 5_000;
-
-/// Below this many queued records in all, one thread processes everything (starting threads
-/// would cost more than it saves).
-const PARALLEL_FROM: usize = 256;
 
 /// A record of a lead partition: to its running task's queue (after a check that the records
 /// since the last one were not deleted, [`check_gap`]).
@@ -141,8 +131,7 @@ fn lagging_inputs(
 }
 
 /// Processes the running tasks' buffered records in event-time order, as far as their inputs
-/// allow, on up to `runtime.num_threads` threads; then pauses inputs that have too much buffered
-/// and resumes those that drained.
+/// allow; then pauses inputs that have too much buffered and resumes those that drained.
 pub fn process_queued(
     shared: &Shared,
     tasks: &Tasks,
@@ -157,56 +146,20 @@ pub fn process_queued(
         return Ok(());
     }
     let lagging = lagging_inputs(shared, &tasks, group, side, side_assignment);
-    let mut busy: Vec<&mut Task> = tasks
-        .values_mut()
-        .filter_map(|slot| match slot {
-            Slot::Running(task) if !task.queue.is_empty() => Some(task.as_mut()),
-            _ => None,
-        })
-        .collect();
-    let queued: usize = busy.iter().map(|t| t.queue.len()).sum();
-    let threads = shared.runtime.num_threads.max(1).min(busy.len());
-    if threads <= 1 || queued < PARALLEL_FROM {
-        process_tasks(shared, busy, &lagging, 0)?;
-    } else {
-        // Largest queues first, each to the least loaded thread.
-        busy.sort_by_key(|t| std::cmp::Reverse(t.queue.len()));
-        let mut groups: Vec<(usize, Vec<&mut Task>)> = (0..threads).map(|_| (0, Vec::new())).collect();
-        for task in busy {
-            let len = task.queue.len();
-            if let Some((load, members)) = groups.iter_mut().min_by_key(|(load, _)| *load) {
-                *load += len;
-                members.push(task);
-            }
-        }
-        let lagging = &lagging;
-        std::thread::scope(|scope| -> Result<(), RuntimeError> {
-            let mut groups = groups.into_iter().map(|(_, members)| members);
-            let own = groups.next().unwrap_or_default();
-            let others: Vec<_> = groups
-                .enumerate()
-                .map(|(n, members)| scope.spawn(move || process_tasks(shared, members, lagging, n + 1)))
-                .collect();
-            let mut result = process_tasks(shared, own, lagging, 0);
-            for handle in others {
-                let joined = handle
-                    .join()
-                    .map_err(|_| RuntimeError::Internal("a processing thread panicked; please report this".into()));
-                result = result.and(joined.and_then(|r| r));
-            }
-            result
-        })?;
-    }
+    let busy = tasks.values_mut().filter_map(|slot| match slot {
+        Slot::Running(task) if !task.queue.is_empty() => Some(task.as_mut()),
+        _ => None,
+    });
+    process_tasks(shared, busy, &lagging)?;
     pause_or_resume(shared, &tasks, group, side, paused);
     Ok(())
 }
 
-/// Processes tasks' queues as far as event-time order allows, on processing thread `thread`.
-fn process_tasks(
+/// Processes tasks' queues as far as event-time order allows.
+fn process_tasks<'a>(
     shared: &Shared,
-    tasks: Vec<&mut Task>,
+    tasks: impl Iterator<Item = &'a mut Task>,
     lagging: &HashMap<TaskId, Vec<String>>,
-    thread: usize,
 ) -> Result<(), RuntimeError> {
     let started = Instant::now();
     let max_idle = Duration::from_millis(shared.runtime.max_task_idle_ms);
@@ -226,7 +179,7 @@ fn process_tasks(
             break;
         }
     }
-    let thread = thread.to_string();
+    let thread = shared.thread.to_string();
     metrics::counter!("thread_records_processed_total", "thread" => thread.clone()).increment(records);
     // Its sum over time is the thread's busy time: rate(thread_busy_seconds_sum) is the busy ratio.
     metrics::histogram!("thread_busy_seconds", "thread" => thread).record(started.elapsed().as_secs_f64());

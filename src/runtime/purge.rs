@@ -30,6 +30,8 @@ pub struct Purger {
     requests: Option<SyncSender<BTreeMap<(String, i32), i64>>>,
     interval: Duration,
     last: Instant,
+    /// The latest durable positions reported by any stream thread.
+    latest: BTreeMap<(String, i32), i64>,
     /// The positions purged last (a partition is asked again only when its position moved).
     purged: BTreeMap<(String, i32), i64>,
 }
@@ -38,7 +40,13 @@ impl Purger {
     /// A purger with its thread; off when `interval_ms` is 0 or the thread cannot start.
     pub fn new(kafka: &KafkaConfig, interval_ms: u64) -> Self {
         let interval = Duration::from_millis(interval_ms);
-        let off = Purger { requests: None, interval, last: Instant::now(), purged: BTreeMap::new() };
+        let off = Purger {
+            requests: None,
+            interval,
+            last: Instant::now(),
+            latest: BTreeMap::new(),
+            purged: BTreeMap::new(),
+        };
         if interval_ms == 0 {
             return off;
         }
@@ -79,20 +87,29 @@ impl Purger {
         }
     }
 
-    /// Whether a purge is on and its interval has passed (worth collecting positions for).
-    pub fn due(&self) -> bool {
-        self.requests.is_some() && self.last.elapsed() >= self.interval
+    /// Whether the purge is on (worth collecting positions for).
+    pub fn on(&self) -> bool {
+        self.requests.is_some()
     }
 
-    /// After a commit: `positions` are durable next offsets of repartition partitions. Sends the
-    /// ones that moved when [`Purger::due`] (never waits for the broker).
+    /// After a commit of any stream thread: `positions` are durable next offsets of repartition
+    /// partitions. Once the interval has passed, sends those of every thread that moved since
+    /// the last purge (never waits for the broker).
     pub fn committed(&mut self, positions: impl IntoIterator<Item = ((String, i32), i64)>) {
-        if !self.due() {
-            return;
+        for (partition, next) in positions {
+            let latest = self.latest.entry(partition).or_insert(next);
+            *latest = (*latest).max(next);
         }
         let Some(requests) = &self.requests else { return };
-        let moved: BTreeMap<(String, i32), i64> =
-            positions.into_iter().filter(|(partition, next)| self.purged.get(partition) < Some(next)).collect();
+        if self.last.elapsed() < self.interval {
+            return;
+        }
+        let moved: BTreeMap<(String, i32), i64> = self
+            .latest
+            .iter()
+            .filter(|(partition, next)| self.purged.get(*partition) < Some(*next))
+            .map(|(partition, next)| (partition.clone(), *next))
+            .collect();
         if moved.is_empty() {
             return;
         }

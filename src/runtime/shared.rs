@@ -1,5 +1,7 @@
-//! What every task and thread of an instance shares: the plan and its layout, the settings, the
-//! decoders, the output path and the state budgets.
+//! What the tasks of one stream thread share: the plan and its layout, the settings, the
+//! decoders, the thread's output path and the state budgets. An instance runs one [`Shared`]
+//! per stream thread; everything but the emitter (each thread has its own producer, as in Kafka
+//! Streams) is the same for all of them, behind `Arc`s.
 
 use super::RuntimeConfig;
 use super::cache::CacheBudget;
@@ -14,21 +16,24 @@ use crate::state::StateMemory;
 use crate::topology::Plan;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
-/// What every task of the instance shares.
+/// What the tasks of one stream thread share (most of it with the instance's other threads).
 pub struct Shared {
+    /// The stream thread's index (0 for the first), for metrics and logs.
+    pub thread: usize,
     /// The plan.
     pub plan: Arc<Plan>,
     /// Tasks and topics.
-    pub layout: Layout,
+    pub layout: Arc<Layout>,
     /// Kafka settings (for restore consumers).
     pub kafka: KafkaConfig,
     /// Runtime settings.
     pub runtime: RuntimeConfig,
     /// Input decoders.
-    pub decoders: Decoders,
-    /// Output writer.
+    pub decoders: Arc<Decoders>,
+    /// The thread's output writer (its own producer).
     pub emitter: Emitter,
     /// RocksDB memory budget.
     pub memory: StateMemory,
@@ -37,13 +42,15 @@ pub struct Shared {
     /// Global tables' operators (shared by every task's pipeline).
     pub global_tables: BTreeMap<String, Arc<Table>>,
     /// Topic → sub-topology of non-lead inputs (tables), read by the side consumer.
-    pub companions: HashMap<String, usize>,
+    pub companions: Arc<HashMap<String, usize>>,
     /// Sink topics (plan names) whose outputs go through the record cache.
-    pub cached_topics: HashSet<String>,
+    pub cached_topics: Arc<HashSet<String>>,
     /// The record caches' memory budget.
-    pub cache_budget: CacheBudget,
+    pub cache_budget: Arc<CacheBudget>,
     /// Deletes consumed repartition records after commits.
-    pub purger: Mutex<Purger>,
+    pub purger: Arc<Mutex<Purger>>,
+    /// Restores running in the whole instance (at most `runtime.restore_threads`).
+    pub restoring: Arc<AtomicUsize>,
 }
 
 impl Shared {

@@ -1,12 +1,17 @@
-//! One instance of an application: a consumer-group member running its assigned tasks.
+//! Stream threads: an instance runs `runtime.num_threads` of them, each a consumer-group member
+//! of its own running the tasks the group assigns it (Kafka Streams' `StreamThread`).
 //!
-//! Threads: the worker thread polls both consumers (the group consumer for the tasks' lead
-//! partitions, the side consumer for their other inputs and the global tables), then the running
-//! tasks process what was polled on `runtime.num_threads` processing threads ([`super::process`]),
-//! then the worker commits when it is time ([`super::commit`]). Each newly assigned task restores
-//! on a thread of its own and joins the loop when done ([`super::assignment`]). Revocation
-//! happens inside the group consumer's rebalance callback, on the worker thread, between two
-//! rounds of processing ([`super::group`]).
+//! Each thread polls its two consumers (the group consumer for its tasks' lead partitions, the
+//! side consumer for their other inputs), processes what was polled task by task
+//! ([`super::process`]) and commits its tasks when it is time ([`super::commit`]) through its own
+//! producer — under exactly-once its own transaction. Threads share nothing they write but the
+//! global tables: thread 0 also reads the global topics into the shared global store, committing
+//! it at the end of each round, and every thread's tasks read that store. Each newly assigned
+//! task restores on a thread of its own and joins its stream thread's loop when done
+//! ([`super::assignment`]). Revocation happens inside the group consumer's rebalance callback,
+//! on the stream thread, between two rounds of processing ([`super::group`]). A task moving
+//! between two threads of one instance keeps its local state (the new owner waits for the old
+//! one to close it).
 
 use super::assignment::{finish_restores, start_assigned};
 use super::changelog::reader;
@@ -15,6 +20,7 @@ use super::group::{GroupContext, Tasks, lock};
 use super::layout::TaskId;
 use super::open::open_global;
 use super::process::{on_group_record, on_side_record, process_queued};
+use super::task::Task;
 use super::shared::Shared;
 use super::{ProcessingGuarantee, RuntimeError};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -26,14 +32,57 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// Records taken from each consumer per round and processing thread. librdkafka hands out a
-/// fetched batch of one partition (thousands of records) before the next partition's, so a round
-/// must be larger than one batch for its records to spread over several tasks, and so threads.
-const POLL_BATCH_PER_THREAD: usize = 5_000;
+/// Records taken from each consumer per round.
+const POLL_BATCH: usize = 5_000;
 
-/// Runs the instance until `shutdown` is set or a task fails.
-pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), RuntimeError> {
-    let mut global = open_global(&shared)?;
+/// Runs one stream thread per element of `streams` until `shutdown` is set or one of them fails
+/// (then the others stop too, committing their own tasks). The first failure is the result.
+pub fn run_threads(streams: Vec<Arc<Shared>>, shutdown: Arc<AtomicBool>) -> Result<(), RuntimeError> {
+    let first = streams.first().ok_or_else(|| RuntimeError::Internal("an instance with no stream thread".into()))?;
+    // Global tables are read to their end before any task starts.
+    let mut global = open_global(first)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for shared in streams {
+        let (global, shutdown, others) = (global.take(), shutdown.clone(), stop.clone());
+        let name = format!("stream-{}", shared.thread);
+        let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            let result = run(shared, global, &shutdown, &others);
+            if result.is_err() {
+                others.store(true, Ordering::Relaxed);
+            }
+            result
+        });
+        match spawned {
+            Ok(handle) => handles.push(handle),
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                handles.into_iter().for_each(|h| drop(h.join()));
+                return Err(RuntimeError::Internal(format!("cannot start a stream thread: {e}")));
+            }
+        }
+    }
+    let mut result = Ok(());
+    for handle in handles {
+        let joined = handle
+            .join()
+            .map_err(|_| RuntimeError::Internal("a stream thread panicked; please report this".into()))
+            .and_then(|r| r);
+        if result.is_ok() {
+            result = joined;
+        }
+    }
+    result
+}
+
+/// Runs one stream thread (with the global task on thread 0) until `shutdown` or `stop` is set
+/// or a task fails.
+fn run(
+    shared: Arc<Shared>,
+    mut global: Option<Task>,
+    shutdown: &AtomicBool,
+    stop: &AtomicBool,
+) -> Result<(), RuntimeError> {
     let tasks: Tasks = Arc::default();
     let context = GroupContext {
         shared: shared.clone(),
@@ -49,7 +98,8 @@ pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), Runtime
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "5000")
-        .set("isolation.level", "read_committed");
+        .set("isolation.level", "read_committed")
+        .set("client.id", format!("{}-{}-consumer", shared.layout.application_id, shared.thread));
     for (key, value) in shared.kafka.client_config().config_map() {
         config.set(key, value);
     }
@@ -60,7 +110,7 @@ pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), Runtime
         .map_err(|e| RuntimeError::Kafka(format!("creating the table consumer: {e}")))?;
     let leads: Vec<&str> = shared.layout.subtopologies.iter().map(|s| s.lead.as_str()).collect();
     group.subscribe(&leads).map_err(|e| RuntimeError::Kafka(format!("subscribing to {leads:?}: {e}")))?;
-    tracing::info!(application = %shared.layout.application_id, topics = ?leads, "joined the group");
+    tracing::info!(application = %shared.layout.application_id, thread = shared.thread, topics = ?leads, "joined the group");
 
     // Side assignment: global partitions at the global task's positions, plus the table
     // partitions of running tasks.
@@ -77,9 +127,8 @@ pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), Runtime
     let mut paused: BTreeSet<(String, i32)> = BTreeSet::new();
     let commit_interval = Duration::from_millis(shared.runtime.commit_interval_ms.max(1));
     let mut last_commit = Instant::now();
-    let poll_batch = POLL_BATCH_PER_THREAD * shared.runtime.num_threads.max(1);
     let result = (|| -> Result<(), RuntimeError> {
-        while !shutdown.load(Ordering::Relaxed) {
+        while !shutdown.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
             if let Some(e) = group.context().failure.lock().ok().and_then(|mut f| f.take()) {
                 return Err(e);
             }
@@ -87,7 +136,7 @@ pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), Runtime
             // records of the side consumer. Rebalance callbacks run inside the group poll, with
             // the task map unlocked.
             let polled = Instant::now();
-            for n in 0..poll_batch {
+            for n in 0..POLL_BATCH {
                 match group.poll(Duration::from_millis(if n == 0 { 50 } else { 0 })) {
                     None => break,
                     Some(Ok(message)) => on_group_record(&shared, &mut *lock(&tasks)?, &group, &message)?,
@@ -100,7 +149,7 @@ pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), Runtime
             let mut global_changed = false;
             {
                 let mut tasks = lock(&tasks)?;
-                for _ in 0..poll_batch {
+                for _ in 0..POLL_BATCH {
                     match side.poll(Duration::ZERO) {
                         None => break,
                         Some(Ok(message)) => {
@@ -185,7 +234,7 @@ pub fn run(shared: Arc<Shared>, shutdown: Arc<AtomicBool>) -> Result<(), Runtime
     if let Some(task) = &mut global {
         task.commit()?;
     }
-    tracing::info!(tasks = ids.len(), "stopped");
+    tracing::info!(thread = shared.thread, tasks = ids.len(), "stopped");
     result.and(closed)
 }
 
