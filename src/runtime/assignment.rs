@@ -41,8 +41,10 @@ pub fn start_assigned(shared: &Arc<Shared>, group: &BaseConsumer<GroupContext>, 
         };
         let (thread_shared, thread_cancel) = (shared.clone(), cancel.clone());
         let spawned = std::thread::Builder::new().name(format!("restore-{id}")).spawn(move || {
-            let _slot = slot; // given back when the restore ends, however it ends
-            open_task(&thread_shared, id, &thread_cancel)
+            let opened = open_task(&thread_shared, id, &thread_cancel);
+            tracing::info!(task = %id, ok = opened.is_ok(), "restore finished");
+            drop(slot); // given back when the restore ends, however it ends
+            opened
         });
         match spawned {
             Ok(spawned) => {

@@ -512,7 +512,7 @@ async fn a_restart_restores_from_the_local_checkpoint_not_the_whole_changelog() 
             open += 1;
             started += 1;
             assert!(open <= 1, "two restores at once with restore_threads = 1:\n{log}");
-        } else if line.contains("task running") {
+        } else if line.contains("restore finished") {
             open -= 1;
         }
     }
