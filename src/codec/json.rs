@@ -26,9 +26,108 @@ pub fn parse(bytes: &[u8]) -> Result<Json, CodecError> {
     serde_json::from_slice(bytes).map_err(|e| CodecError::new(CodecErrorKind::InvalidJson(e.to_string())))
 }
 
-/// Decodes plain JSON with inferred types.
+/// Decodes plain JSON with inferred types, as [`infer`] types a parsed value, straight into a
+/// [`Value`] (no intermediate JSON tree).
 pub fn decode_plain(bytes: &[u8]) -> Result<Value, CodecError> {
-    Ok(infer(&parse(bytes)?))
+    std::str::from_utf8(bytes).map_err(|_| CodecError::new(CodecErrorKind::InvalidUtf8))?;
+    serde_json::from_slice::<Inferred>(bytes)
+        .map(|inferred| inferred.0)
+        .map_err(|e| CodecError::new(CodecErrorKind::InvalidJson(e.to_string())))
+}
+
+/// A JSON value decoded with [`infer`]'s types.
+struct Inferred(Value);
+
+impl<'de> serde::Deserialize<'de> for Inferred {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(InferVisitor).map(Inferred)
+    }
+}
+
+/// An object key as a field name.
+struct FieldName(Arc<str>);
+
+impl<'de> serde::Deserialize<'de> for FieldName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl serde::de::Visitor<'_> for NameVisitor {
+            type Value = FieldName;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FieldName, E> {
+                Ok(FieldName(Arc::from(v)))
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+/// Objects with more fields than this find a repeated key through an index, not a scan.
+const SCANNED_FIELDS: usize = 16;
+
+struct InferVisitor;
+
+impl<'de> serde::de::Visitor<'de> for InferVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Long(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(i64::try_from(v).map_or(Value::Double(v as f64), Value::Long))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Double(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(if v == crate::record::UNAVAILABLE_TEXT { Value::Unavailable } else { Value::String(v.to_owned()) })
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(if v == crate::record::UNAVAILABLE_TEXT { Value::Unavailable } else { Value::String(v) })
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(Inferred(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        // A repeated key keeps its first place and takes the last value, as a parsed object does.
+        let mut fields: Vec<(Arc<str>, Value)> = Vec::new();
+        let mut index: HashMap<Arc<str>, usize> = HashMap::new();
+        while let Some(FieldName(name)) = map.next_key()? {
+            let Inferred(value) = map.next_value()?;
+            let found = if fields.len() < SCANNED_FIELDS {
+                fields.iter().position(|(n, _)| *n == name)
+            } else {
+                if index.is_empty() {
+                    index = fields.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect();
+                }
+                index.get(&name).copied()
+            };
+            match found {
+                Some(at) => fields[at].1 = value,
+                None => {
+                    if !index.is_empty() {
+                        index.insert(name.clone(), fields.len());
+                    }
+                    fields.push((name, value));
+                }
+            }
+        }
+        Ok(Value::Struct(fields.into_iter().collect()))
+    }
 }
 
 /// Converts a JSON value with inferred types (no schema).
@@ -353,6 +452,27 @@ mod tests {
     fn parse_classifies_invalid_utf8_and_syntax() {
         assert_eq!(parse(&[0xff, 0xfe]).unwrap_err().kind, CodecErrorKind::InvalidUtf8);
         assert!(matches!(parse(b"{\"a\":").unwrap_err().kind, CodecErrorKind::InvalidJson(_)));
+    }
+
+    #[test]
+    fn decoding_plain_json_types_values_as_infer_does() {
+        let many: Vec<String> = (0..40).map(|i| format!("\"f{}\":{i}", i % 25)).collect();
+        let documents = [
+            r#"{"a":1,"b":-2.5,"c":"x","d":null,"e":true,"f":[1,"y",{"g":[]}],"h":{}}"#.to_owned(),
+            r#"{"big":18446744073709551615,"max":9223372036854775807,"exp":1e300,"tiny":-0.0}"#.to_owned(),
+            r#"{"k":1,"j":2,"k":3}"#.to_owned(),
+            format!("{{{}}}", many.join(",")),
+            format!(r#"{{"u":"{}","s":"é\n\u0041"}}"#, crate::record::UNAVAILABLE_TEXT),
+            r#"[1,[2,[3]]]"#.to_owned(),
+            r#""plain""#.to_owned(),
+        ];
+        for text in documents {
+            let direct = decode_plain(text.as_bytes());
+            let via_tree = parse(text.as_bytes()).map(|json| infer(&json)).unwrap();
+            assert_eq!(direct.unwrap(), via_tree, "{text}");
+        }
+        assert_eq!(decode_plain(&[0xff]).unwrap_err().kind, CodecErrorKind::InvalidUtf8);
+        assert!(matches!(decode_plain(b"{\"a\":").unwrap_err().kind, CodecErrorKind::InvalidJson(_)));
     }
 
     #[test]

@@ -419,10 +419,37 @@ pub fn format_timestamp(value: i64, unit: TimeUnit, utc: bool) -> String {
     out
 }
 
+/// Writes exactly what [`Value::to_json`] builds, without building it.
 impl Serialize for Value {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.to_json().serialize(serializer)
+        match self {
+            Value::Null => serializer.serialize_unit(),
+            Value::Unavailable => serializer.serialize_str(UNAVAILABLE_TEXT),
+            Value::Bool(b) => serializer.serialize_bool(*b),
+            Value::Int(v) => serializer.serialize_i64(i64::from(*v)),
+            Value::Long(v) => serializer.serialize_i64(*v),
+            Value::Float(v) => serialize_float(f64::from(*v), serializer),
+            Value::Double(v) => serialize_float(*v, serializer),
+            Value::Decimal(d) => serializer.collect_str(d),
+            Value::String(s) | Value::Json(s) => serializer.serialize_str(s),
+            Value::Bytes(b) => serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b)),
+            Value::Uuid(u) => serializer.collect_str(u),
+            Value::Date(d) => serializer.serialize_str(&format_date(*d)),
+            Value::Time { value, unit } => serializer.serialize_str(&format_time(*value, *unit)),
+            Value::Timestamp { value, unit } => serializer.serialize_str(&format_timestamp(*value, *unit, true)),
+            Value::LocalTimestamp { value, unit } => {
+                serializer.serialize_str(&format_timestamp(*value, *unit, false))
+            }
+            Value::Array(items) => serializer.collect_seq(items),
+            Value::Map(entries) => serializer.collect_map(entries.iter().map(|(k, v)| (k, v))),
+            Value::Struct(row) => row.serialize(serializer),
+        }
     }
+}
+
+/// A finite float as a JSON number, anything else as its text (JSON has no NaN or infinity).
+fn serialize_float<S: Serializer>(v: f64, serializer: S) -> Result<S::Ok, S::Error> {
+    if v.is_finite() { serializer.serialize_f64(v) } else { serializer.collect_str(&v) }
 }
 
 /// An ordered record of named values (a table row, a key, a nested struct).
@@ -544,6 +571,34 @@ impl FromIterator<(Arc<str>, Value)> for Row {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serializing_writes_what_to_json_builds() {
+        let row = Row::new()
+            .with("n", Value::Null)
+            .with("u", Value::Unavailable)
+            .with("b", Value::Bool(true))
+            .with("i", Value::Int(-7))
+            .with("l", Value::Long(i64::MAX))
+            .with("f", Value::Float(0.1))
+            .with("d", Value::Double(1.5e300))
+            .with("nan", Value::Double(f64::NAN))
+            .with("inf", Value::Float(f32::NEG_INFINITY))
+            .with("dec", Value::Decimal(Decimal::new(-12345, 2)))
+            .with("s", Value::String("a \"quoted\" é\n".into()))
+            .with("j", Value::Json("{\"x\":1}".into()))
+            .with("bytes", Value::Bytes(vec![0, 255, 7]))
+            .with("date", Value::Date(19_000))
+            .with("time", Value::Time { value: 3_600_000_001, unit: TimeUnit::Micros })
+            .with("ts", Value::Timestamp { value: 1_700_000_000_123, unit: TimeUnit::Millis })
+            .with("lts", Value::LocalTimestamp { value: 1_700_000_000_123_456, unit: TimeUnit::Micros })
+            .with("arr", Value::Array(vec![Value::Long(1), Value::Null, Value::String("x".into())]))
+            .with("map", Value::Map(vec![("k".into(), Value::Double(2.0)), ("z".into(), Value::Array(vec![]))]));
+        let value = Value::Struct(row.clone().with("nested", Value::Struct(row)));
+        let direct = serde_json::to_string(&value).unwrap();
+        let via_tree = serde_json::to_string(&value.to_json()).unwrap();
+        assert_eq!(direct, via_tree);
+    }
 
     #[test]
     fn decimal_displays_with_scale_when_unscaled_is_short() {
