@@ -37,14 +37,27 @@ static RECORDS_OUT: LabelledCounters = LabelledCounters::new("records_out_total"
 pub struct Emitter {
     producer: Arc<OutputProducer>,
     encoders: Encoders,
-    sinks: HashMap<String, SinkFormat>,
-    repartitions: HashSet<String>,
-    physical: BTreeMap<String, String>,
-    /// End-to-end latency per sink topic: when the output is sent minus its event time.
-    latency: HashMap<String, metrics::Histogram>,
+    /// Where each plan topic goes (one lookup per output).
+    routes: HashMap<String, Route>,
     /// Sends hold it shared; a transaction commit holds it exclusively, so no record is sent
     /// between committing one transaction and beginning the next.
     gate: RwLock<()>,
+}
+
+/// How outputs to one plan topic are written.
+struct Route {
+    /// The topic's name on the broker (internal topics carry the application id).
+    physical: String,
+    kind: RouteKind,
+}
+
+enum RouteKind {
+    /// A repartition topic: internal encoding.
+    Repartition,
+    /// A sink, with its end-to-end latency histogram (output time minus event time).
+    Sink(SinkFormat, metrics::Histogram),
+    /// Anything else (late-record topics): JSON.
+    Json,
 }
 
 /// Writes held back while a task restores (under exactly-once they must go out inside the
@@ -74,11 +87,19 @@ impl Emitter {
         repartitions: HashSet<String>,
         physical: BTreeMap<String, String>,
     ) -> Self {
-        let latency = sinks
-            .keys()
-            .map(|topic| (topic.clone(), metrics::histogram!("e2e_latency_seconds", "sink" => topic.clone())))
-            .collect();
-        Emitter { producer, encoders, sinks, repartitions, physical, latency, gate: RwLock::default() }
+        let mut routes: HashMap<String, Route> = HashMap::new();
+        let named = |topic: &str| physical.get(topic).cloned().unwrap_or_else(|| topic.to_owned());
+        for (topic, format) in sinks {
+            let latency = metrics::histogram!("e2e_latency_seconds", "sink" => topic.clone());
+            routes.insert(topic.clone(), Route { physical: named(&topic), kind: RouteKind::Sink(format, latency) });
+        }
+        for topic in repartitions {
+            routes.insert(topic.clone(), Route { physical: named(&topic), kind: RouteKind::Repartition });
+        }
+        for topic in physical.keys().filter(|t| !routes.contains_key(*t)).cloned().collect::<Vec<_>>() {
+            routes.insert(topic.clone(), Route { physical: named(&topic), kind: RouteKind::Json });
+        }
+        Emitter { producer, encoders, routes, gate: RwLock::default() }
     }
 
     /// The producer (shared with changelogs).
@@ -96,25 +117,28 @@ impl Emitter {
         let _shared = self.gate.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let now_ms = chrono::Utc::now().timestamp_millis();
         for output in outputs {
-            let topic = self.physical.get(&output.topic).map_or(output.topic.as_str(), String::as_str);
-            let (key, value): (Option<Vec<u8>>, Option<Vec<u8>>) = if self.repartitions.contains(&output.topic) {
-                let (key, value) = encode_repartitioned(&output.key, output.value.as_ref());
-                (Some(key), Some(value))
-            } else if let Some(format) = self.sinks.get(&output.topic) {
-                if let Some(latency) = self.latency.get(&output.topic) {
-                    latency.record((now_ms - output.timestamp).max(0) as f64 / 1000.0);
+            let route = self.routes.get(&output.topic);
+            let topic = route.map_or(output.topic.as_str(), |r| r.physical.as_str());
+            let (key, value): (Option<Vec<u8>>, Option<Vec<u8>>) = match route.map(|r| &r.kind) {
+                Some(RouteKind::Repartition) => {
+                    let (key, value) = encode_repartitioned(&output.key, output.value.as_ref());
+                    (Some(key), Some(value))
                 }
-                self.encoders.encode(*format, &output.topic, &output.key, output.value).map_err(|e| {
-                    RuntimeError::Output(format!(
-                        "encoding a record for `{}`: {}; make the sink's schema fit what its node gives",
-                        output.topic,
-                        e.detail()
-                    ))
-                })?
-            } else {
-                // Late-record topics: JSON.
-                let key = (!output.key.is_null()).then(|| json::encode_plain(&output.key));
-                (key, output.value.map(|row| json::encode_plain(&Value::Struct(row))))
+                Some(RouteKind::Sink(format, latency)) => {
+                    latency.record((now_ms - output.timestamp).max(0) as f64 / 1000.0);
+                    self.encoders.encode(*format, &output.topic, &output.key, output.value).map_err(|e| {
+                        RuntimeError::Output(format!(
+                            "encoding a record for `{}`: {}; make the sink's schema fit what its node gives",
+                            output.topic,
+                            e.detail()
+                        ))
+                    })?
+                }
+                Some(RouteKind::Json) | None => {
+                    // Late-record topics: JSON.
+                    let key = (!output.key.is_null()).then(|| json::encode_plain(&output.key));
+                    (key, output.value.map(|row| json::encode_plain(&Value::Struct(row))))
+                }
             };
             let mut record = OutputProducer::record(topic, Kind::Output).timestamp(output.timestamp);
             if let Some(key) = &key {
