@@ -8,9 +8,10 @@
 //! have the same number of partitions (checked at start-up). Each task owns its state — one
 //! RocksDB instance under `<state_dir>/<application_id>/S_P` — and one changelog partition.
 //!
-//! The consumer group (`group.id = application_id`, cooperative-sticky by default) assigns one
+//! Each instance runs `num_threads` stream threads ([`worker`]), each a member of the consumer
+//! group (`group.id = application_id`, cooperative-sticky by default), which assigns one
 //! *lead* topic per sub-topology; partition `P` of a lead topic is task `S_P`. The task's other
-//! inputs (co-partitioned tables) are read by the instance's side consumer, so co-partitioned
+//! inputs (co-partitioned tables) are read by its stream thread's side consumer, so co-partitioned
 //! partitions always land together whatever the assignor does. Global tables are read in full by
 //! every instance into one shared store ([`global`]).
 //!
