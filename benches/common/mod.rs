@@ -115,7 +115,7 @@ impl Instance {
         env: &[(&str, &str)],
     ) -> Instance {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_happystreams"));
+        let mut command = Command::new(binary());
         if let Some(url) = registry {
             command.env("HAPPYSTREAMS_REGISTRY__URL", url);
         }
@@ -150,6 +150,16 @@ impl Instance {
     }
 }
 
+/// The `happystreams` binary under test: `HAPPYSTREAMS_BENCH_BIN` (a copy of an earlier build,
+/// for before/after comparisons in one run of the harness), else the one cargo built.
+///
+/// Build the "before" binary with `git stash` or `git checkout`, never in a second worktree
+/// sharing the target directory: cargo gives both worktrees the same artifact names and then
+/// takes one tree's library for the other's (fresh by its own fingerprint).
+pub fn binary() -> PathBuf {
+    std::env::var_os("HAPPYSTREAMS_BENCH_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_happystreams")), PathBuf::from)
+}
+
 /// `happystreams registry serve --in-memory` on a free loopback port; stopped on drop.
 pub struct Registry {
     child: Child,
@@ -159,7 +169,7 @@ pub struct Registry {
 impl Registry {
     pub fn start() -> Registry {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(env!("CARGO_BIN_EXE_happystreams"))
+        let child = Command::new(binary())
             .args(["registry", "serve", "--in-memory", "--listen", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -182,6 +182,13 @@ impl AvroCodec {
         schema
     }
 
+    /// Whether decoding a record with schema `id` needs no registry call: the schema is cached,
+    /// or the registry said lately that it has no such id.
+    pub fn knows(&self, id: u32) -> bool {
+        self.cache.read().is_ok_and(|c| c.contains_key(&id))
+            || self.unknown.read().is_ok_and(|u| u.get(&id).is_some_and(|since| since.elapsed() < UNKNOWN_ID_TTL))
+    }
+
     /// The writer schema for an id (cache, then registry).
     pub async fn schema(&self, id: u32) -> Result<Arc<AvroSchema>, CodecError> {
         if let Some(hit) = self.cache.read().ok().and_then(|c| c.get(&id).cloned()) {

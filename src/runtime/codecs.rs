@@ -6,7 +6,8 @@
 //! the source's `on_error` policy decides what happens to it.
 
 use crate::codec::access_log::AccessLogParser;
-use crate::codec::avro::{AvroCodec, AvroSchema};
+use super::prefetch::SchemaPrefetch;
+use crate::codec::avro::{AvroCodec, AvroSchema, split_wire};
 use crate::codec::debezium::DebeziumDecoder;
 use crate::codec::json::{self, JsonSchemaDecoder};
 use crate::codec::{CodecError, CodecErrorKind};
@@ -15,7 +16,7 @@ use crate::operators::pipeline::Pipeline;
 use crate::operators::{Event, TableUpdate};
 use crate::record::{Record, Row, Value, encoding};
 use crate::topology::Plan;
-use crate::topology::spec::{SinkFormat, SourceFormat};
+use crate::topology::spec::{OnError, SinkFormat, SourceFormat};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -65,6 +66,7 @@ enum TopicDecoder {
     Source {
         name: String,
         format: SourceFormat,
+        on_error: OnError,
         table: bool,
         schema: Option<Arc<crate::codec::connect::ConnectSchema>>,
         debezium: Option<DebeziumDecoder>,
@@ -81,6 +83,7 @@ pub struct Decoders {
     avro: Arc<AvroCodec>,
     json_schema: JsonSchemaDecoder,
     runtime: tokio::runtime::Handle,
+    prefetch: SchemaPrefetch,
 }
 
 impl std::fmt::Debug for Decoders {
@@ -114,6 +117,7 @@ impl Decoders {
                 TopicDecoder::Source {
                     name: source.name.clone(),
                     format: source.format,
+                    on_error: source.on_error,
                     table: source.kind.is_table(),
                     schema: source.schema.clone(),
                     debezium,
@@ -124,7 +128,23 @@ impl Decoders {
         for (physical, plan_topic) in repartitions {
             topics.insert(physical, TopicDecoder::Repartition { plan_topic });
         }
-        Decoders { topics, avro, json_schema: JsonSchemaDecoder::new(), runtime }
+        let prefetch = SchemaPrefetch::new(avro.clone(), runtime.clone());
+        Decoders { topics, avro, json_schema: JsonSchemaDecoder::new(), runtime, prefetch }
+    }
+
+    /// Whether a record of `topic` can be decoded without waiting for the Schema Registry; if
+    /// not, the schemas it needs are being fetched ([`SchemaPrefetch`]) and its task waits.
+    pub fn ready(&self, topic: &str, record: &Record) -> bool {
+        let Some(TopicDecoder::Source { format, on_error, .. }) = self.topics.get(topic) else { return true };
+        let parts = match format {
+            SourceFormat::Avro => [None, record.value.as_deref()],
+            SourceFormat::DebeziumAvro => [record.key.as_deref(), record.value.as_deref()],
+            _ => return true,
+        };
+        let ids = parts.into_iter().flatten().filter_map(|bytes| split_wire(bytes).ok().map(|(id, _)| id));
+        // A source that fails on errors fails on a registry that stays away, too.
+        let patience = (*on_error == OnError::Fail).then_some(REGISTRY_RETRY);
+        self.prefetch.ready(ids, patience)
     }
 
     /// The source a topic feeds (`None` for repartition and unknown topics).

@@ -65,6 +65,7 @@ pub mod instance;
 pub mod layout;
 pub mod open;
 pub mod order;
+pub mod prefetch;
 pub mod process;
 pub mod producer;
 pub mod purge;

@@ -82,6 +82,15 @@ impl InputQueues {
         self.inputs.iter().map(|i| &*i.topic)
     }
 
+    /// Puts a record [`InputQueues::next`] gave back at the head of its input (its task cannot
+    /// process it yet).
+    pub fn unpop(&mut self, topic: &str, record: Record) {
+        match self.inputs.iter_mut().find(|input| &*input.topic == topic) {
+            Some(input) => input.queue.push_front(record),
+            None => self.push(topic, record),
+        }
+    }
+
     /// The next record in event-time order, or `None`: nothing is buffered, or an input with
     /// nothing buffered still has records on the broker (`lagging`) and the task has not waited
     /// `max_idle` for it yet.

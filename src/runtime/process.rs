@@ -169,6 +169,11 @@ fn process_tasks<'a>(
         let behind = lagging.get(&task.id).map(Vec::as_slice).unwrap_or_default();
         let is_lagging = |topic: &str| behind.iter().any(|t| t == topic);
         while let Some((topic, record)) = task.queue.next(is_lagging, max_idle) {
+            if !shared.decoders.ready(&topic, &record) {
+                // Its schema is being fetched: the task waits, the thread goes on.
+                task.queue.unpop(&topic, record);
+                break;
+            }
             records += 1;
             if let Err(e) = handle_record(shared, task, &topic, &record) {
                 result = Err(e);

@@ -820,7 +820,8 @@ async fn request_errors_and_a_broker_outage_lose_nothing_on_the_mock_cluster() {
 
 /// A Schema Registry down for a few seconds while records with a schema id the instance has not
 /// seen yet arrive: the instance retries (counted) instead of failing or dead-lettering them, and
-/// every record is processed once the registry is back.
+/// every record is processed once the registry is back. Meanwhile the same stream thread goes on
+/// with a task that needs no schema (the fetch runs off the thread).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_registry_down_while_new_schema_ids_arrive_loses_nothing() {
     const CLICKS: usize = 200;
@@ -828,6 +829,7 @@ async fn a_registry_down_while_new_schema_ids_arrive_loses_nothing() {
     let prefix = rig::unique_topic("registry_outage").replace('-', "_");
     let dir = tempfile::tempdir().unwrap();
     create_topic(bootstrap, &format!("{prefix}.clicks"), 2).await;
+    create_topic(bootstrap, &format!("{prefix}.pings"), 2).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let data = dir.path().join("registry");
     let (registry, url) = crate::cli::serve_on(&data, port);
@@ -869,12 +871,19 @@ sources:
     key: visitor_id
     timestamp: event_time
     on_error: dead_letter
+  pings:
+    topic: {prefix}.pings
+    format: json
 nodes:
   - name: ids
     from: clicks
     select: {{ event_id: event_id, visitor_id: visitor_id }}
+  - name: pongs
+    from: pings
+    select: {{ n: n }}
 sinks:
   - {{ from: ids, topic: {prefix}.out, format: json }}
+  - {{ from: pongs, topic: {prefix}.pongs, format: json }}
 "#,
         schema = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/happytimes.clicks-value.avsc"),
     );
@@ -897,7 +906,8 @@ sinks:
         }
     };
     produce(click_schema, first, 0..CLICKS).await;
-    let instance = setup.start_with("a", &[], &[("HAPPYSTREAMS_REGISTRY__URL", &url)]);
+    // One stream thread: the pings' tasks share it with the clicks' tasks.
+    let instance = setup.start_with("a", &["--num-threads", "1"], &[("HAPPYSTREAMS_REGISTRY__URL", &url)]);
     let out = format!("topic=\"{prefix}.out\"");
     wait_until("the first version's clicks", Duration::from_secs(60), || {
         instance.metric_labelled("records_out_total", &out) >= CLICKS as f64
@@ -907,6 +917,16 @@ sinks:
     drop(registry);
     produce(&evolved.to_string(), second, CLICKS..2 * CLICKS).await;
     wait_until("a registry retry", Duration::from_secs(30), || instance.metric("registry_retries_total") > 0.0);
+    let pings = setup.topic("pings");
+    for n in 0..50 {
+        let ping = format!("{{\"n\": {n}}}");
+        let record = FutureRecord::<[u8], [u8]>::to(&pings).payload(ping.as_bytes());
+        producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+    }
+    let pongs = format!("topic=\"{prefix}.pongs\"");
+    wait_until("the pings while the registry is down", Duration::from_secs(30), || {
+        instance.metric_labelled("records_out_total", &pongs) >= 50.0
+    });
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
         instance.metric_labelled("records_out_total", &out),
