@@ -157,7 +157,8 @@ impl Instance {
 /// sharing the target directory: cargo gives both worktrees the same artifact names and then
 /// takes one tree's library for the other's (fresh by its own fingerprint).
 pub fn binary() -> PathBuf {
-    std::env::var_os("HAPPYSTREAMS_BENCH_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_happystreams")), PathBuf::from)
+    std::env::var_os("HAPPYSTREAMS_BENCH_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_happystreams")), PathBuf::from)
 }
 
 /// `happystreams registry serve --in-memory` on a free loopback port; stopped on drop.

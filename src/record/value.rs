@@ -437,9 +437,7 @@ impl Serialize for Value {
             Value::Date(d) => serializer.serialize_str(&format_date(*d)),
             Value::Time { value, unit } => serializer.serialize_str(&format_time(*value, *unit)),
             Value::Timestamp { value, unit } => serializer.serialize_str(&format_timestamp(*value, *unit, true)),
-            Value::LocalTimestamp { value, unit } => {
-                serializer.serialize_str(&format_timestamp(*value, *unit, false))
-            }
+            Value::LocalTimestamp { value, unit } => serializer.serialize_str(&format_timestamp(*value, *unit, false)),
             Value::Array(items) => serializer.collect_seq(items),
             Value::Map(entries) => serializer.collect_map(entries.iter().map(|(k, v)| (k, v))),
             Value::Struct(row) => row.serialize(serializer),

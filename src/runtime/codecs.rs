@@ -5,8 +5,8 @@
 //! A record that cannot be decoded, or whose key or time expression fails, is a [`BadRecord`]:
 //! the source's `on_error` policy decides what happens to it.
 
-use crate::codec::access_log::AccessLogParser;
 use super::prefetch::SchemaPrefetch;
+use crate::codec::access_log::AccessLogParser;
 use crate::codec::avro::{AvroCodec, AvroSchema, split_wire};
 use crate::codec::debezium::DebeziumDecoder;
 use crate::codec::json::{self, JsonSchemaDecoder};

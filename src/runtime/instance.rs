@@ -187,7 +187,10 @@ fn producer(settings: &Settings, application_id: &str, thread: usize) -> Result<
         producer.kafka().init_transactions(timeout).map_err(|e| {
             RuntimeError::Kafka(format!("initialising transactions (does the broker support them?): {e}"))
         })?;
-        producer.kafka().begin_transaction().map_err(|e| RuntimeError::Kafka(format!("beginning a transaction: {e}")))?;
+        producer
+            .kafka()
+            .begin_transaction()
+            .map_err(|e| RuntimeError::Kafka(format!("beginning a transaction: {e}")))?;
     }
     Ok(Arc::new(producer))
 }

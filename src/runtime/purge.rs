@@ -40,13 +40,8 @@ impl Purger {
     /// A purger with its thread; off when `interval_ms` is 0 or the thread cannot start.
     pub fn new(kafka: &KafkaConfig, interval_ms: u64) -> Self {
         let interval = Duration::from_millis(interval_ms);
-        let off = Purger {
-            requests: None,
-            interval,
-            last: Instant::now(),
-            latest: BTreeMap::new(),
-            purged: BTreeMap::new(),
-        };
+        let off =
+            Purger { requests: None, interval, last: Instant::now(), latest: BTreeMap::new(), purged: BTreeMap::new() };
         if interval_ms == 0 {
             return off;
         }
