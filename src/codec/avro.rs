@@ -247,8 +247,9 @@ fn registry_error(id: u32, e: &SRCError) -> CodecError {
     if detail.contains("status 404") || detail.contains("40403") {
         return CodecErrorKind::UnknownSchemaId(id).into();
     }
-    // Anything but a 4xx answer (a refused connection, a timeout, a 5xx) may pass.
-    let retryable = e.retriable || !detail.contains("status 4");
+    // A refused connection, a timeout or a 5xx answer may pass; anything else (a 4xx, a schema
+    // of another type or one that does not parse) is the registry's last word.
+    let retryable = e.retriable || detail.contains("with status 5");
     CodecErrorKind::Registry { detail, retryable }.into()
 }
 
@@ -691,6 +692,23 @@ mod tests {
             AvroSchema::parse(1, r#"{"type":"bytes","logicalType":"decimal","precision":10,"scale":2}"#).unwrap();
         let err = schema.encode(&Value::Decimal(Decimal::new(12345, 3))).unwrap_err();
         assert!(matches!(err.kind, CodecErrorKind::InvalidValue(_)), "{err}");
+    }
+
+    #[test]
+    fn only_unreachable_or_failing_registries_are_retried() {
+        let answer = |status: &str, retriable: bool| {
+            let error = format!("HTTP request to schema registry failed with status {status}");
+            registry_error(7, &SRCError::new(&error, Some("error_code: 0, message: x".into()), retriable)).kind.clone()
+        };
+        assert_eq!(answer("404 Not Found", false), CodecErrorKind::UnknownSchemaId(7));
+        assert!(answer("503 Service Unavailable", true).retryable());
+        assert!(answer("500 Internal Server Error", false).retryable());
+        assert!(!answer("401 Unauthorized", false).retryable());
+        assert!(!answer("422 Unprocessable Entity", false).retryable());
+        let refused = SRCError::new("http call to schema registry failed", Some("connection refused".into()), true);
+        assert!(registry_error(7, &refused).retryable());
+        let protobuf = SRCError::new("type PROTOBUF, is not supported", None, false);
+        assert!(!registry_error(7, &protobuf).retryable(), "a schema of another type never becomes usable");
     }
 
     #[test]

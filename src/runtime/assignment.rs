@@ -28,7 +28,7 @@ pub fn start_assigned(shared: &Arc<Shared>, group: &BaseConsumer<GroupContext>, 
         if tasks.contains_key(&id) {
             continue;
         }
-        tracing::info!(task = %id, "task assigned");
+        tracing::info!(task = %id, thread = shared.thread, "task assigned");
         metrics::gauge!("task_running", "task" => id.to_string()).set(0.0);
         tasks.insert(id, Slot::Restoring { cancel: Arc::default(), handle: None });
     }
@@ -144,7 +144,7 @@ pub fn finish_restores(
         }
         task.queue = InputQueues::new(sub.inputs.iter().map(|i| (i.topic.as_str(), i.table)));
         shared.emitter.send_deferred(task.take_deferred())?;
-        tracing::info!(task = %id, lead = %sub.lead, ?offset, "task running");
+        tracing::info!(task = %id, thread = shared.thread, lead = %sub.lead, ?offset, "task running");
         metrics::gauge!("task_running", "task" => id.to_string()).set(1.0);
         tasks.insert(id, Slot::Running(Box::new(task)));
     }

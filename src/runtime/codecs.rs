@@ -136,12 +136,11 @@ impl Decoders {
     /// not, the schemas it needs are being fetched ([`SchemaPrefetch`]) and its task waits.
     pub fn ready(&self, topic: &str, record: &Record) -> bool {
         let Some(TopicDecoder::Source { format, on_error, .. }) = self.topics.get(topic) else { return true };
-        let parts = match format {
-            SourceFormat::Avro => [None, record.value.as_deref()],
-            SourceFormat::DebeziumAvro => [record.key.as_deref(), record.value.as_deref()],
+        let ids = match format {
+            SourceFormat::Avro => wire_ids([record.value.as_deref()]),
+            SourceFormat::DebeziumAvro => wire_ids([record.key.as_deref(), record.value.as_deref()]),
             _ => return true,
         };
-        let ids = parts.into_iter().flatten().filter_map(|bytes| split_wire(bytes).ok().map(|(id, _)| id));
         // A source that fails on errors fails on a registry that stays away, too.
         let patience = (*on_error == OnError::Fail).then_some(REGISTRY_RETRY);
         self.prefetch.ready(ids, patience)
@@ -170,7 +169,8 @@ impl Decoders {
             TopicDecoder::Source { name, debezium: Some(debezium), table, .. } => {
                 let change = match debezium.decode_cached(record) {
                     Err(e) if matches!(e.kind, CodecErrorKind::UnknownSchemaId(_)) => {
-                        self.fetching(|| self.runtime.block_on(debezium.decode(record)))?
+                        let ids = wire_ids([record.key.as_deref(), record.value.as_deref()]);
+                        self.fetching(ids, || self.runtime.block_on(debezium.decode(record)))?
                     }
                     other => other?,
                 };
@@ -211,7 +211,7 @@ impl Decoders {
                     SourceFormat::JsonSchema => self.json_schema.decode(bytes)?.1,
                     SourceFormat::Avro => match self.avro.decode_cached(bytes) {
                         Err(e) if matches!(e.kind, CodecErrorKind::UnknownSchemaId(_)) => {
-                            self.fetching(|| self.runtime.block_on(self.avro.decode(bytes)))?
+                            self.fetching(wire_ids([Some(bytes)]), || self.runtime.block_on(self.avro.decode(bytes)))?
                         }
                         other => other?,
                     },
@@ -256,11 +256,12 @@ impl Decoders {
 const REGISTRY_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Decoders {
-    /// Runs a decode that fetches a schema, retrying with backoff while the registry is
-    /// unreachable (100 ms doubling to 5 s, for [`REGISTRY_RETRY`] in all). An unknown id is not
-    /// retried (the codec remembers it): the record is bad data for its source's `on_error`.
-    fn fetching<T>(&self, mut decode: impl FnMut() -> Result<T, CodecError>) -> Result<T, CodecError> {
-        let started = std::time::Instant::now();
+    /// Runs a decode that fetches the schemas `ids`, retrying with backoff while the registry is
+    /// unreachable (100 ms doubling to 5 s, for [`REGISTRY_RETRY`] in all, counted from when
+    /// the prefetch began asking for them). An unknown id is not retried (the codec remembers
+    /// it): the record is bad data for its source's `on_error`.
+    fn fetching<T>(&self, ids: Vec<u32>, mut decode: impl FnMut() -> Result<T, CodecError>) -> Result<T, CodecError> {
+        let started = self.prefetch.asking_since(ids).unwrap_or_else(std::time::Instant::now);
         let mut wait = std::time::Duration::from_millis(100);
         loop {
             match decode() {
@@ -274,6 +275,11 @@ impl Decoders {
             }
         }
     }
+}
+
+/// The schema ids of the parts in the registry's wire format.
+fn wire_ids<const N: usize>(parts: [Option<&[u8]>; N]) -> Vec<u32> {
+    parts.into_iter().flatten().filter_map(|bytes| split_wire(bytes).ok().map(|(id, _)| id)).collect()
 }
 
 fn operator_error(e: crate::operators::OperatorError) -> BadRecord {

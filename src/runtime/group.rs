@@ -162,7 +162,7 @@ impl GroupContext {
         let committed = commit_tasks(&self.shared, consumer, &mut tasks, CommitMode::Sync);
         for id in ids {
             match tasks.remove(id) {
-                Some(Slot::Running(_)) => tracing::info!(task = %id, "task closed"),
+                Some(Slot::Running(_)) => tracing::info!(task = %id, thread = self.shared.thread, "task closed"),
                 Some(Slot::Restoring { cancel, handle }) => {
                     cancel.store(true, Ordering::Relaxed);
                     if let Some(handle) = handle {

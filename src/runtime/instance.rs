@@ -169,15 +169,18 @@ fn producer(settings: &Settings, application_id: &str, thread: usize) -> Result<
         // (Debezium, Kafka Connect) would put the same key bytes.
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .set("client.id", format!("{application_id}-{thread}-producer"));
+        .set("compression.type", "lz4");
+    for (key, value) in settings.kafka.client_config().config_map() {
+        config.set(key, value);
+    }
+    // Per thread, after the user's properties (one transactional id per producer).
+    config.set("client.id", format!("{application_id}-{thread}-producer"));
     let exactly_once = settings.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
     if exactly_once {
         let id = instance_id(&settings.runtime.state_dir.join(application_id))?;
         config.set("transactional.id", format!("{application_id}-{id}-{thread}"));
-    }
-    for (key, value) in settings.kafka.client_config().config_map() {
-        config.set(key, value);
+    } else {
+        config.remove("transactional.id");
     }
     let producer =
         OutputProducer::create(&config).map_err(|e| RuntimeError::Kafka(format!("creating the producer: {e}")))?;

@@ -216,9 +216,14 @@ fn open_unlocked(
     let started = Instant::now();
     loop {
         match RocksDbBackend::open(dir, stores, &shared.memory) {
-            Err(crate::state::StateError::Locked { .. })
-                if started.elapsed() < LOCKED_WAIT && !cancel.load(Ordering::Relaxed) =>
-            {
+            Err(crate::state::StateError::Locked { detail, .. }) if detail.contains("current process") => {
+                if started.elapsed() >= LOCKED_WAIT || cancel.load(Ordering::Relaxed) {
+                    return Err(RuntimeError::Internal(format!(
+                        "{} is still open in another stream thread of this instance after {} s; please report this",
+                        dir.display(),
+                        LOCKED_WAIT.as_secs()
+                    )));
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
             opened => return Ok(opened?),
@@ -237,8 +242,10 @@ pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Ta
     let mut local: Box<dyn StateBackend> = if sub.stores.is_empty() {
         Box::new(MemoryBackend::new(&[] as &[String]))
     } else {
-        remove_dir(&wiping(&dir))?; // a wipe cut short by a crash
-        Box::new(open_unlocked(shared, &dir, &sub.stores, cancel)?)
+        let local = open_unlocked(shared, &dir, &sub.stores, cancel)?;
+        // A wipe cut short by a crash (removed holding the lock: no other thread is wiping).
+        remove_dir(&wiping(&dir))?;
+        Box::new(local)
     };
     if local.checkpoint()?.is_some_and(|c| c.restoring) {
         // A restore crashed before a marker covered what it wrote: rebuild the store.

@@ -12,7 +12,8 @@
 //! doubling to 5 s; `registry_retries_total`) for as long as it takes: a registry outage is not
 //! the record's fault, so it is neither skipped nor dead-lettered, and nothing is lost. Only a
 //! source with `on_error: fail` gives up, after `patience`: the record then goes through the
-//! decode path, whose last bounded retry stops the instance with the registry's error. A fetch
+//! decode path, which tries once more (its retries count from the prefetch's first request) and
+//! stops the instance with the registry's error. A fetch
 //! the registry answers for good (an id it does not know, a schema that does not parse) ends the
 //! wait at once: the decode path reports the record as bad data for its source's `on_error`.
 
@@ -57,6 +58,12 @@ impl SchemaPrefetch {
             }
         }
         ready
+    }
+
+    /// Since when the earliest of `ids` still being fetched has been asked for.
+    pub fn asking_since(&self, ids: impl IntoIterator<Item = u32>) -> Option<Instant> {
+        let fetching = locked(&self.fetching);
+        ids.into_iter().filter_map(|id| fetching.get(&id).copied()).min()
     }
 
     /// Starts fetching `id` unless that already runs; when it started.

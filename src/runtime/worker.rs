@@ -47,11 +47,10 @@ pub fn run_threads(streams: Vec<Arc<Shared>>, shutdown: Arc<AtomicBool>) -> Resu
         let (global, shutdown, others) = (global.take(), shutdown.clone(), stop.clone());
         let name = format!("stream-{}", shared.thread);
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
-            let result = run(shared, global, &shutdown, &others);
-            if result.is_err() {
-                others.store(true, Ordering::Relaxed);
-            }
-            result
+            // However this thread ends (an error, a panic, a stop), the others stop too: an
+            // instance never runs on with fewer threads (or without its global tables' reader).
+            let _stop_all = StopOnExit(&others);
+            run(shared, global, &shutdown, &others)
         });
         match spawned {
             Ok(handle) => handles.push(handle),
@@ -73,6 +72,15 @@ pub fn run_threads(streams: Vec<Arc<Shared>>, shutdown: Arc<AtomicBool>) -> Resu
         }
     }
     result
+}
+
+/// Sets its flag when dropped (also while unwinding from a panic).
+struct StopOnExit<'a>(&'a AtomicBool);
+
+impl Drop for StopOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Runs one stream thread (with the global task on thread 0) until `shutdown` or `stop` is set
@@ -98,10 +106,14 @@ fn run(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "5000")
-        .set("isolation.level", "read_committed")
-        .set("client.id", format!("{}-{}-consumer", shared.layout.application_id, shared.thread));
+        .set("isolation.level", "read_committed");
     for (key, value) in shared.kafka.client_config().config_map() {
         config.set(key, value);
+    }
+    // Per thread, after the user's properties: each thread is a member of its own.
+    config.set("client.id", format!("{}-{}-consumer", shared.layout.application_id, shared.thread));
+    if let Some(static_id) = config.get("group.instance.id").map(str::to_owned) {
+        config.set("group.instance.id", format!("{static_id}-{}", shared.thread));
     }
     let group: BaseConsumer<GroupContext> = config
         .create_with_context(context)
@@ -169,7 +181,8 @@ fn run(
                     }
                 }
             }
-            metrics::histogram!("poll_seconds").record(polled.elapsed().as_secs_f64());
+            metrics::histogram!("poll_seconds", "thread" => shared.thread.to_string())
+                .record(polled.elapsed().as_secs_f64());
             process_queued(&shared, &tasks, &group, &side, &side_assignment, &mut paused)?;
             if global_changed && let Some(task) = &mut global {
                 // Committed before any task reads the new rows (tasks read the store, not the
