@@ -3,9 +3,11 @@
 //!
 //! Environment variables are `HAPPYSTREAMS_<SECTION>__<KEY>` (double underscore between levels,
 //! case-insensitive), e.g. `HAPPYSTREAMS_REGISTRY__URL`. Only names with a `__` are config keys;
-//! other `HAPPYSTREAMS_*` variables (`HAPPYSTREAMS_CONFIG`, tool settings) are left alone. Under `kafka.properties` the rest of the
-//! name is a librdkafka property with `_` for `.`: `HAPPYSTREAMS_KAFKA__PROPERTIES__SASL_PASSWORD`
-//! sets `sasl.password`. Unknown keys in any layer are errors that name the key and the layer.
+//! other `HAPPYSTREAMS_*` variables (`HAPPYSTREAMS_CONFIG`, tool settings) are left alone. Under
+//! `kafka.properties` (and `kafka.consumer.properties`, `kafka.producer.properties`) the rest of
+//! the name is a librdkafka property with `_` for `.`: `HAPPYSTREAMS_KAFKA__PROPERTIES__SASL_PASSWORD`
+//! sets `sasl.password`, `HAPPYSTREAMS_KAFKA__CONSUMER__PROPERTIES__FETCH_WAIT_MAX_MS` the
+//! consumers' `fetch.wait.max.ms`. Unknown keys in any layer are errors that name the key and the layer.
 //! Secrets (passwords, keys) are redacted from `Debug` output and never logged.
 
 use crate::connectors::kafka::KafkaConfig;
@@ -115,6 +117,15 @@ fn env_layer(vars: impl IntoIterator<Item = (String, String)>) -> Result<toml::T
             // librdkafka properties are strings.
             [section, props, property] if section == "kafka" && props == "properties" => {
                 (vec![section.clone(), props.clone()], property.replace('_', "."), toml::Value::String(value))
+            }
+            [section, client, props, property]
+                if section == "kafka" && (client == "consumer" || client == "producer") && props == "properties" =>
+            {
+                (
+                    vec![section.clone(), client.clone(), props.clone()],
+                    property.replace('_', "."),
+                    toml::Value::String(value),
+                )
             }
             [rest @ .., leaf] => (rest.to_vec(), leaf.clone(), env_value(value)),
             [] => continue,
@@ -232,6 +243,21 @@ mod tests {
     fn kafka_property_env_maps_underscores_to_dots() {
         let config = Config::load(None, vars(&[("HAPPYSTREAMS_KAFKA__PROPERTIES__SASL_PASSWORD", "s3cret")])).unwrap();
         assert_eq!(config.kafka.properties.get("sasl.password").map(String::as_str), Some("s3cret"));
+        assert!(!format!("{config:?}").contains("s3cret"), "secrets must not appear in Debug output");
+    }
+
+    #[test]
+    fn per_client_kafka_properties_come_from_env_too() {
+        let config = Config::load(
+            None,
+            vars(&[
+                ("HAPPYSTREAMS_KAFKA__CONSUMER__PROPERTIES__FETCH_WAIT_MAX_MS", "10"),
+                ("HAPPYSTREAMS_KAFKA__PRODUCER__PROPERTIES__SSL_KEY_PASSWORD", "s3cret"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.kafka.consumer.properties.get("fetch.wait.max.ms").map(String::as_str), Some("10"));
+        assert_eq!(config.kafka.producer.properties.get("ssl.key.password").map(String::as_str), Some("s3cret"));
         assert!(!format!("{config:?}").contains("s3cret"), "secrets must not appear in Debug output");
     }
 

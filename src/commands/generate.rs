@@ -97,7 +97,7 @@ pub async fn run(args: &GenerateArgs, config: &Config) -> anyhow::Result<()> {
     }
     // Kafka Connect and Debezium partition by murmur2 of the key bytes, like the Java client.
     let producer: FutureProducer = kafka
-        .client_config()
+        .producer_config()
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "20")
         .set("queue.buffering.max.messages", "500000")

@@ -64,7 +64,7 @@ struct SinkContext {
 impl ClientContext for SinkContext {
     fn error(&self, error: KafkaError, reason: &str) {
         // Reaching the end of a partition is how `--exit-at-end` knows it is done.
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        if !crate::connectors::kafka::is_partition_eof(&error) {
             tracing::warn!(error = %error, reason, "Kafka client error (retried by the client)");
         }
     }
@@ -121,7 +121,7 @@ pub async fn run(args: &LakeSinkArgs, config: &Config) -> anyhow::Result<()> {
     }
     let context = SinkContext::default();
     let consumer: BaseConsumer<SinkContext> = kafka
-        .client_config()
+        .consumer_config()
         .set("group.id", &args.group_id)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")

@@ -20,9 +20,9 @@
 //! last marker.
 
 use super::producer::{Kind, OutputProducer};
-use crate::connectors::kafka::{KafkaConfig, cached_high_watermark};
+use crate::connectors::kafka::{KafkaConfig, Reader, ReaderContext, cached_high_watermark};
 use crate::state::{Changelog, Checkpoint, StateBackend, StateError, WriteSet};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header as KafkaHeader, Message as _, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
@@ -169,8 +169,8 @@ pub struct RestoreLimits {
 /// A consumer for partitions it is assigned by hand (no group membership; the group id only
 /// names it), reading committed records from the start of a partition unless told otherwise,
 /// reporting the end of a partition when `eof`.
-pub fn reader(kafka: &KafkaConfig, group_id: &str, eof: bool) -> Result<BaseConsumer, KafkaError> {
-    let mut config = kafka.client_config();
+pub fn reader(kafka: &KafkaConfig, group_id: &str, eof: bool) -> Result<Reader, KafkaError> {
+    let mut config = kafka.consumer_config();
     config
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
@@ -182,7 +182,7 @@ pub fn reader(kafka: &KafkaConfig, group_id: &str, eof: bool) -> Result<BaseCons
         // to this long: a reader to the end must not wait librdkafka's 500 ms per partition.
         config.set("fetch.wait.max.ms", "10");
     }
-    config.create()
+    config.create_with_context(ReaderContext)
 }
 
 /// Replays partition `partition` of `topic` into `backend`, from the backend's checkpointed

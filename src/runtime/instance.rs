@@ -170,7 +170,7 @@ fn producer(settings: &Settings, application_id: &str, thread: usize) -> Result<
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
         .set("compression.type", "lz4");
-    for (key, value) in settings.kafka.client_config().config_map() {
+    for (key, value) in settings.kafka.producer_config().config_map() {
         config.set(key, value);
     }
     // Per thread, after the user's properties (one transactional id per producer).
@@ -231,7 +231,7 @@ fn instance_id(dir: &Path) -> Result<String, RuntimeError> {
 /// Partition counts of every topic in the cluster.
 fn topic_partitions(kafka: &KafkaConfig) -> Result<BTreeMap<String, i32>, RuntimeError> {
     let consumer: BaseConsumer = kafka
-        .client_config()
+        .consumer_config()
         .create()
         .map_err(|e| RuntimeError::Config(format!("invalid Kafka client settings: {e}; check kafka.properties")))?;
     let metadata = consumer.fetch_metadata(None, Duration::from_secs(15)).map_err(|e| {

@@ -10,7 +10,7 @@ use super::layout::TaskId;
 use super::open::handle_record;
 use super::shared::Shared;
 use super::task::Task;
-use crate::connectors::kafka::{cached_high_watermark, record_from};
+use crate::connectors::kafka::{Reader, cached_high_watermark, record_from};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
@@ -54,7 +54,7 @@ pub fn on_side_record(
     shared: &Shared,
     tasks: &mut BTreeMap<TaskId, Slot>,
     global: Option<&mut Task>,
-    side: &BaseConsumer,
+    side: &Reader,
     assignment: &mut BTreeMap<(String, i32), i64>,
     message: &BorrowedMessage<'_>,
 ) -> Result<bool, RuntimeError> {
@@ -89,7 +89,7 @@ fn lagging_inputs(
     shared: &Shared,
     tasks: &BTreeMap<TaskId, Slot>,
     group: &BaseConsumer<GroupContext>,
-    side: &BaseConsumer,
+    side: &Reader,
     side_assignment: &BTreeMap<(String, i32), i64>,
 ) -> HashMap<TaskId, Vec<String>> {
     let positions = |consumer_positions: Option<TopicPartitionList>| -> HashMap<(String, i32), i64> {
@@ -136,7 +136,7 @@ pub fn process_queued(
     shared: &Shared,
     tasks: &Tasks,
     group: &BaseConsumer<GroupContext>,
-    side: &BaseConsumer,
+    side: &Reader,
     side_assignment: &BTreeMap<(String, i32), i64>,
     paused: &mut BTreeSet<(String, i32)>,
 ) -> Result<(), RuntimeError> {
@@ -196,7 +196,7 @@ fn pause_or_resume(
     shared: &Shared,
     tasks: &BTreeMap<TaskId, Slot>,
     group: &BaseConsumer<GroupContext>,
-    side: &BaseConsumer,
+    side: &Reader,
     paused: &mut BTreeSet<(String, i32)>,
 ) {
     // Inputs of tasks that stopped running are read again by whoever runs them next.

@@ -45,7 +45,7 @@ impl Purger {
         if interval_ms == 0 {
             return off;
         }
-        let admin: AdminClient<DefaultClientContext> = match kafka.client_config().create() {
+        let admin: AdminClient<DefaultClientContext> = match kafka.admin_config().create() {
             Ok(admin) => admin,
             Err(e) => {
                 tracing::warn!(error = %e, "repartition purge off: creating its admin client failed");

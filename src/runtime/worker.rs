@@ -23,6 +23,7 @@ use super::process::{on_group_record, on_side_record, process_queued};
 use super::shared::Shared;
 use super::task::Task;
 use super::{ProcessingGuarantee, RuntimeError};
+use crate::connectors::kafka::Reader;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::Producer as _;
 use rdkafka::{Offset, TopicPartitionList};
@@ -107,7 +108,7 @@ fn run(
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "5000")
         .set("isolation.level", "read_committed");
-    for (key, value) in shared.kafka.client_config().config_map() {
+    for (key, value) in shared.kafka.consumer_config().config_map() {
         config.set(key, value);
     }
     // Per thread, after the user's properties: each thread is a member of its own.
@@ -251,7 +252,7 @@ fn run(
     result.and(closed)
 }
 
-fn assign_side(side: &BaseConsumer, assignment: &BTreeMap<(String, i32), i64>) -> Result<(), RuntimeError> {
+fn assign_side(side: &Reader, assignment: &BTreeMap<(String, i32), i64>) -> Result<(), RuntimeError> {
     let mut tpl = TopicPartitionList::new();
     for ((topic, partition), offset) in assignment {
         let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));

@@ -430,6 +430,29 @@ async fn a_group_killed_restarted_and_joined_late_matches_the_oracle() {
     drop((second, third, restarted));
 }
 
+/// A normal start, some work and a graceful stop log no ERROR and no WARN, librdkafka's own
+/// messages included: reaching the end of a partition (table loads, restores) is no error, and no
+/// client is handed a property that is not its own (a consumer property set for all clients in
+/// `kafka.properties` would make every producer warn `CONFWARN`, and the other way round).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_normal_run_logs_no_warning_and_no_error() {
+    let setup = Setup::new("rt_quiet").await;
+    // One sub-topology (no repartition topic, whose purge Tansu refuses with a warning).
+    setup.group_by_key();
+    produce_visitors(&setup, 0).await;
+    produce_clicks(&setup, 0..500).await;
+    // Every target's log lines, and a producer property next to the harness's consumer one.
+    let env = [("RUST_LOG", "info"), ("HAPPYSTREAMS_KAFKA__PROPERTIES__LINGER_MS", "5")];
+    let mut instance = setup.start_with("only", &[], &env);
+    let (want_facts, _) = oracle(500, 0);
+    wait_until("every fact", Duration::from_secs(90), || outputs(&setup).0 == want_facts);
+    assert!(instance.terminate().success(), "{}", instance.log_text());
+    let log = instance.log_text();
+    assert!(log.contains("task running") && log.contains("table read to its end"), "{log}");
+    let noisy: Vec<&str> = log.lines().filter(|line| line.contains(" WARN ") || line.contains(" ERROR ")).collect();
+    assert!(noisy.is_empty(), "warnings or errors in a normal run:\n{}", noisy.join("\n"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_restores_from_the_local_checkpoint_not_the_whole_changelog() {
     let setup = Setup::new("rt_restore").await;

@@ -27,7 +27,7 @@ pub async fn create_missing_topics(kafka: &KafkaConfig, topics: &[TopicSpec<'_>]
         return Ok(Vec::new());
     }
     let admin: AdminClient<DefaultClientContext> =
-        kafka.client_config().create().map_err(|e| format!("invalid Kafka client settings: {e}"))?;
+        kafka.admin_config().create().map_err(|e| format!("invalid Kafka client settings: {e}"))?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {

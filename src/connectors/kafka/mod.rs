@@ -10,5 +10,5 @@ mod config;
 mod reader;
 
 pub use admin::{TopicSpec, create_missing_topics};
-pub use config::KafkaConfig;
+pub use config::{ClientKind, ClientProperties, KafkaConfig, Reader, ReaderContext, is_partition_eof};
 pub use reader::{KafkaReadError, cached_high_watermark, cached_watermarks, read_range, record_from};

@@ -4,11 +4,11 @@
 //! (`enable.partition.eof`), not from a ListOffsets request, which some Kafka-protocol brokers
 //! answer wrongly.
 
-use super::KafkaConfig;
+use super::{KafkaConfig, Reader, ReaderContext};
 use crate::error::ErrorClass;
 use crate::record::{Header, Position, Record};
 use bytes::Bytes;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
@@ -63,8 +63,8 @@ pub fn read_range(
         bootstrap: config.bootstrap_servers.clone(),
         detail,
     };
-    let consumer: BaseConsumer = config
-        .client_config()
+    let consumer: Reader = config
+        .consumer_config()
         .set("group.id", "happystreams-decode")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
@@ -72,7 +72,7 @@ pub fn read_range(
         .set("fetch.wait.max.ms", "10")
         // An offset outside the partition is an error to report, not a reason to jump.
         .set("auto.offset.reset", "error")
-        .create()
+        .create_with_context(ReaderContext)
         .map_err(|e| KafkaReadError::Settings(e.to_string()))?;
     let mut assignment = TopicPartitionList::new();
     assignment
