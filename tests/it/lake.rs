@@ -2,6 +2,7 @@
 
 use crate::rig;
 use bytes::Bytes;
+use futures::StreamExt as _;
 use happystreams::connectors::lake::parquet::{row_count, to_parquet};
 use happystreams::connectors::lake::{Lake, LakeConfig, LakeError, S3Config, hive_partition};
 use happystreams::record::{Decimal, Row, TimeUnit, Value};
@@ -85,6 +86,65 @@ async fn a_local_lake_writes_atomically_and_lists_what_it_wrote() {
     check_lake(&lake).await;
     // No staging files are left behind.
     let leftovers: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.contains('#')).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// The files a reader that lists the folder takes for data: Spark, Hive and DuckDB's Hive reader
+/// skip every name (file or folder) that starts with `.` or `_`.
+fn visible(dir: &std::path::Path) -> Vec<(String, u64)> {
+    walk(dir)
+        .into_iter()
+        .filter_map(|path| {
+            let relative = std::path::Path::new(&path).strip_prefix(dir).ok()?.to_owned();
+            let hidden =
+                relative.iter().any(|part| part.to_str().is_some_and(|p| p.starts_with('.') || p.starts_with('_')));
+            (!hidden).then(|| (relative.display().to_string(), std::fs::metadata(&path).map_or(0, |m| m.len())))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_write_killed_at_any_moment_leaves_nothing_a_reader_takes_for_data() {
+    const CHUNK: usize = 4 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&LakeConfig { url: dir.path().display().to_string(), ..LakeConfig::default() }).unwrap();
+    lake.put("landing/adnet/done.csv", Bytes::from_static(b"a,b\n")).await.unwrap();
+    let before = visible(dir.path());
+    assert_eq!(before, vec![("landing/adnet/done.csv".to_owned(), 4)]);
+    // A large file whose writer stops for good after every chunk count from 0 to 5 (from 3 on
+    // more than the writer buffers, so part of it is on disk), then is dropped.
+    for written in 0..6 {
+        let (lake_writing, chunks) = (lake.clone(), written);
+        let writing = tokio::spawn(async move {
+            let stream = futures::stream::iter((0..chunks).map(|_| Ok::<_, String>(Bytes::from(vec![7u8; CHUNK]))))
+                .chain(futures::stream::pending::<Result<Bytes, String>>());
+            lake_writing.put_stream("landing/adnet/big.csv", stream).await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(visible(dir.path()), before, "mid-write after {written} chunks");
+        if written >= 3 {
+            // More than the writer buffers: the first part is on disk, under a hidden name.
+            let staged = walk(dir.path()).into_iter().filter(|p| p.contains("/.big.csv.staging")).count();
+            assert!(staged > 0, "{:?}", walk(dir.path()));
+        }
+        writing.abort();
+        let _ = writing.await;
+        assert_eq!(visible(dir.path()), before, "after a kill at {written} chunks");
+        assert_eq!(
+            lake.list("landing").await.unwrap().iter().map(|o| o.path.as_str()).collect::<Vec<_>>(),
+            ["landing/adnet/done.csv"],
+            "the lake lists no staging file"
+        );
+    }
+    // The next write of the file sweeps what killed ones left (a SIGKILL leaves the staging file;
+    // `tests/it/sftp.rs` kills a process) and lands it whole.
+    let stream = futures::stream::iter((0..3).map(|_| Ok::<_, String>(Bytes::from(vec![7u8; CHUNK]))));
+    assert_eq!(lake.put_stream("landing/adnet/big.csv", stream).await.unwrap(), 3 * CHUNK as u64);
+    let mut after = before.clone();
+    after.insert(0, ("landing/adnet/big.csv".to_owned(), 3 * CHUNK as u64));
+    assert_eq!(visible(dir.path()), after);
+    let leftovers: Vec<String> =
+        walk(dir.path()).into_iter().filter(|p| p.contains("staging") || p.contains('#')).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 

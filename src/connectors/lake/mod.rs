@@ -3,8 +3,11 @@
 //! Parquet files ([`parquet`]); landed partner files go under `landing/<source>/date=…/`.
 //!
 //! Every write is atomic: a reader sees the whole file or nothing. Locally the file is written
-//! under a staging name and renamed; on S3 a small file is one PUT and a large one a multipart
-//! upload that is completed only after its last part (and aborted on any error). Callers choose
+//! under a hidden staging name beside it (`.<name>.staging`) and renamed: Spark, Hive and
+//! DuckDB's Hive reader skip names that start with `.` or `_`, so a writer killed mid-file
+//! leaves nothing a reader listing the folder could take for data (the next write of the file
+//! sweeps it). On S3 a small file is one PUT and a large one a multipart upload that is completed
+//! only after its last part (and aborted on any error). Callers choose
 //! deterministic names, so a retried write replaces the same file instead of adding another.
 
 pub mod parquet;
@@ -150,6 +153,14 @@ pub struct LakeObject {
     pub size: u64,
 }
 
+/// The suffix of a local write's hidden staging name (`.<name>.staging`).
+const STAGING_SUFFIX: &str = ".staging";
+
+/// Whether a file name is a local write's staging file (never listed as lake data).
+fn is_staging(name: &str) -> bool {
+    name.starts_with('.') && name.contains(STAGING_SUFFIX)
+}
+
 /// A lake root.
 #[derive(Clone)]
 pub struct Lake {
@@ -263,9 +274,23 @@ impl Lake {
         LakeError::Store { op, path: path.to_owned(), lake: self.display.clone(), detail: e.to_string() }
     }
 
-    /// Removes the staging files (`<name>#<n>`) a writer killed while writing `path` left in a
-    /// local lake; the write that follows replaces the file itself. Nothing to do on S3, where
-    /// an unfinished upload is never visible.
+    /// Where a write of `path` is staged: a hidden name beside it in a local lake, the path
+    /// itself on S3 (an unfinished upload is never visible there).
+    fn staging(&self, path: &str) -> Option<String> {
+        self.local_dir.as_ref()?;
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        Some(format!("{parent}/.{name}{STAGING_SUFFIX}"))
+    }
+
+    /// Moves a staged file to its name (a rename: atomic, replacing the old file).
+    async fn publish(&self, staged: &str, path: &str) -> Result<(), LakeError> {
+        self.store.rename(&self.path(staged), &self.path(path)).await.map_err(|e| self.store_error("rename", path, e))
+    }
+
+    /// Removes the staging files a writer killed while writing `path` left in a local lake
+    /// (`.<name>.staging`, and the store's own `#<n>` files beside it or beside the file, as
+    /// earlier versions staged); the write that follows replaces the file itself. Nothing to do
+    /// on S3, where an unfinished upload is never visible.
     fn sweep_staging(&self, path: &str) {
         let Some(dir) = &self.local_dir else { return };
         let target = dir.join(path);
@@ -274,10 +299,12 @@ impl Lake {
         for entry in entries.flatten() {
             let file = entry.file_name();
             let Some(file) = file.to_str() else { continue };
-            let stale = file
-                .strip_prefix(name)
-                .and_then(|rest| rest.strip_prefix('#'))
-                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+            let numbered = |rest: &str| {
+                rest.strip_prefix('#').is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+            };
+            let hidden = format!(".{name}{STAGING_SUFFIX}");
+            let stale = file.strip_prefix(name).is_some_and(numbered)
+                || file.strip_prefix(hidden.as_str()).is_some_and(|rest| rest.is_empty() || numbered(rest));
             if stale {
                 tracing::info!(lake = %self.display, file, "removing a staging file left by an interrupted write");
                 let _ = std::fs::remove_file(entry.path());
@@ -288,11 +315,15 @@ impl Lake {
     /// Writes a whole file atomically (replacing it if it exists).
     pub async fn put(&self, path: &str, bytes: Bytes) -> Result<(), LakeError> {
         self.sweep_staging(path);
+        let staged = self.staging(path);
         self.store
-            .put(&self.path(path), PutPayload::from_bytes(bytes))
+            .put(&self.path(staged.as_deref().unwrap_or(path)), PutPayload::from_bytes(bytes))
             .await
-            .map(|_| ())
-            .map_err(|e| self.store_error("write", path, e))
+            .map_err(|e| self.store_error("write", path, e))?;
+        match staged {
+            Some(staged) => self.publish(&staged, path).await,
+            None => Ok(()),
+        }
     }
 
     /// Writes a file from a stream of chunks, atomically: on S3 a multipart upload completed
@@ -304,7 +335,8 @@ impl Lake {
         chunks: impl Stream<Item = Result<Bytes, E>>,
     ) -> Result<u64, LakeError> {
         self.sweep_staging(path);
-        let mut writer = BufWriter::new(self.store.clone(), self.path(path));
+        let staged = self.staging(path);
+        let mut writer = BufWriter::new(self.store.clone(), self.path(staged.as_deref().unwrap_or(path)));
         let mut chunks = std::pin::pin!(chunks);
         let mut written = 0u64;
         let failure = loop {
@@ -326,6 +358,9 @@ impl Lake {
             return Err(error);
         }
         writer.shutdown().await.map_err(|e| self.store_error("complete", path, e))?;
+        if let Some(staged) = staged {
+            self.publish(&staged, path).await?;
+        }
         Ok(written)
     }
 
@@ -350,6 +385,7 @@ impl Lake {
         let mut objects: Vec<LakeObject> = self
             .store
             .list(Some(&base))
+            .try_filter(|meta| std::future::ready(!meta.location.filename().is_some_and(is_staging)))
             .map_ok(|meta| LakeObject { path: self.relative(&meta.location), size: meta.size })
             .try_collect()
             .await
