@@ -453,6 +453,48 @@ async fn a_normal_run_logs_no_warning_and_no_error() {
     assert!(noisy.is_empty(), "warnings or errors in a normal run:\n{}", noisy.join("\n"));
 }
 
+/// Secret-bearing Kafka properties set for an instance never reach its log, at the most verbose
+/// level, through a start, some work and a stop.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_given_to_the_kafka_clients_never_reach_the_log() {
+    let setup = Setup::new("rt_secrets").await;
+    setup.group_by_key();
+    produce_visitors(&setup, 0).await;
+    produce_clicks(&setup, 0..100).await;
+    // Ignored on a plaintext listener, but handed to librdkafka like any property.
+    let secrets = [
+        ("HAPPYSTREAMS_KAFKA__PROPERTIES__SASL_PASSWORD", "pw-9f1c0e"),
+        ("HAPPYSTREAMS_KAFKA__PROPERTIES__SSL_KEY_PASSWORD", "key-5b7a2d"),
+        ("HAPPYSTREAMS_KAFKA__PROPERTIES__SASL_OAUTHBEARER_CONFIG", "principal=svc secret=oauth-3e8d41"),
+        ("HAPPYSTREAMS_KAFKA__PRODUCER__PROPERTIES__SSL_KEYSTORE_PASSWORD", "store-77c2aa"),
+    ];
+    let mut env = secrets.to_vec();
+    env.push(("RUST_LOG", "debug"));
+    let mut instance = setup.start_with("only", &[], &env);
+    let (want_facts, _) = oracle(100, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while outputs(&setup).0 != want_facts {
+        let log = instance.log_text();
+        let problems: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
+        let tail: Vec<&str> = log.lines().rev().take(25).collect();
+        assert!(
+            Instant::now() < deadline,
+            "no facts; warnings and errors:\n{}\nlast lines:\n{}",
+            problems.join("\n"),
+            tail.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(instance.terminate().success(), "{}", instance.log_text());
+    let log = instance.log_text();
+    assert!(log.contains("DEBUG"), "the log is verbose: {} bytes", log.len());
+    for (_, secret) in secrets {
+        let value = secret.rsplit('=').next().unwrap_or(secret);
+        let leaked: Vec<&str> = log.lines().filter(|line| line.contains(value)).collect();
+        assert!(leaked.is_empty(), "`{value}` is in the log:\n{}", leaked.join("\n"));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_restores_from_the_local_checkpoint_not_the_whole_changelog() {
     let setup = Setup::new("rt_restore").await;

@@ -135,10 +135,15 @@ impl ClientKind {
     }
 }
 
-/// True for property names whose values must never be printed.
+/// True for property names whose values must never be printed: anything naming a password,
+/// secret, token or credentials, private keys, and SASL settings that embed secrets
+/// (`sasl.oauthbearer.config`, `sasl.jaas.config`).
 pub fn is_secret(property: &str) -> bool {
     let p = property.to_ascii_lowercase();
-    p.contains("password") || p.contains("secret") || p.ends_with(".key.pem") || p.contains("token")
+    ["password", "secret", "token", "credential", "sasl.oauthbearer.config", "sasl.jaas.config"]
+        .iter()
+        .any(|word| p.contains(word))
+        || p.ends_with(".key.pem")
 }
 
 impl std::fmt::Debug for KafkaConfig {
@@ -271,6 +276,26 @@ mod tests {
         let shown = format!("{kafka:?}");
         assert!(!shown.contains("hunter2") && !shown.contains("\"p\""), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn secret_bearing_properties_are_known() {
+        for property in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.keystore.password",
+            "sasl.oauthbearer.config",
+            "sasl.oauthbearer.client.secret",
+            "SASL.OAUTHBEARER.CLIENT.SECRET",
+            "ssl.key.pem",
+            "sasl.aws.credentials",
+            "sasl.oauthbearer.token.endpoint.url.token",
+        ] {
+            assert!(is_secret(property), "{property}");
+        }
+        for property in ["sasl.username", "security.protocol", "ssl.ca.location", "linger.ms", "sasl.mechanism"] {
+            assert!(!is_secret(property), "{property}");
+        }
     }
 
     #[test]
