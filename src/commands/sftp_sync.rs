@@ -163,6 +163,18 @@ async fn sync_source(name: &str, source: &SftpSource, lake: &Lake, summary: &mut
     files.sort();
     tracing::info!(source = name, files = files.len(), "listed");
     for (file, size, mtime) in files {
+        // A remote name becomes part of a lake path: only plain names may.
+        if let Err(why) = crate::connectors::lake::check_part(&file) {
+            eprintln!("error: source {name}: remote file {file:?} is not landed: {why}; rename it on the server");
+            tracing::error!(source = name, file = ?file, why, "remote file name refused");
+            summary.failed += 1;
+            continue;
+        }
+        if file.starts_with(['.', '_']) {
+            tracing::warn!(source = name, file = %file, "skipped: a name starting with `.` or `_` would be invisible to lake readers (Spark, Hive, DuckDB skip them)");
+            summary.skipped += 1;
+            continue;
+        }
         if manifest.get(&file).is_some_and(|m| m.size == size && m.mtime == mtime) {
             summary.skipped += 1;
             continue;

@@ -149,6 +149,22 @@ async fn a_write_killed_at_any_moment_leaves_nothing_a_reader_takes_for_data() {
 }
 
 #[tokio::test]
+async fn the_lake_refuses_paths_that_leave_its_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("lake");
+    let lake = Lake::open(&LakeConfig { url: root.display().to_string(), ..LakeConfig::default() }).unwrap();
+    for path in ["../escape.csv", "landing/../../escape.csv", "a/./b.csv", "a\\..\\b.csv", "bad\nname.csv"] {
+        let err = lake.put(path, Bytes::from_static(b"x")).await.unwrap_err();
+        assert!(matches!(err, LakeError::Path { .. }), "{path}: {err}");
+        assert!(err.to_string().contains("is not a path inside the lake"), "{err}");
+        assert!(matches!(lake.get(path).await.unwrap_err(), LakeError::Path { .. }), "{path}");
+    }
+    let stream = futures::stream::iter([Ok::<_, String>(Bytes::from_static(b"x"))]);
+    assert!(matches!(lake.put_stream("../escape.csv", stream).await.unwrap_err(), LakeError::Path { .. }));
+    assert_eq!(walk(dir.path()), Vec::<String>::new(), "nothing was written anywhere");
+}
+
+#[tokio::test]
 async fn an_s3_lake_writes_atomically_and_lists_what_it_wrote() {
     let lake = s3_lake(&rig::unique_topic("lake").replace('_', "-")).await;
     check_lake(&lake).await;

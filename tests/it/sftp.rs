@@ -282,6 +282,28 @@ fn a_sync_killed_mid_file_leaves_nothing_behind_and_the_next_run_lands_it_once()
     assert_eq!(std::fs::read(lake.join(&landed[0])).unwrap(), big);
 }
 
+/// A remote file name becomes part of a lake path, so only plain names land: one with a
+/// backslash or a control character is refused with an error naming it (the run fails), one a
+/// lake reader would never see (`_SUCCESS.csv`, `.x.csv`) is skipped with a warning.
+#[test]
+fn remote_names_that_are_not_plain_file_names_never_become_lake_paths() {
+    let (dir, remote, lake) = setup();
+    let server = Server::start(&dir.path().join("sshd"), "");
+    for name in ["ok.csv", "..\\..\\escape.csv", "line\nbreak.csv", "_SUCCESS.csv", ".hidden.csv"] {
+        std::fs::write(remote.join(name), "id\n1\n").unwrap();
+    }
+    let config = config(dir.path(), &server, &remote, &lake, &server.dir.join("known_hosts"));
+    let out = sync(&config);
+    let text = text(&out);
+    assert!(!out.status.success(), "refused names fail the run: {text}");
+    assert!(text.contains(r#""..\\..\\escape.csv" is not landed"#), "{text}");
+    assert!(text.contains(r#""line\nbreak.csv" is not landed"#), "{text}");
+    assert!(text.contains("would be invisible to lake readers"), "{text}");
+    let landed: Vec<String> = files(&lake).into_iter().filter(|f| !f.contains("_manifest")).collect();
+    assert_eq!(landed.len(), 1, "{landed:?}");
+    assert!(landed[0].ends_with("/ok.csv"), "{landed:?}");
+}
+
 #[test]
 fn remote_files_are_deleted_or_moved_only_after_a_verified_upload() {
     let (dir, remote, lake) = setup();

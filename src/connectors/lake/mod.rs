@@ -123,6 +123,14 @@ pub enum LakeError {
     /// A record cannot become a row of its lake table.
     #[error("{0}")]
     Data(String),
+    /// A path that is not a plain relative path inside the lake.
+    #[error("`{path}` is not a path inside the lake: {detail}")]
+    Path {
+        /// The path asked for.
+        path: String,
+        /// What is wrong with it.
+        detail: &'static str,
+    },
     /// The data being uploaded failed to arrive (e.g. a download broke off).
     #[error("source of `{path}` failed: {detail}; nothing was written")]
     Source {
@@ -138,7 +146,7 @@ impl LakeError {
     pub fn class(&self) -> ErrorClass {
         match self {
             LakeError::Config(_) => ErrorClass::Config,
-            LakeError::Parquet(_) | LakeError::Data(_) => ErrorClass::Data,
+            LakeError::Parquet(_) | LakeError::Data(_) | LakeError::Path { .. } => ErrorClass::Data,
             LakeError::Store { .. } | LakeError::Source { .. } => ErrorClass::External,
         }
     }
@@ -151,6 +159,20 @@ pub struct LakeObject {
     pub path: String,
     /// Size in bytes.
     pub size: u64,
+}
+
+/// Why a path part cannot name a file or folder in the lake, if it cannot.
+pub fn check_part(part: &str) -> Result<(), &'static str> {
+    if part == "." || part == ".." {
+        return Err("`.` and `..` are not allowed (a path must stay inside the lake)");
+    }
+    if part.contains(['/', '\\']) {
+        return Err("a name must not contain `/` or `\\`");
+    }
+    if part.chars().any(char::is_control) {
+        return Err("a name must not contain control characters");
+    }
+    Ok(())
 }
 
 /// The suffix of a local write's hidden staging name (`.<name>.staging`).
@@ -256,12 +278,17 @@ impl Lake {
         })
     }
 
-    fn path(&self, path: &str) -> StorePath {
+    /// The store path of `path` (relative to the lake root, `/`-separated). Refuses anything
+    /// that could leave the root or name something else than it says: `.` and `..` parts,
+    /// backslashes and control characters.
+    fn path(&self, path: &str) -> Result<StorePath, LakeError> {
+        let refuse = |detail: &'static str| LakeError::Path { path: path.to_owned(), detail };
         let mut full = self.root.clone();
         for part in path.split('/').filter(|p| !p.is_empty()) {
+            check_part(part).map_err(refuse)?;
             full = full.join(part);
         }
-        full
+        Ok(full)
     }
 
     fn relative(&self, path: &StorePath) -> String {
@@ -284,7 +311,7 @@ impl Lake {
 
     /// Moves a staged file to its name (a rename: atomic, replacing the old file).
     async fn publish(&self, staged: &str, path: &str) -> Result<(), LakeError> {
-        self.store.rename(&self.path(staged), &self.path(path)).await.map_err(|e| self.store_error("rename", path, e))
+        self.store.rename(&self.path(staged)?, &self.path(path)?).await.map_err(|e| self.store_error("rename", path, e))
     }
 
     /// Removes the staging files a writer killed while writing `path` left in a local lake
@@ -314,10 +341,11 @@ impl Lake {
 
     /// Writes a whole file atomically (replacing it if it exists).
     pub async fn put(&self, path: &str, bytes: Bytes) -> Result<(), LakeError> {
+        self.path(path)?;
         self.sweep_staging(path);
         let staged = self.staging(path);
         self.store
-            .put(&self.path(staged.as_deref().unwrap_or(path)), PutPayload::from_bytes(bytes))
+            .put(&self.path(staged.as_deref().unwrap_or(path))?, PutPayload::from_bytes(bytes))
             .await
             .map_err(|e| self.store_error("write", path, e))?;
         match staged {
@@ -334,9 +362,10 @@ impl Lake {
         path: &str,
         chunks: impl Stream<Item = Result<Bytes, E>>,
     ) -> Result<u64, LakeError> {
+        self.path(path)?;
         self.sweep_staging(path);
         let staged = self.staging(path);
-        let mut writer = BufWriter::new(self.store.clone(), self.path(staged.as_deref().unwrap_or(path)));
+        let mut writer = BufWriter::new(self.store.clone(), self.path(staged.as_deref().unwrap_or(path))?);
         let mut chunks = std::pin::pin!(chunks);
         let mut written = 0u64;
         let failure = loop {
@@ -366,13 +395,13 @@ impl Lake {
 
     /// Reads a whole file.
     pub async fn get(&self, path: &str) -> Result<Bytes, LakeError> {
-        let read = self.store.get(&self.path(path)).await.map_err(|e| self.store_error("read", path, e))?;
+        let read = self.store.get(&self.path(path)?).await.map_err(|e| self.store_error("read", path, e))?;
         read.bytes().await.map_err(|e| self.store_error("read", path, e))
     }
 
     /// A file's size, or `None` if it does not exist.
     pub async fn size(&self, path: &str) -> Result<Option<u64>, LakeError> {
-        match self.store.head(&self.path(path)).await {
+        match self.store.head(&self.path(path)?).await {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.store_error("stat", path, e)),
@@ -381,7 +410,7 @@ impl Lake {
 
     /// Every file under `prefix` (recursively), sorted by path.
     pub async fn list(&self, prefix: &str) -> Result<Vec<LakeObject>, LakeError> {
-        let base = self.path(prefix);
+        let base = self.path(prefix)?;
         let mut objects: Vec<LakeObject> = self
             .store
             .list(Some(&base))
@@ -396,7 +425,7 @@ impl Lake {
 
     /// Deletes a file (no error if it is already gone).
     pub async fn delete(&self, path: &str) -> Result<(), LakeError> {
-        match self.store.delete(&self.path(path)).await {
+        match self.store.delete(&self.path(path)?).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.store_error("delete", path, e)),
         }
