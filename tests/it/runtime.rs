@@ -436,18 +436,13 @@ async fn a_group_killed_restarted_and_joined_late_matches_the_oracle() {
 /// `kafka.properties` would make every producer warn `CONFWARN`, and the other way round).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_normal_run_logs_no_warning_and_no_error() {
-    let setup = Setup::new("rt_quiet").await;
-    // One sub-topology (no repartition topic, whose purge Tansu refuses with a warning).
-    setup.group_by_key();
-    produce_visitors(&setup, 0).await;
-    produce_clicks(&setup, 0..500).await;
-    // Every target's log lines, and a producer property next to the harness's consumer one.
-    let env = [("RUST_LOG", "info"), ("HAPPYSTREAMS_KAFKA__PROPERTIES__LINGER_MS", "5")];
-    let mut instance = setup.start_with("only", &[], &env);
-    let (want_facts, _) = oracle(500, 0);
-    wait_until("every fact", Duration::from_secs(90), || outputs(&setup).0 == want_facts);
-    assert!(instance.terminate().success(), "{}", instance.log_text());
-    let log = instance.log_text();
+    // A producer property next to the harness's consumer one.
+    let log = log_of_a_whole_run(
+        "rt_quiet",
+        500,
+        &[("RUST_LOG", "info"), ("HAPPYSTREAMS_KAFKA__PROPERTIES__LINGER_MS", "5")],
+    )
+    .await;
     assert!(log.contains("task running") && log.contains("table read to its end"), "{log}");
     let noisy: Vec<&str> = log.lines().filter(|line| line.contains(" WARN ") || line.contains(" ERROR ")).collect();
     assert!(noisy.is_empty(), "warnings or errors in a normal run:\n{}", noisy.join("\n"));
@@ -457,10 +452,6 @@ async fn a_normal_run_logs_no_warning_and_no_error() {
 /// level, through a start, some work and a stop.
 #[tokio::test(flavor = "multi_thread")]
 async fn secrets_given_to_the_kafka_clients_never_reach_the_log() {
-    let setup = Setup::new("rt_secrets").await;
-    setup.group_by_key();
-    produce_visitors(&setup, 0).await;
-    produce_clicks(&setup, 0..100).await;
     // Ignored on a plaintext listener, but handed to librdkafka like any property.
     let secrets = [
         ("HAPPYSTREAMS_KAFKA__PROPERTIES__SASL_PASSWORD", "pw-9f1c0e"),
@@ -470,29 +461,34 @@ async fn secrets_given_to_the_kafka_clients_never_reach_the_log() {
     ];
     let mut env = secrets.to_vec();
     env.push(("RUST_LOG", "debug"));
-    let mut instance = setup.start_with("only", &[], &env);
-    let (want_facts, _) = oracle(100, 0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while outputs(&setup).0 != want_facts {
-        let log = instance.log_text();
-        let problems: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
-        let tail: Vec<&str> = log.lines().rev().take(25).collect();
-        assert!(
-            Instant::now() < deadline,
-            "no facts; warnings and errors:\n{}\nlast lines:\n{}",
-            problems.join("\n"),
-            tail.join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    assert!(instance.terminate().success(), "{}", instance.log_text());
-    let log = instance.log_text();
+    let log = log_of_a_whole_run("rt_secrets", 100, &env).await;
     assert!(log.contains("DEBUG"), "the log is verbose: {} bytes", log.len());
     for (_, secret) in secrets {
         let value = secret.rsplit('=').next().unwrap_or(secret);
         let leaked: Vec<&str> = log.lines().filter(|line| line.contains(value)).collect();
         assert!(leaked.is_empty(), "`{value}` is in the log:\n{}", leaked.join("\n"));
     }
+}
+
+/// The log of one instance (with `env`) through a start, `clicks` clicks joined to their facts and
+/// a graceful stop. One sub-topology (no repartition topic, whose purge Tansu refuses with a
+/// warning).
+async fn log_of_a_whole_run(name: &str, clicks: i64, env: &[(&str, &str)]) -> String {
+    let setup = Setup::new(name).await;
+    setup.group_by_key();
+    produce_visitors(&setup, 0).await;
+    produce_clicks(&setup, 0..clicks).await;
+    let mut instance = setup.start_with("only", &[], env);
+    let (want_facts, _) = oracle(clicks, 0);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while outputs(&setup).0 != want_facts {
+        let log = instance.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(25).collect();
+        assert!(Instant::now() < deadline, "no facts; the log's last lines, newest first:\n{}", tail.join("\n"));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(instance.terminate().success(), "{}", instance.log_text());
+    instance.log_text()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -563,7 +559,11 @@ async fn a_restart_restores_from_the_local_checkpoint_not_the_whole_changelog() 
     // same results, one task at a time with one restore thread; the unfinished tails make it wipe
     // and restore up to the last marker.
     let logged = changelog_records();
-    let env = [("HAPPYSTREAMS_RUNTIME__RESTORE_THREADS", "1"), ("HAPPYSTREAMS_RUNTIME__BOOTSTRAP_CHUNK_RECORDS", "3")];
+    let env = [
+        ("HAPPYSTREAMS_RUNTIME__RESTORE_THREADS", "1"),
+        ("HAPPYSTREAMS_RUNTIME__BOOTSTRAP_CHUNK_RECORDS", "3"),
+        ("RUST_LOG", "happystreams=info,librdkafka=info,rdkafka=info"),
+    ];
     let mut fresh = setup.start_with("fresh", &[], &env);
     produce_clicks(&setup, 5_500..6_000).await;
     await_oracle(&setup, 6_000, &[&fresh]);
