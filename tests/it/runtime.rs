@@ -85,8 +85,15 @@ impl Setup {
             .arg(&state)
             .args(["--metrics-address", &format!("127.0.0.1:{port}")])
             .args(if flags.contains(&"--commit-interval-ms") { &[][..] } else { &["--commit-interval-ms", "200"][..] })
-            // Every instance processes its tasks on two threads unless a test says otherwise.
-            .args(if flags.contains(&"--num-threads") { &[][..] } else { &["--num-threads", "2"][..] })
+            // Every instance runs two stream threads unless a test says otherwise, except on
+            // noida-db (its tests use the range assignor): it serves one member per group well.
+            .args(if flags.contains(&"--num-threads") {
+                &[][..]
+            } else if env.iter().any(|(k, v)| k.ends_with("PARTITION_ASSIGNMENT_STRATEGY") && *v == "range") {
+                &["--num-threads", "1"][..]
+            } else {
+                &["--num-threads", "2"][..]
+            })
             .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
             .args(flags)
             .env("RUST_LOG", "happystreams=info")
@@ -571,17 +578,19 @@ async fn a_restart_restores_from_the_local_checkpoint_not_the_whole_changelog() 
     let log = fresh.log_text();
     assert!(log.contains("wiping it and restoring again"), "{log}");
     assert!(log.lines().any(|l| l.contains(" restored ") && !l.contains("chunks=0")), "restored in chunks\n{log}");
-    let (mut open, mut started) = (0, 0);
+    let (mut open, mut restored) = (0, BTreeSet::new());
     for line in log.lines() {
         if line.contains("restore started") {
             open += 1;
-            started += 1;
             assert!(open <= 1, "two restores at once with restore_threads = 1:\n{log}");
         } else if line.contains("restore finished") {
             open -= 1;
+            restored.extend(line.split_whitespace().find(|w| w.starts_with("task=")).map(str::to_owned));
         }
     }
-    assert_eq!(started, 2 * PARTITIONS, "every task restored:\n{log}");
+    // (A task may restore twice: the second thread joins after the first's assignment and takes
+    // some of its tasks.)
+    assert_eq!(restored.len(), 2 * PARTITIONS as usize, "every task restored:\n{log}");
     fresh.kill();
 }
 
