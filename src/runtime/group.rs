@@ -104,7 +104,6 @@ impl ConsumerContext for GroupContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Assign(partitions) = rebalance else { return };
-        self.shared.first_assignment.store(true, Ordering::Release);
         // Nothing is read from a task's partitions until its state is restored.
         if let Err(e) = consumer.pause(partitions) {
             tracing::warn!(error = %e, "pausing newly assigned partitions failed");

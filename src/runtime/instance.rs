@@ -132,7 +132,6 @@ pub fn run(
     let (cached_topics, purger) = (Arc::new(cached_topics), Arc::new(Mutex::new(purger)));
     let cache_budget = Arc::new(CacheBudget::new(settings.runtime.record_cache_mb));
     let restoring = Arc::new(AtomicUsize::new(0));
-    let first_assignment = Arc::new(AtomicBool::new(false));
     let mut streams = Vec::with_capacity(threads);
     for thread in 0..threads {
         let producer = producer(settings, &application_id, thread)?;
@@ -154,7 +153,6 @@ pub fn run(
             cache_budget: cache_budget.clone(),
             purger: purger.clone(),
             restoring: restoring.clone(),
-            first_assignment: first_assignment.clone(),
         }));
     }
     worker::run_threads(streams, shutdown)

@@ -16,7 +16,7 @@ use crate::state::StateMemory;
 use crate::topology::Plan;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 /// What the tasks of one stream thread share (most of it with the instance's other threads).
@@ -51,9 +51,6 @@ pub struct Shared {
     pub purger: Arc<Mutex<Purger>>,
     /// Restores running in the whole instance (at most `runtime.restore_threads`).
     pub restoring: Arc<AtomicUsize>,
-    /// Set when the instance's first stream thread got its first assignment (the others join
-    /// the group after it, [`super::worker`]).
-    pub first_assignment: Arc<AtomicBool>,
 }
 
 impl Shared {

@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 /// Records taken from each consumer per round.
 const POLL_BATCH: usize = 5_000;
 
-/// How long stream threads after the first wait for its first assignment before joining anyway.
-const JOIN_AFTER: Duration = Duration::from_secs(10);
+/// How far apart the stream threads of an instance join the group.
+const JOIN_STAGGER: Duration = Duration::from_millis(250);
 
 /// Runs one stream thread per element of `streams` until `shutdown` is set or one of them fails
 /// (then the others stop too, committing their own tasks). The first failure is the result.
@@ -125,17 +125,15 @@ fn run(
     let side = reader(&shared.kafka, &format!("{}-side", shared.layout.application_id), false)
         .map_err(|e| RuntimeError::Kafka(format!("creating the table consumer: {e}")))?;
     let leads: Vec<&str> = shared.layout.subtopologies.iter().map(|s| s.lead.as_str()).collect();
-    if shared.thread > 0 {
-        // Threads join one after another: the others once the first has its assignment (at most
-        // JOIN_AFTER later), so a starting instance never sends all its first joins at once.
-        let waiting = Instant::now();
-        while !shared.first_assignment.load(Ordering::Acquire)
-            && waiting.elapsed() < JOIN_AFTER
-            && !shutdown.load(Ordering::Relaxed)
-            && !stop.load(Ordering::Relaxed)
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    // Threads join a little apart (thread N after N × JOIN_STAGGER), so a starting instance never
+    // sends all its first JoinGroup requests at the same instant, yet all of them reach the
+    // group's first rebalance (a broker holds a join for a while to collect the others).
+    let waiting = Instant::now();
+    while waiting.elapsed() < JOIN_STAGGER * shared.thread as u32
+        && !shutdown.load(Ordering::Relaxed)
+        && !stop.load(Ordering::Relaxed)
+    {
+        std::thread::sleep(Duration::from_millis(20));
     }
     group.subscribe(&leads).map_err(|e| RuntimeError::Kafka(format!("subscribing to {leads:?}: {e}")))?;
     tracing::info!(application = %shared.layout.application_id, thread = shared.thread, topics = ?leads, "joined the group");
