@@ -95,8 +95,11 @@ impl Setup {
                 &["--num-threads", "2"][..]
             })
             .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
+            // Also the rebalance timeout: how long the coordinator waits for a member that does
+            // not rejoin (librdkafka's 300 s would outlast every test's deadline).
+            .env("HAPPYSTREAMS_KAFKA__CONSUMER__PROPERTIES__MAX_POLL_INTERVAL_MS", "20000")
             .args(flags)
-            .env("RUST_LOG", "happystreams=info")
+            .env("RUST_LOG", "happystreams=info,librdkafka=warn,rdkafka=warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
