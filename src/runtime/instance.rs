@@ -13,7 +13,7 @@ use super::shared::Shared;
 use super::worker;
 use super::{ProcessingGuarantee, RuntimeConfig, RuntimeError};
 use crate::codec::avro::AvroCodec;
-use crate::connectors::kafka::{KafkaConfig, TopicSpec, create_missing_topics};
+use crate::connectors::kafka::{ClientKind, KafkaConfig, TopicSpec, create_missing_topics};
 use crate::connectors::registry::RegistryConfig;
 use crate::connectors::registry::client::{SchemaFile, register, sr_settings};
 use crate::operators::pipeline::Pipeline;
@@ -162,17 +162,17 @@ pub fn run(
 /// id kept in the state directory (`<application_id>-<instance id>-<thread>`), so a restarted
 /// instance fences its crashed predecessor's thread and aborts its open transaction.
 fn producer(settings: &Settings, application_id: &str, thread: usize) -> Result<Arc<OutputProducer>, RuntimeError> {
-    let mut config = rdkafka::ClientConfig::new();
-    config
-        .set("enable.idempotence", "true")
-        // The partitioner of the Java client: repartitioned keys land where a Java producer
-        // (Debezium, Kafka Connect) would put the same key bytes.
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4");
-    for (key, value) in settings.kafka.producer_config().config_map() {
-        config.set(key, value);
-    }
+    let mut config = settings.kafka.client_config_over(
+        ClientKind::Producer,
+        &[
+            ("enable.idempotence", "true"),
+            // The partitioner of the Java client: repartitioned keys land where a Java producer
+            // (Debezium, Kafka Connect) would put the same key bytes.
+            ("partitioner", "murmur2_random"),
+            ("linger.ms", "5"),
+            ("compression.type", "lz4"),
+        ],
+    );
     // Per thread, after the user's properties (one transactional id per producer).
     config.set("client.id", format!("{application_id}-{thread}-producer"));
     let exactly_once = settings.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce;

@@ -89,7 +89,11 @@ impl SchemaPrefetch {
                     }
                     Err(e) => {
                         tracing::debug!(schema_id = id, error = %e, "schema fetch answered for good");
-                        locked(&settled).insert(id, Instant::now());
+                        let mut settled = locked(&settled);
+                        // Only recent answers count: forget the older ones (hostile input can name
+                        // any number of ids).
+                        settled.retain(|_, at| at.elapsed() < UNKNOWN_ID_TTL);
+                        settled.insert(id, Instant::now());
                         break;
                     }
                 }

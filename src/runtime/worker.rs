@@ -23,7 +23,7 @@ use super::process::{on_group_record, on_side_record, process_queued};
 use super::shared::Shared;
 use super::task::Task;
 use super::{ProcessingGuarantee, RuntimeError};
-use crate::connectors::kafka::Reader;
+use crate::connectors::kafka::{ClientKind, Reader};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::Producer as _;
 use rdkafka::{Offset, TopicPartitionList};
@@ -103,17 +103,17 @@ fn run(
         revoked: Mutex::default(),
         failure: Mutex::default(),
     };
-    let mut config = rdkafka::ClientConfig::new();
-    config
-        .set("group.id", &shared.layout.application_id)
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "5000")
-        .set("isolation.level", "read_committed");
-    for (key, value) in shared.kafka.consumer_config().config_map() {
-        config.set(key, value);
-    }
+    let mut config = shared.kafka.client_config_over(
+        ClientKind::Consumer,
+        &[
+            ("group.id", &shared.layout.application_id),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("statistics.interval.ms", "5000"),
+            ("isolation.level", "read_committed"),
+        ],
+    );
     // Per thread, after the user's properties: each thread is a member of its own.
     config.set("client.id", format!("{}-{}-consumer", shared.layout.application_id, shared.thread));
     if let Some(static_id) = config.get("group.instance.id").map(str::to_owned) {

@@ -188,6 +188,19 @@ impl KafkaConfig {
         config
     }
 
+    /// [`KafkaConfig::client_config`] over `defaults`: the application's own settings for a
+    /// client, which the user's properties may override.
+    pub fn client_config_over(&self, kind: ClientKind, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        for (key, value) in defaults {
+            config.set(*key, *value);
+        }
+        for (key, value) in self.client_config(kind).config_map() {
+            config.set(key, value);
+        }
+        config
+    }
+
     /// [`KafkaConfig::client_config`] for a consumer.
     pub fn consumer_config(&self) -> ClientConfig {
         self.client_config(ClientKind::Consumer)
