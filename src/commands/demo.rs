@@ -355,13 +355,13 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
                 tokio::time::sleep(wait).await;
             }
         }
-        metrics::counter!("records_in_total", "topic" => record.topic).increment(1);
+        metrics::counter!("happystreams_records_in_total", "topic" => record.topic).increment(1);
         match driver.pipe_json(&record.to_json_line()) {
             Ok(()) => {}
             // A malformed access-log line: the Kafka runtime dead-letters it (`on_error`).
             Err(DriverError::Input(_)) => {
                 board.rejected += 1;
-                metrics::counter!("records_dead_lettered_total", "topic" => record.topic).increment(1);
+                metrics::counter!("happystreams_records_dead_lettered_total", "topic" => record.topic).increment(1);
             }
             Err(e) => anyhow::bail!("processing a {} record: {e}", record.source),
         }

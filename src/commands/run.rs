@@ -82,6 +82,11 @@ pub async fn run(args: &RunArgs, config: &Config) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!(e))?;
         tracing::info!(address = %bound, "metrics at http://{bound}/metrics");
     }
+    if settings.runtime.volume_window_secs > 0 {
+        let window = std::time::Duration::from_secs(settings.runtime.volume_window_secs);
+        let inputs = &crate::runtime::open::RECORDS_IN;
+        tokio::spawn(crate::observe::volume::watch(inputs, window, settings.runtime.volume_baseline_windows));
+    }
     let shutdown = Arc::new(AtomicBool::new(false));
     let flag = shutdown.clone();
     tokio::spawn(async move {

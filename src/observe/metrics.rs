@@ -1,24 +1,31 @@
 //! Prometheus metrics: one recorder per process, rendered at `GET /metrics` by a small HTTP
 //! server bound to loopback unless configured otherwise.
 //!
-//! Runtime metrics (all labelled): `records_in_total{topic}`, `records_out_total{topic}`,
-//! `records_skipped_total{source}`, `records_dead_lettered_total{source}`,
-//! `consumer_lag{topic,partition}`, `restore_records_total{task}`,
-//! `restore_remaining_records{task}`, `task_running{task}`, `commit_seconds` (histogram); and
-//! the engine's `aggregate_late_records_total{node}`, `table_null_keys_total{node}`.
+//! Every metric is named `happystreams_*`; `docs/OPERATIONS.md` lists them all with their
+//! labels and what to watch for.
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Histogram buckets of every `_seconds` metric: 0.5 ms to 5 min.
+const SECONDS_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
 
 /// Installs the Prometheus recorder (once per process) and returns its handle.
 pub fn recorder() -> Result<PrometheusHandle, String> {
     if let Some(handle) = HANDLE.get() {
         return Ok(handle.clone());
     }
-    let handle = PrometheusBuilder::new().install_recorder().map_err(|e| e.to_string())?;
+    // Durations are histograms (not summaries), so quantiles can be taken across instances.
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    metrics::gauge!("happystreams_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
@@ -37,30 +44,52 @@ pub async fn serve(address: &str, handle: PrometheusHandle) -> Result<SocketAddr
     Ok(bound)
 }
 
-/// Counters labelled by one value (a topic, a source), resolved once per label value instead of
-/// once per record.
-pub struct LabelledCounters {
-    name: &'static str,
-    label: &'static str,
-    counters: std::sync::RwLock<std::collections::BTreeMap<String, metrics::Counter>>,
+/// Record counters per topic, with the wall-clock time of each topic's last record (the
+/// freshness of an input or output), resolved once per topic instead of once per record.
+pub struct TopicActivity {
+    counter: &'static str,
+    last_seen: &'static str,
+    topics: std::sync::RwLock<std::collections::BTreeMap<String, Activity>>,
 }
 
-impl LabelledCounters {
-    /// Counters `name{label=...}`.
-    pub const fn new(name: &'static str, label: &'static str) -> Self {
-        LabelledCounters { name, label, counters: std::sync::RwLock::new(std::collections::BTreeMap::new()) }
+/// One topic's counter and last-record gauge, and its running total (the counter cannot be read).
+#[derive(Clone)]
+struct Activity {
+    counter: metrics::Counter,
+    last_seen: metrics::Gauge,
+    total: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl TopicActivity {
+    /// Counters `counter{topic=...}` and gauges `last_seen{topic=...}` (Unix seconds).
+    pub const fn new(counter: &'static str, last_seen: &'static str) -> Self {
+        TopicActivity { counter, last_seen, topics: std::sync::RwLock::new(std::collections::BTreeMap::new()) }
     }
 
-    /// Adds `n` to the counter for `value`.
-    pub fn add(&self, value: &str, n: u64) {
-        if let Some(counter) = self.counters.read().ok().and_then(|c| c.get(value).cloned()) {
-            counter.increment(n);
-            return;
-        }
-        let counter = metrics::counter!(self.name, self.label => value.to_owned());
-        counter.increment(n);
-        if let Ok(mut counters) = self.counters.write() {
-            counters.insert(value.to_owned(), counter);
-        }
+    /// Counts `n` records of `topic`, seen now.
+    pub fn add(&self, topic: &str, n: u64) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let found = self.topics.read().ok().and_then(|t| t.get(topic).cloned());
+        let activity = found.unwrap_or_else(|| {
+            let activity = Activity {
+                counter: metrics::counter!(self.counter, "topic" => topic.to_owned()),
+                last_seen: metrics::gauge!(self.last_seen, "topic" => topic.to_owned()),
+                total: Default::default(),
+            };
+            if let Ok(mut topics) = self.topics.write() {
+                topics.entry(topic.to_owned()).or_insert(activity).clone()
+            } else {
+                activity
+            }
+        });
+        activity.counter.increment(n);
+        activity.last_seen.set(now);
+        activity.total.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Each topic's records so far.
+    pub fn totals(&self) -> Vec<(String, u64)> {
+        let topics = self.topics.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        topics.iter().map(|(t, a)| (t.clone(), a.total.load(std::sync::atomic::Ordering::Relaxed))).collect()
     }
 }

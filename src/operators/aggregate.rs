@@ -253,7 +253,8 @@ impl Aggregator {
                     .collect();
                 if open.is_empty() {
                     self.late_records.fetch_add(1, AtomicOrdering::Relaxed);
-                    metrics::counter!("aggregate_late_records_total", "node" => self.node.clone()).increment(1);
+                    metrics::counter!("happystreams_aggregate_late_records_total", "node" => self.node.clone())
+                        .increment(1);
                     return Err(OperatorError::Late { node: self.node.clone(), event: Box::new(event.clone()) });
                 }
                 open
@@ -391,7 +392,7 @@ impl Aggregator {
             self.drop_members(state, &index_key[9..])?;
             state.delete(&self.store, index_key[9..].to_vec())?;
             state.delete(&self.store, index_key)?;
-            metrics::counter!("aggregate_expired_groups_total", "node" => self.node.clone()).increment(1);
+            metrics::counter!("happystreams_aggregate_expired_groups_total", "node" => self.node.clone()).increment(1);
         }
         Ok(())
     }

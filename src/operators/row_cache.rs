@@ -85,7 +85,7 @@ impl<V: Clone> RowCache<V> {
             match self.entries.pop_lru() {
                 Some((_, (_, evicted))) => {
                     self.sub(evicted);
-                    metrics::counter!("row_cache_evictions_total").increment(1);
+                    metrics::counter!("happystreams_row_cache_evictions_total").increment(1);
                 }
                 None => break,
             }

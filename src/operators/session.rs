@@ -35,7 +35,7 @@ impl Aggregator {
         let now = stream_time.max(t);
         if t < now.saturating_sub(window.grace_ms) {
             self.late_records.fetch_add(1, AtomicOrdering::Relaxed);
-            metrics::counter!("aggregate_late_records_total", "node" => self.node.clone()).increment(1);
+            metrics::counter!("happystreams_aggregate_late_records_total", "node" => self.node.clone()).increment(1);
             return Err(OperatorError::Late { node: self.node.clone(), event: Box::new(event.clone()) });
         }
         let group_key = key_bytes(group);

@@ -109,7 +109,7 @@ impl Aggregator {
         let t = event.timestamp;
         if t < stream_time.max(t).saturating_sub(window.grace_ms) {
             self.late_records.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("aggregate_late_records_total", "node" => self.node.clone()).increment(1);
+            metrics::counter!("happystreams_aggregate_late_records_total", "node" => self.node.clone()).increment(1);
             return Err(OperatorError::Late { node: self.node.clone(), event: Box::new(event.clone()) });
         }
         let group_key = key_bytes(group);

@@ -160,14 +160,14 @@ impl StreamStreamJoin {
     ) -> Result<Vec<Event>, OperatorError> {
         if event.key.is_null() {
             // As in Kafka Streams: a record without a key cannot join.
-            metrics::counter!("join_null_keys_total", "node" => self.node.clone()).increment(1);
+            metrics::counter!("happystreams_join_null_keys_total", "node" => self.node.clone()).increment(1);
             return Ok(Vec::new());
         }
         let now = stream_time.max(event.timestamp);
         let horizon = now.saturating_sub(self.within_ms).saturating_sub(self.grace_ms);
         if event.timestamp < horizon {
             self.late_records.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("join_late_records_total", "node" => self.node.clone()).increment(1);
+            metrics::counter!("happystreams_join_late_records_total", "node" => self.node.clone()).increment(1);
             return Err(OperatorError::Late { node: self.node.clone(), event: Box::new(event.clone()) });
         }
         let (mine, theirs) = match side {

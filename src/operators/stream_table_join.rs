@@ -109,12 +109,12 @@ impl StreamTableJoin {
             }
             (None, JoinType::Inner) => {
                 self.counts.dropped.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("join_inner_misses_total", "node" => self.node.clone()).increment(1);
+                metrics::counter!("happystreams_join_inner_misses_total", "node" => self.node.clone()).increment(1);
                 return Ok(None);
             }
             (None, JoinType::Left) => {
                 self.counts.unknown_member.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("join_unknown_members_total", "node" => self.node.clone()).increment(1);
+                metrics::counter!("happystreams_join_unknown_members_total", "node" => self.node.clone()).increment(1);
                 self.unknown.clone()
             }
         };

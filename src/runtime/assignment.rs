@@ -29,7 +29,7 @@ pub fn start_assigned(shared: &Arc<Shared>, group: &BaseConsumer<GroupContext>, 
             continue;
         }
         tracing::info!(task = %id, thread = shared.thread, "task assigned");
-        metrics::gauge!("task_running", "task" => id.to_string()).set(0.0);
+        metrics::gauge!("happystreams_task_running", "task" => id.to_string()).set(0.0);
         tasks.insert(id, Slot::Restoring { cancel: Arc::default(), handle: None });
     }
     let mut waiting = 0;
@@ -58,7 +58,7 @@ pub fn start_assigned(shared: &Arc<Shared>, group: &BaseConsumer<GroupContext>, 
             }
         }
     }
-    metrics::gauge!("restore_waiting_tasks", "thread" => shared.thread.to_string()).set(waiting as f64);
+    metrics::gauge!("happystreams_restore_waiting_tasks", "thread" => shared.thread.to_string()).set(waiting as f64);
 }
 
 /// One of the instance's `runtime.restore_threads` restore slots, held by a restore thread.
@@ -145,7 +145,7 @@ pub fn finish_restores(
         task.queue = InputQueues::new(sub.inputs.iter().map(|i| (i.topic.as_str(), i.table)));
         shared.emitter.send_deferred(task.take_deferred())?;
         tracing::info!(task = %id, thread = shared.thread, lead = %sub.lead, ?offset, "task running");
-        metrics::gauge!("task_running", "task" => id.to_string()).set(1.0);
+        metrics::gauge!("happystreams_task_running", "task" => id.to_string()).set(1.0);
         tasks.insert(id, Slot::Running(Box::new(task)));
     }
     Ok(changed)

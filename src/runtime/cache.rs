@@ -78,7 +78,7 @@ impl RecordCache {
             }
         }
         if budget.used() > budget.limit {
-            metrics::counter!("record_cache_evictions_total").increment(1);
+            metrics::counter!("happystreams_record_cache_evictions_total").increment(1);
             now.extend(self.drain(budget));
         }
         now
@@ -87,7 +87,7 @@ impl RecordCache {
     /// Everything cached, emptied (at commit, or when over budget).
     pub fn drain(&mut self, budget: &CacheBudget) -> Vec<Output> {
         if self.merged > 0 {
-            metrics::counter!("record_cache_merged_total").increment(self.merged);
+            metrics::counter!("happystreams_record_cache_merged_total").increment(self.merged);
             self.merged = 0;
         }
         budget.used.fetch_sub(self.bytes.min(budget.used()), Ordering::Relaxed);

@@ -266,7 +266,7 @@ impl Decoders {
         loop {
             match decode() {
                 Err(e) if e.kind.retryable() && started.elapsed() < REGISTRY_RETRY => {
-                    metrics::counter!("registry_retries_total").increment(1);
+                    metrics::counter!("happystreams_registry_retries_total").increment(1);
                     tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "schema registry unavailable; retrying");
                     std::thread::sleep(wait);
                     wait = (wait * 2).min(std::time::Duration::from_secs(5));

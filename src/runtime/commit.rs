@@ -45,13 +45,24 @@ pub fn commit_tasks(
     });
     match &result {
         Ok(()) => {
-            metrics::histogram!("commit_seconds").record(started.elapsed().as_secs_f64());
-            metrics::gauge!("row_cache_bytes").set(crate::operators::row_cache::PROCESS.used() as f64);
+            metrics::histogram!("happystreams_commit_seconds").record(started.elapsed().as_secs_f64());
+            metrics::gauge!("happystreams_row_cache_bytes").set(crate::operators::row_cache::PROCESS.used() as f64);
+            report_state_sizes(shared, tasks);
             purge_repartitions(shared, tasks)?;
         }
-        Err(_) => metrics::counter!("commit_failures_total").increment(1),
+        Err(_) => metrics::counter!("happystreams_commit_failures_total").increment(1),
     }
     result
+}
+
+/// Store-size and RocksDB memory gauges, refreshed at every commit.
+fn report_state_sizes(shared: &Shared, tasks: &BTreeMap<TaskId, Slot>) {
+    metrics::gauge!("happystreams_rocksdb_memory_bytes").set(shared.memory.usage() as f64);
+    for slot in tasks.values() {
+        if let Slot::Running(task) = slot {
+            task.report_store_sizes(false);
+        }
+    }
 }
 
 /// The records of repartition topics before every running task's durable positions can go: a
@@ -119,7 +130,7 @@ fn commit_at_least_once(
             add_offsets(&mut offsets, task);
         }
     }
-    metrics::counter!("task_state_commits_total").increment(logged);
+    metrics::counter!("happystreams_task_state_commits_total").increment(logged);
     if let Err(e) = group.commit(&offsets, mode) {
         tracing::warn!(error = %e, "committing group offsets failed (state positions are unaffected)");
     }
@@ -157,7 +168,7 @@ fn commit_transaction(
                 task.finish_commit()?;
             }
         }
-        metrics::counter!("task_state_commits_total").increment(logged);
+        metrics::counter!("happystreams_task_state_commits_total").increment(logged);
         producer.begin_transaction().map_err(|e| kafka("beginning a transaction", e))
     })();
     if let Err(e) = result {

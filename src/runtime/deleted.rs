@@ -97,7 +97,7 @@ fn deleted(shared: &Shared, topic: &str, partition: i32, next: i64, earliest: i6
                 lost = earliest - next,
                 "records deleted from the broker before they were read; going on without them (runtime.on_deleted_input = skip)"
             );
-            metrics::counter!("deleted_input_records_total", "topic" => topic.to_owned())
+            metrics::counter!("happystreams_deleted_input_records_total", "topic" => topic.to_owned())
                 .increment((earliest - next) as u64);
             Ok(())
         }

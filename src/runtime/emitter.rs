@@ -7,7 +7,7 @@ use super::RuntimeError;
 use super::codecs::{BadRecord, Encoders, encode_repartitioned};
 use super::producer::{Kind, OutputProducer};
 use crate::codec::json;
-use crate::observe::metrics::LabelledCounters;
+use crate::observe::metrics::TopicActivity;
 use crate::operators::pipeline::Output;
 use crate::record::{Record, Value};
 use crate::topology::spec::SinkFormat;
@@ -31,7 +31,8 @@ pub mod headers {
     pub const SOURCE_TIMESTAMP: &str = "happystreams.source.timestamp";
 }
 
-static RECORDS_OUT: LabelledCounters = LabelledCounters::new("records_out_total", "topic");
+static RECORDS_OUT: TopicActivity =
+    TopicActivity::new("happystreams_records_out_total", "happystreams_output_last_record_timestamp_seconds");
 
 /// Sends outputs and remembers them until flushed.
 pub struct Emitter {
@@ -90,7 +91,7 @@ impl Emitter {
         let mut routes: HashMap<String, Route> = HashMap::new();
         let named = |topic: &str| physical.get(topic).cloned().unwrap_or_else(|| topic.to_owned());
         for (topic, format) in sinks {
-            let latency = metrics::histogram!("e2e_latency_seconds", "sink" => topic.clone());
+            let latency = metrics::histogram!("happystreams_e2e_latency_seconds", "sink" => topic.clone());
             routes.insert(topic.clone(), Route { physical: named(&topic), kind: RouteKind::Sink(format, latency) });
         }
         for topic in repartitions {

@@ -41,6 +41,9 @@ impl StateBackend for SharedBackend {
     fn stores(&self) -> Vec<String> {
         self.lock().map(|b| b.stores()).unwrap_or_default()
     }
+    fn size_bytes(&self, store: &str) -> Option<u64> {
+        self.lock().ok()?.size_bytes(store)
+    }
 }
 
 /// A task's own stores plus the instance's global stores (read-only for the task).
@@ -85,5 +88,9 @@ impl StateBackend for TaskBackend {
         let mut stores = self.local.stores();
         stores.extend(self.global_stores.iter().cloned());
         stores
+    }
+    fn size_bytes(&self, store: &str) -> Option<u64> {
+        // A global store is the instance's, not the task's: not counted once per task.
+        if self.global_stores.contains(store) { None } else { self.local.size_bytes(store) }
     }
 }

@@ -54,16 +54,29 @@ pub struct GroupContext {
     pub revoked: Mutex<Vec<TaskId>>,
     /// The first error inside a callback (the worker stops with it).
     pub failure: Mutex<Option<RuntimeError>>,
+    /// Partitions whose lag gauge this member has set (zeroed once they are no longer its own,
+    /// so a sum over instances counts each partition once).
+    pub lag_reported: Mutex<std::collections::HashSet<(String, i32)>>,
 }
 
 impl ClientContext for GroupContext {
     fn stats(&self, statistics: Statistics) {
+        let Ok(mut reported) = self.lag_reported.lock() else { return };
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    metrics::gauge!("consumer_lag", "topic" => topic.clone(), "partition" => partition.to_string())
-                        .set(p.consumer_lag as f64);
-                }
+                let key = (topic.clone(), *partition);
+                let lag = if *partition < 0 {
+                    continue;
+                } else if p.consumer_lag >= 0 {
+                    reported.insert(key);
+                    p.consumer_lag as f64
+                } else if reported.remove(&key) {
+                    0.0
+                } else {
+                    continue;
+                };
+                metrics::gauge!("happystreams_consumer_lag_records", "topic" => topic.clone(), "partition" => partition.to_string())
+                    .set(lag);
             }
         }
     }
@@ -72,6 +85,8 @@ impl ClientContext for GroupContext {
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(partitions) = rebalance else { return };
+        let thread = self.shared.thread.to_string();
+        metrics::counter!("happystreams_rebalances_total", "thread" => thread, "kind" => "revoke").increment(1);
         let ids: Vec<TaskId> = partitions
             .elements()
             .iter()
@@ -87,6 +102,7 @@ impl ConsumerContext for GroupContext {
             // The group moved on without us (session or poll timeout): the tasks may already
             // run elsewhere, so nothing of theirs may be committed now.
             tracing::warn!(tasks = ids.len(), "assignment lost; dropping the tasks without committing");
+            metrics::counter!("happystreams_assignments_lost_total").increment(1);
             self.drop_tasks(&ids)
         } else {
             self.close(consumer, &ids)
@@ -104,6 +120,8 @@ impl ConsumerContext for GroupContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Assign(partitions) = rebalance else { return };
+        let thread = self.shared.thread.to_string();
+        metrics::counter!("happystreams_rebalances_total", "thread" => thread, "kind" => "assign").increment(1);
         // Nothing is read from a task's partitions until its state is restored.
         if let Err(e) = consumer.pause(partitions) {
             tracing::warn!(error = %e, "pausing newly assigned partitions failed");
@@ -131,10 +149,13 @@ impl GroupContext {
                         let _ = handle.join();
                     }
                 }
-                Some(Slot::Running(mut task)) => task.cache.discard(&self.shared.cache_budget),
+                Some(Slot::Running(mut task)) => {
+                    task.report_store_sizes(true);
+                    task.cache.discard(&self.shared.cache_budget);
+                }
                 None => {}
             }
-            metrics::gauge!("task_running", "task" => id.to_string()).set(0.0);
+            metrics::gauge!("happystreams_task_running", "task" => id.to_string()).set(0.0);
         }
         if self.shared.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
             // Every task's uncommitted work is in the aborted transaction: all of them restart
@@ -162,7 +183,10 @@ impl GroupContext {
         let committed = commit_tasks(&self.shared, consumer, &mut tasks, CommitMode::Sync);
         for id in ids {
             match tasks.remove(id) {
-                Some(Slot::Running(_)) => tracing::info!(task = %id, thread = self.shared.thread, "task closed"),
+                Some(Slot::Running(task)) => {
+                    task.report_store_sizes(true);
+                    tracing::info!(task = %id, thread = self.shared.thread, "task closed");
+                }
                 Some(Slot::Restoring { cancel, handle }) => {
                     cancel.store(true, Ordering::Relaxed);
                     if let Some(handle) = handle {
@@ -172,7 +196,7 @@ impl GroupContext {
                 }
                 None => continue,
             }
-            metrics::gauge!("task_running", "task" => id.to_string()).set(0.0);
+            metrics::gauge!("happystreams_task_running", "task" => id.to_string()).set(0.0);
         }
         committed
     }

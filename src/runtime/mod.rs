@@ -140,6 +140,11 @@ pub struct RuntimeConfig {
     /// (DeleteRecords; milliseconds; default 30 s as in Kafka Streams; 0: never, and the
     /// repartition topics, created without time retention, grow — see RUNTIME.md).
     pub repartition_purge_interval_ms: u64,
+    /// Input volume is counted per window of this many seconds and each window scored against
+    /// the trailing `volume_baseline_windows` (`happystreams_input_volume_zscore`; 0: off).
+    pub volume_window_secs: u64,
+    /// Windows in the volume baseline (default 60: an hour of one-minute windows).
+    pub volume_baseline_windows: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -160,6 +165,8 @@ impl Default for RuntimeConfig {
             restore_threads: 4,
             on_deleted_input: OnDeletedInput::Fail,
             repartition_purge_interval_ms: 30_000,
+            volume_window_secs: 60,
+            volume_baseline_windows: 60,
         }
     }
 }

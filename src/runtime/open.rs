@@ -14,7 +14,7 @@ use super::shared::Shared;
 use super::task::Task;
 use crate::connectors::kafka::record_from;
 use crate::error::ErrorClass;
-use crate::observe::metrics::LabelledCounters;
+use crate::observe::metrics::TopicActivity;
 use crate::operators::OperatorError;
 use crate::operators::pipeline::Pipeline;
 use crate::record::Record;
@@ -28,7 +28,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-static RECORDS_IN: LabelledCounters = LabelledCounters::new("records_in_total", "topic");
+/// Records read per input topic (their volume is watched by [`crate::observe::volume`]).
+pub static RECORDS_IN: TopicActivity =
+    TopicActivity::new("happystreams_records_in_total", "happystreams_input_last_record_timestamp_seconds");
 
 /// Handles one input record for `task`: decode, process, emit; a bad record follows its
 /// source's `on_error` policy. The task's position moves past the record unless it fails.
@@ -75,7 +77,7 @@ pub fn handle_record(shared: &Shared, task: &mut Task, topic: &str, record: &Rec
                 }
                 OnError::Skip => {
                     tracing::warn!(topic, partition, offset, error = %bad.message, "bad record skipped");
-                    metrics::counter!("records_skipped_total", "source" => name.to_owned()).increment(1);
+                    metrics::counter!("happystreams_records_skipped_total", "source" => name.to_owned()).increment(1);
                 }
                 OnError::DeadLetter => {
                     tracing::warn!(topic, partition, offset, error = %bad.message, "bad record dead-lettered");
@@ -90,7 +92,8 @@ pub fn handle_record(shared: &Shared, task: &mut Task, topic: &str, record: &Rec
                         }
                         None => shared.emitter.dead_letter(dlq, record, &bad)?,
                     }
-                    metrics::counter!("records_dead_lettered_total", "source" => name.to_owned()).increment(1);
+                    metrics::counter!("happystreams_records_dead_lettered_total", "source" => name.to_owned())
+                        .increment(1);
                 }
             }
         }
@@ -165,7 +168,7 @@ fn commit_chunk(shared: &Shared, task: &mut Task) -> Result<(), RuntimeError> {
     if deferring {
         task.defer();
     }
-    metrics::counter!("bootstrap_chunks_total").increment(1);
+    metrics::counter!("happystreams_bootstrap_chunks_total").increment(1);
     Ok(())
 }
 
@@ -265,7 +268,8 @@ pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Ta
             let rate = read as f64 / started.elapsed().as_secs_f64().max(0.001);
             let remaining = total.map(|t| (t - read as i64).max(0));
             let eta = remaining.map(|r| r as f64 / rate.max(1.0));
-            metrics::gauge!("restore_remaining_records", "task" => task.clone()).set(remaining.unwrap_or(0) as f64);
+            metrics::gauge!("happystreams_restore_remaining_records", "task" => task.clone())
+                .set(remaining.unwrap_or(0) as f64);
             tracing::info!(task = %task, records = read, total, rate = rate as u64, eta_s = eta.map(|e| e.round() as u64), "restoring");
         };
         report = restore(&shared.kafka, changelog, id.partition, local.as_mut(), limits, None, cancel, &progress)?;
@@ -286,8 +290,8 @@ pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Ta
                 &progress,
             )?;
         }
-        metrics::counter!("restore_records_total", "task" => id.to_string()).increment(report.records);
-        metrics::gauge!("restore_remaining_records", "task" => id.to_string()).set(0.0);
+        metrics::counter!("happystreams_restore_records_total", "task" => id.to_string()).increment(report.records);
+        metrics::gauge!("happystreams_restore_remaining_records", "task" => id.to_string()).set(0.0);
         let rate = report.records as f64 / report.elapsed.as_secs_f64().max(0.001);
         tracing::info!(
             task = %id, from = report.from, to = report.to, records = report.records, batches = report.batches, chunks = report.chunks,

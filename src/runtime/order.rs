@@ -111,7 +111,7 @@ impl InputQueues {
             if since.elapsed() < max_idle {
                 return None;
             }
-            metrics::counter!("task_enforced_processing_total").increment(1);
+            metrics::counter!("happystreams_task_enforced_processing_total").increment(1);
         } else {
             self.waiting_since = None;
         }

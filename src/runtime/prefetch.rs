@@ -74,7 +74,7 @@ impl SchemaPrefetch {
         }
         let since = Instant::now();
         fetching.insert(id, since);
-        metrics::gauge!("registry_fetches_in_flight").set(fetching.len() as f64);
+        metrics::gauge!("happystreams_registry_fetches_in_flight").set(fetching.len() as f64);
         let (avro, fetching_now, settled) = (self.avro.clone(), self.fetching.clone(), self.settled.clone());
         self.runtime.spawn(async move {
             let mut wait = Duration::from_millis(100);
@@ -82,7 +82,7 @@ impl SchemaPrefetch {
                 match avro.schema(id).await {
                     Ok(_) => break,
                     Err(e) if e.retryable() => {
-                        metrics::counter!("registry_retries_total").increment(1);
+                        metrics::counter!("happystreams_registry_retries_total").increment(1);
                         tracing::warn!(schema_id = id, error = %e, retry_in_ms = wait.as_millis() as u64, "schema registry unavailable; the records that need this schema wait");
                         tokio::time::sleep(wait).await;
                         wait = (wait * 2).min(Duration::from_secs(5));
@@ -100,7 +100,7 @@ impl SchemaPrefetch {
             }
             let mut fetching = locked(&fetching_now);
             fetching.remove(&id);
-            metrics::gauge!("registry_fetches_in_flight").set(fetching.len() as f64);
+            metrics::gauge!("happystreams_registry_fetches_in_flight").set(fetching.len() as f64);
         });
         since
     }

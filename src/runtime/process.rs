@@ -185,9 +185,9 @@ fn process_tasks<'a>(
         }
     }
     let thread = shared.thread.to_string();
-    metrics::counter!("thread_records_processed_total", "thread" => thread.clone()).increment(records);
+    metrics::counter!("happystreams_thread_records_processed_total", "thread" => thread.clone()).increment(records);
     // Its sum over time is the thread's busy time: rate(thread_busy_seconds_sum) is the busy ratio.
-    metrics::histogram!("thread_busy_seconds", "thread" => thread).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("happystreams_thread_busy_seconds", "thread" => thread).record(started.elapsed().as_secs_f64());
     result
 }
 

@@ -137,7 +137,7 @@ fn delete(
         .filter_map(|e| e.error().err().map(|err| format!("{} partition {}: {err}", e.topic(), e.partition())))
         .collect();
     let purged = result.count() - failed.len();
-    metrics::counter!("repartition_purges_total").increment(purged as u64);
+    metrics::counter!("happystreams_repartition_purges_total").increment(purged as u64);
     if !failed.is_empty() && purged == 0 {
         return Err(failed.join("; "));
     }

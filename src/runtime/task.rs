@@ -176,8 +176,22 @@ impl Task {
     /// Step 3 alone: state and checkpoint to the local store (after the transaction committed).
     pub fn finish_commit(&mut self) -> Result<(), StateError> {
         self.state.finish_commit()?;
+        metrics::counter!("happystreams_task_records_processed_total", "task" => self.id.to_string())
+            .increment(self.uncommitted);
         self.uncommitted = 0;
         Ok(())
+    }
+
+    /// Sets `happystreams_state_store_bytes{task,store}` to each own store's estimated size, or
+    /// to 0 when the task closes here (so a sum over instances counts a moved task once).
+    pub fn report_store_sizes(&self, closing: bool) {
+        let backend = self.state.backend();
+        for store in backend.stores() {
+            let Some(bytes) = backend.size_bytes(&store) else { continue };
+            let bytes = if closing { 0 } else { bytes };
+            metrics::gauge!("happystreams_state_store_bytes", "task" => self.id.to_string(), "store" => store)
+                .set(bytes as f64);
+        }
     }
 
     /// Keys a crashed commit logged without its marker: logs their current values again in the

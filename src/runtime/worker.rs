@@ -102,6 +102,7 @@ fn run(
         assigned: Mutex::default(),
         revoked: Mutex::default(),
         failure: Mutex::default(),
+        lag_reported: Mutex::default(),
     };
     let mut config = shared.kafka.client_config_over(
         ClientKind::Consumer,
@@ -195,7 +196,7 @@ fn run(
                     }
                 }
             }
-            metrics::histogram!("poll_seconds", "thread" => shared.thread.to_string())
+            metrics::histogram!("happystreams_poll_seconds", "thread" => shared.thread.to_string())
                 .record(polled.elapsed().as_secs_f64());
             process_queued(&shared, &tasks, &group, &side, &side_assignment, &mut paused)?;
             if global_changed && let Some(task) = &mut global {

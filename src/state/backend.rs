@@ -41,6 +41,12 @@ pub trait StateBackend: Send {
 
     /// Names of the stores this backend holds.
     fn stores(&self) -> Vec<String>;
+
+    /// Estimated bytes of `store`'s live data (on disk and in memtables), where the backend
+    /// can tell.
+    fn size_bytes(&self, _store: &str) -> Option<u64> {
+        None
+    }
 }
 
 pub(crate) fn in_range(key: &[u8], from: &[u8], to: Option<&[u8]>) -> bool {

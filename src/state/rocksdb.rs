@@ -214,4 +214,10 @@ impl StateBackend for RocksDbBackend {
     fn stores(&self) -> Vec<String> {
         self.stores.clone()
     }
+
+    fn size_bytes(&self, store: &str) -> Option<u64> {
+        let cf = self.cf(store).ok()?;
+        let property = |name: &str| self.db.property_int_value_cf(cf, name).ok().flatten().unwrap_or(0);
+        Some(property("rocksdb.estimate-live-data-size") + property("rocksdb.cur-size-all-mem-tables"))
+    }
 }

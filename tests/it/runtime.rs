@@ -172,8 +172,10 @@ impl Instance {
         self.lines(name).iter().filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).collect()
     }
 
-    /// The endpoint's lines of a metric.
+    /// The endpoint's lines of a metric (`name` without the `happystreams_` prefix).
     fn lines(&self, name: &str) -> Vec<String> {
+        let name = format!("happystreams_{name}");
+        let name = name.as_str();
         let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return Vec::new() };
         use std::io::{Read, Write};
         let _ = write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");

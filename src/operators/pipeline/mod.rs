@@ -658,7 +658,8 @@ impl Pipeline {
                     }
                     Step::ToTable { .. } if event.key.is_null() => {
                         // A table row needs a key; the record still flows on.
-                        metrics::counter!("table_null_keys_total", "node" => node.name.clone()).increment(1);
+                        metrics::counter!("happystreams_table_null_keys_total", "node" => node.name.clone())
+                            .increment(1);
                         next.push(event);
                     }
                     Step::ToTable { .. } => {
