@@ -76,6 +76,7 @@ pub async fn run(args: &RunArgs, config: &Config) -> anyhow::Result<()> {
         anyhow::bail!("runtime.restore_threads is 0; set it to 1 or more (the default is 4)");
     }
     let handle = crate::observe::metrics::recorder().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
+    crate::observe::metrics::register_error_counters(&plan);
     if !settings.runtime.metrics_address.is_empty() {
         let bound = crate::observe::metrics::serve(&settings.runtime.metrics_address, handle)
             .await

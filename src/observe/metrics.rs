@@ -29,6 +29,24 @@ pub fn recorder() -> Result<PrometheusHandle, String> {
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
+/// Registers the error counters at 0 (each source's skipped and dead-lettered records, each
+/// join's unknown members, commit failures, lost assignments), so an alert or panel over them
+/// sees a series from the start instead of nothing until the first error.
+pub fn register_error_counters(plan: &crate::topology::Plan) {
+    for source in &plan.sources {
+        metrics::counter!("happystreams_records_skipped_total", "source" => source.name.clone()).increment(0);
+        metrics::counter!("happystreams_records_dead_lettered_total", "source" => source.name.clone()).increment(0);
+    }
+    for node in &plan.nodes {
+        let joins = node.steps.iter().any(|s| matches!(s, crate::topology::Step::Join { window: None, .. }));
+        if joins {
+            metrics::counter!("happystreams_join_unknown_members_total", "node" => node.name.clone()).increment(0);
+        }
+    }
+    metrics::counter!("happystreams_commit_failures_total").increment(0);
+    metrics::counter!("happystreams_assignments_lost_total").increment(0);
+}
+
 /// Serves `GET /metrics` on `address` until the process ends; returns the bound address.
 pub async fn serve(address: &str, handle: PrometheusHandle) -> Result<SocketAddr, String> {
     let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {

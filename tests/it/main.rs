@@ -7,6 +7,8 @@
 //! - `golden`: topologies run through the test driver match their expected output, also across
 //!   restarts and with RocksDB state reopened from disk.
 //! - `cli`: `happystreams decode`, `schemas`, `registry serve` as a user runs them.
+//! - `deploy`: the Prometheus config and alert rules (promtool), the Grafana dashboards (schema),
+//!   docker-compose.yml (Compose's `config`).
 //! - `kafka`: reading records back from MockCluster and Tansu.
 //! - `lake`: the lake on a local directory and on S3 (moto): atomic writes, listing, Parquet.
 //! - `oracle`: incremental results equal a from-scratch recomputation on shuffled input.
@@ -21,6 +23,7 @@
 mod avro_registry;
 mod cli;
 mod debezium_fixtures;
+mod deploy;
 mod golden;
 mod happytimes;
 mod kafka;

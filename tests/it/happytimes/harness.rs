@@ -38,6 +38,11 @@ pub struct Pipeline {
 impl Pipeline {
     /// Creates the input topics (4 partitions each) and starts two instances.
     pub async fn start(bootstrap: &str) -> Pipeline {
+        Pipeline::start_with(bootstrap, &[]).await
+    }
+
+    /// [`Pipeline::start`] with extra environment variables for the instances.
+    pub async fn start_with(bootstrap: &str, env: &[(&str, &str)]) -> Pipeline {
         let app = rig::unique_topic("happytimes").replace('-', "_");
         let mut dir = tempfile::tempdir().unwrap();
         // HAPPYTIMES_E2E_KEEP=1 keeps the instances' logs, the lake and the dbt target.
@@ -56,7 +61,8 @@ impl Pipeline {
             .extend(plan.repartition_topics().iter().map(|t| format!("{app}-{}", t.trim_start_matches("happytimes-"))));
         let registry =
             RunningRegistry::start("127.0.0.1:0".parse().unwrap(), RegistryStore::in_memory()).await.unwrap();
-        let instances = ["a", "b"].map(|name| start_instance(bootstrap, &registry.url, &app, dir.path(), name)).into();
+        let instances =
+            ["a", "b"].map(|name| start_instance(bootstrap, &registry.url, &app, dir.path(), name, env)).into();
         Pipeline { bootstrap: bootstrap.to_owned(), registry, app, dir, instances, topics }
     }
 
@@ -260,7 +266,14 @@ fn read_to_end(bootstrap: &str, from: TopicPartitionList) -> Vec<(String, String
     records
 }
 
-fn start_instance(bootstrap: &str, registry: &str, app: &str, dir: &Path, name: &str) -> Instance {
+fn start_instance(
+    bootstrap: &str,
+    registry: &str,
+    app: &str,
+    dir: &Path,
+    name: &str,
+    env: &[(&str, &str)],
+) -> Instance {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let log = dir.join(format!("{name}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_happystreams"))
@@ -271,6 +284,7 @@ fn start_instance(bootstrap: &str, registry: &str, app: &str, dir: &Path, name: 
         .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
         .env("HAPPYSTREAMS_REGISTRY__URL", registry)
         .env("RUST_LOG", "happystreams=info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()

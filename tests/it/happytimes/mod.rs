@@ -7,9 +7,12 @@
 //!   and the facts, dbt building the marts from the lake. The stream's final funnel (the
 //!   compacted funnel topics) must equal the dbt marts, and the lake's facts the Kafka facts.
 //! - The same with the real Debezium connector capturing PostgreSQL ([`debezium`]).
+//! - The shipped Prometheus config, alert rules and Grafana dashboards against two instances
+//!   ([`monitoring`]).
 
 mod debezium;
 mod harness;
+mod monitoring;
 
 use crate::rig;
 use happystreams::generate::{Generated, Options, generate};
