@@ -59,6 +59,8 @@ pub struct Config {
     pub lake: crate::connectors::lake::LakeConfig,
     /// SFTP sources of `sftp-sync`.
     pub sftp: crate::connectors::sftp::SftpConfig,
+    /// OpenLineage events of `run`, `lake-sink` and `sftp-sync`.
+    pub lineage: crate::observe::lineage::LineageConfig,
 }
 
 /// A configuration error: which layer and key, and what is wrong.

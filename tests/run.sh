@@ -46,7 +46,9 @@ phase_done "sshd"
 tests/rig/prometheus.sh install
 tests/rig/grafana_schema.sh install >/dev/null
 tests/rig/compose.sh install >/dev/null
-phase_done "Prometheus, Grafana schema, Compose"
+# The OpenLineage client's model checks the lineage events (tests/it/happytimes/lineage.rs).
+tests/rig/openlineage.sh install >/dev/null
+phase_done "Prometheus, Grafana schema, Compose, OpenLineage"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

@@ -105,9 +105,28 @@ fn tables(args: &LakeSinkArgs) -> anyhow::Result<BTreeMap<String, (String, RowFo
     Ok(tables)
 }
 
-/// Runs the command.
+/// Rows written to the lake by this process (the lineage run's count).
+static ROWS_LANDED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Runs the command, as one lineage run: the topics in, the lake tables out.
 pub async fn run(args: &LakeSinkArgs, config: &Config) -> anyhow::Result<()> {
+    use crate::observe::lineage::{Dataset, Run, around};
     let tables = tables(args)?;
+    let lake_url = args.lake.clone().unwrap_or_else(|| config.lake.url.clone());
+    let servers = args.bootstrap_servers.clone().unwrap_or_else(|| config.kafka.bootstrap_servers.clone());
+    let inputs = tables.keys().map(|topic| Dataset::kafka(&servers, topic)).collect();
+    let outputs = tables.values().map(|(table, _)| Dataset::lake(&lake_url, table)).collect();
+    let lineage =
+        Run::new(&config.lineage, &args.group_id, "LAKE_SINK", inputs, outputs).map_err(|e| anyhow::anyhow!(e))?;
+    let counts = || serde_json::json!({"rows_landed": ROWS_LANDED.load(Ordering::Relaxed)});
+    around(&config.lineage, lineage, counts, land(args, config, tables)).await
+}
+
+async fn land(
+    args: &LakeSinkArgs,
+    config: &Config,
+    tables: BTreeMap<String, (String, RowFormat)>,
+) -> anyhow::Result<()> {
     let mut lake_config = config.lake.clone();
     if let Some(url) = &args.lake {
         lake_config.url = url.clone();
@@ -175,7 +194,9 @@ pub async fn run(args: &LakeSinkArgs, config: &Config) -> anyhow::Result<()> {
                 let start = segment_of(m.offset(), args.segment_records);
                 if let Some(done) = segments.get(&partition).filter(|s| s.start != start) {
                     // The segment is complete: its final files, then the group moves past it.
-                    landed += write_segment(done, &lake, &tables, &partition, &avro).await?;
+                    let rows = write_segment(done, &lake, &tables, &partition, &avro).await?;
+                    landed += rows;
+                    ROWS_LANDED.fetch_add(rows as u64, Ordering::Relaxed);
                     let mut offsets = TopicPartitionList::new();
                     offsets.add_partition_offset(&partition.0, partition.1, Offset::Offset(start))?;
                     tokio::task::block_in_place(|| consumer.commit(&offsets, CommitMode::Sync)).map_err(|e| {
@@ -208,7 +229,9 @@ pub async fn run(args: &LakeSinkArgs, config: &Config) -> anyhow::Result<()> {
         if stopping || all_at_end || last_flush.elapsed() >= Duration::from_millis(args.flush_interval_ms) {
             // Incomplete segments: rewrite their files with what was read so far.
             for (partition, segment) in segments.iter_mut().filter(|(_, s)| s.dirty) {
-                landed += write_segment(segment, &lake, &tables, partition, &avro).await?;
+                let rows = write_segment(segment, &lake, &tables, partition, &avro).await?;
+                landed += rows;
+                ROWS_LANDED.fetch_add(rows as u64, Ordering::Relaxed);
                 segment.dirty = false;
             }
             last_flush = Instant::now();

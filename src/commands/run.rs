@@ -95,7 +95,38 @@ pub async fn run(args: &RunArgs, config: &Config) -> anyhow::Result<()> {
         tracing::info!("signal received: finishing in-flight records, committing and leaving the group");
         flag.store(true, Ordering::Relaxed);
     });
+    let lineage = lineage_run(&plan, &settings, config)?;
     let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || instance::run(plan, &base_dir, &settings, shutdown, runtime)).await??;
-    Ok(())
+    let work = async move {
+        tokio::task::spawn_blocking(move || instance::run(plan, &base_dir, &settings, shutdown, runtime)).await??;
+        Ok(())
+    };
+    crate::observe::lineage::around(&config.lineage, lineage, record_counts, work).await
+}
+
+/// The run's lineage: the topology's source topics in, its sink topics out, with their schemas.
+fn lineage_run(
+    plan: &crate::topology::Plan,
+    settings: &Settings,
+    config: &Config,
+) -> anyhow::Result<Option<crate::observe::lineage::Run>> {
+    use crate::observe::lineage::{Dataset, Run};
+    let servers = &settings.kafka.bootstrap_servers;
+    let inputs = plan.sources.iter().map(|s| Dataset::kafka(servers, &s.topic).with_schema(s.schema.clone())).collect();
+    let outputs = plan
+        .sinks
+        .iter()
+        .map(|s| Dataset::kafka(servers, &s.topic).with_schema(s.avro.as_ref().map(|a| a.connect.clone())))
+        .collect();
+    let job = settings.runtime.application_id.clone().unwrap_or_else(|| plan.name.clone());
+    Run::new(&config.lineage, &job, "TOPOLOGY", inputs, outputs).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Records read and written per topic so far (the lineage run's counts).
+fn record_counts() -> serde_json::Value {
+    let totals = |t: Vec<(String, u64)>| t.into_iter().map(|(k, v)| (k, v.into())).collect::<serde_json::Map<_, _>>();
+    serde_json::json!({
+        "records_in": totals(crate::runtime::open::RECORDS_IN.totals()),
+        "records_out": totals(crate::runtime::emitter::RECORDS_OUT.totals()),
+    })
 }

@@ -13,6 +13,7 @@
 use crate::config::Config;
 use crate::connectors::lake::{Lake, LakeError};
 use crate::connectors::sftp::{AfterUpload, Connection, SftpError, SftpSource, glob_match};
+use crate::observe::lineage::{Dataset, EventType, Run};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -69,7 +70,7 @@ pub async fn run(args: &SftpSyncArgs, config: &Config) -> anyhow::Result<Summary
     }
     let names: Vec<&String> =
         if args.sources.is_empty() { sources.keys().collect() } else { args.sources.iter().collect() };
-    let mut summary = Summary::default();
+    let mut selected = Vec::new();
     for name in names {
         let source = sources.get(name).ok_or_else(|| {
             anyhow::anyhow!(
@@ -77,7 +78,22 @@ pub async fn run(args: &SftpSyncArgs, config: &Config) -> anyhow::Result<Summary
                 sources.keys().cloned().collect::<Vec<_>>().join(", ")
             )
         })?;
+        selected.push((name, source));
+    }
+    let lineage = lineage_run(&selected, config)?;
+    if let Some(run) = &lineage {
+        run.emit(EventType::Start, None, None).await;
+    }
+    let mut summary = Summary::default();
+    for (name, source) in selected {
         sync_source(name, source, &lake, &mut summary).await;
+    }
+    if let Some(run) = &lineage {
+        let counts = serde_json::json!({"files": summary.files, "bytes": summary.bytes, "skipped": summary.skipped, "failed": summary.failed});
+        match summary.failed {
+            0 => run.emit(EventType::Complete, Some(counts), None).await,
+            n => run.emit(EventType::Fail, Some(counts), Some(&format!("{n} files failed (see the log)"))).await,
+        }
     }
     println!(
         "sftp-sync: {} files ({:.1} MB) transferred, {} already in the lake, {} failed",
@@ -87,6 +103,14 @@ pub async fn run(args: &SftpSyncArgs, config: &Config) -> anyhow::Result<Summary
         summary.failed
     );
     Ok(summary)
+}
+
+/// The sync's lineage: each source's remote folder in, its landing folder in the lake out.
+fn lineage_run(selected: &[(&String, &SftpSource)], config: &Config) -> anyhow::Result<Option<Run>> {
+    let inputs = selected.iter().map(|(_, s)| Dataset::sftp(&s.host, s.port, &s.remote_dir)).collect();
+    let outputs =
+        selected.iter().map(|(name, _)| Dataset::lake(&config.lake.url, &format!("landing/{name}"))).collect();
+    Run::new(&config.lineage, "sftp-sync", "SFTP_SYNC", inputs, outputs).map_err(|e| anyhow::anyhow!(e))
 }
 
 fn manifest_dir(source: &str) -> String {

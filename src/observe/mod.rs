@@ -1,6 +1,7 @@
-//! Observability: logs, Prometheus metrics and the data checks made from the stream itself
-//! (input volume anomalies).
+//! Observability: logs, Prometheus metrics, the data checks made from the stream itself (input
+//! volume anomalies) and OpenLineage events.
 
+pub mod lineage;
 mod logging;
 pub mod metrics;
 pub mod volume;

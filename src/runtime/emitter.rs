@@ -31,7 +31,8 @@ pub mod headers {
     pub const SOURCE_TIMESTAMP: &str = "happystreams.source.timestamp";
 }
 
-static RECORDS_OUT: TopicActivity =
+/// Records written per output topic.
+pub static RECORDS_OUT: TopicActivity =
     TopicActivity::new("happystreams_records_out_total", "happystreams_output_last_record_timestamp_seconds");
 
 /// Sends outputs and remembers them until flushed.

@@ -1,7 +1,8 @@
 //! What the HappyTimes end-to-end tests share: `happystreams run` instances on a real broker,
 //! waiting until the group has processed everything, and the check against the batch oracle
 //! (the stream's final funnel and facts read back from Kafka, the lake filled by `lake-sink`,
-//! the dbt marts built from the lake, `tests/happytimes/compare.py`).
+//! the dbt marts built from the lake, `tests/happytimes/compare.py`), and the lineage the
+//! processes report.
 
 use crate::rig;
 use crate::runtime::Instance;
@@ -190,9 +191,19 @@ impl Pipeline {
             .args(["--raw", &raw.join(","), "--avro", &fact_tables.join(",")])
             .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
             .env("HAPPYSTREAMS_REGISTRY__URL", &registry)
+            .envs(lineage_env(dir))
             .output()
             .unwrap();
         assert!(output.status.success(), "lake-sink: {}", String::from_utf8_lossy(&output.stderr));
+        let lake_sink_group = format!("{}-lake", self.app);
+        super::lineage::check(
+            &dir.join("lineage.jsonl"),
+            &self.app,
+            self.instances.len(),
+            bootstrap,
+            &lake_sink_group,
+            &lake,
+        );
 
         // dbt over the lake, then the comparison.
         let dbt = PathBuf::from(rig::tool_binary("HAPPYSTREAMS_DBT_BIN", "dbt.sh"));
@@ -266,6 +277,15 @@ fn read_to_end(bootstrap: &str, from: TopicPartitionList) -> Vec<(String, String
     records
 }
 
+/// Lineage events of every process of the test, appended to one file of its directory.
+fn lineage_env(dir: &Path) -> [(&'static str, String); 3] {
+    [
+        ("HAPPYSTREAMS_LINEAGE__TRANSPORT", "file".into()),
+        ("HAPPYSTREAMS_LINEAGE__FILE", dir.join("lineage.jsonl").display().to_string()),
+        ("HAPPYSTREAMS_LINEAGE__RUNNING_INTERVAL_SECS", "5".into()),
+    ]
+}
+
 fn start_instance(
     bootstrap: &str,
     registry: &str,
@@ -284,6 +304,7 @@ fn start_instance(
         .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
         .env("HAPPYSTREAMS_REGISTRY__URL", registry)
         .env("RUST_LOG", "happystreams=info")
+        .envs(lineage_env(dir))
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())

@@ -5,13 +5,15 @@
 //! - End to end on a real broker: the traffic produced day by day to Tansu, two
 //!   `happystreams run` instances in one group, `happystreams lake-sink` landing the raw inputs
 //!   and the facts, dbt building the marts from the lake. The stream's final funnel (the
-//!   compacted funnel topics) must equal the dbt marts, and the lake's facts the Kafka facts.
+//!   compacted funnel topics) must equal the dbt marts, and the lake's facts the Kafka facts;
+//!   the OpenLineage events of the run form the graph from CDC topics to lake tables ([`lineage`]).
 //! - The same with the real Debezium connector capturing PostgreSQL ([`debezium`]).
 //! - The shipped Prometheus config, alert rules and Grafana dashboards against two instances
 //!   ([`monitoring`]).
 
 mod debezium;
 mod harness;
+mod lineage;
 mod monitoring;
 
 use crate::rig;
