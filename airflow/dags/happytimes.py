@@ -1,8 +1,10 @@
 """HappyTimes daily batch: partner files from SFTP into the lake, dbt models over it, data checks.
 
     sftp_sync_<partner> (one per partner, in parallel)
-        >> dbt_build
-        >> check_freshness_<table>, check_volume_<table> (one pair per lake table)
+        >> dbt_build                  dbt build (models and their tests, but tag:anomaly)
+        >> dbt_source_freshness       dbt source freshness (the lake's sources, models/sources.yml)
+           dbt_test_anomaly           dbt test --select tag:anomaly (volume anomalies of facts and marts)
+           check_freshness_<table>, check_volume_<table> (one pair per lake table)
 
 Configuration (environment of the scheduler / DAG processor for the task list, of the worker
 for the rest; see airflow/README.md):
@@ -14,8 +16,12 @@ for the rest; see airflow/README.md):
     HAPPYSTREAMS_BIN          happystreams binary (default: happystreams on PATH)
     HAPPYTIMES_DBT_DIR        dbt project directory, also holding profiles.yml
     HAPPYTIMES_DBT_SELECT     optional dbt node selection for dbt_build (default: every model)
+    HAPPYTIMES_DBT_FRESHNESS_SELECT  optional selection for dbt_source_freshness (default: every source)
+    HAPPYTIMES_DBT_ANOMALY_SELECT    selection for dbt_test_anomaly (default: tag:anomaly)
+    HAPPYTIMES_DBT_VARS       optional ``--vars`` (YAML) for every dbt task, e.g. thresholds
     DBT_BIN                   dbt binary (default: dbt on PATH)
-    HAPPYTIMES_LAKE_DIR       lake root read by the checks (directory or s3:// URI)
+    DBT_TARGET_PATH           dbt's target directory (default: target/ in the dbt project)
+    HAPPYTIMES_LAKE_DIR       lake root read by dbt and the checks (directory or s3:// URI)
     HAPPYTIMES_ALERT_WEBHOOK  optional URL that receives a JSON POST per failed task
     HAPPYTIMES_RETRIES        retries per task (default 2, exponential backoff)
     HAPPYTIMES_RETRY_DELAY_SECONDS  first retry delay (default 300)
@@ -59,16 +65,34 @@ SFTP_SYNC = (
     '"${HAPPYSTREAMS_BIN:-happystreams}" sftp-sync '
     '--config "${HAPPYTIMES_CONFIG:?HAPPYTIMES_CONFIG is not set}" --source %s'
 )
-DBT_BUILD = (
-    '"${DBT_BIN:-dbt}" build '
-    '--project-dir "${HAPPYTIMES_DBT_DIR:?HAPPYTIMES_DBT_DIR is not set}" '
-    '--profiles-dir "${HAPPYTIMES_DBT_DIR}"'
+# dbt runs in the project directory (Airflow runs commands in a temporary one), so the relative
+# defaults of the profile and dbt -- target/ for the artifacts and the DuckDB catalog -- are the
+# same directory for every dbt task: dbt_test_anomaly tests the tables dbt_build built.
+DBT = (
+    'cd "${HAPPYTIMES_DBT_DIR:?HAPPYTIMES_DBT_DIR is not set}" && '
+    '"${DBT_BIN:-dbt}" %s --project-dir . --profiles-dir .'
+    '${HAPPYTIMES_DBT_VARS:+ --vars "$HAPPYTIMES_DBT_VARS"}'
+)
+# The models and their tests, but the volume anomaly tests: a day of unusual volume is reported
+# by dbt_test_anomaly and does not stop the marts from being built (dbt build skips the children
+# of a failed test).
+DBT_BUILD = DBT % "build" + (
+    ' --exclude tag:anomaly'
     '${HAPPYTIMES_DBT_SELECT:+ --select "$HAPPYTIMES_DBT_SELECT"}'
 )
+# The lake's sources (dbt/models/sources.yml), read straight from its files: the `freshness`
+# target is an in-memory DuckDB and the artifacts go to their own target path, so this runs
+# beside dbt_test_anomaly without taking the catalog's lock or sharing dbt's target directory.
+DBT_SOURCE_FRESHNESS = DBT % "source freshness" + (
+    ' --target freshness --target-path "${DBT_TARGET_PATH:-target}/freshness"'
+    '${HAPPYTIMES_DBT_FRESHNESS_SELECT:+ --select "$HAPPYTIMES_DBT_FRESHNESS_SELECT"}'
+)
+# The volume anomaly tests (tag:anomaly) on the tables dbt_build just built.
+DBT_TEST_ANOMALY = DBT % "test" + ' --select "${HAPPYTIMES_DBT_ANOMALY_SELECT:-tag:anomaly}"'
 
 with DAG(
     dag_id="happytimes",
-    description="SFTP partner files -> lake -> dbt build -> freshness and volume checks",
+    description="SFTP partner files -> lake -> dbt build -> source freshness, volume anomalies, lake checks",
     doc_md=__doc__,
     schedule="@daily",
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
@@ -91,6 +115,20 @@ with DAG(
         bash_command=DBT_BUILD,
         execution_timeout=timedelta(hours=2),
     )
+    # Both after the build, side by side: a stale source and an anomalous day are separate
+    # alerts (each task's failure names it), and neither stops the other.
+    dbt_tasks = [
+        BashOperator(
+            task_id="dbt_source_freshness",
+            bash_command=DBT_SOURCE_FRESHNESS,
+            execution_timeout=timedelta(minutes=30),
+        ),
+        BashOperator(
+            task_id="dbt_test_anomaly",
+            bash_command=DBT_TEST_ANOMALY,
+            execution_timeout=timedelta(minutes=30),
+        ),
+    ]
 
     check_tasks = []
     for table in TABLES:
@@ -112,4 +150,4 @@ with DAG(
             )
         )
 
-    sftp_tasks >> dbt_build >> check_tasks
+    sftp_tasks >> dbt_build >> dbt_tasks + check_tasks

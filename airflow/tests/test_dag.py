@@ -20,6 +20,7 @@ import happytimes_checks as checks
 from happytimes_checks import CheckFailed, TableSpec
 
 DEFAULT_SFTP = ["sftp_sync_adnet", "sftp_sync_affiliates"]
+DBT_CHECKS = ["dbt_source_freshness", "dbt_test_anomaly"]
 DEFAULT_CHECKS = [
     f"check_{kind}_{table}"
     for table in checks.DEFAULT_TABLES
@@ -45,18 +46,20 @@ def dag(dags_dir):
 
 
 def test_task_ids(dag):
-    assert sorted(dag.task_ids) == sorted(DEFAULT_SFTP + ["dbt_build"] + DEFAULT_CHECKS)
+    assert sorted(dag.task_ids) == sorted(DEFAULT_SFTP + ["dbt_build"] + DBT_CHECKS + DEFAULT_CHECKS)
 
 
 def test_dependencies(dag):
     dbt = dag.get_task("dbt_build")
     assert dbt.upstream_task_ids == set(DEFAULT_SFTP)
-    assert dbt.downstream_task_ids == set(DEFAULT_CHECKS)
+    assert dbt.downstream_task_ids == set(DBT_CHECKS + DEFAULT_CHECKS)
     for task_id in DEFAULT_SFTP:
         assert dag.get_task(task_id).upstream_task_ids == set()
-    for task_id in DEFAULT_CHECKS:
+    # Every check runs after the build, each on its own: one failing does not stop the others.
+    for task_id in DBT_CHECKS + DEFAULT_CHECKS:
         assert dag.get_task(task_id).upstream_task_ids == {"dbt_build"}
         assert dag.get_task(task_id).downstream_task_ids == set()
+        assert dag.get_task(task_id).trigger_rule == "all_success"
 
 
 def test_schedule_retries_and_alerts(dag):
@@ -82,6 +85,8 @@ def test_commands(dag):
         '--config "${HAPPYTIMES_CONFIG:?HAPPYTIMES_CONFIG is not set}" --source adnet'
     )
     assert "build --project-dir" in dag.get_task("dbt_build").bash_command
+    assert "source freshness --project-dir" in dag.get_task("dbt_source_freshness").bash_command
+    assert "test --project-dir" in dag.get_task("dbt_test_anomaly").bash_command
 
 
 def _stub(tmp_path: Path) -> Path:
@@ -91,27 +96,69 @@ def _stub(tmp_path: Path) -> Path:
     return stub
 
 
+def _stub_pwd(tmp_path: Path) -> Path:
+    """A stub that prints its working directory, then its arguments, one per line."""
+    stub = tmp_path / "stub-pwd"
+    stub.write_text('#!/bin/sh\npwd\nprintf "%s\\n" "$@"\n')
+    stub.chmod(0o755)
+    return stub
+
+
 def test_commands_run_in_a_shell(dag, tmp_path):
     """The commands are valid shell and pass the configured binaries their arguments."""
     stub = _stub(tmp_path)
+    dbt_stub = _stub_pwd(tmp_path)
+    project = tmp_path / "dbt project"
+    project.mkdir()
     env = {
         "PATH": os.environ["PATH"],
         "HAPPYSTREAMS_BIN": str(stub),
-        "DBT_BIN": str(stub),
+        "DBT_BIN": str(dbt_stub),
         "HAPPYTIMES_CONFIG": "/etc/happytimes.yaml",
-        "HAPPYTIMES_DBT_DIR": "/srv/dbt",
+        "HAPPYTIMES_DBT_DIR": str(project),
     }
     run = lambda cmd: subprocess.run(["bash", "-c", cmd], env=env, capture_output=True, text=True, check=True)
     out = run(dag.get_task("sftp_sync_affiliates").bash_command).stdout.split()
     assert out == [str(stub), "sftp-sync", "--config", "/etc/happytimes.yaml", "--source", "affiliates"]
-    out = run(dag.get_task("dbt_build").bash_command).stdout.split()
-    assert out == [str(stub), "build", "--project-dir", "/srv/dbt", "--profiles-dir", "/srv/dbt"]
+    dbt = lambda task: run(dag.get_task(task).bash_command).stdout.splitlines()
+    # dbt runs in the project directory: the relative target/ (artifacts, DuckDB catalog) of
+    # dbt_build is the one dbt_test_anomaly reads.
+    common = ["--project-dir", ".", "--profiles-dir", "."]
+    assert dbt("dbt_build") == [str(project), "build", *common, "--exclude", "tag:anomaly"]
+    assert dbt("dbt_test_anomaly") == [str(project), "test", *common, "--select", "tag:anomaly"]
+    assert dbt("dbt_source_freshness") == [
+        str(project), "source", "freshness", *common, "--target", "freshness", "--target-path", "target/freshness",
+    ]
+
+    # Selections, vars and the target path from the environment.
+    env.update({
+        "HAPPYTIMES_DBT_SELECT": "stg_partner_files",
+        "HAPPYTIMES_DBT_FRESHNESS_SELECT": "source:lake_raw source:lake_landing",
+        "HAPPYTIMES_DBT_ANOMALY_SELECT": "tag:anomaly,fct_visitor_activity",
+        "HAPPYTIMES_DBT_VARS": "{anomaly_z_threshold: 8, anomaly_severity: warn}",
+        "DBT_TARGET_PATH": "/var/dbt target",
+    })
+    vars_ = ["--vars", "{anomaly_z_threshold: 8, anomaly_severity: warn}"]
+    assert dbt("dbt_build") == [str(project), "build", *common, *vars_, "--exclude", "tag:anomaly",
+                                "--select", "stg_partner_files"]
+    assert dbt("dbt_test_anomaly") == [str(project), "test", *common, *vars_,
+                                       "--select", "tag:anomaly,fct_visitor_activity"]
+    assert dbt("dbt_source_freshness") == [
+        str(project), "source", "freshness", *common, *vars_, "--target", "freshness",
+        "--target-path", "/var/dbt target/freshness", "--select", "source:lake_raw source:lake_landing",
+    ]
 
     del env["HAPPYTIMES_CONFIG"]
     failed = subprocess.run(["bash", "-c", dag.get_task("sftp_sync_adnet").bash_command], env=env,
                             capture_output=True, text=True)
     assert failed.returncode != 0
     assert "HAPPYTIMES_CONFIG is not set" in failed.stderr
+    del env["HAPPYTIMES_DBT_DIR"]
+    for task in ("dbt_build", "dbt_source_freshness", "dbt_test_anomaly"):
+        failed = subprocess.run(["bash", "-c", dag.get_task(task).bash_command], env=env,
+                                capture_output=True, text=True)
+        assert failed.returncode != 0, task
+        assert "HAPPYTIMES_DBT_DIR is not set" in failed.stderr, task
 
 
 def test_partners_and_tables_from_config(dags_dir, tmp_path, monkeypatch):
@@ -126,7 +173,7 @@ def test_partners_and_tables_from_config(dags_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HAPPYTIMES_CHECKS_CONFIG", str(tables))
     dag = load_dag(dags_dir)
     assert sorted(dag.task_ids) == sorted([
-        "sftp_sync_adnet", "sftp_sync_partner-x", "dbt_build",
+        "sftp_sync_adnet", "sftp_sync_partner-x", "dbt_build", *DBT_CHECKS,
         "check_freshness_clicks", "check_volume_clicks",
         "check_freshness_sentiment", "check_volume_sentiment",
     ])

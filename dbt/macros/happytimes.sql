@@ -1,14 +1,10 @@
 {#- Shared pieces of the HappyTimes models. Definitions: docs/FUNNEL.md. -#}
 
-{#- The lake root (HAPPYTIMES_LAKE_DIR). -#}
-{% macro lake() -%}
-{{ env_var('HAPPYTIMES_LAKE_DIR').rstrip('/') }}
-{%- endmacro %}
-
 {#- Every record `happystreams lake-sink --raw` landed for a table under raw/<name>/:
-    key, value (text), _topic, _partition, _offset, _timestamp. -#}
+    key, value (text), _topic, _partition, _offset, _timestamp. The source `lake_raw` declares
+    where (models/sources.yml: a read_parquet over raw/<name>/**/*.parquet). -#}
 {% macro raw_records(name) -%}
-read_parquet('{{ lake() }}/raw/{{ name }}/**/*.parquet', hive_partitioning = false, union_by_name = true)
+{{ source('lake_raw', name) }}
 {%- endmacro %}
 
 {#- Epoch day of a timestamp (UTC): whole days since 1970-01-01. -#}
