@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# dbt (dbt-core + dbt-duckdb) in its own venv, for the HappyTimes dbt project (see dbt/README.md).
+# dbt (dbt-core + dbt-duckdb, and openlineage-dbt for `dbt-ol`) in its own venv, for the
+# HappyTimes dbt project (see dbt/README.md).
 #
 #   tests/rig/dbt.sh install          create $HAPPYSTREAMS_TOOLS/dbt-venv with dbt-core and
 #                                     dbt-duckdb (no-op when present); prints the venv path
@@ -16,10 +17,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 DBT_CORE_VERSION=1.11.16
 DBT_DUCKDB_VERSION=1.11.1
 DUCKDB_VERSION=2.0.1
+# The OpenLineage dbt integration: `dbt-ol build` reports each model's lineage (docs/OPERATIONS.md).
+OPENLINEAGE_DBT_VERSION=1.54.0
 PINS=(
   "dbt-core==$DBT_CORE_VERSION"
   "dbt-duckdb==$DBT_DUCKDB_VERSION"
   "duckdb==$DUCKDB_VERSION"
+  "openlineage-dbt==$OPENLINEAGE_DBT_VERSION"
 )
 
 dbt_venv_dir() { echo "$HAPPYSTREAMS_TOOLS/dbt-venv"; }
@@ -27,11 +31,12 @@ dbt_venv_dir() { echo "$HAPPYSTREAMS_TOOLS/dbt-venv"; }
 installed() {
   local venv; venv=$(dbt_venv_dir)
   [ -x "$venv/bin/dbt" ] &&
-    "$venv/bin/python" - "$DBT_CORE_VERSION" "$DBT_DUCKDB_VERSION" <<'PY' 2>/dev/null
+    "$venv/bin/python" - "$DBT_CORE_VERSION" "$DBT_DUCKDB_VERSION" "$OPENLINEAGE_DBT_VERSION" <<'PY' 2>/dev/null
 import sys
 from importlib.metadata import version
 import dbt.adapters.duckdb, duckdb  # noqa: F401
 ok = version("dbt-core") == sys.argv[1] and version("dbt-duckdb") == sys.argv[2]
+ok = ok and version("openlineage-dbt") == sys.argv[3]
 sys.exit(0 if ok else 1)
 PY
 }

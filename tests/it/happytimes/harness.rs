@@ -206,17 +206,26 @@ impl Pipeline {
         );
 
         // dbt over the lake, then the comparison.
+        // Through `dbt-ol` (the OpenLineage dbt integration beside dbt): the models' lineage too.
         let dbt = PathBuf::from(rig::tool_binary("HAPPYSTREAMS_DBT_BIN", "dbt.sh"));
+        let venv_bin = dbt.parent().unwrap();
+        let path = format!("{}:{}", venv_bin.display(), std::env::var("PATH").unwrap_or_default());
         let target = dir.join("dbt");
-        let output = Command::new(&dbt)
+        let output = Command::new(venv_bin.join("dbt-ol"))
             .args(["build", "--exclude", "stg_partner_files", "--project-dir", "dbt", "--profiles-dir", "dbt"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("PATH", path)
+            .env("OPENLINEAGE__TRANSPORT__TYPE", "file")
+            .env("OPENLINEAGE__TRANSPORT__LOG_FILE_PATH", dir.join("lineage-dbt.jsonl"))
+            .env("OPENLINEAGE__TRANSPORT__APPEND", "true")
+            .env("OPENLINEAGE_NAMESPACE", "happystreams")
             .env("HAPPYTIMES_LAKE_DIR", &lake)
             .env("DBT_TARGET_PATH", &target)
             .env("DBT_LOG_PATH", dir.join("dbt-logs"))
             .output()
             .unwrap();
         assert!(output.status.success(), "dbt build failed:\n{}", String::from_utf8_lossy(&output.stdout));
+        super::lineage::check_dbt(&dir.join("lineage-dbt.jsonl"), &lake);
         let python = dbt.parent().unwrap().join("python");
         let output = Command::new(python)
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/happytimes/compare.py"))

@@ -1,7 +1,7 @@
 //! The lineage of a HappyTimes end-to-end run, from the OpenLineage events the instances and
 //! `lake-sink` appended to one file: each event valid for the OpenLineage client's model of the
 //! spec, every run started and completed, and the graph CDC topics → the topology → fact and
-//! funnel topics → lake-sink → lake tables.
+//! funnel topics → lake-sink → lake tables; then `dbt-ol`'s: lake tables → dbt models → marts.
 
 use super::harness::{FACTS, FUNNEL};
 use crate::rig;
@@ -119,5 +119,61 @@ pub fn check(file: &Path, app: &str, instances: usize, bootstrap: &str, lake_sin
             reached.iter().any(|(namespace, name)| namespace == "file" && name.contains("/facts/")),
             "happytimes.public.{table} reaches no lake table: {reached:?}"
         );
+    }
+}
+
+/// Checks the events `dbt-ol build` wrote to `file`: every model run completes, each raw lake
+/// table lake-sink wrote (`<lake>/raw/<table>`) is read as the dbt source `lake_raw.<table>` (the
+/// sources' `external_location` in dbt/models/sources.yml: the one link between the two graphs,
+/// whose dataset names differ), and every funnel mart is reached from those sources.
+pub fn check_dbt(file: &Path, lake: &Path) {
+    let events: Vec<Value> = std::fs::read_to_string(file)
+        .unwrap_or_else(|e| panic!("dbt-ol wrote no lineage to {}: {e}", file.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut last_state: BTreeMap<String, String> = BTreeMap::new();
+    for event in &events {
+        last_state
+            .insert(event["job"]["name"].as_str().unwrap().to_owned(), event["eventType"].as_str().unwrap().to_owned());
+    }
+    let failed: Vec<_> = last_state.iter().filter(|(_, state)| *state != "COMPLETE").collect();
+    assert!(failed.is_empty(), "dbt runs that did not complete: {failed:?}");
+
+    let edges: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["eventType"] == "COMPLETE")
+        .flat_map(|e| {
+            let name = |d: Dataset| d.1;
+            let outs: Vec<String> = datasets(e, "outputs").into_iter().map(name).collect();
+            datasets(e, "inputs")
+                .into_iter()
+                .map(name)
+                .flat_map(move |i| outs.clone().into_iter().map(move |o| (i.clone(), o)))
+        })
+        .collect();
+    let lake = std::path::absolute(lake).unwrap();
+    let mut sources = BTreeSet::new();
+    for entry in std::fs::read_dir(lake.join("raw")).unwrap() {
+        let table = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let source = format!("happytimes.lake_raw.{table}");
+        assert!(
+            edges.iter().any(|(i, _)| *i == source),
+            "no dbt model reads {source} (the lake's raw/{table}): {edges:?}"
+        );
+        sources.insert(source);
+    }
+    let mut reached = sources.clone();
+    loop {
+        let next: BTreeSet<String> =
+            edges.iter().filter(|(i, _)| reached.contains(i)).map(|(_, o)| o.clone()).collect();
+        if next.is_subset(&reached) {
+            break;
+        }
+        reached.extend(next);
+    }
+    for mart in FUNNEL {
+        let mart = format!("happytimes.main.funnel_{mart}");
+        assert!(reached.contains(&mart), "{mart} is not reached from the lake's raw tables: {reached:?}");
     }
 }
