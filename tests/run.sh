@@ -48,7 +48,7 @@ tests/rig/grafana_schema.sh install >/dev/null
 tests/rig/compose.sh install >/dev/null
 # The OpenLineage client's model checks the lineage events (tests/it/happytimes/lineage.rs).
 tests/rig/openlineage.sh install >/dev/null
-phase_done "Prometheus, Grafana schema, Compose, OpenLineage"
+phase_done "deploy checkers, OpenLineage"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

@@ -88,15 +88,15 @@ pub struct Dataset {
     pub namespace: String,
     /// Its name there (a topic, a path).
     pub name: String,
-    /// Its fields, when known.
-    pub schema: Option<Arc<ConnectSchema>>,
+    /// Its fields (the schema facet's `fields`), when known.
+    pub fields: Option<Vec<Value>>,
 }
 
 impl Dataset {
     /// A Kafka topic of the cluster at `bootstrap_servers` (named by its first server).
     pub fn kafka(bootstrap_servers: &str, topic: &str) -> Dataset {
         let first = bootstrap_servers.split(',').next().unwrap_or_default().trim();
-        Dataset { namespace: format!("kafka://{first}"), name: topic.to_owned(), schema: None }
+        Dataset { namespace: format!("kafka://{first}"), name: topic.to_owned(), fields: None }
     }
 
     /// A table (folder) of the lake at `lake_url` (a local path, `s3://bucket/prefix`,
@@ -108,32 +108,41 @@ impl Dataset {
             let path = path.trim_matches('/');
             let name = if path.is_empty() { table.to_owned() } else { format!("{path}/{table}") };
             let name = if scheme == "s3" { name } else { format!("/{name}") };
-            return Dataset { namespace: format!("{scheme}://{authority}"), name, schema: None };
+            return Dataset { namespace: format!("{scheme}://{authority}"), name, fields: None };
         }
         let root = std::path::absolute(lake_url).unwrap_or_else(|_| PathBuf::from(lake_url));
-        Dataset { namespace: "file".into(), name: root.join(table).display().to_string(), schema: None }
+        Dataset { namespace: "file".into(), name: root.join(table).display().to_string(), fields: None }
     }
 
     /// A folder of an SFTP server.
     pub fn sftp(host: &str, port: u16, path: &str) -> Dataset {
-        Dataset { namespace: format!("sftp://{host}:{port}"), name: path.to_owned(), schema: None }
+        Dataset { namespace: format!("sftp://{host}:{port}"), name: path.to_owned(), fields: None }
     }
 
-    /// With a schema facet from `schema`.
+    /// With a schema facet from `schema` (a struct's fields).
     pub fn with_schema(mut self, schema: Option<Arc<ConnectSchema>>) -> Dataset {
-        self.schema = schema;
+        self.fields = schema
+            .as_ref()
+            .and_then(|s| s.fields())
+            .map(|fields| fields.iter().map(|f| field_json(&f.name, &f.schema)).collect());
+        self
+    }
+
+    /// With a schema facet of `(name, type)` fields.
+    pub fn with_fields(mut self, fields: &[(String, String)]) -> Dataset {
+        self.fields = Some(fields.iter().map(|(name, kind)| json!({"name": name, "type": kind})).collect());
         self
     }
 
     fn to_json(&self) -> Value {
         let mut facets = serde_json::Map::new();
-        if let Some(fields) = self.schema.as_ref().and_then(|s| s.fields()) {
+        if let Some(fields) = &self.fields {
             facets.insert(
                 "schema".into(),
                 json!({
                     "_producer": PRODUCER,
                     "_schemaURL": "https://openlineage.io/spec/facets/1-2-0/SchemaDatasetFacet.json#/$defs/SchemaDatasetFacet",
-                    "fields": fields.iter().map(|f| field_json(&f.name, &f.schema)).collect::<Vec<_>>(),
+                    "fields": fields,
                 }),
             );
         }
@@ -255,6 +264,17 @@ impl Run {
     /// The event of `kind`: `counts` become the run's `happystreams_counts` facet; `error` the
     /// `errorMessage` facet of a FAIL.
     pub fn event(&self, kind: EventType, counts: Option<Value>, error: Option<&str>) -> Value {
+        self.event_with(kind, counts, error, &self.inputs, &self.outputs)
+    }
+
+    fn event_with(
+        &self,
+        kind: EventType,
+        counts: Option<Value>,
+        error: Option<&str>,
+        inputs: &[Dataset],
+        outputs: &[Dataset],
+    ) -> Value {
         let mut run_facets = json!({
             "processing_engine": {
                 "_producer": PRODUCER,
@@ -296,8 +316,8 @@ impl Run {
                     }
                 }
             },
-            "inputs": self.inputs.iter().map(Dataset::to_json).collect::<Vec<_>>(),
-            "outputs": self.outputs.iter().map(Dataset::to_json).collect::<Vec<_>>(),
+            "inputs": inputs.iter().map(Dataset::to_json).collect::<Vec<_>>(),
+            "outputs": outputs.iter().map(Dataset::to_json).collect::<Vec<_>>(),
             "producer": PRODUCER,
             "schemaURL": SPEC,
         })
@@ -305,7 +325,24 @@ impl Run {
 
     /// Sends an event; a failure is logged, never returned.
     pub async fn emit(&self, kind: EventType, counts: Option<Value>, error: Option<&str>) {
-        let event = self.event(kind, counts, error);
+        self.send(kind, self.event(kind, counts, error)).await;
+    }
+
+    /// A RUNNING event naming only the inputs whose schema changed, with their new fields.
+    async fn emit_schema_changes(&self, changes: Vec<(String, Vec<(String, String)>)>) {
+        let inputs: Vec<Dataset> = changes
+            .iter()
+            .filter_map(|(topic, fields)| {
+                let input = self.inputs.iter().find(|d| d.name == *topic)?;
+                Some(input.clone().with_fields(fields))
+            })
+            .collect();
+        if !inputs.is_empty() {
+            self.send(EventType::Running, self.event_with(EventType::Running, None, None, &inputs, &[])).await;
+        }
+    }
+
+    async fn send(&self, kind: EventType, event: Value) {
         let sent = match &self.sink {
             Sink::File(path) => {
                 let path = path.clone();
@@ -338,8 +375,26 @@ impl Run {
     }
 }
 
+/// Input schema changes not yet reported, while a lineage run listens for them.
+static SCHEMA_CHANGES: Mutex<Vec<(String, Vec<(String, String)>)>> = Mutex::new(Vec::new());
+static LISTENING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Reports that `topic` has a new schema with `fields` (name, type): the running lineage run
+/// emits a RUNNING event with them. Nothing is kept when no run listens.
+pub fn report_schema_change(topic: &str, fields: Vec<(String, String)>) {
+    if cfg!(test) || LISTENING.load(std::sync::atomic::Ordering::Relaxed) {
+        SCHEMA_CHANGES.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((topic.to_owned(), fields));
+    }
+}
+
+/// The schema changes reported since the last call.
+pub fn take_schema_changes() -> Vec<(String, Vec<(String, String)>)> {
+    std::mem::take(&mut *SCHEMA_CHANGES.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
 /// Runs `work` as one lineage run: START, RUNNING every `config.running_interval_secs` with
-/// `counts()`, then COMPLETE or FAIL (with the error). With lineage off, just runs `work`.
+/// `counts()` (and whenever an input's schema changes, with its new fields), then COMPLETE or
+/// FAIL (with the error). With lineage off, just runs `work`.
 pub async fn around<T>(
     config: &LineageConfig,
     run: Option<Run>,
@@ -361,7 +416,21 @@ pub async fn around<T>(
             }
         })
     });
+    LISTENING.store(true, std::sync::atomic::Ordering::Relaxed);
+    let schemas = {
+        let run = run.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let changes = take_schema_changes();
+                if !changes.is_empty() {
+                    run.emit_schema_changes(changes).await;
+                }
+            }
+        })
+    };
     let result = work.await;
+    schemas.abort();
     if let Some(ticker) = ticker {
         ticker.abort();
     }

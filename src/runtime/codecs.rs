@@ -6,6 +6,7 @@
 //! the source's `on_error` policy decides what happens to it.
 
 use super::prefetch::SchemaPrefetch;
+use super::schema_watch::{Fingerprint, SchemaWatch, watched};
 use crate::codec::access_log::AccessLogParser;
 use crate::codec::avro::{AvroCodec, AvroSchema, split_wire};
 use crate::codec::debezium::DebeziumDecoder;
@@ -14,7 +15,7 @@ use crate::codec::{CodecError, CodecErrorKind};
 use crate::error::ErrorClass;
 use crate::operators::pipeline::Pipeline;
 use crate::operators::{Event, TableUpdate};
-use crate::record::{Record, Row, Value, encoding};
+use crate::record::{CdcEvent, Record, Row, Value, encoding};
 use crate::topology::Plan;
 use crate::topology::spec::{OnError, SinkFormat, SourceFormat};
 use std::collections::HashMap;
@@ -84,6 +85,7 @@ pub struct Decoders {
     json_schema: JsonSchemaDecoder,
     runtime: tokio::runtime::Handle,
     prefetch: SchemaPrefetch,
+    schemas: SchemaWatch,
 }
 
 impl std::fmt::Debug for Decoders {
@@ -129,7 +131,8 @@ impl Decoders {
             topics.insert(physical, TopicDecoder::Repartition { plan_topic });
         }
         let prefetch = SchemaPrefetch::new(avro.clone(), runtime.clone());
-        Decoders { topics, avro, json_schema: JsonSchemaDecoder::new(), runtime, prefetch }
+        let schemas = SchemaWatch::new(plan.sources.iter().filter(|s| watched(s.format)).map(|s| s.topic.clone()));
+        Decoders { topics, avro, json_schema: JsonSchemaDecoder::new(), runtime, prefetch, schemas }
     }
 
     /// Whether a record of `topic` can be decoded without waiting for the Schema Registry; if
@@ -166,7 +169,7 @@ impl Decoders {
                 let event = decode_repartitioned(record, timestamp)?;
                 Ok(Input::Repartitioned { topic: plan_topic.clone(), event })
             }
-            TopicDecoder::Source { name, debezium: Some(debezium), table, .. } => {
+            TopicDecoder::Source { name, debezium: Some(debezium), table, format, .. } => {
                 let change = match debezium.decode_cached(record) {
                     Err(e) if matches!(e.kind, CodecErrorKind::UnknownSchemaId(_)) => {
                         let ids = wire_ids([record.key.as_deref(), record.value.as_deref()]);
@@ -174,6 +177,19 @@ impl Decoders {
                     }
                     other => other?,
                 };
+                if let CdcEvent::Change(change) = &change {
+                    // A whole row: the one after the change, or before a delete (unless the
+                    // table logs only its key columns then).
+                    let before = change.before.as_ref().filter(|_| !change.before_key_only);
+                    let row = change.after.as_ref().or(before);
+                    match (format, wire_ids([record.value.as_deref()]).first(), row) {
+                        (SourceFormat::DebeziumAvro, Some(id), _) => {
+                            self.schemas.observe(topic, Fingerprint::SchemaId(*id), row)
+                        }
+                        (SourceFormat::DebeziumAvro, None, _) | (_, _, None) => false,
+                        (_, _, Some(row)) => self.schemas.observe(topic, Fingerprint::Fields(row), Some(row)),
+                    };
+                }
                 if *table {
                     return Ok(Input::Table { source: name.clone(), update: Pipeline::update_for_change(&change) });
                 }
@@ -208,13 +224,28 @@ impl Decoders {
                         Some(schema) => json::decode_plain_with_schema(bytes, schema)?,
                         None => json::decode_plain(bytes)?,
                     },
-                    SourceFormat::JsonSchema => self.json_schema.decode(bytes)?.1,
-                    SourceFormat::Avro => match self.avro.decode_cached(bytes) {
-                        Err(e) if matches!(e.kind, CodecErrorKind::UnknownSchemaId(_)) => {
-                            self.fetching(wire_ids([Some(bytes)]), || self.runtime.block_on(self.avro.decode(bytes)))?
+                    SourceFormat::JsonSchema => {
+                        let value = self.json_schema.decode(bytes)?.1;
+                        if let Value::Struct(row) = &value {
+                            self.schemas.observe(topic, Fingerprint::Fields(row), Some(row));
                         }
-                        other => other?,
-                    },
+                        value
+                    }
+                    SourceFormat::Avro => {
+                        let value = match self.avro.decode_cached(bytes) {
+                            Err(e) if matches!(e.kind, CodecErrorKind::UnknownSchemaId(_)) => self
+                                .fetching(wire_ids([Some(bytes)]), || self.runtime.block_on(self.avro.decode(bytes)))?,
+                            other => other?,
+                        };
+                        if let Ok((id, _)) = split_wire(bytes) {
+                            let row = match &value {
+                                Value::Struct(row) => Some(row),
+                                _ => None,
+                            };
+                            self.schemas.observe(topic, Fingerprint::SchemaId(id), row);
+                        }
+                        value
+                    }
                     SourceFormat::Text => Value::String(String::from_utf8_lossy(bytes).trim_end().into()),
                     SourceFormat::AccessLog => match access_log {
                         Some(parser) => Value::Struct(parser.parse(bytes)?),

@@ -69,6 +69,7 @@ pub mod prefetch;
 pub mod process;
 pub mod producer;
 pub mod purge;
+pub mod schema_watch;
 pub mod shared;
 pub mod task;
 pub mod worker;

@@ -460,6 +460,70 @@ async fn a_normal_run_logs_no_warning_and_no_error() {
     assert!(noisy.is_empty(), "warnings or errors in a normal run:\n{}", noisy.join("\n"));
 }
 
+/// A new column on a CDC input (its table altered upstream) is logged, counted and reported as
+/// a lineage event with the new fields; the same schema again reports nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_column_on_a_cdc_input_is_logged_counted_and_reported_as_lineage() {
+    let setup = Setup::new("rt_schema").await;
+    produce_visitors(&setup, 0).await;
+    let lineage = setup.dir.path().join("lineage.jsonl");
+    let lineage_file = lineage.display().to_string();
+    let env = [("HAPPYSTREAMS_LINEAGE__TRANSPORT", "file"), ("HAPPYSTREAMS_LINEAGE__FILE", lineage_file.as_str())];
+    let mut instance = setup.start_with("only", &[], &env);
+    let topic = setup.topic("visitors");
+    let label = format!("topic=\"{topic}\"");
+    wait_until("the visitors read", Duration::from_secs(60), || {
+        instance.metric_labelled("records_in_total", &label) >= VISITORS as f64
+    });
+    assert_eq!(instance.metric_labelled("input_schema_changes_total", &label), 0.0, "{}", instance.log_text());
+    // `ALTER TABLE visitors ADD COLUMN email`, then two updates with the column.
+    let producer = producer(&setup.bootstrap);
+    for visitor in [1, 2] {
+        let key = json!({"visitor_id": visitor}).to_string();
+        let value = json!({
+            "before": null,
+            "after": {"visitor_id": visitor, "source": "email", "email": format!("v{visitor}@example.com")},
+            "source": {"connector": "postgresql", "ts_ms": START, "schema": "public", "table": "visitors"},
+            "op": "u",
+            "ts_ms": START,
+        })
+        .to_string();
+        let record = FutureRecord::to(&topic).key(key.as_bytes()).payload(value.as_bytes());
+        producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+    }
+    wait_until("the schema change counted", Duration::from_secs(30), || {
+        instance.metric_labelled("input_schema_changes_total", &label) >= 1.0
+    });
+    let has_email = |event: &serde_json::Value| {
+        event["eventType"] == "RUNNING"
+            && event["inputs"].as_array().is_some_and(|inputs| {
+                inputs.len() == 1
+                    && inputs[0]["name"] == topic.as_str()
+                    && inputs[0]["facets"]["schema"]["fields"]
+                        .as_array()
+                        .is_some_and(|fields| fields.iter().any(|f| f["name"] == "email"))
+            })
+    };
+    let reported = || {
+        std::fs::read_to_string(&lineage)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| has_email(e))
+            .count()
+    };
+    wait_until("a lineage event with the new column", Duration::from_secs(30), || reported() == 1);
+    assert!(instance.terminate().success(), "{}", instance.log_text());
+    let log = instance.log_text();
+    assert!(log.contains("input schema changed"), "{log}");
+    assert_eq!(instance_schema_changes(&log), 1, "the second record with the column is no new schema:\n{log}");
+    assert_eq!(reported(), 1);
+}
+
+fn instance_schema_changes(log: &str) -> usize {
+    log.lines().filter(|l| l.contains("input schema changed")).count()
+}
+
 /// Secret-bearing Kafka properties set for an instance never reach its log, at the most verbose
 /// level, through a start, some work and a stop.
 #[tokio::test(flavor = "multi_thread")]
