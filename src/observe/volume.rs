@@ -4,6 +4,8 @@
 //!
 //! The scores are gauges (`happystreams_input_volume_zscore{topic}`) that an alert compares with
 //! a threshold (`deploy/prometheus/alerts.yml`); `docs/OPERATIONS.md` says how to read them.
+//! Each instance counts the records of its own partitions, so a rebalance (which changes its
+//! share) starts the baselines again rather than flagging the new share.
 
 use super::metrics::TopicActivity;
 use std::collections::{BTreeMap, VecDeque};
@@ -108,6 +110,15 @@ impl Monitor {
     }
 }
 
+/// Bumped whenever this process's share of the input partitions changes (a rebalance).
+static ASSIGNMENT_EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Says that this process's partitions changed: its volumes are another share of each topic
+/// from now on, so the baselines start again (instead of flagging the new share as an anomaly).
+pub fn assignment_changed() {
+    ASSIGNMENT_EPOCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Every `window`, scores each input topic's records of the window and sets
 /// `happystreams_input_volume_records{topic}` and `happystreams_input_volume_zscore{topic}`.
 pub async fn watch(inputs: &'static TopicActivity, window: Duration, baseline_windows: usize) {
@@ -115,9 +126,22 @@ pub async fn watch(inputs: &'static TopicActivity, window: Duration, baseline_wi
     let mut ticks = tokio::time::interval(window);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
+    let epoch = || ASSIGNMENT_EPOCH.load(std::sync::atomic::Ordering::Relaxed);
+    let mut seen_epoch = epoch();
     monitor.close_window(&inputs.totals());
     loop {
         ticks.tick().await;
+        if epoch() != seen_epoch {
+            // A window spanning a rebalance is a mix of two shares: skipped, and the baselines
+            // start again with the next one.
+            seen_epoch = epoch();
+            monitor = Monitor::new(baseline_windows);
+            monitor.close_window(&inputs.totals());
+            for (topic, _) in inputs.totals() {
+                metrics::gauge!("happystreams_input_volume_zscore", "topic" => topic).set(0.0);
+            }
+            continue;
+        }
         for window in monitor.close_window(&inputs.totals()) {
             metrics::gauge!("happystreams_input_volume_records", "topic" => window.topic.clone())
                 .set(window.records as f64);

@@ -87,6 +87,7 @@ impl ConsumerContext for GroupContext {
         let Rebalance::Revoke(partitions) = rebalance else { return };
         let thread = self.shared.thread.to_string();
         metrics::counter!("happystreams_rebalances_total", "thread" => thread, "kind" => "revoke").increment(1);
+        crate::observe::volume::assignment_changed();
         let ids: Vec<TaskId> = partitions
             .elements()
             .iter()
@@ -122,6 +123,7 @@ impl ConsumerContext for GroupContext {
         let Rebalance::Assign(partitions) = rebalance else { return };
         let thread = self.shared.thread.to_string();
         metrics::counter!("happystreams_rebalances_total", "thread" => thread, "kind" => "assign").increment(1);
+        crate::observe::volume::assignment_changed();
         // Nothing is read from a task's partitions until its state is restored.
         if let Err(e) = consumer.pause(partitions) {
             tracing::warn!(error = %e, "pausing newly assigned partitions failed");
