@@ -105,7 +105,8 @@ fn tables(args: &LakeSinkArgs) -> anyhow::Result<BTreeMap<String, (String, RowFo
     Ok(tables)
 }
 
-/// Rows written to the lake by this process (the lineage run's count).
+/// Rows of complete segments written to the lake by this process (the lineage run's count;
+/// incomplete segments are written again at every flush and by the next run).
 static ROWS_LANDED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Runs the command, as one lineage run: the topics in, the lake tables out.
@@ -229,9 +230,7 @@ async fn land(
         if stopping || all_at_end || last_flush.elapsed() >= Duration::from_millis(args.flush_interval_ms) {
             // Incomplete segments: rewrite their files with what was read so far.
             for (partition, segment) in segments.iter_mut().filter(|(_, s)| s.dirty) {
-                let rows = write_segment(segment, &lake, &tables, partition, &avro).await?;
-                landed += rows;
-                ROWS_LANDED.fetch_add(rows as u64, Ordering::Relaxed);
+                landed += write_segment(segment, &lake, &tables, partition, &avro).await?;
                 segment.dirty = false;
             }
             last_flush = Instant::now();

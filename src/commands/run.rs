@@ -83,6 +83,16 @@ pub async fn run(args: &RunArgs, config: &Config) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!(e))?;
         tracing::info!(address = %bound, "metrics at http://{bound}/metrics");
     }
+    static ACTIVITIES: [&crate::observe::metrics::TopicActivity; 3] = [
+        &crate::runtime::open::RECORDS_IN,
+        &crate::runtime::open::REPARTITION_IN,
+        &crate::runtime::emitter::RECORDS_OUT,
+    ];
+    tokio::spawn(crate::observe::metrics::keep_fresh(&ACTIVITIES));
+    // Every sink's counter exists from the start (an output that never writes is visible).
+    for sink in &plan.sinks {
+        crate::runtime::emitter::RECORDS_OUT.add(&sink.topic, 0);
+    }
     if settings.runtime.volume_window_secs > 0 {
         let window = std::time::Duration::from_secs(settings.runtime.volume_window_secs);
         let inputs = &crate::runtime::open::RECORDS_IN;

@@ -73,11 +73,23 @@ impl std::fmt::Debug for LineageConfig {
         f.debug_struct("LineageConfig")
             .field("transport", &self.transport)
             .field("file", &self.file)
-            .field("url", &self.url)
+            .field("url", &self.url.as_deref().map(without_credentials))
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("namespace", &self.namespace)
             .field("running_interval_secs", &self.running_interval_secs)
             .finish()
+    }
+}
+
+/// `url` without a user and password (`http://user:pass@host` → `http://host`), for logs.
+fn without_credentials(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -190,7 +202,8 @@ pub struct Run {
     namespace: String,
     job: String,
     job_type: &'static str,
-    inputs: Vec<Dataset>,
+    /// The inputs, with the schemas they had last (updated when an input's schema changes).
+    inputs: Arc<Mutex<Vec<Dataset>>>,
     outputs: Vec<Dataset>,
 }
 
@@ -256,7 +269,7 @@ impl Run {
             namespace: config.namespace.clone(),
             job: job.to_owned(),
             job_type,
-            inputs,
+            inputs: Arc::new(Mutex::new(inputs)),
             outputs,
         }))
     }
@@ -264,7 +277,8 @@ impl Run {
     /// The event of `kind`: `counts` become the run's `happystreams_counts` facet; `error` the
     /// `errorMessage` facet of a FAIL.
     pub fn event(&self, kind: EventType, counts: Option<Value>, error: Option<&str>) -> Value {
-        self.event_with(kind, counts, error, &self.inputs, &self.outputs)
+        let inputs = self.inputs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        self.event_with(kind, counts, error, &inputs, &self.outputs)
     }
 
     fn event_with(
@@ -328,18 +342,17 @@ impl Run {
         self.send(kind, self.event(kind, counts, error)).await;
     }
 
-    /// A RUNNING event naming only the inputs whose schema changed, with their new fields.
-    async fn emit_schema_changes(&self, changes: Vec<(String, Vec<(String, String)>)>) {
-        let inputs: Vec<Dataset> = changes
-            .iter()
-            .filter_map(|(topic, fields)| {
-                let input = self.inputs.iter().find(|d| d.name == *topic)?;
-                Some(input.clone().with_fields(fields))
-            })
-            .collect();
-        if !inputs.is_empty() {
-            self.send(EventType::Running, self.event_with(EventType::Running, None, None, &inputs, &[])).await;
+    /// Gives the inputs named in `changes` their new fields; returns whether any changed.
+    fn note_schema_changes(&self, changes: Vec<SchemaChange>) -> bool {
+        let mut inputs = self.inputs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut changed = false;
+        for (topic, fields) in changes {
+            for input in inputs.iter_mut().filter(|d| d.name == topic) {
+                *input = input.clone().with_fields(&fields);
+                changed = true;
+            }
         }
+        changed
     }
 
     async fn send(&self, kind: EventType, event: Value) {
@@ -364,8 +377,8 @@ impl Run {
                 }
                 match request.send().await {
                     Ok(response) if response.status().is_success() => Ok(()),
-                    Ok(response) => Err(format!("{url} answered {}", response.status())),
-                    Err(e) => Err(e.to_string()),
+                    Ok(response) => Err(format!("{} answered {}", without_credentials(url), response.status())),
+                    Err(e) => Err(e.without_url().to_string()),
                 }
             }
         };
@@ -375,8 +388,11 @@ impl Run {
     }
 }
 
+/// An input topic whose schema changed, with its new fields (name, type).
+pub type SchemaChange = (String, Vec<(String, String)>);
+
 /// Input schema changes not yet reported, while a lineage run listens for them.
-static SCHEMA_CHANGES: Mutex<Vec<(String, Vec<(String, String)>)>> = Mutex::new(Vec::new());
+static SCHEMA_CHANGES: Mutex<Vec<SchemaChange>> = Mutex::new(Vec::new());
 static LISTENING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Reports that `topic` has a new schema with `fields` (name, type): the running lineage run
@@ -388,13 +404,14 @@ pub fn report_schema_change(topic: &str, fields: Vec<(String, String)>) {
 }
 
 /// The schema changes reported since the last call.
-pub fn take_schema_changes() -> Vec<(String, Vec<(String, String)>)> {
+pub fn take_schema_changes() -> Vec<SchemaChange> {
     std::mem::take(&mut *SCHEMA_CHANGES.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
 }
 
 /// Runs `work` as one lineage run: START, RUNNING every `config.running_interval_secs` with
-/// `counts()` (and whenever an input's schema changes, with its new fields), then COMPLETE or
-/// FAIL (with the error). With lineage off, just runs `work`.
+/// `counts()` (and within a second of an input's schema change, every event from then on naming
+/// the input's new fields), then COMPLETE or FAIL (with the error). With lineage off, just runs
+/// `work`.
 pub async fn around<T>(
     config: &LineageConfig,
     run: Option<Run>,
@@ -404,36 +421,33 @@ pub async fn around<T>(
     let Some(run) = run else { return work.await };
     let counts = Arc::new(counts);
     run.emit(EventType::Start, None, None).await;
-    let ticker = (config.running_interval_secs > 0).then(|| {
-        let (run, counts) = (run.clone(), counts.clone());
-        let every = Duration::from_secs(config.running_interval_secs);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            ticks.tick().await;
-            loop {
-                ticks.tick().await;
-                run.emit(EventType::Running, Some(counts()), None).await;
-            }
-        })
-    });
     LISTENING.store(true, std::sync::atomic::Ordering::Relaxed);
-    let schemas = {
-        let run = run.clone();
+    // One task sends every event after START, in order; it stops between sends when asked, and
+    // the final event goes out only once it has.
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let background = {
+        let (run, counts) = (run.clone(), counts.clone());
+        let every = (config.running_interval_secs > 0).then(|| Duration::from_secs(config.running_interval_secs));
         tokio::spawn(async move {
+            let mut next = every.map(|e| tokio::time::Instant::now() + e);
             loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let changes = take_schema_changes();
-                if !changes.is_empty() {
-                    run.emit_schema_changes(changes).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stopped.changed() => return,
+                }
+                let changed = run.note_schema_changes(take_schema_changes());
+                let due = next.is_some_and(|n| tokio::time::Instant::now() >= n);
+                if changed || due {
+                    run.emit(EventType::Running, Some(counts()), None).await;
+                    next = every.map(|e| tokio::time::Instant::now() + e);
                 }
             }
         })
     };
     let result = work.await;
-    schemas.abort();
-    if let Some(ticker) = ticker {
-        ticker.abort();
-    }
+    let _ = stop.send(true);
+    let _ = background.await;
+    run.note_schema_changes(take_schema_changes());
     match &result {
         Ok(_) => run.emit(EventType::Complete, Some(counts()), None).await,
         Err(e) => run.emit(EventType::Fail, Some(counts()), Some(&format!("{e:#}"))).await,
@@ -470,8 +484,14 @@ mod tests {
     }
 
     #[test]
-    fn the_api_key_never_shows_in_debug_output() {
-        let config = LineageConfig { api_key: Some("s3cr3t-token".into()), ..LineageConfig::default() };
-        assert!(!format!("{config:?}").contains("s3cr3t-token"));
+    fn the_api_key_and_url_credentials_never_show_in_debug_output() {
+        let config = LineageConfig {
+            api_key: Some("s3cr3t-token".into()),
+            url: Some("http://svc:pa55w0rd@marquez:5000".into()),
+            ..LineageConfig::default()
+        };
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cr3t-token") && !debug.contains("pa55w0rd"), "{debug}");
+        assert!(debug.contains("marquez:5000"), "{debug}");
     }
 }

@@ -29,22 +29,53 @@ pub fn recorder() -> Result<PrometheusHandle, String> {
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
-/// Registers the error counters at 0 (each source's skipped and dead-lettered records, each
-/// join's unknown members, commit failures, lost assignments), so an alert or panel over them
-/// sees a series from the start instead of nothing until the first error.
+/// Refreshes the last-record times of `activities` every second, until the process ends.
+pub async fn keep_fresh(activities: &'static [&'static TopicActivity]) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        ticks.tick().await;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        activities.iter().for_each(|a| a.refresh(now));
+    }
+}
+
+/// Registers the error and rare-event counters at 0 (each source's skipped and dead-lettered
+/// records, each join's misses and late records, each window's late records, commit failures,
+/// lost assignments, registry retries, cache evictions), so an alert or panel over them sees a
+/// series from the start instead of nothing until the first one.
 pub fn register_error_counters(plan: &crate::topology::Plan) {
     for source in &plan.sources {
         metrics::counter!("happystreams_records_skipped_total", "source" => source.name.clone()).increment(0);
         metrics::counter!("happystreams_records_dead_lettered_total", "source" => source.name.clone()).increment(0);
     }
+    use crate::topology::Step;
     for node in &plan.nodes {
-        let joins = node.steps.iter().any(|s| matches!(s, crate::topology::Step::Join { window: None, .. }));
-        if joins {
-            metrics::counter!("happystreams_join_unknown_members_total", "node" => node.name.clone()).increment(0);
+        let name = || node.name.clone();
+        for step in &node.steps {
+            match step {
+                Step::Join { window: None, .. } => {
+                    metrics::counter!("happystreams_join_unknown_members_total", "node" => name()).increment(0);
+                    metrics::counter!("happystreams_join_inner_misses_total", "node" => name()).increment(0);
+                }
+                Step::Join { window: Some(_), .. } => {
+                    metrics::counter!("happystreams_join_late_records_total", "node" => name()).increment(0);
+                }
+                Step::Aggregate { window: Some(_), .. } => {
+                    metrics::counter!("happystreams_aggregate_late_records_total", "node" => name()).increment(0);
+                }
+                _ => {}
+            }
         }
     }
-    metrics::counter!("happystreams_commit_failures_total").increment(0);
-    metrics::counter!("happystreams_assignments_lost_total").increment(0);
+    for counter in [
+        "happystreams_commit_failures_total",
+        "happystreams_assignments_lost_total",
+        "happystreams_registry_retries_total",
+        "happystreams_record_cache_evictions_total",
+        "happystreams_row_cache_evictions_total",
+    ] {
+        metrics::counter!(counter).increment(0);
+    }
 }
 
 /// Serves `GET /metrics` on `address` until the process ends; returns the bound address.
@@ -63,19 +94,22 @@ pub async fn serve(address: &str, handle: PrometheusHandle) -> Result<SocketAddr
 }
 
 /// Record counters per topic, with the wall-clock time of each topic's last record (the
-/// freshness of an input or output), resolved once per topic instead of once per record.
+/// freshness of an input or output). Counting is two atomic adds per call on an entry resolved
+/// once per topic; the time is set by [`TopicActivity::refresh`] (every second, from
+/// [`keep_fresh`]) for topics whose count moved, so no record reads the clock.
 pub struct TopicActivity {
     counter: &'static str,
     last_seen: &'static str,
     topics: std::sync::RwLock<std::collections::BTreeMap<String, Activity>>,
 }
 
-/// One topic's counter and last-record gauge, and its running total (the counter cannot be read).
-#[derive(Clone)]
+/// One topic's counter, last-record gauge, running total (the counter cannot be read) and the
+/// total at the last refresh.
 struct Activity {
     counter: metrics::Counter,
     last_seen: metrics::Gauge,
-    total: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    total: std::sync::atomic::AtomicU64,
+    refreshed: std::sync::atomic::AtomicU64,
 }
 
 impl TopicActivity {
@@ -84,25 +118,35 @@ impl TopicActivity {
         TopicActivity { counter, last_seen, topics: std::sync::RwLock::new(std::collections::BTreeMap::new()) }
     }
 
-    /// Counts `n` records of `topic`, seen now.
+    /// Counts `n` records of `topic` (0 registers the counter).
     pub fn add(&self, topic: &str, n: u64) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        let found = self.topics.read().ok().and_then(|t| t.get(topic).cloned());
-        let activity = found.unwrap_or_else(|| {
-            let activity = Activity {
-                counter: metrics::counter!(self.counter, "topic" => topic.to_owned()),
-                last_seen: metrics::gauge!(self.last_seen, "topic" => topic.to_owned()),
-                total: Default::default(),
-            };
-            if let Ok(mut topics) = self.topics.write() {
-                topics.entry(topic.to_owned()).or_insert(activity).clone()
-            } else {
-                activity
-            }
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some(activity) = self.topics.read().ok().as_ref().and_then(|t| t.get(topic)) {
+            activity.counter.increment(n);
+            activity.total.fetch_add(n, Relaxed);
+            return;
+        }
+        let Ok(mut topics) = self.topics.write() else { return };
+        let activity = topics.entry(topic.to_owned()).or_insert_with(|| Activity {
+            counter: metrics::counter!(self.counter, "topic" => topic.to_owned()),
+            last_seen: metrics::gauge!(self.last_seen, "topic" => topic.to_owned()),
+            total: Default::default(),
+            refreshed: Default::default(),
         });
         activity.counter.increment(n);
-        activity.last_seen.set(now);
-        activity.total.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        activity.total.fetch_add(n, Relaxed);
+    }
+
+    /// Sets the last-record time of every topic counted since the last refresh to `now`.
+    pub fn refresh(&self, now: f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let topics = self.topics.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for activity in topics.values() {
+            let total = activity.total.load(Relaxed);
+            if activity.refreshed.swap(total, Relaxed) != total {
+                activity.last_seen.set(now);
+            }
+        }
     }
 
     /// Each topic's records so far.

@@ -14,6 +14,10 @@ use std::time::Duration;
 /// Windows a baseline needs before it scores anything.
 pub const MIN_WINDOWS: usize = 20;
 
+/// Topics with fewer records per window than this (their median) are not scored: a handful of
+/// records more or less (a rarely changed CDC table) is no anomaly.
+pub const MIN_MEDIAN: f64 = 20.0;
+
 /// A score beyond this (either way) is logged as an anomaly; the shipped alert uses it too.
 pub const THRESHOLD: f64 = 6.0;
 
@@ -31,7 +35,7 @@ impl Baseline {
     }
 
     /// How far `count` is from the baseline, in robust standard deviations (`None` until the
-    /// baseline has [`MIN_WINDOWS`] windows).
+    /// baseline has [`MIN_WINDOWS`] windows, and for topics below [`MIN_MEDIAN`]).
     ///
     /// The spread is 1.4826 × the median absolute deviation, but never below the Poisson noise
     /// of the median (√median) nor below 1: perfectly steady traffic (a deviation of zero) does
@@ -42,6 +46,9 @@ impl Baseline {
         }
         let mut sorted: Vec<f64> = self.windows.iter().map(|&c| c as f64).collect();
         let median = median_of(&mut sorted);
+        if median < MIN_MEDIAN {
+            return None;
+        }
         let mut deviations: Vec<f64> = sorted.iter().map(|c| (c - median).abs()).collect();
         let spread = (1.4826 * median_of(&mut deviations)).max(median.sqrt()).max(1.0);
         Some((count as f64 - median) / spread)
@@ -210,6 +217,13 @@ mod tests {
             prop_assert!(scores[at].is_some_and(|s| s < -THRESHOLD), "drop not flagged: {:?}", scores[at]);
             prop_assert!(scores[at + 20].is_some_and(|s| s > THRESHOLD), "spike not flagged: {:?}", scores[at + 20]);
         }
+    }
+
+    #[test]
+    fn a_trickle_is_not_scored() {
+        let mut counts = vec![3; 30];
+        counts.push(40);
+        assert!(scores(&counts).iter().all(Option::is_none));
     }
 
     #[test]

@@ -146,6 +146,8 @@ pub fn finish_restores(
         shared.emitter.send_deferred(task.take_deferred())?;
         tracing::info!(task = %id, thread = shared.thread, lead = %sub.lead, ?offset, "task running");
         metrics::gauge!("happystreams_task_running", "task" => id.to_string()).set(1.0);
+        // Its partitions are read from now on: this instance's share of their topics grows.
+        crate::observe::volume::assignment_changed();
         tasks.insert(id, Slot::Running(Box::new(task)));
     }
     Ok(changed)

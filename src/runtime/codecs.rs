@@ -131,7 +131,9 @@ impl Decoders {
             topics.insert(physical, TopicDecoder::Repartition { plan_topic });
         }
         let prefetch = SchemaPrefetch::new(avro.clone(), runtime.clone());
-        let schemas = SchemaWatch::new(plan.sources.iter().filter(|s| watched(s.format)).map(|s| s.topic.clone()));
+        let schemas = SchemaWatch::new(
+            plan.sources.iter().filter(|s| watched(s.format, s.schema.is_some())).map(|s| s.topic.clone()),
+        );
         Decoders { topics, avro, json_schema: JsonSchemaDecoder::new(), runtime, prefetch, schemas }
     }
 
@@ -182,9 +184,10 @@ impl Decoders {
                     // table logs only its key columns then).
                     let before = change.before.as_ref().filter(|_| !change.before_key_only);
                     let row = change.after.as_ref().or(before);
-                    match (format, wire_ids([record.value.as_deref()]).first(), row) {
+                    let id = record.value.as_deref().and_then(|v| split_wire(v).ok()).map(|(id, _)| id);
+                    match (format, id, row) {
                         (SourceFormat::DebeziumAvro, Some(id), _) => {
-                            self.schemas.observe(topic, Fingerprint::SchemaId(*id), row)
+                            self.schemas.observe(topic, Fingerprint::SchemaId(id), row)
                         }
                         (SourceFormat::DebeziumAvro, None, _) | (_, _, None) => false,
                         (_, _, Some(row)) => self.schemas.observe(topic, Fingerprint::Fields(row), Some(row)),

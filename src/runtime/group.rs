@@ -54,8 +54,8 @@ pub struct GroupContext {
     pub revoked: Mutex<Vec<TaskId>>,
     /// The first error inside a callback (the worker stops with it).
     pub failure: Mutex<Option<RuntimeError>>,
-    /// Partitions whose lag gauge this member has set (zeroed once they are no longer its own,
-    /// so a sum over instances counts each partition once).
+    /// Partitions whose lag gauge this member has set (zeroed when revoked, so a sum over
+    /// instances counts each partition once).
     pub lag_reported: Mutex<std::collections::HashSet<(String, i32)>>,
 }
 
@@ -63,20 +63,12 @@ impl ClientContext for GroupContext {
     fn stats(&self, statistics: Statistics) {
         let Ok(mut reported) = self.lag_reported.lock() else { return };
         for (topic, t) in &statistics.topics {
-            for (partition, p) in &t.partitions {
-                let key = (topic.clone(), *partition);
-                let lag = if *partition < 0 {
-                    continue;
-                } else if p.consumer_lag >= 0 {
-                    reported.insert(key);
-                    p.consumer_lag as f64
-                } else if reported.remove(&key) {
-                    0.0
-                } else {
-                    continue;
-                };
+            // A partition whose lag is unknown (-1: paused before its first fetch while its task
+            // restores) keeps its last value; a revoked one is zeroed in `pre_rebalance`.
+            for (partition, p) in t.partitions.iter().filter(|(n, p)| **n >= 0 && p.consumer_lag >= 0) {
+                reported.insert((topic.clone(), *partition));
                 metrics::gauge!("happystreams_consumer_lag_records", "topic" => topic.clone(), "partition" => partition.to_string())
-                    .set(lag);
+                    .set(p.consumer_lag as f64);
             }
         }
     }
@@ -85,9 +77,16 @@ impl ClientContext for GroupContext {
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(partitions) = rebalance else { return };
-        let thread = self.shared.thread.to_string();
-        metrics::counter!("happystreams_rebalances_total", "thread" => thread, "kind" => "revoke").increment(1);
-        crate::observe::volume::assignment_changed();
+        self.count_rebalance("revoke", partitions);
+        if let Ok(mut reported) = self.lag_reported.lock() {
+            // The next owner reports these: a sum over instances counts each partition once.
+            for e in partitions.elements() {
+                if reported.remove(&(e.topic().to_owned(), e.partition())) {
+                    metrics::gauge!("happystreams_consumer_lag_records", "topic" => e.topic().to_owned(), "partition" => e.partition().to_string())
+                        .set(0.0);
+                }
+            }
+        }
         let ids: Vec<TaskId> = partitions
             .elements()
             .iter()
@@ -121,9 +120,7 @@ impl ConsumerContext for GroupContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Assign(partitions) = rebalance else { return };
-        let thread = self.shared.thread.to_string();
-        metrics::counter!("happystreams_rebalances_total", "thread" => thread, "kind" => "assign").increment(1);
-        crate::observe::volume::assignment_changed();
+        self.count_rebalance("assign", partitions);
         // Nothing is read from a task's partitions until its state is restored.
         if let Err(e) = consumer.pause(partitions) {
             tracing::warn!(error = %e, "pausing newly assigned partitions failed");
@@ -139,6 +136,17 @@ impl ConsumerContext for GroupContext {
 }
 
 impl GroupContext {
+    /// Counts a rebalance that moved partitions to or from this thread (cooperative rebalances
+    /// also call back with none), and restarts the volume baselines.
+    fn count_rebalance(&self, kind: &'static str, partitions: &rdkafka::TopicPartitionList) {
+        if partitions.count() == 0 {
+            return;
+        }
+        let thread = self.shared.thread.to_string();
+        metrics::counter!("happystreams_rebalances_total", "thread" => thread, "kind" => kind).increment(1);
+        crate::observe::volume::assignment_changed();
+    }
+
     /// Drops tasks without committing (their uncommitted work is processed again by the next
     /// owner); under exactly-once the open transaction is aborted and a new one begun.
     pub fn drop_tasks(&self, ids: &[TaskId]) -> Result<(), RuntimeError> {

@@ -28,6 +28,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// Records of repartition topics read (internal traffic, apart from the inputs).
+pub static REPARTITION_IN: TopicActivity = TopicActivity::new(
+    "happystreams_repartition_records_in_total",
+    "happystreams_repartition_last_record_timestamp_seconds",
+);
+
 /// Records read per input topic (their volume is watched by [`crate::observe::volume`]).
 pub static RECORDS_IN: TopicActivity =
     TopicActivity::new("happystreams_records_in_total", "happystreams_input_last_record_timestamp_seconds");
@@ -36,8 +42,12 @@ pub static RECORDS_IN: TopicActivity =
 /// source's `on_error` policy. The task's position moves past the record unless it fails.
 pub fn handle_record(shared: &Shared, task: &mut Task, topic: &str, record: &Record) -> Result<(), RuntimeError> {
     let (partition, offset) = record.position.as_ref().map_or((-1, -1), |p| (p.partition, p.offset));
-    RECORDS_IN.add(topic, 1);
-    let source = shared.decoders.source_of(topic).and_then(|s| shared.plan.source(s));
+    let source_name = shared.decoders.source_of(topic);
+    match source_name {
+        Some(_) => RECORDS_IN.add(topic, 1),
+        None => REPARTITION_IN.add(topic, 1),
+    }
+    let source = source_name.and_then(|s| shared.plan.source(s));
     let decoded = shared.decoders.decode(task.pipeline(), topic, record);
     let outcome = decoded.and_then(|input| {
         let mut out = Vec::new();
@@ -259,6 +269,9 @@ pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Ta
     let mut report = RestoreReport::default();
     if let Some(changelog) = &sub.changelog {
         let task = id.to_string();
+        // However the restore ends (done, cancelled by a revocation, failed), nothing of it
+        // remains to restore here: a stale remainder would look like a stalled restore.
+        let _remaining = ResetOnDrop(metrics::gauge!("happystreams_restore_remaining_records", "task" => task.clone()));
         let started = Instant::now();
         let limits = RestoreLimits {
             records: shared.runtime.bootstrap_chunk_records.max(1),
@@ -291,7 +304,6 @@ pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Ta
             )?;
         }
         metrics::counter!("happystreams_restore_records_total", "task" => id.to_string()).increment(report.records);
-        metrics::gauge!("happystreams_restore_remaining_records", "task" => id.to_string()).set(0.0);
         let rate = report.records as f64 / report.elapsed.as_secs_f64().max(0.001);
         tracing::info!(
             task = %id, from = report.from, to = report.to, records = report.records, batches = report.batches, chunks = report.chunks,
@@ -345,4 +357,13 @@ pub fn open_global(shared: &Shared) -> Result<Option<Task>, RuntimeError> {
     shared.emitter.flush()?;
     task.commit()?;
     Ok(Some(task))
+}
+
+/// Sets a gauge to 0 when dropped.
+struct ResetOnDrop(metrics::Gauge);
+
+impl Drop for ResetOnDrop {
+    fn drop(&mut self) {
+        self.0.set(0.0);
+    }
 }

@@ -41,16 +41,18 @@ impl Fingerprint<'_> {
     }
 }
 
-/// Whether records of `format` carry a schema worth watching.
-pub fn watched(format: SourceFormat) -> bool {
-    matches!(
-        format,
+/// Whether records of a source of `format` carry a schema worth watching (`declared`: the
+/// source declares its row schema, which Debezium JSON rows are decoded to: their new columns
+/// never show, so they are not watched).
+pub fn watched(format: SourceFormat, declared: bool) -> bool {
+    match format {
         SourceFormat::Avro
-            | SourceFormat::JsonSchema
-            | SourceFormat::DebeziumAvro
-            | SourceFormat::DebeziumJson
-            | SourceFormat::DebeziumJsonSchema
-    )
+        | SourceFormat::JsonSchema
+        | SourceFormat::DebeziumAvro
+        | SourceFormat::DebeziumJsonSchema => true,
+        SourceFormat::DebeziumJson => !declared,
+        _ => false,
+    }
 }
 
 #[derive(Default)]

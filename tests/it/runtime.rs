@@ -494,30 +494,37 @@ async fn a_new_column_on_a_cdc_input_is_logged_counted_and_reported_as_lineage()
     wait_until("the schema change counted", Duration::from_secs(30), || {
         instance.metric_labelled("input_schema_changes_total", &label) >= 1.0
     });
+    // The visitors input with the new column, in an event (RUNNING within a second, and every
+    // event after it).
     let has_email = |event: &serde_json::Value| {
-        event["eventType"] == "RUNNING"
-            && event["inputs"].as_array().is_some_and(|inputs| {
-                inputs.len() == 1
-                    && inputs[0]["name"] == topic.as_str()
-                    && inputs[0]["facets"]["schema"]["fields"]
+        event["inputs"].as_array().is_some_and(|inputs| {
+            inputs.iter().any(|input| {
+                input["name"] == topic.as_str()
+                    && input["facets"]["schema"]["fields"]
                         .as_array()
                         .is_some_and(|fields| fields.iter().any(|f| f["name"] == "email"))
             })
+        })
     };
-    let reported = || {
+    let events = || -> Vec<serde_json::Value> {
         std::fs::read_to_string(&lineage)
             .unwrap_or_default()
             .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|e| has_email(e))
-            .count()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     };
-    wait_until("a lineage event with the new column", Duration::from_secs(30), || reported() == 1);
+    wait_until("a RUNNING event with the new column", Duration::from_secs(30), || {
+        events().iter().any(|e| e["eventType"] == "RUNNING" && has_email(e))
+    });
     assert!(instance.terminate().success(), "{}", instance.log_text());
     let log = instance.log_text();
     assert!(log.contains("input schema changed"), "{log}");
     assert_eq!(instance_schema_changes(&log), 1, "the second record with the column is no new schema:\n{log}");
-    assert_eq!(reported(), 1);
+    let events = events();
+    let kinds: Vec<&str> = events.iter().map(|e| e["eventType"].as_str().unwrap_or_default()).collect();
+    assert_eq!((kinds.first(), kinds.last()), (Some(&"START"), Some(&"COMPLETE")), "{kinds:?}");
+    assert!(!has_email(&events[0]), "the column is new: START does not have it");
+    assert!(has_email(events.last().unwrap()), "COMPLETE names the input with its new column");
 }
 
 fn instance_schema_changes(log: &str) -> usize {

@@ -24,9 +24,13 @@ async fn eventually<T>(what: &str, limit: Duration, mut check: impl AsyncFnMut()
     }
 }
 
-/// A dashboard query with Grafana's variables as the test's Prometheus needs them.
+/// A dashboard query with Grafana's variables as the test's Prometheus needs them, and without
+/// a trailing `or vector(0)` (which answers even when the metric does not exist).
 fn as_prometheus_query(expr: &str) -> String {
-    expr.replace("$__rate_interval", "1m")
+    let expr = expr.trim();
+    let expr = expr.strip_suffix("or on() vector(0)").or_else(|| expr.strip_suffix("or vector(0)")).unwrap_or(expr);
+    expr.trim()
+        .replace("$__rate_interval", "1m")
         .replace("$__interval", "5s")
         .replace("$__range", "5m")
         .replace("${instance}", ".*")
