@@ -143,8 +143,11 @@ impl Instance {
         let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
         let mut body = String::new();
         let _ = s.read_to_string(&mut body);
+        // Metrics are named `happystreams_*`; a binary from before the prefix (HAPPYSTREAMS_BENCH_BIN)
+        // writes the bare names.
         body.lines()
-            .filter(|l| l.starts_with(name) && l.contains(label))
+            .map(|l| l.strip_prefix("happystreams_").unwrap_or(l))
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(label))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
