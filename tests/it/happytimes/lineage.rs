@@ -23,6 +23,18 @@ fn datasets(event: &Value, side: &str) -> BTreeSet<Dataset> {
         .collect()
 }
 
+/// Every node reachable from `start` along `edges` (start included).
+fn reachable<T: Ord + Clone>(edges: &[(T, T)], start: BTreeSet<T>) -> BTreeSet<T> {
+    let mut reached = start;
+    loop {
+        let next: BTreeSet<T> = edges.iter().filter(|(i, _)| reached.contains(i)).map(|(_, o)| o.clone()).collect();
+        if next.is_subset(&reached) {
+            return reached;
+        }
+        reached.extend(next);
+    }
+}
+
 /// Checks the events in `file`: `app` is the topology's application id, `instances` how many
 /// `run` processes it had, `lake_sink_group` the lake sink's job, `lake` its lake directory.
 pub fn check(file: &Path, app: &str, instances: usize, bootstrap: &str, lake_sink_group: &str, lake: &Path) {
@@ -106,15 +118,7 @@ pub fn check(file: &Path, app: &str, instances: usize, bootstrap: &str, lake_sin
         })
         .collect();
     for table in ["visitors", "content", "ads", "subscriptions", "social_outlets"] {
-        let mut reached = BTreeSet::from([topic(&format!("happytimes.public.{table}"))]);
-        loop {
-            let next: BTreeSet<Dataset> =
-                edges.iter().filter(|(i, _)| reached.contains(i)).map(|(_, o)| o.clone()).collect();
-            if next.is_subset(&reached) {
-                break;
-            }
-            reached.extend(next);
-        }
+        let reached = reachable(&edges, BTreeSet::from([topic(&format!("happytimes.public.{table}"))]));
         assert!(
             reached.iter().any(|(namespace, name)| namespace == "file" && name.contains("/facts/")),
             "happytimes.public.{table} reaches no lake table: {reached:?}"
@@ -163,15 +167,7 @@ pub fn check_dbt(file: &Path, lake: &Path) {
         );
         sources.insert(source);
     }
-    let mut reached = sources.clone();
-    loop {
-        let next: BTreeSet<String> =
-            edges.iter().filter(|(i, _)| reached.contains(i)).map(|(_, o)| o.clone()).collect();
-        if next.is_subset(&reached) {
-            break;
-        }
-        reached.extend(next);
-    }
+    let reached = reachable(&edges, sources);
     for mart in FUNNEL {
         let mart = format!("happytimes.main.funnel_{mart}");
         assert!(reached.contains(&mart), "{mart} is not reached from the lake's raw tables: {reached:?}");
