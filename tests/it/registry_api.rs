@@ -119,6 +119,24 @@ async fn subjects_versions_ids_lookup_and_deletes_follow_the_confluent_api() {
     api.running.shutdown().await.unwrap();
 }
 
+/// Confluent clients read `error_code` from every error answer: unknown routes, methods a route
+/// does not take and bodies over the limit answer JSON too, not the framework's plain text.
+#[tokio::test]
+async fn every_error_answer_is_json_with_an_error_code() {
+    let api = Api::start(RegistryStore::in_memory()).await;
+    let (status, body) = api.get("/no/such/route").await;
+    assert_eq!((status, body["error_code"].as_u64()), (404, Some(404)), "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    let (status, body) = api.call(reqwest::Method::PATCH, "/subjects", None).await;
+    assert_eq!((status, body["error_code"].as_u64()), (405, Some(405)), "{body}");
+    let huge = json!({"schema": "x".repeat(3 << 20)});
+    let (status, body) = api.post("/subjects/big-value/versions", huge).await;
+    assert_eq!((status, body["error_code"].as_u64()), (413, Some(413)), "{body}");
+    // The routes' own errors keep their Confluent codes.
+    let (status, body) = api.get("/subjects/missing/versions/1").await;
+    assert_eq!((status, body["error_code"].as_u64()), (404, Some(40401)), "{body}");
+}
+
 #[tokio::test]
 async fn config_endpoints_set_global_and_subject_levels() {
     let api = Api::start(RegistryStore::in_memory()).await;

@@ -266,6 +266,31 @@ pub fn router(store: RegistryStore) -> Router {
         .route("/compatibility/subjects/{subject}/versions/{version}", post(check_version))
         .route("/compatibility/subjects/{subject}/versions", post(check_all))
         .with_state(Arc::new(Mutex::new(store)))
+        .layer(axum::middleware::map_response(json_errors))
+}
+
+/// Every error answer is JSON with an `error_code`, as Confluent clients expect. The routes'
+/// own errors already are; this turns the framework's (an unknown route, a method a route does
+/// not take, a body over the limit) into `{"error_code": <HTTP status>, "message": ...}`.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let json =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.to_str().is_ok_and(|v| v.contains("json")));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.map(|b| String::from_utf8_lossy(&b).trim().to_owned());
+    let message = match text {
+        Ok(text) if !text.is_empty() => text,
+        _ => format!("HTTP {} {}", status.as_u16(), status.canonical_reason().unwrap_or_default()),
+    };
+    let mut answer = respond(json!({"error_code": status.as_u16(), "message": message}));
+    *answer.status_mut() = status;
+    if let Some(allow) = parts.headers.get(header::ALLOW) {
+        answer.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    answer
 }
 
 /// A registry server running on a tokio task; dropping it does not stop it, call
