@@ -153,6 +153,9 @@ pub struct AvroCodec {
     unknown: RwLock<HashMap<u32, std::time::Instant>>,
 }
 
+/// At most this many unknown schema ids are remembered at once.
+pub const MAX_UNKNOWN_IDS: usize = 10_000;
+
 /// How long the registry's "no such schema id" is believed before asking again.
 pub const UNKNOWN_ID_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -206,15 +209,27 @@ impl AvroCodec {
                 // good; drop them so the next record asks the registry again.
                 registry.remove_errors_from_cache();
                 let error = registry_error(id, &e);
-                if matches!(error.kind, CodecErrorKind::UnknownSchemaId(_))
-                    && let Ok(mut unknown) = self.unknown.write()
-                {
-                    unknown.insert(id, std::time::Instant::now());
+                if matches!(error.kind, CodecErrorKind::UnknownSchemaId(_)) {
+                    self.remember_unknown(id);
                 }
                 return Err(error);
             }
         };
         Ok(self.add_schema(AvroSchema::parse(id, &fetched.raw)?))
+    }
+
+    /// Remembers that the registry has no schema `id`. Hostile input can name any of 2³² ids:
+    /// past [`MAX_UNKNOWN_IDS`] the expired entries go, and if all are recent, all of them (a few
+    /// more registry requests, never unbounded memory).
+    fn remember_unknown(&self, id: u32) {
+        let Ok(mut unknown) = self.unknown.write() else { return };
+        if unknown.len() >= MAX_UNKNOWN_IDS {
+            unknown.retain(|_, since| since.elapsed() < UNKNOWN_ID_TTL);
+            if unknown.len() >= MAX_UNKNOWN_IDS {
+                unknown.clear();
+            }
+        }
+        unknown.insert(id, std::time::Instant::now());
     }
 
     /// Decodes a wire-format payload.
@@ -627,6 +642,17 @@ fn schema_label(schema: &Schema) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_schema_ids_from_hostile_input_stay_bounded() {
+        let codec = AvroCodec::offline();
+        for id in 0..(3 * MAX_UNKNOWN_IDS as u32) {
+            codec.remember_unknown(id);
+        }
+        let remembered = codec.unknown.read().unwrap().len();
+        assert!(remembered <= MAX_UNKNOWN_IDS, "{remembered} ids remembered");
+        assert!(codec.knows(3 * MAX_UNKNOWN_IDS as u32 - 1), "the latest is remembered");
+    }
 
     #[test]
     fn split_wire_rejects_wrong_magic_and_short_input() {
