@@ -281,6 +281,29 @@ pub struct ConnectSchema {
     pub logical: Logical,
 }
 
+impl ConnectKind {
+    /// The Connect name of the type (`int64`, `double`, `struct`, ...); `union` and `null`, which
+    /// Connect has no name for, by their Avro names.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ConnectKind::Int8 => "int8",
+            ConnectKind::Int16 => "int16",
+            ConnectKind::Int32 => "int32",
+            ConnectKind::Int64 => "int64",
+            ConnectKind::Float32 => "float",
+            ConnectKind::Float64 => "double",
+            ConnectKind::Boolean => "boolean",
+            ConnectKind::String => "string",
+            ConnectKind::Bytes => "bytes",
+            ConnectKind::Array(_) => "array",
+            ConnectKind::Map(..) => "map",
+            ConnectKind::Struct(_) => "struct",
+            ConnectKind::Union(_) => "union",
+            ConnectKind::Null => "null",
+        }
+    }
+}
+
 impl ConnectSchema {
     /// A schema of a kind with no name.
     pub fn of(kind: ConnectKind) -> Self {

@@ -335,24 +335,13 @@ pub fn encode_with_schema(schema: &ConnectSchema, value: &Value) -> Result<Vec<u
 /// The Connect JSON form of a schema.
 pub fn schema_to_json(schema: &ConnectSchema) -> Json {
     let mut obj = serde_json::Map::new();
-    let type_name = match &schema.kind {
-        ConnectKind::Int8 => "int8",
-        ConnectKind::Int16 => "int16",
-        ConnectKind::Int32 => "int32",
-        ConnectKind::Int64 => "int64",
-        ConnectKind::Float32 => "float",
-        ConnectKind::Float64 => "double",
-        ConnectKind::Boolean => "boolean",
-        ConnectKind::String => "string",
-        ConnectKind::Bytes => "bytes",
+    match &schema.kind {
         ConnectKind::Array(items) => {
             obj.insert("items".into(), schema_to_json(items));
-            "array"
         }
         ConnectKind::Map(k, v) => {
             obj.insert("keys".into(), schema_to_json(k));
             obj.insert("values".into(), schema_to_json(v));
-            "map"
         }
         ConnectKind::Struct(fields) => {
             let fields = fields
@@ -366,14 +355,15 @@ pub fn schema_to_json(schema: &ConnectSchema) -> Json {
                 })
                 .collect();
             obj.insert("fields".into(), Json::Array(fields));
-            "struct"
         }
         // Connect has no unions; write the first non-null branch's type.
         ConnectKind::Union(branches) => {
             return branches.iter().find(|b| b.kind != ConnectKind::Null).map(schema_to_json).unwrap_or(Json::Null);
         }
-        ConnectKind::Null => "string",
-    };
+        _ => {}
+    }
+    // Connect has no null type either.
+    let type_name = if schema.kind == ConnectKind::Null { "string" } else { schema.kind.name() };
     obj.insert("type".into(), Json::String(type_name.into()));
     obj.insert("optional".into(), Json::Bool(schema.optional));
     if let Some(name) = &schema.name {

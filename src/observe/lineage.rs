@@ -11,7 +11,7 @@
 //! `<url>/api/v1/lineage` (Marquez and other OpenLineage servers), with a bearer token when
 //! `api_key` is set. A transport that fails logs a warning: lineage never stops a job.
 
-use crate::codec::connect::{ConnectKind, ConnectSchema};
+use crate::codec::connect::ConnectSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::io::Write;
@@ -163,23 +163,8 @@ impl Dataset {
 }
 
 fn field_json(name: &str, schema: &ConnectSchema) -> Value {
-    let kind = match &schema.kind {
-        ConnectKind::Int8 => "int8",
-        ConnectKind::Int16 => "int16",
-        ConnectKind::Int32 => "int32",
-        ConnectKind::Int64 => "int64",
-        ConnectKind::Float32 => "float32",
-        ConnectKind::Float64 => "float64",
-        ConnectKind::Boolean => "boolean",
-        ConnectKind::String => "string",
-        ConnectKind::Bytes => "bytes",
-        ConnectKind::Array(_) => "array",
-        ConnectKind::Map(..) => "map",
-        ConnectKind::Struct(_) => "struct",
-        ConnectKind::Union(_) => "union",
-        ConnectKind::Null => "null",
-    };
-    let kind = schema.name.clone().filter(|_| !matches!(schema.kind, ConnectKind::Struct(_))).unwrap_or(kind.into());
+    // A semantic name (`io.debezium.time.Timestamp`, an enum's name) says more than the type.
+    let kind = schema.name.as_deref().filter(|_| schema.fields().is_none()).unwrap_or(schema.kind.name());
     let mut field = json!({"name": name, "type": kind});
     if let Some(fields) = schema.fields() {
         field["fields"] = fields.iter().map(|f| field_json(&f.name, &f.schema)).collect();
@@ -277,18 +262,6 @@ impl Run {
     /// The event of `kind`: `counts` become the run's `happystreams_counts` facet; `error` the
     /// `errorMessage` facet of a FAIL.
     pub fn event(&self, kind: EventType, counts: Option<Value>, error: Option<&str>) -> Value {
-        let inputs = self.inputs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        self.event_with(kind, counts, error, &inputs, &self.outputs)
-    }
-
-    fn event_with(
-        &self,
-        kind: EventType,
-        counts: Option<Value>,
-        error: Option<&str>,
-        inputs: &[Dataset],
-        outputs: &[Dataset],
-    ) -> Value {
         let mut run_facets = json!({
             "processing_engine": {
                 "_producer": PRODUCER,
@@ -330,16 +303,11 @@ impl Run {
                     }
                 }
             },
-            "inputs": inputs.iter().map(Dataset::to_json).collect::<Vec<_>>(),
-            "outputs": outputs.iter().map(Dataset::to_json).collect::<Vec<_>>(),
+            "inputs": self.inputs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().map(Dataset::to_json).collect::<Vec<_>>(),
+            "outputs": self.outputs.iter().map(Dataset::to_json).collect::<Vec<_>>(),
             "producer": PRODUCER,
             "schemaURL": SPEC,
         })
-    }
-
-    /// Sends an event; a failure is logged, never returned.
-    pub async fn emit(&self, kind: EventType, counts: Option<Value>, error: Option<&str>) {
-        self.send(kind, self.event(kind, counts, error)).await;
     }
 
     /// Gives the inputs named in `changes` their new fields; returns whether any changed.
@@ -355,7 +323,9 @@ impl Run {
         changed
     }
 
-    async fn send(&self, kind: EventType, event: Value) {
+    /// Sends an event; a failure is logged, never returned.
+    pub async fn emit(&self, kind: EventType, counts: Option<Value>, error: Option<&str>) {
+        let event = self.event(kind, counts, error);
         let sent = match &self.sink {
             Sink::File(path) => {
                 let path = path.clone();

@@ -50,44 +50,32 @@ def schema_fields(fields):
     ]
 
 
-def dataset_facets(facets, what):
+# The model class of each standard facet, by where it sits and its key.
+DATASET_FACETS = {
+    "schema": lambda keys, f: schema_dataset.SchemaDatasetFacet(fields=schema_fields(f.pop("fields")), **keys, **f),
+}
+RUN_FACETS = {
+    "processing_engine": lambda keys, f: processing_engine_run.ProcessingEngineRunFacet(**keys, **f),
+    "errorMessage": lambda keys, f: error_message_run.ErrorMessageRunFacet(**keys, **f),
+}
+JOB_FACETS = {
+    "jobType": lambda keys, f: job_type_job.JobTypeJobFacet(**keys, **f),
+}
+
+
+def rebuild_facets(facets, what, known):
+    """Each facet rebuilt by its model class; on runs, `happystreams_*` facets are custom ones."""
     out = {}
     for name, facet in facets.items():
         facet = dict(facet)
         keys = facet_keys(facet, f"{what}.{name}")
-        if name == "schema":
-            out[name] = schema_dataset.SchemaDatasetFacet(fields=schema_fields(facet.pop("fields")), **keys, **facet)
-        else:
-            raise ValueError(f"{what}: unexpected dataset facet {name}")
-    return out
-
-
-def run_facets(facets):
-    out = {}
-    for name, facet in facets.items():
-        facet = dict(facet)
-        keys = facet_keys(facet, f"run.facets.{name}")
-        if name == "processing_engine":
-            out[name] = processing_engine_run.ProcessingEngineRunFacet(**keys, **facet)
-        elif name == "errorMessage":
-            out[name] = error_message_run.ErrorMessageRunFacet(**keys, **facet)
-        elif name.startswith("happystreams_"):
+        if name in known:
+            out[name] = known[name](keys, facet)
+        elif known is RUN_FACETS and name.startswith("happystreams_"):
             # A custom facet: its own properties beside the two every facet has.
             out[name] = base.RunFacet(**keys).with_additional_properties(**facet)
         else:
-            raise ValueError(f"unexpected run facet {name}")
-    return out
-
-
-def job_facets(facets):
-    out = {}
-    for name, facet in facets.items():
-        facet = dict(facet)
-        keys = facet_keys(facet, f"job.facets.{name}")
-        if name == "jobType":
-            out[name] = job_type_job.JobTypeJobFacet(**keys, **facet)
-        else:
-            raise ValueError(f"unexpected job facet {name}")
+            raise ValueError(f"{what}: unexpected facet {name}")
     return out
 
 
@@ -104,16 +92,16 @@ def rebuild(event):
         eventType=event_v2.RunState(event.pop("eventType")),
         eventTime=event.pop("eventTime"),
         producer=uri(event.pop("producer"), "producer"),
-        run=event_v2.Run(runId=run.pop("runId"), facets=run_facets(run.pop("facets")), **run),
+        run=event_v2.Run(runId=run.pop("runId"), facets=rebuild_facets(run.pop("facets"), "run.facets", RUN_FACETS), **run),
         job=event_v2.Job(
-            namespace=job.pop("namespace"), name=job.pop("name"), facets=job_facets(job.pop("facets")), **job
+            namespace=job.pop("namespace"), name=job.pop("name"), facets=rebuild_facets(job.pop("facets"), "job.facets", JOB_FACETS), **job
         ),
         inputs=[
-            event_v2.InputDataset(d["namespace"], d["name"], facets=dataset_facets(d["facets"], f"inputs[{i}]"))
+            event_v2.InputDataset(d["namespace"], d["name"], facets=rebuild_facets(d["facets"], f"inputs[{i}]", DATASET_FACETS))
             for i, d in enumerate(inputs)
         ],
         outputs=[
-            event_v2.OutputDataset(d["namespace"], d["name"], facets=dataset_facets(d["facets"], f"outputs[{i}]"))
+            event_v2.OutputDataset(d["namespace"], d["name"], facets=rebuild_facets(d["facets"], f"outputs[{i}]", DATASET_FACETS))
             for i, d in enumerate(outputs)
         ],
         **event,

@@ -47,13 +47,7 @@ install() {
     echo "$venv"
     return
   fi
-  local started=$SECONDS
-  mkdir -p "$HAPPYSTREAMS_TOOLS"
-  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
-  echo "installing ${PINS[*]} into $venv" >&2
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "${PINS[@]}" >&2
-  "$venv/bin/pip" freeze --disable-pip-version-check >"$venv/versions.txt"
-  echo "dbt installed in $((SECONDS - started)) s; versions in $venv/versions.txt" >&2
+  pip_venv "$venv" dbt "${PINS[@]}"
   echo "$venv"
 }
 

@@ -26,12 +26,7 @@ install() {
     echo "$venv"
     return
   fi
-  local started=$SECONDS
-  mkdir -p "$HAPPYSTREAMS_TOOLS"
-  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
-  echo "installing openlineage-python==$OPENLINEAGE_VERSION into $venv" >&2
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "openlineage-python==$OPENLINEAGE_VERSION" >&2
-  echo "openlineage-python installed in $((SECONDS - started)) s" >&2
+  pip_venv "$venv" openlineage-python "openlineage-python==$OPENLINEAGE_VERSION"
   echo "$venv"
 }
 

@@ -30,3 +30,16 @@ while time.time() < deadline:
 sys.exit(1)
 PY
 }
+
+# pip_venv VENV WHAT PIN...: (re)install the pinned packages into the venv (created if missing),
+# write its resolved set to VENV/versions.txt, and say how long it took (on stderr).
+pip_venv() {
+  local venv=$1 what=$2 started=$SECONDS
+  shift 2
+  mkdir -p "$HAPPYSTREAMS_TOOLS"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
+  echo "installing $* into $venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "$@" >&2
+  "$venv/bin/pip" freeze --disable-pip-version-check >"$venv/versions.txt"
+  echo "$what installed in $((SECONDS - started)) s; versions in $venv/versions.txt" >&2
+}
