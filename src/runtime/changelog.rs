@@ -298,6 +298,7 @@ impl<'a> Replay<'a> {
             self.flushed = false;
             self.marked = offset + 1;
             self.report.batches += 1;
+            super::fault::point("restore.marker_applied");
             return Ok(());
         }
         let Some((store, key)) = parse_entry_key(key) else {
@@ -318,6 +319,7 @@ impl<'a> Replay<'a> {
             self.clear();
             self.flushed = true;
             self.report.chunks += 1;
+            super::fault::point("restore.chunk_written");
         }
         Ok(())
     }

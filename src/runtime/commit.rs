@@ -12,6 +12,7 @@
 //! duration is the `commit_seconds` histogram; failures count in `commit_failures_total`, and
 //! task commits that wrote state to a changelog in `task_state_commits_total`.
 
+use super::fault;
 use super::group::{GroupContext, Slot};
 use super::layout::{InputKind, TaskId};
 use super::shared::Shared;
@@ -37,6 +38,7 @@ pub fn commit_tasks(
     let started = Instant::now();
     // Before the exactly-once path holds the send gate: the caches go out like any output.
     let result = send_caches(shared, tasks).and_then(|()| {
+        fault::point("commit.caches_sent");
         if shared.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
             commit_transaction(shared, group, tasks)
         } else {
@@ -95,13 +97,14 @@ fn send_caches(shared: &Shared, tasks: &mut BTreeMap<TaskId, Slot>) -> Result<()
 /// Sends what a task's record cache holds.
 pub fn send_cache(shared: &Shared, task: &mut Task) -> Result<(), RuntimeError> {
     let cached = task.cache.drain(&shared.cache_budget);
-    if cached.is_empty() { Ok(()) } else { shared.emitter.emit(cached) }
+    if cached.is_empty() { Ok(()) } else { shared.emitter.emit(cached, None) }
 }
 
 /// Steps 1-2 for every task with work (caches already sent); returns their ids and how many
 /// logged state.
 fn log_all(shared: &Shared, tasks: &mut BTreeMap<TaskId, Slot>) -> Result<(Vec<TaskId>, u64), RuntimeError> {
     shared.emitter.flush()?;
+    fault::point("commit.outputs_acked");
     let mut committing = Vec::new();
     let mut logged = 0;
     for task in with_work(tasks) {
@@ -109,6 +112,7 @@ fn log_all(shared: &Shared, tasks: &mut BTreeMap<TaskId, Slot>) -> Result<(Vec<T
         committing.push(task.id);
     }
     shared.emitter.flush()?;
+    fault::point("commit.changelog_written");
     for task in with_work(tasks) {
         task.log_marker()?;
     }
@@ -123,10 +127,12 @@ fn commit_at_least_once(
 ) -> Result<(), RuntimeError> {
     let (committing, logged) = log_all(shared, tasks)?;
     shared.emitter.flush()?;
+    fault::point("commit.markers_acked");
     let mut offsets = TopicPartitionList::new();
     for id in committing {
         if let Some(Slot::Running(task)) = tasks.get_mut(&id) {
             task.finish_commit()?;
+            fault::point("commit.state_written");
             add_offsets(&mut offsets, task);
         }
     }
@@ -134,6 +140,7 @@ fn commit_at_least_once(
     if let Err(e) = group.commit(&offsets, mode) {
         tracing::warn!(error = %e, "committing group offsets failed (state positions are unaffected)");
     }
+    fault::point("commit.offsets_committed");
     Ok(())
 }
 
@@ -160,12 +167,15 @@ fn commit_transaction(
         producer
             .send_offsets_to_transaction(&offsets, &metadata, timeout)
             .map_err(|e| kafka("adding offsets to the transaction", e))?;
+        fault::point("commit.eos.offsets_sent");
         producer.commit_transaction(timeout).map_err(|e| kafka("committing the transaction", e))?;
+        fault::point("commit.eos.transaction_committed");
         // The transaction committed, so every marker is durable.
         shared.emitter.flush()?;
         for id in committing {
             if let Some(Slot::Running(task)) = tasks.get_mut(&id) {
                 task.finish_commit()?;
+                fault::point("commit.state_written");
             }
         }
         metrics::counter!("happystreams_task_state_commits_total").increment(logged);

@@ -4,6 +4,7 @@
 //! their task is restored; a lost assignment drops tasks without committing anything.
 
 use super::commit::commit_tasks;
+use super::fault;
 use super::layout::TaskId;
 use super::shared::Shared;
 use super::task::Task;
@@ -98,6 +99,10 @@ impl ConsumerContext for GroupContext {
         if let Ok(mut assigned) = self.assigned.lock() {
             assigned.retain(|id| !ids.contains(id));
         }
+        let revoking = !ids.is_empty();
+        if revoking {
+            fault::point("rebalance.revoking");
+        }
         let closed = if consumer.assignment_lost() {
             // The group moved on without us (session or poll timeout): the tasks may already
             // run elsewhere, so nothing of theirs may be committed now.
@@ -116,6 +121,9 @@ impl ConsumerContext for GroupContext {
         if let Ok(mut revoked) = self.revoked.lock() {
             revoked.extend(ids);
         }
+        if revoking {
+            fault::point("rebalance.revoked");
+        }
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -131,6 +139,9 @@ impl ConsumerContext for GroupContext {
         });
         if let Ok(mut assigned) = self.assigned.lock() {
             assigned.extend(ids);
+        }
+        if !elements.is_empty() {
+            fault::point("rebalance.assigned");
         }
     }
 }

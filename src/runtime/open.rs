@@ -47,6 +47,16 @@ pub fn handle_record(shared: &Shared, task: &mut Task, topic: &str, record: &Rec
         Some(_) => RECORDS_IN.add(topic, 1),
         None => REPARTITION_IN.add(topic, 1),
     }
+    // A repartition record applied before (sent again by an upstream task after a crash).
+    let origin = if source_name.is_none() { task.origin_of(topic, record) } else { None };
+    if let Some(origin) = &origin
+        && task.applied(origin)?
+    {
+        metrics::counter!("happystreams_repartition_duplicates_skipped_total", "topic" => topic.to_owned())
+            .increment(1);
+        task.advance(topic, partition, offset + 1);
+        return Ok(());
+    }
     let source = source_name.and_then(|s| shared.plan.source(s));
     let decoded = shared.decoders.decode(task.pipeline(), topic, record);
     let outcome = decoded.and_then(|input| {
@@ -60,15 +70,20 @@ pub fn handle_record(shared: &Shared, task: &mut Task, topic: &str, record: &Rec
         }
     });
     match outcome {
-        Ok(out) => match task.cache.absorb(out, &shared.cached_topics, &shared.cache_budget) {
-            out if out.is_empty() => {}
-            out => match task.deferred() {
-                Some(deferred) => deferred.push(Deferred::Outputs(out)),
-                // On error the record's state writes stay in the task's write cache; the
-                // instance stops without committing them (see `run`).
-                None => shared.emitter.emit(out)?,
-            },
-        },
+        Ok(out) => {
+            if let Some(origin) = origin {
+                task.apply(origin)?;
+            }
+            match task.cache.absorb(out, &shared.cached_topics, &shared.cache_budget) {
+                out if out.is_empty() => {}
+                out => match task.deferred() {
+                    Some(deferred) => deferred.push(Deferred::Outputs(out, record.position.clone())),
+                    // On error the record's state writes stay in the task's write cache; the
+                    // instance stops without committing them (see `run`).
+                    None => shared.emitter.emit(out, record.position.as_ref())?,
+                },
+            }
+        }
         Err(bad) => {
             let policy = match (source, bad.class) {
                 (Some(source), ErrorClass::Data) => source.on_error,
@@ -179,6 +194,7 @@ fn commit_chunk(shared: &Shared, task: &mut Task) -> Result<(), RuntimeError> {
         task.defer();
     }
     metrics::counter!("happystreams_bootstrap_chunks_total").increment(1);
+    super::fault::point("bootstrap.chunk_committed");
     Ok(())
 }
 
@@ -310,6 +326,7 @@ pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Ta
             uncommitted_keys = report.orphans.len(), rate = rate as u64, elapsed_ms = report.elapsed.as_millis() as u64,
             "restored"
         );
+        super::fault::point("restore.done");
     }
     let mut state = TaskState::new(Box::new(TaskBackend::new(local, shared.global.clone())) as Box<dyn StateBackend>)?;
     if let Some(changelog) = &sub.changelog {
@@ -336,6 +353,7 @@ pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Ta
         let records = catch_up(shared, &mut task, &input.topic, &[id.partition], cancel, chunked)?;
         tracing::info!(task = %id, topic = %input.topic, records, "table read to its end");
     }
+    super::fault::point("bootstrap.tables_loaded");
     // Committed by the worker with the others (inside its transaction under exactly-once).
     Ok((task, report))
 }

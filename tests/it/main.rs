@@ -7,6 +7,8 @@
 //! - `golden`: topologies run through the test driver match their expected output, also across
 //!   restarts and with RocksDB state reopened from disk.
 //! - `cli`: `happystreams decode`, `schemas`, `registry serve` as a user runs them.
+//! - `crash`: an instance aborted at every fault point of the runtime, under both guarantees,
+//!   restarted; the outputs against the oracle.
 //! - `deploy`: the Prometheus config and alert rules (promtool), the Grafana dashboards (schema),
 //!   docker-compose.yml (Compose's `config`).
 //! - `kafka`: reading records back from MockCluster and Tansu.
@@ -22,6 +24,7 @@
 
 mod avro_registry;
 mod cli;
+mod crash;
 mod debezium_fixtures;
 mod deploy;
 mod golden;

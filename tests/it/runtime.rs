@@ -21,12 +21,12 @@ const MINUTE: i64 = 60_000;
 const START: i64 = 1_750_000_000_000;
 
 /// One test's topics, application id and temporary files.
-struct Setup {
-    bootstrap: String,
-    prefix: String,
-    dir: tempfile::TempDir,
-    topology: PathBuf,
-    partitions: i32,
+pub(crate) struct Setup {
+    pub(crate) bootstrap: String,
+    pub(crate) prefix: String,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) topology: PathBuf,
+    pub(crate) partitions: i32,
 }
 
 impl Setup {
@@ -35,7 +35,7 @@ impl Setup {
     }
 
     /// A setup on another broker, with the clicks source's `on_error` policy.
-    async fn on(bootstrap: &str, name: &str, on_error: &str, partitions: i32) -> Setup {
+    pub(crate) async fn on(bootstrap: &str, name: &str, on_error: &str, partitions: i32) -> Setup {
         let bootstrap = bootstrap.to_owned();
         let prefix = rig::unique_topic(name).replace('-', "_");
         let dir = tempfile::tempdir().unwrap();
@@ -57,14 +57,14 @@ impl Setup {
 
     /// Views counted per visitor (the key) instead of per source: one sub-topology, no
     /// repartition topic.
-    fn group_by_key(&self) {
+    pub(crate) fn group_by_key(&self) {
         let grouped_by_key = std::fs::read_to_string(&self.topology)
             .unwrap()
             .replace("group_by: { source: source }", "group_by: { visitor_id: visitor_id }");
         std::fs::write(&self.topology, grouped_by_key).unwrap();
     }
 
-    fn topic(&self, name: &str) -> String {
+    pub(crate) fn topic(&self, name: &str) -> String {
         format!("{}.{name}", self.prefix)
     }
 
@@ -74,7 +74,7 @@ impl Setup {
     }
 
     /// [`Setup::start`] with extra flags and environment.
-    fn start_with(&self, instance: &str, flags: &[&str], env: &[(&str, &str)]) -> Instance {
+    pub(crate) fn start_with(&self, instance: &str, flags: &[&str], env: &[(&str, &str)]) -> Instance {
         let state = self.dir.path().join(instance);
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = std::fs::File::create(self.dir.path().join(format!("{instance}.log"))).unwrap();
@@ -116,7 +116,7 @@ pub(crate) struct Instance {
 }
 
 impl Instance {
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();
     }
@@ -138,7 +138,7 @@ impl Instance {
     }
 
     /// Waits for the instance to exit on its own; fails with `why` and its log after `timeout`.
-    fn exit_within(&mut self, timeout: Duration, why: &str) -> std::process::ExitStatus {
+    pub(crate) fn exit_within(&mut self, timeout: Duration, why: &str) -> std::process::ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -204,7 +204,7 @@ fn visitor_source(visitor: i64, version: i64) -> &'static str {
 }
 
 /// Debezium change events for every visitor (JSON without schemas, as the connector writes them).
-async fn produce_visitors(setup: &Setup, version: i64) {
+pub(crate) async fn produce_visitors(setup: &Setup, version: i64) {
     let producer = producer(&setup.bootstrap);
     let topic = setup.topic("visitors");
     for visitor in 1..=VISITORS {
@@ -223,7 +223,7 @@ async fn produce_visitors(setup: &Setup, version: i64) {
 }
 
 /// Clicks `from..to`: one every 100 ms of event time, visitors round-robin.
-async fn produce_clicks(setup: &Setup, range: std::ops::Range<i64>) {
+pub(crate) async fn produce_clicks(setup: &Setup, range: std::ops::Range<i64>) {
     let producer = producer(&setup.bootstrap);
     let topic = setup.topic("clicks");
     let mut deliveries = Vec::new();
@@ -328,7 +328,7 @@ fn read_raw(bootstrap: &str, topic: &str, partition: i32) -> Vec<(Vec<u8>, Optio
 
 /// The oracle: the facts and the per-minute, per-source view counts recomputed from scratch
 /// (every click joined with the visitor's source as of the run's table version).
-fn oracle(clicks: i64, version: i64) -> (BTreeSet<(String, i64, String)>, BTreeMap<(i64, String), i64>) {
+pub(crate) fn oracle(clicks: i64, version: i64) -> (BTreeSet<(String, i64, String)>, BTreeMap<(i64, String), i64>) {
     let mut facts = BTreeSet::new();
     let mut counts = BTreeMap::new();
     for i in 0..clicks {
@@ -341,7 +341,17 @@ fn oracle(clicks: i64, version: i64) -> (BTreeSet<(String, i64, String)>, BTreeM
     (facts, counts)
 }
 
-type Outputs = (BTreeSet<(String, i64, String)>, BTreeMap<(i64, String), i64>, usize);
+/// The oracle of the views per minute and visitor (the topology grouped by the key).
+pub(crate) fn views_per_visitor(clicks: i64) -> BTreeMap<(i64, String), i64> {
+    let mut counts = BTreeMap::new();
+    for i in 0..clicks {
+        let time = START + i * 100;
+        *counts.entry((time - time.rem_euclid(MINUTE), (1 + i % VISITORS).to_string())).or_insert(0) += 1;
+    }
+    counts
+}
+
+pub(crate) type Outputs = (BTreeSet<(String, i64, String)>, BTreeMap<(i64, String), i64>, usize);
 
 /// The facts (distinct), the compacted view of the counts written so far, and the number of
 /// fact records.
@@ -350,7 +360,7 @@ fn outputs(setup: &Setup) -> Outputs {
 }
 
 /// [`outputs`] at an isolation level.
-fn outputs_at(setup: &Setup, isolation: &str) -> Outputs {
+pub(crate) fn outputs_at(setup: &Setup, isolation: &str) -> Outputs {
     let facts_records = read_isolated(&setup.bootstrap, &setup.topic("facts"), setup.partitions, isolation);
     let total = facts_records.len();
     let facts = facts_records
@@ -412,7 +422,7 @@ fn await_oracle(setup: &Setup, clicks: i64, instances: &[&Instance]) {
     }
 }
 
-fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -809,12 +819,8 @@ async fn exactly_once_aborts_a_failed_batch_and_never_shows_it_to_read_committed
     .unwrap();
     let mut second = failing.start_with("only", &eos, &env);
     let (want_facts, _) = oracle(300, 0);
-    // Views per minute and visitor (the topology here groups by the key: see `Setup::on`).
-    let mut want_counts = BTreeMap::new();
-    for i in 0..300 {
-        let time = START + i * 100;
-        *want_counts.entry((time - time.rem_euclid(MINUTE), (1 + i % VISITORS).to_string())).or_insert(0) += 1;
-    }
+    // The topology here groups by the key (see `Setup::on`).
+    let want_counts = views_per_visitor(300);
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let (facts, counts, _) = outputs_at(&failing, "read_committed");
