@@ -5,7 +5,8 @@
 //! under at least once (the repeats are counted and printed).
 //!
 //! Each case runs the `views_by_source` topology (a table, a stream-table join, a repartition, a
-//! windowed aggregate) with tables loaded and restores written in chunks of 4 keys:
+//! windowed aggregate behind it) plus, at least once, views per visitor counted straight from the
+//! joined clicks; some cases load tables and restore in chunks of 4 keys:
 //!
 //! 1. visitors and clicks 0..1000; instance A starts on a fresh state directory;
 //! 2. once A committed state: the visitors again and clicks 1000..2000, and instance B starts on
@@ -15,50 +16,55 @@
 //! 4. the outputs must reach the oracle of the 3,000 clicks.
 //!
 //! At least once runs on Tansu, B joining the group while A runs (so A revokes tasks: the
-//! `rebalance.revok*` points). Exactly once runs on noida-db, which serves one member per group:
-//! there B starts after A stopped (gracefully, or by the fault), and the revocation points
-//! are not reached.
+//! `rebalance.revok*` points). Exactly once runs on noida-db, which serves one member per group
+//! and never expires a crashed one: there the instances share one static member id
+//! (`group.instance.id`), B starts after A stopped (gracefully, or by the fault), and the
+//! revocation points are not reached.
 
 use crate::rig;
 use crate::runtime::{
-    Instance, Setup, oracle, outputs_at, produce_clicks, produce_visitors, views_per_visitor, wait_until,
+    Instance, Setup, latest_counts, oracle, outputs_at, produce_clicks, produce_visitors, views_per_visitor, wait_until,
 };
 use happystreams::runtime::fault::POINTS;
+use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::sync::Mutex;
 use std::time::Duration;
 
 const CLICKS: i64 = 3_000;
 
-/// The points a guarantee's scenario reaches.
-const AT_LEAST_ONCE: &[&str] = &[
-    "commit.caches_sent",
-    "commit.outputs_acked",
-    "commit.changelog_written",
-    "commit.markers_acked",
-    "commit.state_written",
-    "commit.offsets_committed",
-    "restore.chunk_written",
-    "restore.marker_applied",
-    "restore.done",
-    "bootstrap.chunk_committed",
-    "bootstrap.tables_loaded",
-    "rebalance.assigned",
-    "rebalance.revoking",
-    "rebalance.revoked",
+/// The points a guarantee's scenario reaches, and whether tables load and restores write in
+/// chunks of 4 keys there (else whole: a crashed commit's writes stay in memory until the end of
+/// the restore, and a larger one makes the restore start over up to the last marker).
+const AT_LEAST_ONCE: &[(&str, bool)] = &[
+    ("commit.caches_sent", false),
+    ("commit.outputs_acked", false),
+    ("commit.changelog_written", false),
+    ("commit.changelog_written", true),
+    ("commit.markers_acked", false),
+    ("commit.state_written", false),
+    ("commit.offsets_committed", false),
+    ("restore.chunk_written", true),
+    ("restore.marker_applied", false),
+    ("restore.done", false),
+    ("bootstrap.chunk_committed", true),
+    ("bootstrap.tables_loaded", false),
+    ("rebalance.assigned", false),
+    ("rebalance.revoking", false),
+    ("rebalance.revoked", false),
 ];
-const EXACTLY_ONCE: &[&str] = &[
-    "commit.caches_sent",
-    "commit.outputs_acked",
-    "commit.changelog_written",
-    "commit.eos.offsets_sent",
-    "commit.eos.transaction_committed",
-    "commit.state_written",
-    "restore.chunk_written",
-    "restore.marker_applied",
-    "restore.done",
-    "bootstrap.tables_loaded",
-    "rebalance.assigned",
+const EXACTLY_ONCE: &[(&str, bool)] = &[
+    ("commit.caches_sent", false),
+    ("commit.outputs_acked", false),
+    ("commit.changelog_written", false),
+    ("commit.eos.offsets_sent", false),
+    ("commit.eos.transaction_committed", false),
+    ("commit.state_written", false),
+    ("restore.chunk_written", true),
+    ("restore.marker_applied", false),
+    ("restore.done", false),
+    ("bootstrap.tables_loaded", false),
+    ("rebalance.assigned", false),
 ];
 
 #[derive(Clone, Copy, PartialEq)]
@@ -69,7 +75,7 @@ enum Guarantee {
 
 /// What one case saw.
 struct Outcome {
-    point: &'static str,
+    case: String,
     duplicates: usize,
 }
 
@@ -77,27 +83,29 @@ struct Outcome {
 fn every_fault_point_is_crashed_at_under_some_guarantee() {
     for (point, _) in POINTS {
         assert!(
-            AT_LEAST_ONCE.contains(point) || EXACTLY_ONCE.contains(point),
+            AT_LEAST_ONCE.iter().chain(EXACTLY_ONCE).any(|(p, _)| p == point),
             "fault point {point} is crashed at by no case"
         );
     }
-    for point in AT_LEAST_ONCE.iter().chain(EXACTLY_ONCE) {
+    for (point, _) in AT_LEAST_ONCE.iter().chain(EXACTLY_ONCE) {
         assert!(POINTS.iter().any(|(p, _)| p == point), "{point} is no fault point");
     }
 }
 
 #[test]
 fn a_crash_at_every_commit_restore_and_rebalance_step_loses_nothing_at_least_once() {
-    let outcomes =
-        run_cases(AT_LEAST_ONCE, 4, |point| runtime().block_on(case(rig::tansu(), Guarantee::AtLeastOnce, point)));
+    let outcomes = run_cases(AT_LEAST_ONCE, 4, |point, chunks| {
+        runtime().block_on(case(rig::tansu(), Guarantee::AtLeastOnce, point, chunks))
+    });
     report("at least once", &outcomes);
 }
 
 #[test]
 fn a_crash_at_every_commit_restore_and_rebalance_step_loses_nothing_exactly_once() {
     let noida = rig::noida();
-    let outcomes =
-        run_cases(EXACTLY_ONCE, 2, |point| runtime().block_on(case(&noida.bootstrap, Guarantee::ExactlyOnce, point)));
+    let outcomes = run_cases(EXACTLY_ONCE, 2, |point, chunks| {
+        runtime().block_on(case(&noida.bootstrap, Guarantee::ExactlyOnce, point, chunks))
+    });
     report("exactly once", &outcomes);
     assert!(outcomes.iter().all(|o| o.duplicates == 0), "exactly once repeated facts");
 }
@@ -108,18 +116,22 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Runs `case` for every point (or those `HAPPYSTREAMS_CRASH_POINTS` lists, comma-separated),
 /// `parallel` at a time; fails with every failed point's message.
-fn run_cases(points: &[&'static str], parallel: usize, case: impl Fn(&'static str) -> Outcome + Sync) -> Vec<Outcome> {
+fn run_cases(
+    points: &[(&'static str, bool)],
+    parallel: usize,
+    case: impl Fn(&'static str, bool) -> Outcome + Sync,
+) -> Vec<Outcome> {
     let only = std::env::var("HAPPYSTREAMS_CRASH_POINTS").unwrap_or_default();
-    let points: Vec<&'static str> =
-        points.iter().copied().filter(|p| only.is_empty() || only.split(',').any(|o| o == *p)).collect();
+    let points: Vec<(&'static str, bool)> =
+        points.iter().copied().filter(|(p, _)| only.is_empty() || only.split(',').any(|o| o == *p)).collect();
     let queue = Mutex::new(points.clone());
     let outcomes = Mutex::new(Vec::new());
     let failures = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..parallel {
             scope.spawn(|| {
-                while let Some(point) = queue.lock().unwrap().pop() {
-                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(point))) {
+                while let Some((point, chunks)) = queue.lock().unwrap().pop() {
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(point, chunks))) {
                         Ok(outcome) => outcomes.lock().unwrap().push(outcome),
                         Err(panic) => {
                             let message = panic
@@ -127,7 +139,7 @@ fn run_cases(points: &[&'static str], parallel: usize, case: impl Fn(&'static st
                                 .cloned()
                                 .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                                 .unwrap_or_default();
-                            failures.lock().unwrap().push(format!("== {point}: {message}"));
+                            failures.lock().unwrap().push(format!("== {}: {message}", label(point, chunks)));
                         }
                     }
                 }
@@ -141,25 +153,34 @@ fn run_cases(points: &[&'static str], parallel: usize, case: impl Fn(&'static st
 
 fn report(guarantee: &str, outcomes: &[Outcome]) {
     let mut lines: Vec<String> =
-        outcomes.iter().map(|o| format!("  {:34} {:>5} duplicate facts", o.point, o.duplicates)).collect();
+        outcomes.iter().map(|o| format!("  {:44} {:>5} duplicate facts", o.case, o.duplicates)).collect();
     lines.sort();
     println!("crash at every step, {guarantee}: {} points, lost 0\n{}", outcomes.len(), lines.join("\n"));
 }
 
 /// One crash: see the module docs.
-async fn case(bootstrap: &str, guarantee: Guarantee, point: &'static str) -> Outcome {
+async fn case(bootstrap: &str, guarantee: Guarantee, point: &'static str, chunks: bool) -> Outcome {
     let exactly_once = guarantee == Guarantee::ExactlyOnce;
-    let name = format!("crash_{}_{}", if exactly_once { "eos" } else { "alo" }, point.replace('.', "_"));
+    let case = label(point, chunks);
+    let name = format!("crash_{}_{}", if exactly_once { "eos" } else { "alo" }, case.replace(['.', ' ', ','], "_"));
     // noida-db: one partition, one sub-topology (views per visitor), one member (see INFRA.md).
     let setup = Setup::on(bootstrap, &name, "dead_letter", if exactly_once { 1 } else { 2 }).await;
     if exactly_once {
         setup.group_by_key();
+    } else {
+        count_per_visitor_too(&setup);
     }
     let mut flags = vec!["--num-threads", "1"];
-    let mut env = vec![("HAPPYSTREAMS_RUNTIME__BOOTSTRAP_CHUNK_RECORDS", "4")];
+    let mut env = Vec::new();
+    if chunks {
+        env.push(("HAPPYSTREAMS_RUNTIME__BOOTSTRAP_CHUNK_RECORDS", "4"));
+    }
     if exactly_once {
         flags.extend(["--processing-guarantee", "exactly-once"]);
         env.push(("HAPPYSTREAMS_KAFKA__PROPERTIES__PARTITION_ASSIGNMENT_STRATEGY", "range"));
+        // One static member: noida-db does not expire a crashed member, but a restarted one
+        // with its group.instance.id takes its place.
+        env.push(("HAPPYSTREAMS_KAFKA__CONSUMER__PROPERTIES__GROUP_INSTANCE_ID", "crash"));
     }
     // Commit points crash at their second time, with committed state behind them.
     let fault = if point.starts_with("commit.") { format!("{point}@2") } else { point.to_owned() };
@@ -205,7 +226,22 @@ async fn case(bootstrap: &str, guarantee: Guarantee, point: &'static str) -> Out
         vec![b.as_ref().unwrap(), &restarted]
     };
     let duplicates = await_exact(&setup, exactly_once, &running);
-    Outcome { point, duplicates }
+    Outcome { case, duplicates }
+}
+
+fn label(point: &str, chunks: bool) -> String {
+    if chunks { format!("{point}, chunks of 4") } else { point.to_owned() }
+}
+
+/// Adds views per minute and visitor, counted in the join's sub-topology straight from the
+/// clicks (the views per source are counted behind a repartition topic).
+fn count_per_visitor_too(setup: &Setup) {
+    let yaml = std::fs::read_to_string(&setup.topology).unwrap();
+    let node = "  - name: views_per_visitor\n    from: views\n    aggregate:\n      group_by: { visitor_id: visitor_id }\n      window: { type: tumbling, size: 1m, grace: 1d }\n      emit: on_update\n      measures:\n        views: { count: {} }\n";
+    let sink =
+        format!("  - {{ from: views_per_visitor, topic: {}, format: json }}\n", setup.topic("views_per_visitor"));
+    let yaml = yaml.replace("sinks:\n", &format!("{node}sinks:\n{sink}"));
+    std::fs::write(&setup.topology, yaml).unwrap();
 }
 
 /// Waits for the instance to abort at `point` (SIGABRT, after naming the point).
@@ -224,16 +260,24 @@ fn await_exact(setup: &Setup, exactly_once: bool, instances: &[&Instance]) -> us
     if exactly_once {
         want_counts = views_per_visitor(CLICKS);
     }
+    let want_per_visitor = views_per_visitor(CLICKS);
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         let (facts, counts, total) = outputs_at(setup, isolation);
-        if facts == want_facts && counts == want_counts {
+        let per_visitor =
+            if exactly_once { BTreeMap::new() } else { latest_counts(setup, "views_per_visitor", isolation) };
+        if facts == want_facts && counts == want_counts && (exactly_once || per_visitor == want_per_visitor) {
             return total - facts.len();
         }
         if std::time::Instant::now() > deadline {
             let missing = want_facts.difference(&facts).count();
-            let wrong: Vec<_> = want_counts.iter().filter(|(k, v)| counts.get(*k) != Some(*v)).take(5).collect();
-            let got: Vec<_> = wrong.iter().map(|(k, _)| counts.get(*k)).collect();
+            let mut wrong: Vec<_> = want_counts.iter().filter(|(k, v)| counts.get(*k) != Some(*v)).take(5).collect();
+            let mut got: Vec<_> = wrong.iter().map(|(k, _)| counts.get(*k)).collect();
+            if !exactly_once {
+                let more = want_per_visitor.iter().filter(|(k, v)| per_visitor.get(*k) != Some(*v)).take(5);
+                wrong.extend(more);
+                got = wrong.iter().map(|(k, _)| counts.get(*k).or(per_visitor.get(*k))).collect();
+            }
             let logs: Vec<String> = instances.iter().map(|i| i.log_text()).collect();
             panic!(
                 "outputs differ from the oracle after 120 s: {missing} facts missing; counts (want) {wrong:?}, got {got:?}\nlogs:\n{}",

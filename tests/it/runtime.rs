@@ -370,16 +370,18 @@ pub(crate) fn outputs_at(setup: &Setup, isolation: &str) -> Outputs {
             Some((v["event_id"].as_str()?.to_owned(), v["visitor_id"].as_i64()?, v["source"].as_str()?.to_owned()))
         })
         .collect();
+    (facts, latest_counts(setup, "views_per_source", isolation), total)
+}
+
+/// The compacted view of an aggregate output: ((window start, group), views).
+pub(crate) fn latest_counts(setup: &Setup, output: &str, isolation: &str) -> BTreeMap<(i64, String), i64> {
     let mut latest: BTreeMap<String, Json> = BTreeMap::new();
-    for (key, value, _) in
-        read_isolated(&setup.bootstrap, &setup.topic("views_per_source"), setup.partitions, isolation)
-    {
+    for (key, value, _) in read_isolated(&setup.bootstrap, &setup.topic(output), setup.partitions, isolation) {
         if let (Some(key), Some(value)) = (key, value) {
             latest.insert(key, value);
         }
     }
-    let counts = latest.values().filter_map(window_count).collect();
-    (facts, counts, total)
+    latest.values().filter_map(window_count).collect()
 }
 
 /// ((window start, source), views) of an aggregate output.
