@@ -41,7 +41,7 @@ pub async fn keep_fresh(activities: &'static [&'static TopicActivity]) {
 
 /// Registers the error and rare-event counters at 0 (each source's skipped and dead-lettered
 /// records, each join's misses and late records, each window's late records, commit failures,
-/// lost assignments, registry retries, cache evictions), so an alert or panel over them sees a
+/// lost assignments, registry retries, cache evictions, state moved aside), so an alert or panel over them sees a
 /// series from the start instead of nothing until the first one.
 pub fn register_error_counters(plan: &crate::topology::Plan) {
     for source in &plan.sources {
@@ -73,6 +73,7 @@ pub fn register_error_counters(plan: &crate::topology::Plan) {
         "happystreams_registry_retries_total",
         "happystreams_record_cache_evictions_total",
         "happystreams_row_cache_evictions_total",
+        "happystreams_state_quarantined_total",
     ] {
         metrics::counter!(counter).increment(0);
     }

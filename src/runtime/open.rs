@@ -18,7 +18,7 @@ use crate::observe::metrics::TopicActivity;
 use crate::operators::OperatorError;
 use crate::operators::pipeline::Pipeline;
 use crate::record::Record;
-use crate::state::{MemoryBackend, RocksDbBackend, StateBackend, TaskState};
+use crate::state::{MemoryBackend, RocksDbBackend, StateBackend, StateError, TaskState};
 use crate::topology::spec::OnError;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
@@ -207,10 +207,9 @@ fn wiping(dir: &Path) -> PathBuf {
 
 fn remove_dir(dir: &Path) -> Result<(), RuntimeError> {
     match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RuntimeError::State(crate::state::StateError::Io {
-            path: dir.to_owned(),
-            detail: format!("deleting it: {e}"),
-        })),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(RuntimeError::State(StateError::Io { path: dir.to_owned(), detail: format!("deleting it: {e}") }))
+        }
         _ => Ok(()),
     }
 }
@@ -220,10 +219,7 @@ fn remove_dir(dir: &Path) -> Result<(), RuntimeError> {
 fn wipe(shared: &Shared, dir: &Path, stores: &[String]) -> Result<Box<dyn StateBackend>, RuntimeError> {
     let aside = wiping(dir);
     std::fs::rename(dir, &aside).map_err(|e| {
-        RuntimeError::State(crate::state::StateError::Io {
-            path: dir.to_owned(),
-            detail: format!("moving it aside: {e}"),
-        })
+        RuntimeError::State(StateError::Io { path: dir.to_owned(), detail: format!("moving it aside: {e}") })
     })?;
     remove_dir(&aside)?;
     Ok(Box::new(RocksDbBackend::open(dir, stores, &shared.memory)?))
@@ -260,6 +256,36 @@ fn open_unlocked(
     }
 }
 
+/// Opens a task's RocksDB and reads its checkpoint. State RocksDB finds corrupt, or a checkpoint
+/// it cannot decode (a half-written or damaged directory), is moved aside to
+/// `<dir>.corrupt-<unix seconds>` for inspection, and the task starts empty and restores from
+/// its changelog — instead of failing the same way at every restart.
+fn open_readable(
+    shared: &Shared,
+    id: TaskId,
+    dir: &Path,
+    stores: &[String],
+    cancel: &AtomicBool,
+) -> Result<RocksDbBackend, RuntimeError> {
+    let opened = open_unlocked(shared, dir, stores, cancel).and_then(|db| {
+        db.checkpoint()?;
+        Ok(db)
+    });
+    let e = match opened {
+        Err(RuntimeError::State(e @ (StateError::Corrupt { .. } | StateError::Encoding { .. }))) => e,
+        other => return other,
+    };
+    let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut aside = dir.as_os_str().to_owned();
+    aside.push(format!(".corrupt-{seconds}"));
+    let aside = PathBuf::from(aside);
+    std::fs::rename(dir, &aside)
+        .map_err(|io| StateError::Io { path: dir.to_owned(), detail: format!("{e}; moving it aside failed: {io}") })?;
+    tracing::error!(task = %id, error = %e, moved_to = %aside.display(), "the task's local state is unreadable: moved it aside (inspect or delete it); restoring the task from its changelog");
+    metrics::counter!("happystreams_state_quarantined_total").increment(1);
+    open_unlocked(shared, dir, stores, cancel)
+}
+
 /// Opens a task: local state, changelog restore from the local checkpoint, then its tables read
 /// to their end. Runs on its own thread.
 pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Task, RestoreReport), RuntimeError> {
@@ -271,7 +297,7 @@ pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Ta
     let mut local: Box<dyn StateBackend> = if sub.stores.is_empty() {
         Box::new(MemoryBackend::new(&[] as &[String]))
     } else {
-        let local = open_unlocked(shared, &dir, &sub.stores, cancel)?;
+        let local = open_readable(shared, id, &dir, &sub.stores, cancel)?;
         // A wipe cut short by a crash (removed holding the lock: no other thread is wiping).
         remove_dir(&wiping(&dir))?;
         Box::new(local)

@@ -130,7 +130,10 @@ fn run_cases(
     std::thread::scope(|scope| {
         for _ in 0..parallel {
             scope.spawn(|| {
-                while let Some((point, chunks)) = queue.lock().unwrap().pop() {
+                loop {
+                    // (Not `while let`: its guard would hold the queue through the whole case.)
+                    let next = queue.lock().unwrap().pop();
+                    let Some((point, chunks)) = next else { break };
                     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(point, chunks))) {
                         Ok(outcome) => outcomes.lock().unwrap().push(outcome),
                         Err(panic) => {

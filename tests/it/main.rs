@@ -6,6 +6,8 @@
 //! - `registry_api`: the Confluent REST API and every compatibility level.
 //! - `golden`: topologies run through the test driver match their expected output, also across
 //!   restarts and with RocksDB state reopened from disk.
+//! - `chaos`: three `run` instances, one killed every 10 s, one joining, while clicks and
+//!   visitor changes flow; the outputs against the oracle.
 //! - `cli`: `happystreams decode`, `schemas`, `registry serve` as a user runs them.
 //! - `crash`: an instance aborted at every fault point of the runtime, under both guarantees,
 //!   restarted; the outputs against the oracle.
@@ -23,6 +25,7 @@
 //! - `state_contract`: the state store contract on every backend, crash and failure cases.
 
 mod avro_registry;
+mod chaos;
 mod cli;
 mod crash;
 mod debezium_fixtures;

@@ -15,10 +15,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 4;
-const VISITORS: i64 = 40;
+pub(crate) const VISITORS: i64 = 40;
 const SOURCES: [&str; 4] = ["email", "social", "search", "direct"];
 const MINUTE: i64 = 60_000;
-const START: i64 = 1_750_000_000_000;
+pub(crate) const START: i64 = 1_750_000_000_000;
 
 /// One test's topics, application id and temporary files.
 pub(crate) struct Setup {
@@ -195,11 +195,11 @@ impl Drop for Instance {
     }
 }
 
-fn producer(bootstrap: &str) -> FutureProducer {
+pub(crate) fn producer(bootstrap: &str) -> FutureProducer {
     rig::client_config(bootstrap).set("linger.ms", "5").set("partitioner", "murmur2_random").create().unwrap()
 }
 
-fn visitor_source(visitor: i64, version: i64) -> &'static str {
+pub(crate) fn visitor_source(visitor: i64, version: i64) -> &'static str {
     SOURCES[((visitor + version) % SOURCES.len() as i64) as usize]
 }
 
@@ -584,6 +584,46 @@ async fn log_of_a_whole_run(name: &str, clicks: i64, env: &[(&str, &str)]) -> St
     }
     assert!(instance.terminate().success(), "{}", instance.log_text());
     instance.log_text()
+}
+
+/// A task directory RocksDB finds corrupt (a damaged CURRENT file), or whose checkpoint cannot
+/// be read, is moved aside and the task restored from its changelog: the instance neither stops nor fails
+/// the same way at every restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupt_local_state_is_moved_aside_and_restored_from_the_changelog() {
+    let setup = Setup::new("rt_corrupt").await;
+    produce_visitors(&setup, 0).await;
+    let one = ["--num-threads", "1"];
+    let mut instance = setup.start_with("only", &one, &[]);
+    produce_clicks(&setup, 0..2_000).await;
+    await_oracle(&setup, 2_000, &[&instance]);
+    assert!(instance.terminate().success(), "{}", instance.log_text());
+    let app = setup.dir.path().join("only").join(&setup.prefix);
+    let mut tasks: Vec<PathBuf> =
+        std::fs::read_dir(&app).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("CURRENT").exists()).collect();
+    tasks.sort();
+    assert!(tasks.len() >= 2, "stateful task directories in {}: {tasks:?}", app.display());
+    std::fs::write(tasks[0].join("CURRENT"), b"\x00\xffnot a manifest name").unwrap();
+    // A checkpoint that is no checkpoint.
+    let families = rocksdb::DB::list_cf(&rocksdb::Options::default(), &tasks[1]).unwrap();
+    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &tasks[1], &families).unwrap();
+    db.put_cf(db.cf_handle("__checkpoint").unwrap(), b"checkpoint", b"{\"inputs\": 7").unwrap();
+    drop(db);
+
+    let restarted = setup.start_with("only", &one, &[]);
+    produce_clicks(&setup, 2_000..3_000).await;
+    await_oracle(&setup, 3_000, &[&restarted]);
+    let log = restarted.log_text();
+    assert_eq!(log.matches("moved it aside").count(), 2, "{log}");
+    assert_eq!(restarted.metric("state_quarantined_total"), 2.0, "{log}");
+    for task in &tasks[..2] {
+        let name = task.file_name().unwrap().to_string_lossy().into_owned();
+        let aside = std::fs::read_dir(&app)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(&format!("{name}.corrupt-")))
+            .count();
+        assert_eq!(aside, 1, "{name} kept aside for inspection");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
