@@ -78,10 +78,9 @@ async fn three_instances_one_killed_every_10_s_and_one_joining_match_the_oracle(
         produce_clicks(&setup, produced..until).await;
         produce_revision(&setup, step).await;
         produced = until;
-        tokio::time::sleep((started + chaos * step as u32 / steps as u32).saturating_duration_since(Instant::now()))
-            .await;
         if step % 2 == 0 {
-            // Every 10 s: SIGKILL one of the first three in turn, and start it again.
+            // Every 10 s, while the clicks just produced are processed: SIGKILL one of the first
+            // three in turn, and start it again.
             let victim = (kills % 3) as usize;
             if let Some(mut instance) = instances[victim].take() {
                 account(&instance);
@@ -93,6 +92,8 @@ async fn three_instances_one_killed_every_10_s_and_one_joining_match_the_oracle(
         if step == steps / 2 {
             instances[3] = Some(setup.start_with("d", &one, &env)); // joins mid-way
         }
+        tokio::time::sleep((started + chaos * step as u32 / steps as u32).saturating_duration_since(Instant::now()))
+            .await;
     }
 
     let running: Vec<&Instance> = instances.iter().flatten().collect();
