@@ -97,7 +97,7 @@ fn send_caches(shared: &Shared, tasks: &mut BTreeMap<TaskId, Slot>) -> Result<()
 /// Sends what a task's record cache holds.
 pub fn send_cache(shared: &Shared, task: &mut Task) -> Result<(), RuntimeError> {
     let cached = task.cache.drain(&shared.cache_budget);
-    if cached.is_empty() { Ok(()) } else { shared.emitter.emit(cached, None) }
+    if cached.is_empty() { Ok(()) } else { shared.emitter.emit(cached) }
 }
 
 /// Steps 1-2 for every task with work (caches already sent); returns their ids and how many

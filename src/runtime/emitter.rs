@@ -5,12 +5,11 @@
 
 use super::RuntimeError;
 use super::codecs::{BadRecord, Encoders, encode_repartitioned};
-use super::origin;
 use super::producer::{Kind, OutputProducer};
 use crate::codec::json;
 use crate::observe::metrics::TopicActivity;
 use crate::operators::pipeline::Output;
-use crate::record::{Position, Record, Value};
+use crate::record::{Record, Value};
 use crate::topology::spec::SinkFormat;
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -67,8 +66,8 @@ enum RouteKind {
 /// transaction that commits the task's state, not whichever transaction is open meanwhile).
 #[derive(Debug)]
 pub enum Deferred {
-    /// Outputs of one record, and where it was read.
-    Outputs(Vec<Output>, Option<Position>),
+    /// Outputs of one record.
+    Outputs(Vec<Output>),
     /// A record for a dead-letter topic.
     DeadLetter {
         /// Topic.
@@ -115,20 +114,15 @@ impl Emitter {
         self.gate.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Sends a task's outputs: those of the input record read at `cause` (its repartition
-    /// records name it, see [`super::origin`]), or of none (a record cache).
-    pub fn emit(&self, outputs: Vec<Output>, cause: Option<&Position>) -> Result<(), RuntimeError> {
+    /// Sends a task's outputs.
+    pub fn emit(&self, outputs: Vec<Output>) -> Result<(), RuntimeError> {
         let _shared = self.gate.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let mut repartitioned = 0;
         for output in outputs {
             let route = self.routes.get(&output.topic);
             let topic = route.map_or(output.topic.as_str(), |r| r.physical.as_str());
-            let mut origin = None;
             let (key, value): (Option<Vec<u8>>, Option<Vec<u8>>) = match route.map(|r| &r.kind) {
                 Some(RouteKind::Repartition) => {
-                    origin = cause.map(|cause| origin::header(cause, repartitioned));
-                    repartitioned += 1;
                     let (key, value) = encode_repartitioned(&output.key, output.value.as_ref());
                     (Some(key), Some(value))
                 }
@@ -154,11 +148,6 @@ impl Emitter {
             }
             if let Some(value) = &value {
                 record = record.payload(value.as_slice());
-            }
-            if let Some(origin) = &origin {
-                record = record.headers(
-                    OwnedHeaders::new().insert(KafkaHeader { key: origin::HEADER, value: Some(origin.as_bytes()) }),
-                );
             }
             self.producer.send(record).map_err(|e| RuntimeError::Output(format!("sending to {topic}: {e}")))?;
             RECORDS_OUT.add(topic, 1);
@@ -207,7 +196,7 @@ impl Emitter {
     pub fn send_deferred(&self, deferred: Vec<Deferred>) -> Result<(), RuntimeError> {
         for item in deferred {
             match item {
-                Deferred::Outputs(outputs, cause) => self.emit(outputs, cause.as_ref())?,
+                Deferred::Outputs(outputs) => self.emit(outputs)?,
                 Deferred::DeadLetter { dlq, record, bad } => self.dead_letter(&dlq, &record, &bad)?,
             }
         }

@@ -175,12 +175,8 @@ impl Layout {
                 continue;
             }
             let lead = inputs.iter().find(|i| !i.table).unwrap_or(&inputs[0]).topic.clone();
-            let mut stores: Vec<String> =
+            let stores: Vec<String> =
                 store_owner.iter().filter(|(_, s)| **s == id).map(|(store, _)| store.clone()).collect();
-            // Stateful readers of repartition topics skip repeated records (`origin`).
-            if !stores.is_empty() && inputs.iter().any(|i| matches!(i.kind, InputKind::Repartition(_))) {
-                stores.push(super::origin::STORE.to_owned());
-            }
             let changelog = stores.first().map(|first| format!("{application_id}-{first}-changelog"));
             if let Some(name) = &changelog {
                 internal.push(InternalTopic { name: name.clone(), partitions, cleanup: Cleanup::Compact });

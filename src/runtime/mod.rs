@@ -66,7 +66,6 @@ pub mod instance;
 pub mod layout;
 pub mod open;
 pub mod order;
-pub mod origin;
 pub mod prefetch;
 pub mod process;
 pub mod producer;

@@ -47,16 +47,6 @@ pub fn handle_record(shared: &Shared, task: &mut Task, topic: &str, record: &Rec
         Some(_) => RECORDS_IN.add(topic, 1),
         None => REPARTITION_IN.add(topic, 1),
     }
-    // A repartition record applied before (sent again by an upstream task after a crash).
-    let origin = if source_name.is_none() { task.origin_of(topic, record) } else { None };
-    if let Some(origin) = &origin
-        && task.applied(origin)?
-    {
-        metrics::counter!("happystreams_repartition_duplicates_skipped_total", "topic" => topic.to_owned())
-            .increment(1);
-        task.advance(topic, partition, offset + 1);
-        return Ok(());
-    }
     let source = source_name.and_then(|s| shared.plan.source(s));
     let decoded = shared.decoders.decode(task.pipeline(), topic, record);
     let outcome = decoded.and_then(|input| {
@@ -70,20 +60,15 @@ pub fn handle_record(shared: &Shared, task: &mut Task, topic: &str, record: &Rec
         }
     });
     match outcome {
-        Ok(out) => {
-            if let Some(origin) = origin {
-                task.apply(origin)?;
-            }
-            match task.cache.absorb(out, &shared.cached_topics, &shared.cache_budget) {
-                out if out.is_empty() => {}
-                out => match task.deferred() {
-                    Some(deferred) => deferred.push(Deferred::Outputs(out, record.position.clone())),
-                    // On error the record's state writes stay in the task's write cache; the
-                    // instance stops without committing them (see `run`).
-                    None => shared.emitter.emit(out, record.position.as_ref())?,
-                },
-            }
-        }
+        Ok(out) => match task.cache.absorb(out, &shared.cached_topics, &shared.cache_budget) {
+            out if out.is_empty() => {}
+            out => match task.deferred() {
+                Some(deferred) => deferred.push(Deferred::Outputs(out)),
+                // On error the record's state writes stay in the task's write cache; the
+                // instance stops without committing them (see `run`).
+                None => shared.emitter.emit(out)?,
+            },
+        },
         Err(bad) => {
             let policy = match (source, bad.class) {
                 (Some(source), ErrorClass::Data) => source.on_error,
@@ -258,7 +243,7 @@ fn open_unlocked(
 
 /// Opens a task's RocksDB and reads its checkpoint. State RocksDB finds corrupt, or a checkpoint
 /// it cannot decode (a half-written or damaged directory), is moved aside to
-/// `<dir>.corrupt-<unix seconds>` for inspection, and the task starts empty and restores from
+/// `<dir>.corrupt-<unix milliseconds>` for inspection, and the task starts empty and restores from
 /// its changelog — instead of failing the same way at every restart.
 fn open_readable(
     shared: &Shared,
@@ -275,9 +260,9 @@ fn open_readable(
         Err(RuntimeError::State(e @ (StateError::Corrupt { .. } | StateError::Encoding { .. }))) => e,
         other => return other,
     };
-    let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let mut aside = dir.as_os_str().to_owned();
-    aside.push(format!(".corrupt-{seconds}"));
+    aside.push(format!(".corrupt-{millis}"));
     let aside = PathBuf::from(aside);
     std::fs::rename(dir, &aside)
         .map_err(|io| StateError::Io { path: dir.to_owned(), detail: format!("{e}; moving it aside failed: {io}") })?;

@@ -6,10 +6,8 @@ use super::codecs::Input;
 use super::emitter::Deferred;
 use super::layout::TaskId;
 use super::order::InputQueues;
-use super::origin::{self, Origin};
 use crate::operators::OperatorError;
 use crate::operators::pipeline::{Output, Pipeline};
-use crate::record::Record;
 use crate::state::{StateBackend, StateError, TaskState};
 use std::collections::BTreeMap;
 
@@ -36,8 +34,6 @@ pub struct Task {
     stream_time: i64,
     /// Records processed since the last commit.
     uncommitted: u64,
-    /// Whether the task skips repeated repartition records ([`super::origin`]).
-    tracks_origins: bool,
     /// While restoring: outputs and dead letters held back until the task runs.
     deferred: Option<Vec<Deferred>>,
     /// Fetched input records, processed in event-time order ([`super::order`]).
@@ -57,7 +53,6 @@ impl Task {
     pub fn new(id: TaskId, pipeline: Pipeline, state: TaskState<Box<dyn StateBackend>>) -> Self {
         let positions = state.checkpoint().inputs.clone();
         let stream_time = state.checkpoint().stream_time_ms.unwrap_or(i64::MIN);
-        let tracks_origins = state.backend().stores().iter().any(|s| s == origin::STORE);
         Task {
             id,
             pipeline,
@@ -65,7 +60,6 @@ impl Task {
             positions,
             stream_time,
             uncommitted: 0,
-            tracks_origins,
             deferred: None,
             queue: InputQueues::default(),
             cache: RecordCache::default(),
@@ -152,21 +146,6 @@ impl Task {
     /// Distinct state keys and bytes written since the last commit.
     pub fn pending(&self) -> (usize, usize) {
         (self.state.pending_writes(), self.state.written_bytes())
-    }
-
-    /// The origin of a repartition record read from `topic`, if this task tracks origins.
-    pub fn origin_of(&self, topic: &str, record: &Record) -> Option<Origin> {
-        if self.tracks_origins { Origin::of(topic, record) } else { None }
-    }
-
-    /// Whether a record from `origin` was applied to the state already.
-    pub fn applied(&self, origin: &Origin) -> Result<bool, StateError> {
-        Ok(origin.applied(self.state.get(origin::STORE, &origin.key)?.as_deref()))
-    }
-
-    /// Records that the record from `origin` was applied (committed with the state it changed).
-    pub fn apply(&mut self, origin: Origin) -> Result<(), StateError> {
-        self.state.put(origin::STORE, origin.key, origin.at.to_vec())
     }
 
     /// Whether anything happened since the last commit.

@@ -104,13 +104,12 @@ impl std::fmt::Debug for RocksDbBackend {
 fn classify(path: &Path, e: rocksdb::Error) -> StateError {
     let detail = e.to_string();
     let path = path.to_owned();
-    if detail.contains("lock") || detail.contains("LOCK") {
-        StateError::Locked { path, detail }
-    } else if matches!(e.kind(), rocksdb::ErrorKind::Corruption)
-        || detail.contains("Corruption")
-        || detail.contains("CURRENT")
-    {
+    // Corruption first: "block checksum mismatch" contains "lock". An I/O error naming the
+    // CURRENT file (permissions, a full disk) is no corruption.
+    if matches!(e.kind(), rocksdb::ErrorKind::Corruption) || detail.starts_with("Corruption") {
         StateError::Corrupt { path, detail }
+    } else if detail.contains("lock") || detail.contains("LOCK") {
+        StateError::Locked { path, detail }
     } else {
         StateError::Io { path, detail }
     }

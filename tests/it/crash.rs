@@ -1,8 +1,9 @@
 //! A crash at every step: for each fault point of the runtime (`runtime::fault::POINTS`) and
 //! each processing guarantee, an instance is aborted at that point (SIGABRT), restarted, and
-//! the input finished; then the outputs must equal the oracle — the aggregate's compacted view
-//! exact (every click counted once in the state), every fact there — and facts may repeat only
-//! under at least once (the repeats are counted and printed).
+//! the input finished; then the outputs must equal the oracle: every fact there, every count
+//! exact — except, under at least once, the count behind the repartition topic, which may only
+//! run over (it reads the repartition records a crashed upstream task sends again). Facts may
+//! repeat only under at least once. Repeats and double counts are printed.
 //!
 //! Each case runs the `views_by_source` topology (a table, a stream-table join, a repartition, a
 //! windowed aggregate behind it) plus, at least once, views per visitor counted straight from the
@@ -77,6 +78,7 @@ enum Guarantee {
 struct Outcome {
     case: String,
     duplicates: usize,
+    overcounted: i64,
 }
 
 #[test]
@@ -107,7 +109,7 @@ fn a_crash_at_every_commit_restore_and_rebalance_step_loses_nothing_exactly_once
         runtime().block_on(case(&noida.bootstrap, Guarantee::ExactlyOnce, point, chunks))
     });
     report("exactly once", &outcomes);
-    assert!(outcomes.iter().all(|o| o.duplicates == 0), "exactly once repeated facts");
+    assert!(outcomes.iter().all(|o| o.duplicates == 0 && o.overcounted == 0), "exactly once repeated something");
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -155,8 +157,12 @@ fn run_cases(
 }
 
 fn report(guarantee: &str, outcomes: &[Outcome]) {
-    let mut lines: Vec<String> =
-        outcomes.iter().map(|o| format!("  {:44} {:>5} duplicate facts", o.case, o.duplicates)).collect();
+    let mut lines: Vec<String> = outcomes
+        .iter()
+        .map(|o| {
+            format!("  {:44} {:>5} duplicate facts, {:>5} views counted twice", o.case, o.duplicates, o.overcounted)
+        })
+        .collect();
     lines.sort();
     println!("crash at every step, {guarantee}: {} points, lost 0\n{}", outcomes.len(), lines.join("\n"));
 }
@@ -228,8 +234,8 @@ async fn case(bootstrap: &str, guarantee: Guarantee, point: &'static str, chunks
     } else {
         vec![b.as_ref().unwrap(), &restarted]
     };
-    let duplicates = await_exact(&setup, exactly_once, &running);
-    Outcome { case, duplicates }
+    let (duplicates, overcounted) = await_exact(&setup, exactly_once, &running);
+    Outcome { case, duplicates, overcounted }
 }
 
 fn label(point: &str, chunks: bool) -> String {
@@ -238,7 +244,7 @@ fn label(point: &str, chunks: bool) -> String {
 
 /// Adds views per minute and visitor, counted in the join's sub-topology straight from the
 /// clicks (the views per source are counted behind a repartition topic).
-fn count_per_visitor_too(setup: &Setup) {
+pub(crate) fn count_per_visitor_too(setup: &Setup) {
     let yaml = std::fs::read_to_string(&setup.topology).unwrap();
     let node = "  - name: views_per_visitor\n    from: views\n    aggregate:\n      group_by: { visitor_id: visitor_id }\n      window: { type: tumbling, size: 1m, grace: 1d }\n      emit: on_update\n      measures:\n        views: { count: {} }\n";
     let sink =
@@ -256,8 +262,11 @@ fn crashed(instance: &mut Instance, point: &str) {
 }
 
 /// Waits until the outputs equal the oracle (under exactly once, as read_committed consumers
-/// see them); returns how many facts repeat.
-fn await_exact(setup: &Setup, exactly_once: bool, instances: &[&Instance]) -> usize {
+/// see them); returns how many facts repeat and how many views the count behind the
+/// repartition topic counted twice. Under at least once that count may only run over: a crashed
+/// upstream task sends its repartition records again, and its readers apply what they read
+/// (`docs/RUNTIME.md`, *Commit protocol*); the count straight from the clicks must be exact.
+fn await_exact(setup: &Setup, exactly_once: bool, instances: &[&Instance]) -> (usize, i64) {
     let isolation = if exactly_once { "read_committed" } else { "read_uncommitted" };
     let (want_facts, mut want_counts) = oracle(CLICKS, 0);
     if exactly_once {
@@ -269,8 +278,14 @@ fn await_exact(setup: &Setup, exactly_once: bool, instances: &[&Instance]) -> us
         let (facts, counts, total) = outputs_at(setup, isolation);
         let per_visitor =
             if exactly_once { BTreeMap::new() } else { latest_counts(setup, "views_per_visitor", isolation) };
-        if facts == want_facts && counts == want_counts && (exactly_once || per_visitor == want_per_visitor) {
-            return total - facts.len();
+        let behind_ok = if exactly_once {
+            counts == want_counts
+        } else {
+            counts.len() == want_counts.len() && want_counts.iter().all(|(k, v)| counts.get(k).is_some_and(|c| c >= v))
+        };
+        if facts == want_facts && behind_ok && (exactly_once || per_visitor == want_per_visitor) {
+            let over: i64 = want_counts.iter().map(|(k, v)| counts[k] - v).sum();
+            return (total - facts.len(), over);
         }
         if std::time::Instant::now() > deadline {
             let missing = want_facts.difference(&facts).count();
