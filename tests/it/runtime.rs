@@ -275,7 +275,8 @@ fn read_isolated(bootstrap: &str, topic: &str, partitions: i32, isolation: &str)
         // earliest offset with its end. (No topic read here ever has records deleted.)
         tpl.add_partition_offset(topic, partition, Offset::Offset(0)).unwrap();
         consumer.assign(&tpl).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // 20 s without a record (a long topic takes as long as it takes).
+        let mut deadline = Instant::now() + Duration::from_secs(20);
         loop {
             assert!(Instant::now() < deadline, "reading {topic} partition {partition} timed out");
             match consumer.poll(Duration::from_millis(200)) {
@@ -283,6 +284,7 @@ fn read_isolated(bootstrap: &str, topic: &str, partitions: i32, isolation: &str)
                 Some(Err(KafkaError::PartitionEOF(_))) => break,
                 Some(Err(e)) => panic!("reading {topic}: {e}"),
                 Some(Ok(m)) => {
+                    deadline = Instant::now() + Duration::from_secs(20);
                     let headers = m
                         .headers()
                         .map(|h| {
