@@ -13,7 +13,7 @@ use super::shared::Shared;
 use super::worker;
 use super::{ProcessingGuarantee, RuntimeConfig, RuntimeError};
 use crate::codec::avro::AvroCodec;
-use crate::connectors::kafka::{ClientKind, KafkaConfig, TopicSpec, create_missing_topics};
+use crate::connectors::kafka::{ClientKind, ConnectContext, KafkaConfig, TopicSpec, create_missing_topics};
 use crate::connectors::registry::RegistryConfig;
 use crate::connectors::registry::client::{SchemaFile, register, sr_settings};
 use crate::operators::pipeline::Pipeline;
@@ -230,16 +230,30 @@ fn instance_id(dir: &Path) -> Result<String, RuntimeError> {
 
 /// Partition counts of every topic in the cluster.
 fn topic_partitions(kafka: &KafkaConfig) -> Result<BTreeMap<String, i32>, RuntimeError> {
-    let consumer: BaseConsumer = kafka
+    let consumer: BaseConsumer<ConnectContext> = kafka
         .consumer_config()
-        .create()
+        .create_with_context(ConnectContext::default())
         .map_err(|e| RuntimeError::Config(format!("invalid Kafka client settings: {e}; check kafka.properties")))?;
-    let metadata = consumer.fetch_metadata(None, Duration::from_secs(15)).map_err(|e| {
-        RuntimeError::Kafka(format!(
-            "cannot read topic metadata from {}: {e}; check kafka.bootstrap_servers and that the brokers are up",
-            kafka.bootstrap_servers
-        ))
-    })?;
+    // Asked for a second at a time: a login or TLS failure (served to the context by a poll)
+    // ends the wait at once, as no retry can succeed until the settings change.
+    let servers = &kafka.bootstrap_servers;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let metadata = loop {
+        match consumer.fetch_metadata(None, Duration::from_secs(1)) {
+            Ok(metadata) => break metadata,
+            Err(e) => {
+                let _ = consumer.poll(Duration::from_millis(50));
+                if let Some(failure) = consumer.context().security_failure() {
+                    return Err(RuntimeError::Kafka(format!("cannot connect to {servers}: {failure}")));
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(RuntimeError::Kafka(format!(
+                        "cannot read topic metadata from {servers}: {e}; check kafka.bootstrap_servers and that the brokers are up"
+                    )));
+                }
+            }
+        }
+    };
     Ok(metadata
         .topics()
         .iter()

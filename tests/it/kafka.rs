@@ -94,3 +94,32 @@ async fn decode_reads_a_debezium_topic_from_a_real_broker() {
         assert_eq!(line["topic"], topic.as_str());
     }
 }
+
+/// A broker that requires SASL: Tansu with `--authentication` runs the SCRAM exchange but (0.6.0,
+/// memory and S3 storage) keeps no users, so every login fails with `unknown-user`. `run` must stop
+/// with an error that names authentication and the settings to check (not "transport failure,
+/// check that the brokers are up"), and the password must appear nowhere in its output.
+#[test]
+fn a_failed_sasl_login_is_reported_as_such_without_the_password() {
+    let (bootstrap, _broker) = crate::rig::start_tansu_with("--authentication");
+    let dir = tempfile::tempdir().unwrap();
+    let topology = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/topologies/views_by_source.yaml");
+    let state = dir.path().join("state");
+    let output = crate::cli::happystreams()
+        .args(["run", "--topology", topology, "--bootstrap-servers", &bootstrap, "--application-id", "sasl_t"])
+        .args(["--metrics-address", "127.0.0.1:0", "--state-dir"])
+        .arg(&state)
+        .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+        .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SASL_MECHANISM", "SCRAM-SHA-512")
+        .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SASL_USERNAME", "svc-happystreams")
+        .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SASL_PASSWORD", "pw-41d7e2c9")
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(!output.status.success(), "{text}");
+    let last = text.lines().rev().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error line:\n{text}"));
+    assert!(last.contains("Kafka authentication failed") && last.contains("sasl.username"), "{last}");
+    assert!(last.contains("SCRAM"), "the broker's answer is kept: {last}");
+    assert!(!text.contains("pw-41d7e2c9"), "the password is in the output:\n{text}");
+}

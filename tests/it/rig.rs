@@ -125,13 +125,21 @@ fn free_port() -> u16 {
 
 /// A Tansu broker of its own, for tests whose topic names are fixed (a topology's inputs).
 pub fn start_tansu() -> String {
+    let (bootstrap, broker) = start_tansu_with("");
+    std::mem::forget(broker); // it serves until this test process ends
+    bootstrap
+}
+
+/// [`start_tansu`] with extra broker flags (e.g. `--authentication`); the broker stops when the
+/// returned watchdog is dropped or this test process ends.
+pub fn start_tansu_with(flags: &str) -> (String, Watched) {
     let (port, bin) = (free_port(), tool_binary("HAPPYSTREAMS_TANSU_BIN", "tansu.sh"));
     let listener = format!("tcp://127.0.0.1:{port}");
     let command = format!(
-        "'{bin}' broker --listener-url {listener} --advertised-listener-url {listener} --storage-engine memory://tansu/"
+        "'{bin}' broker --listener-url {listener} --advertised-listener-url {listener} --storage-engine memory://tansu/ {flags}"
     );
-    start_service("Tansu", &format!("{command} >/dev/null 2>&1"), port, "", None);
-    format!("127.0.0.1:{port}")
+    let watchdog = start_service("Tansu", &format!("{command} >/dev/null 2>&1"), port, "", None);
+    (format!("127.0.0.1:{port}"), Watched(watchdog))
 }
 
 /// A noida-db broker of the calling test's own (transactions with read_committed isolation,

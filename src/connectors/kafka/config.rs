@@ -238,6 +238,51 @@ impl ConsumerContext for ReaderContext {}
 /// A consumer with [`ReaderContext`].
 pub type Reader = BaseConsumer<ReaderContext>;
 
+/// A client context that remembers the last authentication or TLS failure librdkafka reported,
+/// so an operation that then times out ("broker transport failure", "all brokers down") can say
+/// what actually went wrong. librdkafka's reasons name the mechanism and the broker's answer,
+/// never the password.
+#[derive(Debug, Default)]
+pub struct ConnectContext {
+    security_failure: std::sync::Mutex<Option<String>>,
+}
+
+impl ConnectContext {
+    /// What the last authentication or TLS failure was, with what to check, if there was one.
+    pub fn security_failure(&self) -> Option<String> {
+        self.security_failure.lock().ok()?.clone()
+    }
+}
+
+impl ClientContext for ConnectContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(failure) = security_failure(&error, reason) {
+            if let Ok(mut last) = self.security_failure.lock() {
+                *last = Some(failure);
+            }
+        }
+        tracing::warn!(error = %error, reason, "Kafka client error (retried by the client)");
+    }
+}
+
+impl ConsumerContext for ConnectContext {}
+
+/// A failure to authenticate or to set up TLS, which librdkafka retries forever although no
+/// retry can succeed until the settings change: what failed and which settings to check.
+pub fn security_failure(error: &KafkaError, reason: &str) -> Option<String> {
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => Some(format!(
+            "Kafka authentication failed ({reason}); check kafka.properties security.protocol, sasl.mechanism, \
+             sasl.username and sasl.password, and that the user exists on the broker"
+        )),
+        Some(RDKafkaErrorCode::SSL) => Some(format!(
+            "Kafka TLS handshake failed ({reason}); check kafka.properties security.protocol and ssl.* \
+             (ssl.ca.location for a private CA)"
+        )),
+        _ => None,
+    }
+}
+
 /// Whether a client error is librdkafka reporting the end of a partition.
 pub fn is_partition_eof(error: &KafkaError) -> bool {
     matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF))

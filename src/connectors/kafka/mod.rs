@@ -10,5 +10,8 @@ mod config;
 mod reader;
 
 pub use admin::{TopicSpec, create_missing_topics};
-pub use config::{ClientKind, ClientProperties, KafkaConfig, Reader, ReaderContext, is_partition_eof};
+pub use config::{
+    ClientKind, ClientProperties, ConnectContext, KafkaConfig, Reader, ReaderContext, is_partition_eof,
+    security_failure,
+};
 pub use reader::{KafkaReadError, cached_high_watermark, cached_watermarks, read_range, record_from};
