@@ -2,7 +2,8 @@
 //!
 //! Wire format: byte 0 is the magic byte `0`, bytes 1..5 the big-endian schema id, the rest the
 //! Avro binary body written with that schema. [`AvroCodec`] fetches writer schemas by id through
-//! `schema_registry_converter` (which caches them, retrying transient failures), maps each one
+//! `schema_registry_converter`'s REST calls, with the schemas they reference (inlined by
+//! [`super::avro_references`]), maps each one
 //! once onto a [`ConnectSchema`] (to keep `connect.name` semantics such as Debezium's
 //! `MicroTimestamp`) and caches that too, so the hot path is: split header → cache hit → decode
 //! body → convert.
@@ -18,9 +19,9 @@ use apache_avro::Schema;
 use apache_avro::schema::{Name, ResolvedSchema};
 use apache_avro::types::Value as AvroValue;
 use num_bigint::BigInt;
-use schema_registry_converter::async_impl::avro::AvroDecoder;
-use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::async_impl::schema_registry::{SrSettings, get_referenced_schema, get_schema_by_id};
 use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{RegisteredReference, SchemaType};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -148,7 +149,7 @@ impl std::io::Read for EofGuard<'_> {
 /// registry does not know is remembered for [`UNKNOWN_ID_TTL`], so a burst of records that name
 /// it does not become a burst of registry requests.
 pub struct AvroCodec {
-    registry: Option<AvroDecoder>,
+    registry: Option<SrSettings>,
     cache: RwLock<HashMap<u32, Arc<AvroSchema>>>,
     unknown: RwLock<HashMap<u32, std::time::Instant>>,
 }
@@ -168,7 +169,7 @@ impl std::fmt::Debug for AvroCodec {
 impl AvroCodec {
     /// A codec that fetches unknown schema ids from the registry.
     pub fn with_registry(settings: SrSettings) -> Self {
-        AvroCodec { registry: Some(AvroDecoder::new(settings)), cache: RwLock::default(), unknown: RwLock::default() }
+        AvroCodec { registry: Some(settings), cache: RwLock::default(), unknown: RwLock::default() }
     }
 
     /// A codec with only the schemas added by [`AvroCodec::add_schema`] (offline decoding).
@@ -202,20 +203,16 @@ impl AvroCodec {
         if known_unknown.is_some_and(|since| since.elapsed() < UNKNOWN_ID_TTL) {
             return Err(CodecErrorKind::UnknownSchemaId(id).into());
         }
-        let fetched = match registry.get_schema(id).await {
-            Ok(fetched) => fetched,
-            Err(e) => {
-                // schema_registry_converter caches non-retriable failures (404, 500, ...) for
-                // good; drop them so the next record asks the registry again.
-                registry.remove_errors_from_cache();
-                let error = registry_error(id, &e);
+        let raw = match fetch_with_references(registry, id).await {
+            Ok(raw) => raw,
+            Err(error) => {
                 if matches!(error.kind, CodecErrorKind::UnknownSchemaId(_)) {
                     self.remember_unknown(id);
                 }
                 return Err(error);
             }
         };
-        Ok(self.add_schema(AvroSchema::parse(id, &fetched.raw)?))
+        Ok(self.add_schema(AvroSchema::parse(id, &raw)?))
     }
 
     /// Remembers that the registry has no schema `id`. Hostile input can name any of 2³² ids:
@@ -252,6 +249,44 @@ impl AvroCodec {
         let value = schema.decode_body(body)?;
         Ok((schema, value))
     }
+}
+
+/// Schema `id`'s text with every type it references (through the registry's `references`, to
+/// any depth) inlined.
+async fn fetch_with_references(registry: &SrSettings, id: u32) -> Result<String, CodecError> {
+    let registered = get_schema_by_id(id, registry).await.map_err(|e| registry_error(id, &e))?;
+    if registered.schema_type != SchemaType::Avro {
+        let detail = format!("schema id {id} is {:?}, not AVRO", registered.schema_type);
+        return Err(CodecErrorKind::Registry { detail, retryable: false }.into());
+    }
+    if registered.references.is_empty() {
+        return Ok(registered.schema);
+    }
+    let invalid =
+        |detail: String| CodecError::new(CodecErrorKind::UnsupportedSchema(format!("schema id {id}: {detail}")));
+    let mut definitions = std::collections::BTreeMap::new();
+    let mut pending: Vec<RegisteredReference> = registered.references;
+    let mut seen = std::collections::HashSet::new();
+    while let Some(reference) = pending.pop() {
+        if !seen.insert((reference.subject.clone(), reference.version)) {
+            continue;
+        }
+        let child = get_referenced_schema(registry, &reference).await.map_err(|e| {
+            let detail = format!(
+                "schema id {id} references `{}` as subject {} version {}, which the registry did not give: {}",
+                reference.name, reference.subject, reference.version, e.error
+            );
+            CodecError::new(CodecErrorKind::Registry { detail, retryable: e.retriable })
+        })?;
+        let json: serde_json::Value = serde_json::from_str(&child.schema)
+            .map_err(|e| invalid(format!("referenced subject {} is not JSON: {e}", reference.subject)))?;
+        let name = super::avro_references::full_name(&json, "").unwrap_or_else(|| reference.name.clone());
+        definitions.insert(name, json);
+        pending.extend(child.references);
+    }
+    let main: serde_json::Value =
+        serde_json::from_str(&registered.schema).map_err(|e| invalid(format!("not JSON: {e}")))?;
+    Ok(super::avro_references::inline(&main, &definitions).to_string())
 }
 
 fn registry_error(id: u32, e: &SRCError) -> CodecError {

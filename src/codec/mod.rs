@@ -3,7 +3,8 @@
 //!
 //! - [`json`]: JSON with or without a Kafka Connect schema envelope.
 //! - [`avro`]: Avro in the Confluent wire format (magic byte 0 + 4-byte schema id + body),
-//!   schemas fetched from a Schema Registry and cached.
+//!   schemas fetched from a Schema Registry and cached; [`avro_references`] inlines the types a
+//!   registered schema references.
 //! - [`access_log`]: web-server access-log lines, categorized into website actions by path rules.
 //! - [`debezium`]: Debezium change-event envelopes (from JSON or Avro) into change records.
 //! - [`connect`]: the Kafka Connect type model both JSON-with-schema and Avro map onto, and the
@@ -14,6 +15,7 @@
 
 pub mod access_log;
 pub mod avro;
+pub mod avro_references;
 pub mod connect;
 pub mod debezium;
 mod error;

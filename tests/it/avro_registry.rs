@@ -12,7 +12,9 @@ use happystreams::generate::ClickGenerator;
 use happystreams::record::Record;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::{get_all_subjects, get_all_versions, post_schema};
-use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
+use schema_registry_converter::schema_registry_common::{
+    SchemaType, SubjectNameStrategy, SuppliedReference, SuppliedSchema,
+};
 use std::sync::Arc;
 
 const CLICK_SCHEMA: &str = include_str!("../../schemas/happytimes.clicks-value.avsc");
@@ -51,6 +53,45 @@ async fn clicks_round_trip_between_schema_registry_converter_and_happystreams() 
     }
     assert_eq!(get_all_subjects(&settings).await.unwrap(), vec!["happytimes.clicks-value".to_string()]);
     assert_eq!(get_all_versions(&settings, "happytimes.clicks-value".into()).await.unwrap(), vec![1]);
+    running.shutdown().await.unwrap();
+}
+
+/// A schema that references a type of another subject, registered by their encoder (which
+/// registers the referenced schema first): happystreams fetches the reference and decodes, and
+/// writes the same bytes back. (The type is used once: the client's own inlining defines it at
+/// every use, which Avro refuses; happystreams' inlining is tested with repeated uses in
+/// `codec::avro_references`.)
+#[tokio::test]
+async fn records_whose_schema_references_another_subject_decode() {
+    let (running, config) = registry().await;
+    let settings = sr_settings(&config).unwrap();
+    let address = r#"{"type":"record","name":"Address","namespace":"acme","fields":[{"name":"city","type":"string"}]}"#;
+    let order = r#"{"type":"record","name":"Order","namespace":"acme","fields":[
+        {"name":"id","type":"long"},{"name":"ship_to","type":"Address"},{"name":"note","type":["null","string"]}]}"#;
+    let reference = SuppliedReference::new("Address".into(), "acme.address".into(), address.into());
+    let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
+        "acme.orders".into(),
+        false,
+        SuppliedSchema::new(None, SchemaType::Avro, order.into()).with_references(vec![reference]),
+    );
+    let city = |name: &str| apache_avro::types::Value::Record(vec![("city".into(), name.into())]);
+    let value = apache_avro::types::Value::Record(vec![
+        ("id".into(), apache_avro::types::Value::Long(7)),
+        ("ship_to".into(), city("Utrecht")),
+        ("note".into(), apache_avro::types::Value::Union(1, Box::new("Gouda".into()))),
+    ]);
+    let bytes = AvroEncoder::new(settings.clone()).encode_value(value.clone(), &strategy).await.unwrap();
+    let codec = AvroCodec::with_registry(settings.clone());
+    let decoded = codec.decode(&bytes).await.unwrap();
+    let shown = format!("{decoded:?}");
+    assert!(shown.contains("Utrecht") && shown.contains("Gouda"), "{shown}");
+    let (id, _) = split_wire(&bytes).unwrap();
+    assert_eq!(codec.schema(id).await.unwrap().encode(&decoded).unwrap(), bytes, "the same bytes back");
+    assert_eq!(AvroDecoder::new(settings.clone()).decode(Some(&bytes)).await.unwrap().value, value);
+    assert_eq!(
+        get_all_subjects(&settings).await.unwrap(),
+        vec!["acme.address".to_string(), "acme.orders-value".to_string()]
+    );
     running.shutdown().await.unwrap();
 }
 

@@ -286,3 +286,48 @@ async fn schemas_check_uses_every_version_a_transitive_level_requires() {
     assert_eq!(check(&config, &new_subject).await.unwrap(), CheckOutcome::NewSubject);
     api.running.shutdown().await.unwrap();
 }
+
+/// Schema references as Confluent serves them: a registration names the subject and version
+/// that define a type; the version answers with its references; `referencedby` lists who uses a
+/// version, which then cannot be deleted (42206) until they are gone.
+#[tokio::test]
+async fn schema_references_register_resolve_and_guard_the_referenced_version() {
+    let api = Api::start(RegistryStore::in_memory()).await;
+    let address = json!({"type": "record", "name": "Address", "namespace": "acme",
+        "fields": [{"name": "city", "type": "string"}]});
+    let order = json!({"type": "record", "name": "Order", "namespace": "shop",
+        "fields": [{"name": "ship_to", "type": "acme.Address"}]});
+    let reference = json!([{"name": "acme.Address", "subject": "acme.address", "version": 1}]);
+    let with_references = json!({"schema": order.to_string(), "references": reference});
+    let (status, body) = api.post("/subjects/shop.orders-value/versions", with_references.clone()).await;
+    assert_eq!((status, body["error_code"].clone()), (422, json!(42201)), "the referenced subject is missing: {body}");
+    let (status, address_id) = api.register("acme.address", &address).await;
+    assert_eq!(status, 200, "{address_id}");
+    let (status, body) = api.post("/subjects/shop.orders-value/versions", with_references.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let order_id = body["id"].clone();
+    assert_ne!(order_id, address_id["id"]);
+
+    let (_, by_id) = api.get(&format!("/schemas/ids/{order_id}")).await;
+    assert_eq!(by_id["references"], reference, "{by_id}");
+    let (_, version) = api.get("/subjects/shop.orders-value/versions/1").await;
+    assert_eq!(version["references"], reference, "{version}");
+    let (_, plain) = api.get("/subjects/acme.address/versions/1").await;
+    assert!(plain.get("references").is_none(), "no references, no key: {plain}");
+    let (status, lookup) = api.post("/subjects/shop.orders-value", with_references.clone()).await;
+    assert_eq!((status, lookup["id"].clone()), (200, order_id.clone()), "{lookup}");
+    // The same text without its references does not parse: `acme.Address` is unknown.
+    let (status, body) = api.register("shop.orders-value", &order).await;
+    assert_eq!((status, body["error_code"].clone()), (422, json!(42201)), "{body}");
+
+    assert_eq!(api.get("/subjects/acme.address/versions/1/referencedby").await, (200, json!([order_id])));
+    for path in ["/subjects/acme.address/versions/1", "/subjects/acme.address"] {
+        let (status, body) = api.delete(path).await;
+        assert_eq!((status, body["error_code"].clone()), (422, json!(42206)), "{path}: {body}");
+    }
+    assert_eq!(api.get("/subjects/acme.address/versions").await, (200, json!([1])), "nothing was deleted");
+    assert_eq!(api.delete("/subjects/shop.orders-value").await, (200, json!([1])));
+    assert_eq!(api.get("/subjects/acme.address/versions/1/referencedby").await, (200, json!([])));
+    assert_eq!(api.delete("/subjects/acme.address/versions/1").await, (200, json!(1)));
+    api.running.shutdown().await.unwrap();
+}

@@ -14,7 +14,7 @@ pub mod store;
 
 pub use compat::CompatibilityLevel;
 pub use server::RunningRegistry;
-pub use store::{RegistryError, RegistryStore};
+pub use store::{RegistryError, RegistryStore, SchemaReference};
 
 use serde::{Deserialize, Serialize};
 

@@ -3,11 +3,12 @@
 //! Follows Confluent Schema Registry's documented REST API for Avro: paths, query parameters
 //! (`deleted`, `permanent`, `verbose`, `defaultToGlobal`), response shapes and error bodies
 //! (`{"error_code": 40401, "message": ...}` with the code's first three digits as HTTP status).
-//! Not supported (answered with a clear 42201): schema types other than AVRO and schema
-//! references.
+//! Schema references (`references` in a registration, `/referencedby`, 42206 for deleting a
+//! referenced version) are supported. Not supported (answered with a clear 42201): schema types
+//! other than AVRO.
 
 use super::compat::CompatibilityLevel;
-use super::store::{RegistryError, RegistryStore, VersionRef};
+use super::store::{RegistryError, RegistryStore, SchemaReference, VersionRef};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -58,10 +59,10 @@ struct SchemaRequest {
     schema: String,
     schema_type: Option<String>,
     #[serde(default)]
-    references: Vec<Json>,
+    references: Vec<SchemaReference>,
 }
 
-fn schema_request(body: &Bytes) -> Result<String, RegistryError> {
+fn schema_request(body: &Bytes) -> Result<(String, Vec<SchemaReference>), RegistryError> {
     let request: SchemaRequest = serde_json::from_slice(body).map_err(|e| RegistryError {
         code: 42201,
         message: format!("Invalid request body, expected {{\"schema\": \"<schema JSON as a string>\"}}: {e}"),
@@ -75,15 +76,7 @@ fn schema_request(body: &Bytes) -> Result<String, RegistryError> {
             });
         }
     }
-    if !request.references.is_empty() {
-        return Err(RegistryError {
-            code: 42201,
-            message:
-                "Invalid schema: schema references are not supported by this registry; inline the referenced types"
-                    .into(),
-        });
-    }
-    Ok(request.schema)
+    Ok((request.schema, request.references))
 }
 
 fn level_request(body: &Bytes) -> Result<CompatibilityLevel, RegistryError> {
@@ -109,8 +102,12 @@ async fn schema_types() -> Response {
 }
 
 async fn schema_by_id(State(store): State<Shared>, Path(id): Path<String>) -> ApiResult {
-    let schema = lock(&store)?.schema_by_id(parse_id(&id)?)?;
-    Ok(respond(json!({ "schema": schema })))
+    let (schema, references) = lock(&store)?.schema_with_references(parse_id(&id)?)?;
+    let mut body = json!({ "schema": schema });
+    if !references.is_empty() {
+        body["references"] = json!(references);
+    }
+    Ok(respond(body))
 }
 
 async fn raw_schema_by_id(State(store): State<Shared>, Path(id): Path<String>) -> ApiResult {
@@ -134,8 +131,8 @@ async fn versions(State(store): State<Shared>, Path(subject): Path<String>, Quer
 }
 
 async fn register(State(store): State<Shared>, Path(subject): Path<String>, body: Bytes) -> ApiResult {
-    let schema = schema_request(&body)?;
-    let id = lock(&store)?.register(&subject, &schema)?;
+    let (schema, references) = schema_request(&body)?;
+    let id = lock(&store)?.register_with(&subject, &schema, &references)?;
     tracing::info!(subject, id, "schema registered");
     Ok(respond(json!({ "id": id })))
 }
@@ -163,9 +160,13 @@ async fn delete_version(
     Ok(respond(json!(deleted)))
 }
 
+async fn referenced_by(State(store): State<Shared>, Path((subject, version)): Path<(String, String)>) -> ApiResult {
+    Ok(respond(json!(lock(&store)?.referenced_by(&subject, VersionRef::parse(&version)?)?)))
+}
+
 async fn lookup(State(store): State<Shared>, Path(subject): Path<String>, body: Bytes) -> ApiResult {
-    let schema = schema_request(&body)?;
-    Ok(respond(json!(lock(&store)?.lookup(&subject, &schema)?)))
+    let (schema, references) = schema_request(&body)?;
+    Ok(respond(json!(lock(&store)?.lookup(&subject, &schema, &references)?)))
 }
 
 async fn delete_subject(State(store): State<Shared>, Path(subject): Path<String>, Query(params): Params) -> ApiResult {
@@ -225,9 +226,9 @@ async fn check_version(
     Query(params): Params,
     body: Bytes,
 ) -> ApiResult {
-    let schema = schema_request(&body)?;
+    let (schema, references) = schema_request(&body)?;
     let version = VersionRef::parse(&version)?;
-    let messages = lock(&store)?.check(&subject, &schema, Some(version))?;
+    let messages = lock(&store)?.check(&subject, &schema, &references, Some(version))?;
     Ok(compatibility_response(messages, flag(&params, "verbose")))
 }
 
@@ -237,8 +238,8 @@ async fn check_all(
     Query(params): Params,
     body: Bytes,
 ) -> ApiResult {
-    let schema = schema_request(&body)?;
-    let messages = lock(&store)?.check(&subject, &schema, None)?;
+    let (schema, references) = schema_request(&body)?;
+    let messages = lock(&store)?.check(&subject, &schema, &references, None)?;
     Ok(compatibility_response(messages, flag(&params, "verbose")))
 }
 
@@ -261,6 +262,7 @@ pub fn router(store: RegistryStore) -> Router {
         .route("/subjects/{subject}/versions", get(versions).post(register))
         .route("/subjects/{subject}/versions/{version}", get(version).delete(delete_version))
         .route("/subjects/{subject}/versions/{version}/schema", get(version_schema))
+        .route("/subjects/{subject}/versions/{version}/referencedby", get(referenced_by))
         .route("/config", get(get_global_config).put(put_global_config))
         .route("/config/{subject}", get(get_subject_config).put(put_subject_config).delete(delete_subject_config))
         .route("/compatibility/subjects/{subject}/versions/{version}", post(check_version))

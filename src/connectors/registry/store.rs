@@ -9,8 +9,12 @@
 //! - Every mutation is written to `registry.json` through a temporary file and a rename before
 //!   it is answered, so a crash never leaves a half-written file and restarts keep ids stable.
 //! - Permanent deletes require a soft delete first (Confluent's rule).
+//! - A schema may reference types defined by other registered versions (`references`); a
+//!   version some live schema references cannot be deleted (42206), so references always
+//!   resolve.
 
 use super::compat::{self, CompatibilityLevel};
+use crate::codec::avro_references;
 use apache_avro::Schema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -25,7 +29,7 @@ pub struct RegistryError {
     /// found, 40404 subject soft-deleted, 40405 subject not soft-deleted, 40406 version
     /// soft-deleted, 40407 version not soft-deleted, 40408 no subject-level compatibility,
     /// 409 incompatible, 42201 invalid schema, 42202 invalid version, 42203 invalid
-    /// compatibility level, 50001 storage error.
+    /// compatibility level, 42206 version still referenced, 50001 storage error.
     pub code: u32,
     /// Human message.
     pub message: String,
@@ -83,6 +87,20 @@ struct SubjectState {
 struct StoredSchema {
     schema: String,
     identity: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    references: Vec<SchemaReference>,
+}
+
+/// A type a schema takes from another registered schema: the type's name, and the subject and
+/// version that define it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct SchemaReference {
+    /// The referenced type's name as the schema uses it (e.g. `com.acme.Address`).
+    pub name: String,
+    /// The subject that defines it.
+    pub subject: String,
+    /// The version of that subject (`-1` in a request means its latest version).
+    pub version: i64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -104,6 +122,9 @@ pub struct SubjectVersion {
     pub id: u32,
     /// Schema text.
     pub schema: String,
+    /// The types it takes from other schemas.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<SchemaReference>,
 }
 
 /// Which version a request names.
@@ -212,6 +233,118 @@ impl RegistryStore {
         self.state.schemas.get(&id).map(|s| s.schema.as_str()).unwrap_or_default()
     }
 
+    fn references_of(&self, id: u32) -> &[SchemaReference] {
+        self.state.schemas.get(&id).map(|s| s.references.as_slice()).unwrap_or_default()
+    }
+
+    /// The references of a request with `-1` (latest) replaced by the version number, each
+    /// checked to exist.
+    fn pin(&self, references: &[SchemaReference]) -> Result<Vec<SchemaReference>, RegistryError> {
+        references
+            .iter()
+            .map(|r| {
+                let version = match r.version {
+                    -1 => VersionRef::Latest,
+                    n => VersionRef::parse(&n.to_string())?,
+                };
+                let found = self.version(&r.subject, version, false).map_err(|e| {
+                    RegistryError::new(
+                        42201,
+                        format!(
+                            "Invalid schema: reference `{}` to subject '{}' version {}: {}",
+                            r.name, r.subject, r.version, e.message
+                        ),
+                    )
+                })?;
+                Ok(SchemaReference { version: i64::from(found.version), ..r.clone() })
+            })
+            .collect()
+    }
+
+    /// `text` with the types its (pinned) references name inlined, following references of
+    /// references: a self-contained schema to parse and check.
+    fn inlined(&self, text: &str, references: &[SchemaReference]) -> Result<String, RegistryError> {
+        if references.is_empty() {
+            return Ok(text.to_owned());
+        }
+        let invalid = |e: String| RegistryError::new(42201, format!("Invalid schema {text}, details: {e}"));
+        let mut definitions = BTreeMap::new();
+        let mut pending = references.to_vec();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(reference) = pending.pop() {
+            if !seen.insert(reference.clone()) {
+                continue;
+            }
+            let number = u32::try_from(reference.version).map_err(|e| invalid(e.to_string()))?;
+            let found = self.version(&reference.subject, VersionRef::Number(number), true)?;
+            let json: serde_json::Value = serde_json::from_str(&found.schema).map_err(|e| invalid(e.to_string()))?;
+            let name = avro_references::full_name(&json, "").unwrap_or_else(|| reference.name.clone());
+            definitions.insert(name, json);
+            pending.extend(found.references);
+        }
+        let json: serde_json::Value = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        Ok(avro_references::inline(&json, &definitions).to_string())
+    }
+
+    /// Parses a schema with its references: the parsed (self-contained) schema, the text to
+    /// store, the pinned references and the identity (the same schema with other references is
+    /// another schema).
+    fn parse_with(
+        &self,
+        text: &str,
+        references: &[SchemaReference],
+    ) -> Result<(Schema, String, Vec<SchemaReference>, String), RegistryError> {
+        let pinned = self.pin(references)?;
+        let (schema, _, mut identity) = parse_schema(&self.inlined(text, &pinned)?)?;
+        // Stored as sent (normalised JSON): with references it parses only with them.
+        let stored = serde_json::from_str::<serde_json::Value>(text)
+            .map_err(|e| RegistryError::new(42201, format!("Invalid schema {text}, details: {e}")))?
+            .to_string();
+        if !pinned.is_empty() {
+            identity.push_str(&serde_json::to_string(&pinned).unwrap_or_default());
+        }
+        Ok((schema, stored, pinned, identity))
+    }
+
+    /// The self-contained form of a stored schema.
+    fn resolved(&self, id: u32) -> Option<Schema> {
+        let text = self.inlined(self.schema_text(id), self.references_of(id)).ok()?;
+        Schema::parse_str(&text).ok()
+    }
+
+    /// Ids of schemas that reference a subject's version and are in use by a live version.
+    pub fn referenced_by(&self, subject: &str, version: VersionRef) -> Result<Vec<u32>, RegistryError> {
+        let found = self.version(subject, version, true)?;
+        Ok(Self::referrers(&self.state, subject, found.version))
+    }
+
+    fn referrers(state: &State, subject: &str, version: u32) -> Vec<u32> {
+        let live: std::collections::BTreeSet<u32> =
+            state.subjects.values().flat_map(|s| s.versions.iter().filter(|v| !v.deleted).map(|v| v.id)).collect();
+        state
+            .schemas
+            .iter()
+            .filter(|(id, s)| {
+                live.contains(id)
+                    && s.references.iter().any(|r| r.subject == subject && r.version == i64::from(version))
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn refuse_if_referenced(state: &State, subject: &str, version: u32) -> Result<(), RegistryError> {
+        let referrers = Self::referrers(state, subject, version);
+        if referrers.is_empty() {
+            return Ok(());
+        }
+        Err(RegistryError::new(
+            42206,
+            format!(
+                "One or more references exist to the schema {{magic=1,keytype=SCHEMA,subject={subject},version={version}}} (schema ids {referrers:?}); delete those first"
+            ),
+        ))
+    }
+
     /// Subjects with at least one live version (or any, with `include_deleted`).
     pub fn subjects(&self, include_deleted: bool) -> Vec<String> {
         self.state
@@ -252,12 +385,19 @@ impl RegistryStore {
             version: entry.version,
             id: entry.id,
             schema: self.schema_text(entry.id).to_owned(),
+            references: self.references_of(entry.id).to_vec(),
         })
     }
 
     /// Schema text by id.
     pub fn schema_by_id(&self, id: u32) -> Result<String, RegistryError> {
         self.state.schemas.get(&id).map(|s| s.schema.clone()).ok_or_else(RegistryError::schema_not_found)
+    }
+
+    /// Schema text and references by id.
+    pub fn schema_with_references(&self, id: u32) -> Result<(String, Vec<SchemaReference>), RegistryError> {
+        let stored = self.state.schemas.get(&id).ok_or_else(RegistryError::schema_not_found)?;
+        Ok((stored.schema.clone(), stored.references.clone()))
     }
 
     /// `(subject, version)` pairs that use a schema id.
@@ -320,7 +460,7 @@ impl RegistryStore {
                 s.versions
                     .iter()
                     .filter(|v| !v.deleted)
-                    .filter_map(|v| Schema::parse_str(self.schema_text(v.id)).ok().map(|schema| (v.version, schema)))
+                    .filter_map(|v| self.resolved(v.id).map(|schema| (v.version, schema)))
                     .collect()
             })
             .unwrap_or_default()
@@ -328,7 +468,17 @@ impl RegistryStore {
 
     /// Registers a schema under a subject (or returns the id it already has there).
     pub fn register(&mut self, subject: &str, text: &str) -> Result<u32, RegistryError> {
-        let (schema, stored, identity) = parse_schema(text)?;
+        self.register_with(subject, text, &[])
+    }
+
+    /// [`RegistryStore::register`] for a schema that references types of other schemas.
+    pub fn register_with(
+        &mut self,
+        subject: &str,
+        text: &str,
+        references: &[SchemaReference],
+    ) -> Result<u32, RegistryError> {
+        let (schema, stored, references, identity) = self.parse_with(text, references)?;
         if let Some(existing) = self.lookup_identity(subject, &identity) {
             return Ok(existing.id);
         }
@@ -349,7 +499,7 @@ impl RegistryStore {
                 None => {
                     let id = state.next_id;
                     state.next_id += 1;
-                    state.schemas.insert(id, StoredSchema { schema: stored, identity });
+                    state.schemas.insert(id, StoredSchema { schema: stored, identity, references });
                     id
                 }
             };
@@ -371,19 +521,31 @@ impl RegistryStore {
                 version: v.version,
                 id: v.id,
                 schema: self.schema_text(v.id).to_owned(),
+                references: self.references_of(v.id).to_vec(),
             })
     }
 
     /// Finds the version of a subject that has this schema.
-    pub fn lookup(&self, subject: &str, text: &str) -> Result<SubjectVersion, RegistryError> {
+    pub fn lookup(
+        &self,
+        subject: &str,
+        text: &str,
+        references: &[SchemaReference],
+    ) -> Result<SubjectVersion, RegistryError> {
         self.subject(subject, false)?;
-        let (_, _, identity) = parse_schema(text)?;
+        let (_, _, _, identity) = self.parse_with(text, references)?;
         self.lookup_identity(subject, &identity).ok_or_else(RegistryError::schema_not_found)
     }
 
     /// Checks a schema against a subject's versions without registering it.
-    pub fn check(&self, subject: &str, text: &str, version: Option<VersionRef>) -> Result<Vec<String>, RegistryError> {
-        let (schema, _, _) = parse_schema(text)?;
+    pub fn check(
+        &self,
+        subject: &str,
+        text: &str,
+        references: &[SchemaReference],
+        version: Option<VersionRef>,
+    ) -> Result<Vec<String>, RegistryError> {
+        let (schema, _, _, _) = self.parse_with(text, references)?;
         let level = self.effective_level(subject);
         let existing = match version {
             None => {
@@ -392,7 +554,9 @@ impl RegistryStore {
             }
             Some(v) => {
                 let found = self.version(subject, v, false)?;
-                let parsed = Schema::parse_str(&found.schema).map_err(|e| RegistryError::new(50001, e.to_string()))?;
+                let parsed = self.resolved(found.id).ok_or_else(|| {
+                    RegistryError::new(50001, format!("stored schema id {} does not parse", found.id))
+                })?;
                 // A single named version is checked non-transitively against that version.
                 vec![(found.version, parsed)]
             }
@@ -418,7 +582,10 @@ impl RegistryStore {
                     format!("Subject '{subject}' was not deleted first before being permanently deleted"),
                 ));
             }
-            let versions = s.versions.iter().map(|v| v.version).collect();
+            let versions: Vec<u32> = s.versions.iter().map(|v| v.version).collect();
+            for version in &versions {
+                Self::refuse_if_referenced(state, subject, *version)?;
+            }
             state.subjects.remove(subject);
             versions
         } else {
@@ -429,7 +596,12 @@ impl RegistryStore {
                 ));
             }
             let versions: Vec<u32> = s.versions.iter().filter(|v| !v.deleted).map(|v| v.version).collect();
-            s.versions.iter_mut().for_each(|v| v.deleted = true);
+            for version in &versions {
+                Self::refuse_if_referenced(state, subject, *version)?;
+            }
+            if let Some(s) = state.subjects.get_mut(subject) {
+                s.versions.iter_mut().for_each(|v| v.deleted = true);
+            }
             versions
         };
         Ok(deleted)
@@ -466,6 +638,8 @@ impl RegistryStore {
         };
         let index = position.ok_or_else(|| RegistryError::version_not_found(subject, &label))?;
         let entry = s.versions[index].clone();
+        Self::refuse_if_referenced(state, subject, entry.version)?;
+        let Some(s) = state.subjects.get_mut(subject) else { return Err(RegistryError::subject_not_found(subject)) };
         if permanent {
             if !entry.deleted {
                 return Err(RegistryError::new(
@@ -518,7 +692,7 @@ mod tests {
             (store.register("a-value", V1).unwrap(), store.register("a-value", V2).unwrap())
         };
         let mut store = RegistryStore::open(dir.path()).unwrap();
-        assert_eq!(store.lookup("a-value", V2).unwrap().id, b);
+        assert_eq!(store.lookup("a-value", V2, &[]).unwrap().id, b);
         assert_eq!(store.schema_by_id(a).unwrap(), serde_json::from_str::<serde_json::Value>(V1).unwrap().to_string());
         let c = store.register("c-value", r#""string""#).unwrap();
         assert!(c > b, "a new id after reopen must not reuse an old one");
@@ -548,6 +722,47 @@ mod tests {
         assert_eq!(store.versions("s", false).unwrap(), vec![1], "memory did not move ahead of disk");
         std::fs::remove_dir(dir.path().join("registry.json.tmp")).unwrap();
         assert_eq!(store.register("s", V2).unwrap(), 2, "the id was not burnt by the failed attempt");
+    }
+
+    const ADDRESS: &str =
+        r#"{"type":"record","name":"Address","namespace":"acme","fields":[{"name":"city","type":"string"}]}"#;
+    const ORDER: &str =
+        r#"{"type":"record","name":"Order","namespace":"shop","fields":[{"name":"ship_to","type":"acme.Address"}]}"#;
+
+    fn address_ref(version: i64) -> Vec<SchemaReference> {
+        vec![SchemaReference { name: "acme.Address".into(), subject: "address".into(), version }]
+    }
+
+    #[test]
+    fn a_schema_with_references_registers_resolves_and_pins_latest() {
+        let mut store = RegistryStore::in_memory();
+        assert_eq!(store.register("orders-value", ORDER).unwrap_err().code, 42201, "unresolved name");
+        assert_eq!(
+            store.register_with("orders-value", ORDER, &address_ref(1)).unwrap_err().code,
+            42201,
+            "no such subject"
+        );
+        store.register("address", ADDRESS).unwrap();
+        let id = store.register_with("orders-value", ORDER, &address_ref(-1)).unwrap();
+        let found = store.version("orders-value", VersionRef::Latest, false).unwrap();
+        assert_eq!(found.references, address_ref(1), "latest is pinned to its number");
+        assert_eq!(store.register_with("orders-value", ORDER, &address_ref(1)).unwrap(), id, "same schema, same id");
+        assert_eq!(store.lookup("orders-value", ORDER, &address_ref(1)).unwrap().id, id);
+        assert_eq!(store.referenced_by("address", VersionRef::Number(1)).unwrap(), vec![id]);
+        assert!(store.check("orders-value", ORDER, &address_ref(1), None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_referenced_version_cannot_be_deleted_until_its_referrers_are() {
+        let mut store = RegistryStore::in_memory();
+        store.register("address", ADDRESS).unwrap();
+        store.register_with("orders-value", ORDER, &address_ref(1)).unwrap();
+        assert_eq!(store.delete_version("address", VersionRef::Number(1), false).unwrap_err().code, 42206);
+        assert_eq!(store.delete_subject("address", false).unwrap_err().code, 42206);
+        assert_eq!(store.versions("address", false).unwrap(), vec![1], "nothing was deleted");
+        store.delete_subject("orders-value", false).unwrap();
+        assert!(store.referenced_by("address", VersionRef::Number(1)).unwrap().is_empty());
+        assert_eq!(store.delete_version("address", VersionRef::Number(1), false).unwrap(), 1);
     }
 
     #[test]
