@@ -26,6 +26,7 @@
 //!   binary only parses flags and calls these.
 //! - [`config`]: layered configuration (defaults → file → env → flags).
 //! - [`observe`]: logging (metrics and health come with the runtime).
+//! - [`http`]: what the HTTP servers share: TLS and basic authentication with roles.
 //! - [`error`]: the error classes every module's error enum maps to.
 //!
 //! See `docs/ARCHITECTURE.md` for how the layers fit together and what comes next.
@@ -37,6 +38,7 @@ pub mod connectors;
 pub mod error;
 pub mod expression;
 pub mod generate;
+pub mod http;
 pub mod observe;
 pub mod operators;
 pub mod record;

@@ -72,6 +72,8 @@ enum Command {
 enum RegistryCommand {
     /// Serve the registry's REST API until Ctrl-C.
     Serve(registry::ServeArgs),
+    /// Print an Argon2 hash of a password (read from stdin) for a `--users` file line.
+    HashPassword,
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::LakeSink(args) => lake_sink::run(&args, &config).await?,
         Command::Replay(args) => replay::run(&args)?,
         Command::Registry(RegistryCommand::Serve(args)) => registry::serve(&args).await?,
+        Command::Registry(RegistryCommand::HashPassword) => registry::hash_password()?,
         Command::Schemas(command) => {
             let (args, register) = match command {
                 SchemasCommand::Register(args) => (args, true),

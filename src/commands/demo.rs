@@ -310,10 +310,10 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
     // 5. Metrics on loopback.
     let handle = crate::observe::metrics::recorder().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
     if !args.metrics_address.is_empty() {
-        let bound = crate::observe::metrics::serve(&args.metrics_address, handle).await.map_err(|e| {
+        let url = crate::observe::metrics::serve(&args.metrics_address, handle, None).await.map_err(|e| {
             anyhow::anyhow!("{e} (pick another port with --metrics-address, or disable it with --metrics-address '')")
         })?;
-        println!("Prometheus metrics at http://{bound}/metrics");
+        println!("Prometheus metrics at {url}");
     }
 
     // 2-3. Traffic through the topology, state in RocksDB.

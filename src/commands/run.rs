@@ -78,10 +78,16 @@ pub async fn run(args: &RunArgs, config: &Config) -> anyhow::Result<()> {
     let handle = crate::observe::metrics::recorder().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
     crate::observe::metrics::register_error_counters(&plan);
     if !settings.runtime.metrics_address.is_empty() {
-        let bound = crate::observe::metrics::serve(&settings.runtime.metrics_address, handle)
+        let tls = crate::http::TlsFiles::from_pair(
+            settings.runtime.metrics_tls_cert.clone(),
+            settings.runtime.metrics_tls_key.clone(),
+            "runtime.metrics_tls_cert / runtime.metrics_tls_key",
+        )
+        .map_err(anyhow::Error::msg)?;
+        let url = crate::observe::metrics::serve(&settings.runtime.metrics_address, handle, tls.as_ref())
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
-        tracing::info!(address = %bound, "metrics at http://{bound}/metrics");
+        tracing::info!(address = %settings.runtime.metrics_address, "metrics at {url}");
     }
     static ACTIVITIES: [&crate::observe::metrics::TopicActivity; 3] = [
         &crate::runtime::open::RECORDS_IN,

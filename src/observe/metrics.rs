@@ -5,7 +5,6 @@
 //! labels and what to watch for.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -79,19 +78,34 @@ pub fn register_error_counters(plan: &crate::topology::Plan) {
     }
 }
 
-/// Serves `GET /metrics` on `address` until the process ends; returns the bound address.
-pub async fn serve(address: &str, handle: PrometheusHandle) -> Result<SocketAddr, String> {
-    let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
-        format!("cannot listen on {address} for metrics: {e}; set runtime.metrics_address to a free address")
-    })?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+/// Serves `GET /metrics` on `address` (over HTTPS with `tls`) until the process ends; returns
+/// the endpoint's URL.
+pub async fn serve(
+    address: &str,
+    handle: PrometheusHandle,
+    tls: Option<&crate::http::TlsFiles>,
+) -> Result<String, String> {
+    let invalid =
+        |e: String| format!("cannot serve metrics on {address}: {e}; set runtime.metrics_address to a free address");
+    let addr = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| invalid(e.to_string()))?
+        .next()
+        .ok_or_else(|| invalid("the address resolves to nothing".into()))?;
     let app = axum::Router::new().route("/metrics", axum::routing::get(move || std::future::ready(handle.render())));
+    let (bound, task) = crate::http::serve(addr, app, tls, std::future::pending()).await.map_err(|e| {
+        if tls.is_some() && e.kind() == std::io::ErrorKind::InvalidInput {
+            format!("{e}; check runtime.metrics_tls_cert and runtime.metrics_tls_key")
+        } else {
+            invalid(e.to_string())
+        }
+    })?;
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        if let Ok(Err(e)) = task.await {
             tracing::error!(error = %e, "metrics endpoint stopped");
         }
     });
-    Ok(bound)
+    Ok(format!("{}/metrics", bound.url()))
 }
 
 /// Record counters per topic, with the wall-clock time of each topic's last record (the

@@ -115,6 +115,10 @@ pub struct RuntimeConfig {
     pub processing_guarantee: ProcessingGuarantee,
     /// Prometheus `/metrics` address; loopback by default. Empty: no endpoint.
     pub metrics_address: String,
+    /// Serve `/metrics` over HTTPS with this certificate chain (PEM); needs `metrics_tls_key`.
+    pub metrics_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `metrics_tls_cert`.
+    pub metrics_tls_key: Option<PathBuf>,
     /// Replication factor of internal topics (changelog, repartition, dead letters).
     pub replication_factor: i32,
     /// RocksDB block cache shared by all tasks (MiB).
@@ -157,6 +161,8 @@ impl Default for RuntimeConfig {
             commit_interval_ms: 1_000,
             processing_guarantee: ProcessingGuarantee::AtLeastOnce,
             metrics_address: "127.0.0.1:9464".into(),
+            metrics_tls_cert: None,
+            metrics_tls_key: None,
             replication_factor: 1,
             state_cache_mb: 256,
             max_task_idle_ms: 2_000,

@@ -163,7 +163,7 @@ fn decode_avro_offline_with_a_schema_file() {
 }
 
 /// A `happystreams registry serve` process, killed on drop.
-pub struct Server(Child);
+pub struct Server(pub Child);
 
 impl Drop for Server {
     fn drop(&mut self) {

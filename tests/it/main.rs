@@ -13,7 +13,8 @@
 //!   restarted; the outputs against the oracle.
 //! - `deploy`: the Prometheus config and alert rules (promtool), the Grafana dashboards (schema),
 //!   docker-compose.yml (Compose's `config`).
-//! - `kafka`: reading records back from MockCluster and Tansu.
+//! - `http_security`: the registry over TLS with read-only and admin users; metrics over TLS.
+//! - `kafka`: reading records back from MockCluster and Tansu; a refused SASL login.
 //! - `lake`: the lake on a local directory and on S3 (moto): atomic writes, listing, Parquet.
 //! - `oracle`: incremental results equal a from-scratch recomputation on shuffled input.
 //! - `no_panic`: arbitrary bytes into every decoder never panic.
@@ -32,6 +33,7 @@ mod debezium_fixtures;
 mod deploy;
 mod golden;
 mod happytimes;
+mod http_security;
 mod kafka;
 mod lake;
 mod no_panic;

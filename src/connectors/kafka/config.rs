@@ -256,10 +256,10 @@ impl ConnectContext {
 
 impl ClientContext for ConnectContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if let Some(failure) = security_failure(&error, reason) {
-            if let Ok(mut last) = self.security_failure.lock() {
-                *last = Some(failure);
-            }
+        if let Some(failure) = security_failure(&error, reason)
+            && let Ok(mut last) = self.security_failure.lock()
+        {
+            *last = Some(failure);
         }
         tracing::warn!(error = %error, reason, "Kafka client error (retried by the client)");
     }

@@ -61,7 +61,18 @@ pub fn sr_settings(config: &RegistryConfig) -> Result<SrSettings, RegistryClient
         builder.set_basic_authorization(user, config.password.as_deref());
     }
     builder.set_timeout(std::time::Duration::from_secs(10));
-    builder.build().map_err(|e| RegistryClientError::Unreachable { url: config.url.clone(), detail: e.to_string() })
+    let unreachable = |detail: String| RegistryClientError::Unreachable { url: config.url.clone(), detail };
+    let mut client = reqwest::Client::builder();
+    if let Some(path) = &config.ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| unreachable(format!("cannot read registry.ca_file {}: {e}", path.display())))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| unreachable(format!("registry.ca_file {} holds no PEM certificate: {e}", path.display())))?;
+        for certificate in certificates {
+            client = client.add_root_certificate(certificate);
+        }
+    }
+    builder.build_with(client).map_err(|e| unreachable(e.to_string()))
 }
 
 /// A schema file and the subject it belongs to.

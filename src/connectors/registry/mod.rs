@@ -13,7 +13,7 @@ pub mod server;
 pub mod store;
 
 pub use compat::CompatibilityLevel;
-pub use server::RunningRegistry;
+pub use server::{RunningRegistry, ServerSecurity};
 pub use store::{RegistryError, RegistryStore, SchemaReference};
 
 use serde::{Deserialize, Serialize};
@@ -30,11 +30,15 @@ pub struct RegistryConfig {
     /// Basic-auth password (never logged).
     #[serde(default)]
     pub password: Option<String>,
+    /// A PEM file of CA certificates to trust for an `https` registry besides the system's
+    /// (for a private CA or a self-signed certificate).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        RegistryConfig { url: "http://127.0.0.1:8081".into(), username: None, password: None }
+        RegistryConfig { url: "http://127.0.0.1:8081".into(), username: None, password: None, ca_file: None }
     }
 }
 
@@ -44,6 +48,7 @@ impl std::fmt::Debug for RegistryConfig {
             .field("url", &self.url)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }

@@ -20,7 +20,6 @@ use serde_json::{Value as Json, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -307,21 +306,53 @@ pub struct RunningRegistry {
     task: JoinHandle<std::io::Result<()>>,
 }
 
+/// How a registry server is reached and guarded beyond its address.
+#[derive(Debug, Clone, Default)]
+pub struct ServerSecurity {
+    /// Serve HTTPS with this certificate and key.
+    pub tls: Option<crate::http::TlsFiles>,
+    /// Require basic authentication: `read-only` users may read (and look up and check schemas),
+    /// `admin` users may also register, delete and configure.
+    pub users: Option<Arc<crate::http::Users>>,
+}
+
+/// Whether a request changes the registry (needs the admin role). Looking a schema up
+/// (`POST /subjects/{subject}`) and checking compatibility only read.
+fn writes(method: &axum::http::Method, path: &str) -> bool {
+    use axum::http::Method;
+    match *method {
+        Method::GET | Method::HEAD => false,
+        Method::POST => {
+            let lookup = path.strip_prefix("/subjects/").is_some_and(|subject| !subject.contains('/'));
+            !(lookup || path.starts_with("/compatibility/"))
+        }
+        _ => true,
+    }
+}
+
 impl RunningRegistry {
     /// Binds `addr` (port 0 = any free port) and serves `store` until shut down.
     pub async fn start(addr: SocketAddr, store: RegistryStore) -> std::io::Result<RunningRegistry> {
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
+        Self::start_with(addr, store, &ServerSecurity::default()).await
+    }
+
+    /// [`RunningRegistry::start`] with TLS and users.
+    pub async fn start_with(
+        addr: SocketAddr,
+        store: RegistryStore,
+        security: &ServerSecurity,
+    ) -> std::io::Result<RunningRegistry> {
+        let mut app = router(store);
+        if let Some(users) = &security.users {
+            let gate = crate::http::basic_auth::Gate { users: users.clone(), open: &["/_health"], writes };
+            app = app.layer(axum::middleware::from_fn_with_state(gate, crate::http::basic_auth::guard));
+        }
         let (stop, stopped) = oneshot::channel::<()>();
-        let app = router(store);
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-        });
-        Ok(RunningRegistry { url: format!("http://{addr}"), addr, stop: Some(stop), task })
+        let (bound, task) = crate::http::serve(addr, app, security.tls.as_ref(), async move {
+            let _ = stopped.await;
+        })
+        .await?;
+        Ok(RunningRegistry { url: bound.url(), addr: bound.addr, stop: Some(stop), task })
     }
 
     /// Stops accepting requests and waits for in-flight ones.
