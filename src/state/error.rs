@@ -25,7 +25,7 @@ pub enum StateError {
         detail: String,
     },
     /// Reading or writing failed (disk full, permissions, ...).
-    #[error("state I/O failed in {path}: {detail}")]
+    #[error("state I/O failed in {path}: {detail}; {}", io_advice(detail))]
     Io {
         /// The directory.
         path: PathBuf,
@@ -46,6 +46,16 @@ pub enum StateError {
     /// The changelog could not be written; nothing was committed.
     #[error("changelog write failed: {0}; nothing was committed, the commit is retried")]
     Changelog(String),
+}
+
+/// What to do about a failed read or write.
+fn io_advice(detail: &str) -> &'static str {
+    if detail.contains("No space left on device") || detail.contains("Disk quota exceeded") {
+        "the disk is full: free space on it or move runtime.state_dir to a larger volume, then restart \
+         (the state is intact; a restart resumes from the last commit)"
+    } else {
+        "check the directory's permissions and its disk"
+    }
 }
 
 impl StateError {

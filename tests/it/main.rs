@@ -11,6 +11,8 @@
 //! - `cli`: `happystreams decode`, `schemas`, `registry serve` as a user runs them.
 //! - `crash`: an instance aborted at every fault point of the runtime, under both guarantees,
 //!   restarted; the outputs against the oracle.
+//! - `disk_full`: a state disk that fills up mid-stream: a clear error, no state moved aside, a
+//!   restart after freeing space loses nothing.
 //! - `deploy`: the Prometheus config and alert rules (promtool), the Grafana dashboards (schema),
 //!   docker-compose.yml (Compose's `config`).
 //! - `http_security`: the registry over TLS with read-only and admin users; metrics over TLS.
@@ -31,6 +33,7 @@ mod cli;
 mod crash;
 mod debezium_fixtures;
 mod deploy;
+mod disk_full;
 mod golden;
 mod happytimes;
 mod http_security;

@@ -357,7 +357,7 @@ pub(crate) type Outputs = (BTreeSet<(String, i64, String)>, BTreeMap<(i64, Strin
 
 /// The facts (distinct), the compacted view of the counts written so far, and the number of
 /// fact records.
-fn outputs(setup: &Setup) -> Outputs {
+pub(crate) fn outputs(setup: &Setup) -> Outputs {
     outputs_at(setup, "read_uncommitted")
 }
 
