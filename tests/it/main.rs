@@ -18,6 +18,8 @@
 //! - `http_security`: the registry over TLS with read-only and admin users; metrics over TLS.
 //! - `kafka`: reading records back from MockCluster and Tansu; a refused SASL login.
 //! - `lake`: the lake on a local directory and on S3 (moto): atomic writes, listing, Parquet.
+//! - `outage`: the broker (Tansu on S3 storage) stopped for 30 s and restarted mid-stream: the
+//!   instances resume and lose nothing.
 //! - `oracle`: incremental results equal a from-scratch recomputation on shuffled input.
 //! - `no_panic`: arbitrary bytes into every decoder never panic.
 //! - `topology`: topology files validate and describe; bad ones are rejected with file and line.
@@ -41,6 +43,7 @@ mod kafka;
 mod lake;
 mod no_panic;
 mod oracle;
+mod outage;
 mod registry_api;
 mod rig;
 mod runtime;
