@@ -94,6 +94,7 @@ impl AvroSchema {
 
     /// Decodes an Avro body (no header) written with this schema.
     pub fn decode_body(&self, body: &[u8]) -> Result<Value, CodecError> {
+        limit_allocations();
         let reader = apache_avro::reader::datum::GenericDatumReader::builder(&self.avro)
             .build()
             .map_err(|e| CodecError::new(CodecErrorKind::Avro(e.to_string())))?;
@@ -128,6 +129,18 @@ impl AvroSchema {
     pub fn encode(&self, value: &Value) -> Result<Vec<u8>, CodecError> {
         Ok(frame(self.id, &self.encode_body(value)?))
     }
+}
+
+/// The most one Avro string, bytes, array or map of a record may claim. apache-avro allocates
+/// what a length prefix claims before it reads the bytes (up to 512 MiB by default), so ten
+/// bytes of hostile input could cost half a GiB; past this limit the record is refused as bad
+/// data instead. Real records are far smaller (Kafka's default record limit is 1 MB).
+pub const MAX_AVRO_ALLOCATION: usize = 128 << 20;
+
+/// Sets apache-avro's allocation limit to [`MAX_AVRO_ALLOCATION`] (once per process; first
+/// setter wins, so it runs before the first decode).
+fn limit_allocations() {
+    apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION);
 }
 
 /// A reader over a byte slice that remembers whether anyone read past its end.

@@ -103,3 +103,21 @@ fn truncated_body_is_a_classified_error() {
     assert!(matches!(err.kind, CodecErrorKind::Avro(_)), "{err}");
     assert_eq!(err.class(), crate::error::ErrorClass::Data);
 }
+
+#[test]
+fn a_length_prefix_claiming_more_than_the_limit_is_refused_before_allocating() {
+    let schema =
+        AvroSchema::parse(1, r#"{"type":"record","name":"R","fields":[{"name":"s","type":"string"}]}"#).unwrap();
+    // Zig-zag varint of 400,000,000 followed by three bytes: a 400 MB string in ten bytes.
+    let mut body = Vec::new();
+    let mut n = 400_000_000u64 << 1;
+    while n >= 0x80 {
+        body.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    body.push(n as u8);
+    body.extend_from_slice(b"abc");
+    let error = schema.decode_body(&body).unwrap_err();
+    assert!(matches!(error.kind, CodecErrorKind::Avro(_)), "{error}");
+    assert_eq!(apache_avro::util::max_allocation_bytes(0), MAX_AVRO_ALLOCATION);
+}

@@ -50,6 +50,10 @@ pub enum CodecErrorKind {
     /// The schema uses something this codec does not support.
     #[error("unsupported schema: {0}")]
     UnsupportedSchema(String),
+    /// The schema a record carries itself (a Connect JSON envelope) is unusable: the record is
+    /// bad, not the configuration.
+    #[error("the record's own schema is unusable: {0}")]
+    RecordSchema(String),
     /// A Debezium `op` code this version does not know.
     #[error("unknown Debezium op `{0}`")]
     UnknownOp(String),

@@ -261,10 +261,21 @@ pub fn decode_plain_with_schema(bytes: &[u8], schema: &ConnectSchema) -> Result<
 
 const MAX_CACHED_SCHEMAS: usize = 1024;
 
+/// Schema text the cache holds at most, in all: a flood of large distinct schemas (hostile or
+/// broken input) costs a parse each, not memory.
+const MAX_CACHED_SCHEMA_BYTES: usize = 8 << 20;
+
+/// The largest schema a record may carry. Debezium's envelope for a table of a thousand columns
+/// is a few hundred KiB; parsing a 10 MiB one costs ~250 MiB of memory.
+pub const MAX_RECORD_SCHEMA_BYTES: usize = 1 << 20;
+
+/// Parsed schemas by the hash of their text, with the text held by all of them.
+type SchemaCache = HashMap<u64, (Box<str>, Arc<ConnectSchema>)>;
+
 /// Decoder for JSON with a schema envelope; caches parsed schemas by their text.
 #[derive(Debug, Default)]
 pub struct JsonSchemaDecoder {
-    cache: RwLock<HashMap<u64, (Box<str>, Arc<ConnectSchema>)>>,
+    cache: RwLock<(SchemaCache, usize)>,
 }
 
 #[derive(serde::Deserialize)]
@@ -301,21 +312,36 @@ impl JsonSchemaDecoder {
         let mut hasher = DefaultHasher::new();
         text.hash(&mut hasher);
         let key = hasher.finish();
-        if let Some((cached_text, schema)) = self.cache.read().ok().and_then(|c| c.get(&key).cloned())
+        if let Some((cached_text, schema)) = self.cache.read().ok().and_then(|c| c.0.get(&key).cloned())
             && &*cached_text == text
         {
             return Ok(schema);
         }
+        if text.len() > MAX_RECORD_SCHEMA_BYTES {
+            let detail = format!("{} bytes, over the {MAX_RECORD_SCHEMA_BYTES}-byte limit", text.len());
+            return Err(CodecError::new(CodecErrorKind::RecordSchema(detail)).in_field("schema"));
+        }
         let json: Json =
             serde_json::from_str(text).map_err(|e| CodecError::new(CodecErrorKind::InvalidJson(e.to_string())))?;
-        let schema = Arc::new(ConnectSchema::from_connect_json(&json).map_err(|e| e.in_field("schema"))?);
+        let schema = ConnectSchema::from_connect_json(&json).map_err(|e| {
+            // The record's own schema: a bad record, whatever the reason.
+            if let CodecErrorKind::UnsupportedSchema(detail) = &e.kind {
+                CodecError::new(CodecErrorKind::RecordSchema(detail.clone()))
+            } else {
+                e
+            }
+        });
+        let schema = Arc::new(schema.map_err(|e| e.in_field("schema"))?);
         if let Ok(mut cache) = self.cache.write() {
             // A topic has a handful of schema versions; a flood of distinct schemas (hostile or
             // broken input) must not grow memory without bound.
-            if cache.len() >= MAX_CACHED_SCHEMAS {
-                cache.clear();
+            let (schemas, bytes) = &mut *cache;
+            if schemas.len() >= MAX_CACHED_SCHEMAS || *bytes + text.len() > MAX_CACHED_SCHEMA_BYTES {
+                schemas.clear();
+                *bytes = 0;
             }
-            cache.insert(key, (Box::from(text), schema.clone()));
+            *bytes += text.len();
+            schemas.insert(key, (Box::from(text), schema.clone()));
         }
         Ok(schema)
     }
@@ -436,7 +462,22 @@ pub fn row_of(value: Value) -> Option<Row> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorClass;
     use crate::record::{Decimal, TimeUnit};
+
+    #[test]
+    fn a_record_whose_own_schema_is_unusable_or_huge_is_bad_data() {
+        let decoder = JsonSchemaDecoder::new();
+        let unknown = br#"{"schema": {"type": "decimal128"}, "payload": 1}"#;
+        let error = decoder.decode(unknown).unwrap_err();
+        assert!(matches!(error.kind, CodecErrorKind::RecordSchema(_)), "{error}");
+        assert_eq!(error.kind.class(), ErrorClass::Data, "on_error applies: {error}");
+        let name = "x".repeat(MAX_RECORD_SCHEMA_BYTES);
+        let huge = format!(r#"{{"schema": {{"type": "string", "name": "{name}"}}, "payload": "a"}}"#);
+        let error = decoder.decode(huge.as_bytes()).unwrap_err();
+        assert!(error.to_string().contains("limit"), "{}", &error.to_string()[..200]);
+        assert_eq!(decoder.cache.read().unwrap().1, 0, "nothing cached");
+    }
 
     #[test]
     fn parse_classifies_invalid_utf8_and_syntax() {

@@ -29,7 +29,19 @@ pub mod headers {
     pub const SOURCE_OFFSET: &str = "happystreams.source.offset";
     /// Its timestamp (ms), when it had one.
     pub const SOURCE_TIMESTAMP: &str = "happystreams.source.timestamp";
+    /// The bad value's length, when the dead letter carries only its first bytes (it did not fit
+    /// the producer's `message.max.bytes`).
+    pub const VALUE_BYTES: &str = "happystreams.dead_letter.value_bytes";
+    /// Likewise for the key.
+    pub const KEY_BYTES: &str = "happystreams.dead_letter.key_bytes";
 }
+
+/// librdkafka's default `message.max.bytes`.
+pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// What a record costs beyond its key, value and header bytes, with room to spare (librdkafka
+/// counts key, value and headers against `message.max.bytes`; the batch framing is small).
+const RECORD_OVERHEAD: usize = 1_024;
 
 /// Records written per output topic.
 pub static RECORDS_OUT: TopicActivity =
@@ -44,6 +56,8 @@ pub struct Emitter {
     /// Sends hold it shared; a transaction commit holds it exclusively, so no record is sent
     /// between committing one transaction and beginning the next.
     gate: RwLock<()>,
+    /// The largest record the producer sends (its `message.max.bytes`).
+    max_record_bytes: usize,
 }
 
 /// How outputs to one plan topic are written.
@@ -101,7 +115,14 @@ impl Emitter {
         for topic in physical.keys().filter(|t| !routes.contains_key(*t)).cloned().collect::<Vec<_>>() {
             routes.insert(topic.clone(), Route { physical: named(&topic), kind: RouteKind::Json });
         }
-        Emitter { producer, encoders, routes, gate: RwLock::default() }
+        Emitter { producer, encoders, routes, gate: RwLock::default(), max_record_bytes: DEFAULT_MESSAGE_MAX_BYTES }
+    }
+
+    /// The same, for a producer whose `message.max.bytes` is `bytes`: a dead letter larger than
+    /// that carries only the first bytes of its value (and key).
+    pub fn with_max_record_bytes(mut self, bytes: usize) -> Self {
+        self.max_record_bytes = bytes;
+        self
     }
 
     /// The producer (shared with changelogs).
@@ -156,7 +177,9 @@ impl Emitter {
     }
 
     /// Sends a bad record unchanged to `dlq`, with headers saying what was wrong and where it
-    /// came from.
+    /// came from. A record too large for the producer (a bad record is often a huge one) keeps
+    /// its first bytes, with headers giving the full lengths: a dead letter the producer refused
+    /// would stop the instance at every restart, on the same record.
     pub fn dead_letter(&self, dlq: &str, record: &Record, bad: &BadRecord) -> Result<(), RuntimeError> {
         let _shared = self.gate.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (topic, partition, offset) =
@@ -167,6 +190,19 @@ impl Emitter {
         for header in &record.headers {
             kafka_headers = kafka_headers.insert(KafkaHeader { key: &header.key, value: header.value.as_deref() });
         }
+        let (key, value) = (record.key.as_deref(), record.value.as_deref());
+        let header_bytes: usize =
+            record.headers.iter().map(|h| h.key.len() + h.value.as_deref().map_or(0, <[u8]>::len)).sum::<usize>()
+                + bad.message.len()
+                + topic.len()
+                + 256;
+        let room = self.max_record_bytes.saturating_sub(header_bytes + RECORD_OVERHEAD);
+        let (key_len, value_len) = (key.map_or(0, <[u8]>::len), value.map_or(0, <[u8]>::len));
+        // When both do not fit, the key keeps at least half the room (or all it needs).
+        let key_kept = key_len.min(room.saturating_sub(value_len).max(room / 2));
+        let value_kept = value_len.min(room.saturating_sub(key_kept));
+        let (key_bytes, value_bytes) = (key_len.to_string(), value_len.to_string());
+        let (key_cut, value_cut) = (key_kept < key_len, value_kept < value_len);
         for (key, value) in [
             (headers::ERROR_CLASS, Some(bad.class.as_str())),
             (headers::ERROR_MESSAGE, Some(bad.message.as_str())),
@@ -174,17 +210,28 @@ impl Emitter {
             (headers::SOURCE_PARTITION, Some(partition.as_str())),
             (headers::SOURCE_OFFSET, Some(offset.as_str())),
             (headers::SOURCE_TIMESTAMP, timestamp.as_deref()),
+            (headers::KEY_BYTES, key_cut.then_some(key_bytes.as_str())),
+            (headers::VALUE_BYTES, value_cut.then_some(value_bytes.as_str())),
         ] {
             if let Some(value) = value {
                 kafka_headers = kafka_headers.insert(KafkaHeader { key, value: Some(value.as_bytes()) });
             }
         }
-        let mut out = OutputProducer::record(dlq, Kind::Output).headers(kafka_headers);
-        if let Some(key) = record.key.as_deref() {
-            out = out.key(key);
+        if key_cut || value_cut {
+            tracing::warn!(
+                dlq,
+                key_bytes = key_len,
+                value_bytes = value_len,
+                max_record_bytes = self.max_record_bytes,
+                "a bad record is larger than the producer's message.max.bytes: its dead letter keeps the first bytes"
+            );
         }
-        if let Some(value) = record.value.as_deref() {
-            out = out.payload(value);
+        let mut out = OutputProducer::record(dlq, Kind::Output).headers(kafka_headers);
+        if let Some(key) = key {
+            out = out.key(&key[..key_kept]);
+        }
+        if let Some(value) = value {
+            out = out.payload(&value[..value_kept]);
         }
         if let Some(ts) = record.timestamp_ms {
             out = out.timestamp(ts);

@@ -128,6 +128,11 @@ pub fn run(
     let purge_interval = if repartitioned { settings.runtime.repartition_purge_interval_ms } else { 0 };
     let purger = Purger::new(kafka, purge_interval);
     let threads = settings.runtime.num_threads.max(1);
+    let max_record_bytes = kafka
+        .producer_config()
+        .get("message.max.bytes")
+        .and_then(|bytes| bytes.parse().ok())
+        .unwrap_or(crate::runtime::emitter::DEFAULT_MESSAGE_MAX_BYTES);
     let (layout, decoders, companions) = (Arc::new(layout), Arc::new(decoders), Arc::new(companions));
     let (cached_topics, purger) = (Arc::new(cached_topics), Arc::new(Mutex::new(purger)));
     let cache_budget = Arc::new(CacheBudget::new(settings.runtime.record_cache_mb));
@@ -136,7 +141,8 @@ pub fn run(
     for thread in 0..threads {
         let producer = producer(settings, &application_id, thread)?;
         let emitter =
-            Emitter::new(producer, encoders.clone(), sinks.clone(), repartitions.clone(), layout.physical.clone());
+            Emitter::new(producer, encoders.clone(), sinks.clone(), repartitions.clone(), layout.physical.clone())
+                .with_max_record_bytes(max_record_bytes);
         streams.push(Arc::new(Shared {
             thread,
             plan: plan.clone(),

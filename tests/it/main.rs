@@ -15,6 +15,9 @@
 //!   restart after freeing space loses nothing.
 //! - `deploy`: the Prometheus config and alert rules (promtool), the Grafana dashboards (schema),
 //!   docker-compose.yml (Compose's `config`).
+//! - `hostile`: 1% hostile records (random bytes, truncated, unknown schema ids, wrong shapes,
+//!   10 MiB values, deep nesting, non-UTF-8 keys) through every source format: the good ones out,
+//!   the bad ones dead-lettered with their headers, memory bounded.
 //! - `http_security`: the registry over TLS with read-only and admin users; metrics over TLS.
 //! - `kafka`: reading records back from MockCluster and Tansu; a refused SASL login.
 //! - `lake`: the lake on a local directory and on S3 (moto): atomic writes, listing, Parquet.
@@ -38,6 +41,7 @@ mod deploy;
 mod disk_full;
 mod golden;
 mod happytimes;
+mod hostile;
 mod http_security;
 mod kafka;
 mod lake;
