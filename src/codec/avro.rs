@@ -289,11 +289,21 @@ async fn fetch_with_references(registry: &SrSettings, id: u32) -> Result<String,
                 "schema id {id} references `{}` as subject {} version {}, which the registry did not give: {}",
                 reference.name, reference.subject, reference.version, e.error
             );
-            CodecError::new(CodecErrorKind::Registry { detail, retryable: e.retriable })
+            match &registry_error(id, &e).kind {
+                // Gone from the registry: records written with this schema cannot be read.
+                CodecErrorKind::UnknownSchemaId(_) => CodecError::new(CodecErrorKind::RecordSchema(detail)),
+                CodecErrorKind::Registry { retryable, .. } => {
+                    CodecError::new(CodecErrorKind::Registry { detail, retryable: *retryable })
+                }
+                _ => CodecError::new(CodecErrorKind::Registry { detail, retryable: false }),
+            }
         })?;
         let json: serde_json::Value = serde_json::from_str(&child.schema)
             .map_err(|e| invalid(format!("referenced subject {} is not JSON: {e}", reference.subject)))?;
         let name = super::avro_references::full_name(&json, "").unwrap_or_else(|| reference.name.clone());
+        if definitions.get(&name).is_some_and(|defined| defined != &json) {
+            return Err(invalid(format!("its references define `{name}` twice, differently")));
+        }
         definitions.insert(name, json);
         pending.extend(child.references);
     }

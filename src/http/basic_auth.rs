@@ -49,6 +49,9 @@ struct User {
 pub struct Users {
     users: HashMap<String, User>,
     verified: Mutex<HashSet<[u8; 32]>>,
+    /// One Argon2 verification at a time, off the async threads: a flood of wrong passwords
+    /// costs one core, and requests with remembered credentials are served meanwhile.
+    verifying: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Users {
@@ -92,14 +95,30 @@ impl Users {
         if users.is_empty() {
             return Err("no users in it; add `name:role:argon2-hash` lines".into());
         }
-        Ok(Users { users, verified: Mutex::new(HashSet::new()) })
+        Ok(Users { users, verified: Mutex::new(HashSet::new()), verifying: tokio::sync::Semaphore::new(1) })
     }
 
     /// The role of the user an `Authorization: Basic` header names, if the password is right.
     pub fn authenticate(&self, headers: &HeaderMap) -> Option<(String, Role)> {
-        let encoded = headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Basic ")?;
-        let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
-        let (name, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+        let (name, password) = credentials(headers)?;
+        self.check(&name, &password)
+    }
+
+    /// [`Users::authenticate`] for async servers: remembered credentials at once, others
+    /// verified one at a time on a blocking thread.
+    pub async fn authenticate_async(self: &Arc<Self>, headers: &HeaderMap) -> Option<(String, Role)> {
+        let (name, password) = credentials(headers)?;
+        if let Some(user) = self.users.get(&name)
+            && self.verified.lock().is_ok_and(|v| v.contains(&digest(&name, &password)))
+        {
+            return Some((name, user.role));
+        }
+        let _turn = self.verifying.acquire().await.ok()?;
+        let users = self.clone();
+        tokio::task::spawn_blocking(move || users.check(&name, &password)).await.ok()?
+    }
+
+    fn check(&self, name: &str, password: &str) -> Option<(String, Role)> {
         let Some(user) = self.users.get(name) else {
             // As slow as a wrong password, so timing does not tell which names exist.
             let _ = self.verify(name, password, &self.users.values().next()?.hash);
@@ -109,8 +128,7 @@ impl Users {
     }
 
     fn verify(&self, name: &str, password: &str, hash: &str) -> bool {
-        let digest: [u8; 32] =
-            Sha256::new().chain_update(name).chain_update([0]).chain_update(password).finalize().into();
+        let digest = digest(name, password);
         if self.verified.lock().is_ok_and(|v| v.contains(&digest)) {
             return true;
         }
@@ -121,6 +139,19 @@ impl Users {
         }
         ok
     }
+}
+
+/// The name and password of an `Authorization: Basic` header.
+fn credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let encoded = headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let (name, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    Some((name.to_owned(), password.to_owned()))
+}
+
+/// What a verified password is remembered by.
+fn digest(name: &str, password: &str) -> [u8; 32] {
+    Sha256::new().chain_update(name).chain_update([0]).chain_update(password).finalize().into()
 }
 
 /// What a server guards with [`Users`]: which paths are open and which requests write.
@@ -140,7 +171,7 @@ pub async fn guard(State(gate): State<Gate>, request: Request, next: Next) -> Re
     if request.method() == Method::GET && gate.open.contains(&path.as_str()) {
         return next.run(request).await;
     }
-    match gate.users.authenticate(request.headers()) {
+    match gate.users.authenticate_async(request.headers()).await {
         None => {
             let mut response = refusal(
                 StatusCode::UNAUTHORIZED,

@@ -57,6 +57,24 @@ pub struct BadRecord {
     pub message: String,
 }
 
+/// The most of an error message a dead-letter header or a log line carries: a message can
+/// quote the bad input (a type name, a value), which may be megabytes long.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024;
+
+impl BadRecord {
+    /// The message, cut to [`MAX_MESSAGE_BYTES`] (at a character boundary, marked with `…`).
+    pub fn short_message(&self) -> std::borrow::Cow<'_, str> {
+        if self.message.len() <= MAX_MESSAGE_BYTES {
+            return std::borrow::Cow::Borrowed(&self.message);
+        }
+        let mut end = MAX_MESSAGE_BYTES;
+        while !self.message.is_char_boundary(end) {
+            end -= 1;
+        }
+        std::borrow::Cow::Owned(format!("{}… ({} bytes in all)", &self.message[..end], self.message.len()))
+    }
+}
+
 impl From<CodecError> for BadRecord {
     fn from(e: CodecError) -> Self {
         BadRecord { class: e.class(), message: e.to_string() }
@@ -403,5 +421,20 @@ impl Encoders {
             }
         };
         Ok((key, value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_error_message_is_cut_at_a_character_boundary_for_headers_and_logs() {
+        let short = BadRecord { class: ErrorClass::Data, message: "bad".into() };
+        assert_eq!(short.short_message(), "bad");
+        let long = BadRecord { class: ErrorClass::Data, message: format!("Connect type `{}`", "é".repeat(600_000)) };
+        let cut = long.short_message();
+        assert!(cut.len() < MAX_MESSAGE_BYTES + 64, "{} bytes", cut.len());
+        assert!(cut.ends_with(&format!("({} bytes in all)", long.message.len())), "{}", &cut[cut.len() - 40..]);
     }
 }

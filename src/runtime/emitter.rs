@@ -34,6 +34,9 @@ pub mod headers {
     pub const VALUE_BYTES: &str = "happystreams.dead_letter.value_bytes";
     /// Likewise for the key.
     pub const KEY_BYTES: &str = "happystreams.dead_letter.key_bytes";
+    /// How many of the record's own headers were left out (together over a quarter of
+    /// `message.max.bytes`).
+    pub const HEADERS_DROPPED: &str = "happystreams.dead_letter.headers_dropped";
 }
 
 /// librdkafka's default `message.max.bytes`.
@@ -42,6 +45,9 @@ pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
 /// What a record costs beyond its key, value and header bytes, with room to spare (librdkafka
 /// counts key, value and headers against `message.max.bytes`; the batch framing is small).
 const RECORD_OVERHEAD: usize = 1_024;
+
+/// What a header costs beyond its key and value (varint lengths; generous).
+const HEADER_OVERHEAD: usize = 16;
 
 /// Records written per output topic.
 pub static RECORDS_OUT: TopicActivity =
@@ -186,16 +192,24 @@ impl Emitter {
             record.position.as_ref().map_or((String::new(), -1, -1), |p| (p.topic.to_string(), p.partition, p.offset));
         let (partition, offset) = (partition.to_string(), offset.to_string());
         let timestamp = record.timestamp_ms.map(|t| t.to_string());
+        let message = bad.short_message();
+        // The record's own headers go along unless they alone would not fit.
+        let own_header_bytes: usize = record
+            .headers
+            .iter()
+            .map(|h| h.key.len() + h.value.as_deref().map_or(0, <[u8]>::len) + HEADER_OVERHEAD)
+            .sum();
+        let keep_headers = own_header_bytes <= self.max_record_bytes / 4;
         let mut kafka_headers = OwnedHeaders::new();
-        for header in &record.headers {
-            kafka_headers = kafka_headers.insert(KafkaHeader { key: &header.key, value: header.value.as_deref() });
+        if keep_headers {
+            for header in &record.headers {
+                kafka_headers = kafka_headers.insert(KafkaHeader { key: &header.key, value: header.value.as_deref() });
+            }
         }
+        let dropped = (!keep_headers).then(|| record.headers.len().to_string());
         let (key, value) = (record.key.as_deref(), record.value.as_deref());
-        let header_bytes: usize =
-            record.headers.iter().map(|h| h.key.len() + h.value.as_deref().map_or(0, <[u8]>::len)).sum::<usize>()
-                + bad.message.len()
-                + topic.len()
-                + 256;
+        let ours = message.len() + topic.len() + 16 * HEADER_OVERHEAD + 128;
+        let header_bytes = if keep_headers { own_header_bytes } else { 0 } + ours;
         let room = self.max_record_bytes.saturating_sub(header_bytes + RECORD_OVERHEAD);
         let (key_len, value_len) = (key.map_or(0, <[u8]>::len), value.map_or(0, <[u8]>::len));
         // When both do not fit, the key keeps at least half the room (or all it needs).
@@ -205,25 +219,27 @@ impl Emitter {
         let (key_cut, value_cut) = (key_kept < key_len, value_kept < value_len);
         for (key, value) in [
             (headers::ERROR_CLASS, Some(bad.class.as_str())),
-            (headers::ERROR_MESSAGE, Some(bad.message.as_str())),
+            (headers::ERROR_MESSAGE, Some(&*message)),
             (headers::SOURCE_TOPIC, Some(topic.as_str())),
             (headers::SOURCE_PARTITION, Some(partition.as_str())),
             (headers::SOURCE_OFFSET, Some(offset.as_str())),
             (headers::SOURCE_TIMESTAMP, timestamp.as_deref()),
             (headers::KEY_BYTES, key_cut.then_some(key_bytes.as_str())),
             (headers::VALUE_BYTES, value_cut.then_some(value_bytes.as_str())),
+            (headers::HEADERS_DROPPED, dropped.as_deref()),
         ] {
             if let Some(value) = value {
                 kafka_headers = kafka_headers.insert(KafkaHeader { key, value: Some(value.as_bytes()) });
             }
         }
-        if key_cut || value_cut {
+        if key_cut || value_cut || !keep_headers {
             tracing::warn!(
                 dlq,
                 key_bytes = key_len,
                 value_bytes = value_len,
+                header_bytes = own_header_bytes,
                 max_record_bytes = self.max_record_bytes,
-                "a bad record is larger than the producer's message.max.bytes: its dead letter keeps the first bytes"
+                "a bad record is larger than the producer's message.max.bytes: its dead letter keeps the first bytes (and its headers only if they fit)"
             );
         }
         let mut out = OutputProducer::record(dlq, Kind::Output).headers(kafka_headers);

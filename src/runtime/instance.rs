@@ -240,12 +240,17 @@ fn topic_partitions(kafka: &KafkaConfig) -> Result<BTreeMap<String, i32>, Runtim
         .consumer_config()
         .create_with_context(ConnectContext::default())
         .map_err(|e| RuntimeError::Config(format!("invalid Kafka client settings: {e}; check kafka.properties")))?;
-    // Asked for a second at a time: a login or TLS failure (served to the context by a poll)
-    // ends the wait at once, as no retry can succeed until the settings change.
+    // Asked for 1 s, then 2, 4, 8 (a slow cluster still answers): a login or TLS failure
+    // (served to the context by a poll) ends the wait at once, as no retry can succeed until
+    // the settings change.
     let servers = &kafka.bootstrap_servers;
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut attempt = Duration::from_secs(1);
     let metadata = loop {
-        match consumer.fetch_metadata(None, Duration::from_secs(1)) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(100));
+        let wait = attempt.min(left);
+        attempt *= 2;
+        match consumer.fetch_metadata(None, wait) {
             Ok(metadata) => break metadata,
             Err(e) => {
                 let _ = consumer.poll(Duration::from_millis(50));

@@ -86,11 +86,11 @@ pub fn handle_record(shared: &Shared, task: &mut Task, topic: &str, record: &Rec
                     });
                 }
                 OnError::Skip => {
-                    tracing::warn!(topic, partition, offset, error = %bad.message, "bad record skipped");
+                    tracing::warn!(topic, partition, offset, error = %bad.short_message(), "bad record skipped");
                     metrics::counter!("happystreams_records_skipped_total", "source" => name.to_owned()).increment(1);
                 }
                 OnError::DeadLetter => {
-                    tracing::warn!(topic, partition, offset, error = %bad.message, "bad record dead-lettered");
+                    tracing::warn!(topic, partition, offset, error = %bad.short_message(), "bad record dead-lettered");
                     let dlq = shared
                         .layout
                         .dead_letters

@@ -201,14 +201,26 @@ fn registry_serve_refuses_a_certificate_without_its_key_and_a_bad_users_file() {
     std::fs::write(&users, "ana:admin:not-a-hash\n").unwrap();
     for (args, says) in [
         (vec!["--tls-cert", cert.to_str().unwrap()], "without its key"),
-        (vec!["--tls-cert", key.to_str().unwrap(), "--tls-key", key.to_str().unwrap()], "cert"),
+        (vec!["--tls-cert", key.to_str().unwrap(), "--tls-key", key.to_str().unwrap()], "no PEM certificate"),
         (vec!["--users", users.to_str().unwrap()], "line 1"),
     ] {
-        let output = happystreams()
+        let mut child = happystreams()
             .args(["registry", "serve", "--in-memory", "--listen", "127.0.0.1:0"])
             .args(&args)
-            .output()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
+        // A server that starts anyway is a failure, not a hang.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("registry serve {args:?} started instead of refusing");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let output = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success() && stderr.contains(says), "{args:?}: {stderr}");
     }

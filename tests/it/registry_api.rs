@@ -328,6 +328,10 @@ async fn schema_references_register_resolve_and_guard_the_referenced_version() {
     assert_eq!(api.get("/subjects/acme.address/versions").await, (200, json!([1])), "nothing was deleted");
     assert_eq!(api.delete("/subjects/shop.orders-value").await, (200, json!([1])));
     assert_eq!(api.get("/subjects/acme.address/versions/1/referencedby").await, (200, json!([])));
+    // Soft-deleted, the referrer's records may still be read: the version it references stays.
+    let (status, body) = api.delete("/subjects/acme.address/versions/1").await;
+    assert_eq!((status, body["error_code"].clone()), (422, json!(42206)), "{body}");
+    assert_eq!(api.delete("/subjects/shop.orders-value?permanent=true").await, (200, json!([1])));
     assert_eq!(api.delete("/subjects/acme.address/versions/1").await, (200, json!(1)));
     api.running.shutdown().await.unwrap();
 }

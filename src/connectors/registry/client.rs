@@ -67,6 +67,8 @@ pub fn sr_settings(config: &RegistryConfig) -> Result<SrSettings, RegistryClient
         let pem = std::fs::read(path)
             .map_err(|e| unreachable(format!("cannot read registry.ca_file {}: {e}", path.display())))?;
         let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| e.to_string())
+            .and_then(|c| if c.is_empty() { Err("none found".to_owned()) } else { Ok(c) })
             .map_err(|e| unreachable(format!("registry.ca_file {} holds no PEM certificate: {e}", path.display())))?;
         for certificate in certificates {
             client = client.add_root_certificate(certificate);

@@ -279,6 +279,9 @@ impl RegistryStore {
             let found = self.version(&reference.subject, VersionRef::Number(number), true)?;
             let json: serde_json::Value = serde_json::from_str(&found.schema).map_err(|e| invalid(e.to_string()))?;
             let name = avro_references::full_name(&json, "").unwrap_or_else(|| reference.name.clone());
+            if definitions.get(&name).is_some_and(|defined| defined != &json) {
+                return Err(invalid(format!("references define `{name}` twice, differently")));
+            }
             definitions.insert(name, json);
             pending.extend(found.references);
         }
@@ -315,12 +318,17 @@ impl RegistryStore {
     /// Ids of schemas that reference a subject's version and are in use by a live version.
     pub fn referenced_by(&self, subject: &str, version: VersionRef) -> Result<Vec<u32>, RegistryError> {
         let found = self.version(subject, version, true)?;
-        Ok(Self::referrers(&self.state, subject, found.version))
+        Ok(Self::referrers(&self.state, subject, found.version, false))
     }
 
-    fn referrers(state: &State, subject: &str, version: u32) -> Vec<u32> {
-        let live: std::collections::BTreeSet<u32> =
-            state.subjects.values().flat_map(|s| s.versions.iter().filter(|v| !v.deleted).map(|v| v.id)).collect();
+    /// Ids of schemas that reference a subject's version and are in use by a version (a live
+    /// one, or with `include_deleted` any).
+    fn referrers(state: &State, subject: &str, version: u32, include_deleted: bool) -> Vec<u32> {
+        let live: std::collections::BTreeSet<u32> = state
+            .subjects
+            .values()
+            .flat_map(|s| s.versions.iter().filter(|v| include_deleted || !v.deleted).map(|v| v.id))
+            .collect();
         state
             .schemas
             .iter()
@@ -332,15 +340,18 @@ impl RegistryStore {
             .collect()
     }
 
+    /// A referenced version stays while any version of a referrer exists, soft-deleted ones
+    /// included: records written with a soft-deleted schema are still in topics, and decoding
+    /// them needs the versions it references.
     fn refuse_if_referenced(state: &State, subject: &str, version: u32) -> Result<(), RegistryError> {
-        let referrers = Self::referrers(state, subject, version);
+        let referrers = Self::referrers(state, subject, version, true);
         if referrers.is_empty() {
             return Ok(());
         }
         Err(RegistryError::new(
             42206,
             format!(
-                "One or more references exist to the schema {{magic=1,keytype=SCHEMA,subject={subject},version={version}}} (schema ids {referrers:?}); delete those first"
+                "One or more references exist to the schema {{magic=1,keytype=SCHEMA,subject={subject},version={version}}} (schema ids {referrers:?}); delete the versions that use those first, permanently"
             ),
         ))
     }
@@ -761,7 +772,10 @@ mod tests {
         assert_eq!(store.delete_subject("address", false).unwrap_err().code, 42206);
         assert_eq!(store.versions("address", false).unwrap(), vec![1], "nothing was deleted");
         store.delete_subject("orders-value", false).unwrap();
-        assert!(store.referenced_by("address", VersionRef::Number(1)).unwrap().is_empty());
+        assert!(store.referenced_by("address", VersionRef::Number(1)).unwrap().is_empty(), "no live referrer");
+        // Records written with the soft-deleted schema still need what it references.
+        assert_eq!(store.delete_version("address", VersionRef::Number(1), false).unwrap_err().code, 42206);
+        store.delete_subject("orders-value", true).unwrap();
         assert_eq!(store.delete_version("address", VersionRef::Number(1), false).unwrap(), 1);
     }
 
