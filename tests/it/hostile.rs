@@ -26,11 +26,8 @@ use happystreams::codec::json::JsonSchemaDecoder;
 use happystreams::connectors::registry::client::sr_settings;
 use happystreams::connectors::registry::{RegistryConfig, RegistryStore, RunningRegistry};
 use happystreams::record::{Row, Value};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers as _, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use schema_registry_converter::async_impl::schema_registry::post_schema;
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 use serde_json::{Value as Json, json};
@@ -131,20 +128,19 @@ async fn hostile_access_log_at_volume() {
     hostile_input_through(Format::AccessLog).await;
 }
 
-/// The source formats (`SourceFormat`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Json,
-    JsonSchema,
-    Avro,
-    DebeziumJson,
-    DebeziumJsonSchema,
-    DebeziumAvro,
-    Text,
-    AccessLog,
+/// The source formats, as the product names them.
+use happystreams::topology::spec::SourceFormat as Format;
+
+/// What the test needs to know of a format.
+trait FormatTraits: Copy {
+    fn name(self) -> &'static str;
+    fn cdc(self) -> bool;
+    fn avro(self) -> bool;
+    fn kinds(self) -> Vec<Kind>;
+    fn dead_lettered(self, kind: Kind) -> bool;
 }
 
-impl Format {
+impl FormatTraits for Format {
     /// The topology's `format:`.
     fn name(self) -> &'static str {
         match self {
@@ -965,33 +961,8 @@ impl Rng {
 
 /// Every record of a topic's partitions, from offset 0 to the end, handed to `each` as it is
 /// read (the output of a 1,000,000-record run is not kept whole).
-fn read_topic(bootstrap: &str, topic: &str, partitions: i32, mut each: impl FnMut(&BorrowedMessage<'_>)) {
-    let consumer: BaseConsumer = rig::client_config(bootstrap)
-        .set("group.id", "happystreams-test-reader")
-        .set("enable.partition.eof", "true")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    for partition in 0..partitions {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(0)).unwrap();
-        consumer.assign(&tpl).unwrap();
-        // 20 s without a record (a long topic takes as long as it takes).
-        let mut deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            assert!(Instant::now() < deadline, "reading {topic} partition {partition} timed out");
-            match consumer.poll(Duration::from_millis(200)) {
-                None => {}
-                Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break,
-                Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Err(e)) => panic!("reading {topic}: {e}"),
-                Some(Ok(m)) => {
-                    deadline = Instant::now() + Duration::from_secs(20);
-                    each(&m);
-                }
-            }
-        }
-    }
+fn read_topic(bootstrap: &str, topic: &str, partitions: i32, each: impl FnMut(&BorrowedMessage<'_>)) {
+    rig::read_each(bootstrap, topic, partitions, "read_uncommitted", each);
 }
 
 /// The peak resident set size of process `pid`, MiB.

@@ -290,3 +290,45 @@ pub async fn produce(bootstrap: &str, topic: &str, records: &[Produce<'_>]) {
         producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("delivery");
     }
 }
+
+/// Every record of a topic's partitions, from offset 0 to the end, at an isolation level
+/// (`read_committed` / `read_uncommitted`), handed to `each` as it is read (a long topic need
+/// not be kept whole). Offset 0, not the beginning: noida-db answers a transactionally written
+/// topic's earliest offset with its end (no topic read here ever has records deleted). Gives up
+/// after 20 s without a record.
+pub fn read_each(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    isolation: &str,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::KafkaError;
+    let consumer: BaseConsumer = client_config(bootstrap)
+        .set("group.id", "happystreams-test-reader")
+        .set("isolation.level", isolation)
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    for partition in 0..partitions {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(0)).unwrap();
+        consumer.assign(&tpl).unwrap();
+        let mut deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(Instant::now() < deadline, "reading {topic} partition {partition} timed out");
+            match consumer.poll(Duration::from_millis(200)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break,
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                Some(Ok(m)) => {
+                    deadline = Instant::now() + Duration::from_secs(20);
+                    each(&m);
+                }
+            }
+        }
+    }
+}

@@ -261,47 +261,22 @@ fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> Read {
 
 /// [`read_all`] at an isolation level.
 fn read_isolated(bootstrap: &str, topic: &str, partitions: i32, isolation: &str) -> Read {
-    let consumer: BaseConsumer = rig::client_config(bootstrap)
-        .set("group.id", "happystreams-test-reader")
-        .set("isolation.level", isolation)
-        .set("enable.partition.eof", "true")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
     let mut out = Vec::new();
-    for partition in 0..partitions {
-        let mut tpl = TopicPartitionList::new();
-        // Offset 0, not the beginning: noida-db answers a transactionally written topic's
-        // earliest offset with its end. (No topic read here ever has records deleted.)
-        tpl.add_partition_offset(topic, partition, Offset::Offset(0)).unwrap();
-        consumer.assign(&tpl).unwrap();
-        // 20 s without a record (a long topic takes as long as it takes).
-        let mut deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            assert!(Instant::now() < deadline, "reading {topic} partition {partition} timed out");
-            match consumer.poll(Duration::from_millis(200)) {
-                None => {}
-                Some(Err(KafkaError::PartitionEOF(_))) => break,
-                Some(Err(e)) => panic!("reading {topic}: {e}"),
-                Some(Ok(m)) => {
-                    deadline = Instant::now() + Duration::from_secs(20);
-                    let headers = m
-                        .headers()
-                        .map(|h| {
-                            h.iter()
-                                .map(|h| format!("{}={}", h.key, String::from_utf8_lossy(h.value.unwrap_or_default())))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    out.push((
-                        m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                        m.payload().map(|v| serde_json::from_slice(v).unwrap_or(Json::Null)),
-                        headers,
-                    ));
-                }
-            }
-        }
-    }
+    rig::read_each(bootstrap, topic, partitions, isolation, |m| {
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| format!("{}={}", h.key, String::from_utf8_lossy(h.value.unwrap_or_default())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push((
+            m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            m.payload().map(|v| serde_json::from_slice(v).unwrap_or(Json::Null)),
+            headers,
+        ));
+    });
     out
 }
 
