@@ -23,6 +23,15 @@ struct Input {
     topic: Arc<str>,
     table: bool,
     queue: VecDeque<Record>,
+    /// Key, value and header bytes of the queued records.
+    bytes: usize,
+}
+
+/// What a record holds in memory, roughly: its key, value and header bytes.
+fn size(record: &Record) -> usize {
+    let header_bytes: usize =
+        record.headers.iter().map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len())).sum();
+    record.key.as_ref().map_or(0, |k| k.len()) + record.value.as_ref().map_or(0, |v| v.len()) + header_bytes
 }
 
 /// The buffered records of one task, per input topic.
@@ -35,8 +44,12 @@ pub struct InputQueues {
 impl InputQueues {
     /// Queues for a task's inputs: `(topic, is a table)`.
     pub fn new<'a>(inputs: impl IntoIterator<Item = (&'a str, bool)>) -> Self {
-        let inputs =
-            inputs.into_iter().map(|(topic, table)| Input { topic: topic.into(), table, queue: VecDeque::new() });
+        let inputs = inputs.into_iter().map(|(topic, table)| Input {
+            topic: topic.into(),
+            table,
+            queue: VecDeque::new(),
+            bytes: 0,
+        });
         InputQueues { inputs: inputs.collect(), waiting_since: None }
     }
 
@@ -51,9 +64,15 @@ impl InputQueues {
 
     /// Buffers a fetched record of `topic`.
     pub fn push(&mut self, topic: &str, record: Record) {
+        let bytes = size(&record);
         match self.inputs.iter_mut().find(|i| &*i.topic == topic) {
-            Some(input) => input.queue.push_back(record),
-            None => self.inputs.push(Input { topic: topic.into(), table: false, queue: VecDeque::from([record]) }),
+            Some(input) => {
+                input.bytes += bytes;
+                input.queue.push_back(record);
+            }
+            None => {
+                self.inputs.push(Input { topic: topic.into(), table: false, queue: VecDeque::from([record]), bytes })
+            }
         }
     }
 
@@ -65,6 +84,11 @@ impl InputQueues {
     /// Records buffered for `topic`.
     pub fn queued(&self, topic: &str) -> usize {
         self.input(topic).map_or(0, |i| i.queue.len())
+    }
+
+    /// Key, value and header bytes buffered for `topic`.
+    pub fn queued_bytes(&self, topic: &str) -> usize {
+        self.input(topic).map_or(0, |i| i.bytes)
     }
 
     /// Records buffered in all.
@@ -86,7 +110,10 @@ impl InputQueues {
     /// process it yet).
     pub fn unpop(&mut self, topic: &str, record: Record) {
         match self.inputs.iter_mut().find(|input| &*input.topic == topic) {
-            Some(input) => input.queue.push_front(record),
+            Some(input) => {
+                input.bytes += size(&record);
+                input.queue.push_front(record);
+            }
             None => self.push(topic, record),
         }
     }
@@ -117,6 +144,7 @@ impl InputQueues {
         }
         let input = &mut self.inputs[index];
         let record = input.queue.pop_front()?;
+        input.bytes = input.bytes.saturating_sub(size(&record));
         Some((input.topic.clone(), record))
     }
 }
@@ -127,6 +155,19 @@ mod tests {
 
     fn record(timestamp: i64) -> Record {
         Record { timestamp_ms: Some(timestamp), ..Record::default() }
+    }
+
+    #[test]
+    fn buffered_bytes_follow_pushes_pops_and_unpops() {
+        let mut queues = InputQueues::new([("a", false)]);
+        let big = Record { value: Some(vec![0u8; 1000].into()), key: Some(b"k".to_vec().into()), ..record(1) };
+        queues.push("a", big.clone());
+        queues.push("a", record(2));
+        assert_eq!(queues.queued_bytes("a"), 1001);
+        let (_, first) = queues.next(|_| false, Duration::ZERO).unwrap();
+        assert_eq!(queues.queued_bytes("a"), 0);
+        queues.unpop("a", first);
+        assert_eq!((queues.queued("a"), queues.queued_bytes("a")), (2, 1001));
     }
 
     fn drain(queues: &mut InputQueues) -> Vec<(String, i64)> {

@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 const PAUSE_ABOVE: usize = 20_000;
 const RESUME_BELOW: usize = 5_000;
 
+/// The same in bytes (keys, values, headers): 20,000 records of 1 MB would be 20 GB.
+const PAUSE_ABOVE_BYTES: usize = 16 << 20;
+const RESUME_BELOW_BYTES: usize = 4 << 20;
+
 /// A record of a lead partition: to its running task's queue (after a check that the records
 /// since the last one were not deleted, [`check_gap`]).
 pub fn on_group_record(
@@ -211,10 +215,10 @@ fn pause_or_resume(
         let lead = shared.layout.subtopology(id.subtopology).map(|s| s.lead.as_str()).unwrap_or_default();
         for topic in task.queue.topics() {
             let key = (topic.to_owned(), id.partition);
-            let queued = task.queue.queued(topic);
-            let pause = if queued > PAUSE_ABOVE && !paused.contains(&key) {
+            let (queued, bytes) = (task.queue.queued(topic), task.queue.queued_bytes(topic));
+            let pause = if (queued > PAUSE_ABOVE || bytes > PAUSE_ABOVE_BYTES) && !paused.contains(&key) {
                 true
-            } else if queued < RESUME_BELOW && paused.contains(&key) {
+            } else if queued < RESUME_BELOW && bytes < RESUME_BELOW_BYTES && paused.contains(&key) {
                 false
             } else {
                 continue;
