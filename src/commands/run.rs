@@ -84,10 +84,15 @@ pub async fn run(args: &RunArgs, config: &Config) -> anyhow::Result<()> {
             "runtime.metrics_tls_cert / runtime.metrics_tls_key",
         )
         .map_err(anyhow::Error::msg)?;
-        let url = crate::observe::metrics::serve(&settings.runtime.metrics_address, handle, tls.as_ref())
+        // One HTTP server per instance: metrics and health checks.
+        let mut app = crate::observe::metrics::router(handle).merge(crate::runtime::health::router());
+        if let Some(token) = settings.runtime.http_token.clone() {
+            app = app.layer(axum::middleware::from_fn_with_state(token, crate::http::bearer::require));
+        }
+        let url = crate::observe::metrics::serve_router(&settings.runtime.metrics_address, app, tls.as_ref())
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
-        tracing::info!(address = %settings.runtime.metrics_address, "metrics at {url}");
+        tracing::info!(address = %settings.runtime.metrics_address, "metrics at {url}/metrics, health at {url}/health/ready");
     }
     static ACTIVITIES: [&crate::observe::metrics::TopicActivity; 3] = [
         &crate::runtime::open::RECORDS_IN,

@@ -1,14 +1,17 @@
 //! What every HTTP server of happystreams shares (the Schema Registry, the metrics endpoint):
-//! binding, optional TLS ([`tls`]) and optional basic authentication with roles
-//! ([`basic_auth`]).
+//! binding, optional TLS ([`tls`]), optional basic authentication with roles
+//! ([`basic_auth`], the registry) and an optional bearer token ([`bearer`], an instance's
+//! server).
 //!
 //! Servers bind loopback by default; TLS and users are opt-in, so the embedded default needs no
 //! files. A server with TLS speaks only TLS on its port.
 
 pub mod basic_auth;
+pub mod bearer;
 pub mod tls;
 
 pub use basic_auth::{Role, Users};
+pub use bearer::Token;
 pub use tls::TlsFiles;
 
 use axum::Router;

@@ -78,6 +78,11 @@ pub fn register_error_counters(plan: &crate::topology::Plan) {
     }
 }
 
+/// `GET /metrics`: the Prometheus text of `handle`.
+pub fn router(handle: PrometheusHandle) -> axum::Router {
+    axum::Router::new().route("/metrics", axum::routing::get(move || std::future::ready(handle.render())))
+}
+
 /// Serves `GET /metrics` on `address` (over HTTPS with `tls`) until the process ends; returns
 /// the endpoint's URL.
 pub async fn serve(
@@ -85,14 +90,23 @@ pub async fn serve(
     handle: PrometheusHandle,
     tls: Option<&crate::http::TlsFiles>,
 ) -> Result<String, String> {
+    serve_router(address, router(handle), tls).await.map(|base| format!("{base}/metrics"))
+}
+
+/// Serves `app` on `address` (over HTTPS with `tls`) until the process ends; returns its base
+/// URL.
+pub async fn serve_router(
+    address: &str,
+    app: axum::Router,
+    tls: Option<&crate::http::TlsFiles>,
+) -> Result<String, String> {
     let invalid =
-        |e: String| format!("cannot serve metrics on {address}: {e}; set runtime.metrics_address to a free address");
+        |e: String| format!("cannot serve HTTP on {address}: {e}; set runtime.metrics_address to a free address");
     let addr = tokio::net::lookup_host(address)
         .await
         .map_err(|e| invalid(e.to_string()))?
         .next()
         .ok_or_else(|| invalid("the address resolves to nothing".into()))?;
-    let app = axum::Router::new().route("/metrics", axum::routing::get(move || std::future::ready(handle.render())));
     let (bound, task) = crate::http::serve(addr, app, tls, std::future::pending()).await.map_err(|e| {
         if tls.is_some() && e.kind() == std::io::ErrorKind::InvalidInput {
             format!("{e}; check runtime.metrics_tls_cert and runtime.metrics_tls_key")
@@ -102,10 +116,10 @@ pub async fn serve(
     })?;
     tokio::spawn(async move {
         if let Ok(Err(e)) = task.await {
-            tracing::error!(error = %e, "metrics endpoint stopped");
+            tracing::error!(error = %e, "the HTTP endpoint stopped");
         }
     });
-    Ok(format!("{}/metrics", bound.url()))
+    Ok(bound.url())
 }
 
 /// Record counters per topic, with the wall-clock time of each topic's last record (the

@@ -30,6 +30,7 @@ pub fn start_assigned(shared: &Arc<Shared>, group: &BaseConsumer<GroupContext>, 
         }
         tracing::info!(task = %id, thread = shared.thread, "task assigned");
         metrics::gauge!("happystreams_task_running", "task" => id.to_string()).set(0.0);
+        super::health::task_restoring(shared.thread, id);
         tasks.insert(id, Slot::Restoring { cancel: Arc::default(), handle: None });
     }
     let mut waiting = 0;
@@ -146,6 +147,7 @@ pub fn finish_restores(
         shared.emitter.send_deferred(task.take_deferred())?;
         tracing::info!(task = %id, thread = shared.thread, lead = %sub.lead, ?offset, "task running");
         metrics::gauge!("happystreams_task_running", "task" => id.to_string()).set(1.0);
+        super::health::task_running(shared.thread, id);
         // Its partitions are read from now on: this instance's share of their topics grows.
         crate::observe::volume::assignment_changed();
         tasks.insert(id, Slot::Running(Box::new(task)));

@@ -137,6 +137,7 @@ impl ConsumerContext for GroupContext {
         let ids = elements.iter().filter_map(|e| {
             self.shared.layout.by_lead(e.topic()).map(|s| TaskId { subtopology: s.id, partition: e.partition() })
         });
+        super::health::thread_assigned(self.shared.thread);
         if let Ok(mut assigned) = self.assigned.lock() {
             assigned.extend(ids);
         }
@@ -177,6 +178,7 @@ impl GroupContext {
                 None => {}
             }
             metrics::gauge!("happystreams_task_running", "task" => id.to_string()).set(0.0);
+            super::health::task_gone(self.shared.thread, *id);
         }
         if self.shared.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
             // Every task's uncommitted work is in the aborted transaction: all of them restart
@@ -218,6 +220,7 @@ impl GroupContext {
                 None => continue,
             }
             metrics::gauge!("happystreams_task_running", "task" => id.to_string()).set(0.0);
+            super::health::task_gone(self.shared.thread, *id);
         }
         committed
     }

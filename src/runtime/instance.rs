@@ -128,6 +128,7 @@ pub fn run(
     let purge_interval = if repartitioned { settings.runtime.repartition_purge_interval_ms } else { 0 };
     let purger = Purger::new(kafka, purge_interval);
     let threads = settings.runtime.num_threads.max(1);
+    super::health::started(threads);
     let max_record_bytes = kafka
         .producer_config()
         .get("message.max.bytes")

@@ -62,6 +62,7 @@ pub mod emitter;
 pub mod fault;
 pub mod global;
 pub mod group;
+pub mod health;
 pub mod instance;
 pub mod layout;
 pub mod open;
@@ -119,6 +120,9 @@ pub struct RuntimeConfig {
     pub metrics_tls_cert: Option<PathBuf>,
     /// The private key (PEM) of `metrics_tls_cert`.
     pub metrics_tls_key: Option<PathBuf>,
+    /// A bearer token every request to the instance's HTTP server must carry
+    /// (`Authorization: Bearer <token>`), except `/health/live` and `/health/ready`.
+    pub http_token: Option<crate::http::Token>,
     /// Replication factor of internal topics (changelog, repartition, dead letters).
     pub replication_factor: i32,
     /// RocksDB block cache shared by all tasks (MiB).
@@ -163,6 +167,7 @@ impl Default for RuntimeConfig {
             metrics_address: "127.0.0.1:9464".into(),
             metrics_tls_cert: None,
             metrics_tls_key: None,
+            http_token: None,
             replication_factor: 1,
             state_cache_mb: 256,
             max_task_idle_ms: 2_000,

@@ -250,3 +250,45 @@ async fn metrics_are_served_over_tls_when_configured() {
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
     assert!(instance.terminate().success(), "{}", instance.log_text());
 }
+
+/// An instance's HTTP server with `runtime.http_token`: `/metrics` needs the bearer token,
+/// the health checks do not; `/health/ready` answers 503 with a reason until every task runs,
+/// then 200 with the running tasks.
+#[tokio::test(flavor = "multi_thread")]
+async fn health_checks_are_open_and_ready_once_every_task_runs_while_metrics_need_the_token() {
+    let setup = Setup::on(tansu(), "rt_health", "dead_letter", 2).await;
+    let env = [("HAPPYSTREAMS_RUNTIME__HTTP_TOKEN", "tok-58e1c2")];
+    let mut instance = setup.start_with("only", &["--num-threads", "1"], &env);
+    let base = format!("http://127.0.0.1:{}", instance.port);
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut not_ready = Vec::new();
+    let ready = loop {
+        assert!(Instant::now() < deadline, "never ready ({not_ready:?}); log:\n{}", instance.log_text());
+        let Ok(response) = http.get(format!("{base}/health/ready")).send().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let status = response.status().as_u16();
+        let body: Json = response.json().await.unwrap();
+        match status {
+            200 => break body,
+            503 => not_ready.push(body["reason"].as_str().unwrap_or_default().to_owned()),
+            other => panic!("/health/ready answered {other}: {body}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!not_ready.is_empty(), "not ready before the group assigned anything");
+    assert!(not_ready.iter().all(|r| ["starting", "joining", "restoring"].contains(&r.as_str())), "{not_ready:?}");
+    assert_eq!(ready["running"].as_array().map(Vec::len), Some(4), "2 partitions × 2 sub-topologies: {ready}");
+    let status = |response: reqwest::Response| response.status().as_u16();
+    assert_eq!(status(http.get(format!("{base}/health/live")).send().await.unwrap()), 200);
+    let refused = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!((refused.status().as_u16(), refused.headers().contains_key("www-authenticate")), (401, true));
+    assert_eq!(status(http.get(format!("{base}/metrics")).bearer_auth("wrong").send().await.unwrap()), 401);
+    let metrics = http.get(format!("{base}/metrics")).bearer_auth("tok-58e1c2").send().await.unwrap();
+    assert_eq!(metrics.status().as_u16(), 200);
+    assert!(metrics.text().await.unwrap().contains("happystreams_task_running"));
+    assert!(instance.terminate().success(), "{}", instance.log_text());
+    assert!(!instance.log_text().contains("tok-58e1c2"), "the token is not logged");
+}
