@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use happystreams::commands::{
-    decode, demo, describe, generate, lake_sink, registry, replay, run as run_cmd, schemas, sftp_sync,
+    decode, demo, describe, generate, lake_sink, query, registry, replay, run as run_cmd, schemas, sftp_sync,
 };
 use happystreams::config::{Config, LogFormat};
 use std::path::PathBuf;
@@ -60,6 +60,9 @@ enum Command {
     /// Run a topology in process over a JSON-lines input file and write each output topic's
     /// records (all, and the latest per key).
     Replay(replay::ReplayArgs),
+    /// The latest value of every key of a topic (an output topic of a topology), as a table or
+    /// JSON; `--follow` keeps it updating
+    Query(query::QueryArgs),
     /// The Confluent-compatible Schema Registry.
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -104,6 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Run(args) => run_cmd::run(&args, &config).await?,
+        Command::Query(args) => query::run(&args, &config, &mut std::io::stdout().lock()).await?,
         Command::SftpSync(args) => {
             if sftp_sync::run(&args, &config).await?.failed > 0 {
                 return Ok(ExitCode::from(1));

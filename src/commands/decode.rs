@@ -145,7 +145,7 @@ pub async fn run(args: &DecodeArgs, config: &Config, out: &mut impl Write) -> Re
     Ok(summary)
 }
 
-struct RecordDecoder {
+pub(crate) struct RecordDecoder {
     args: DecodeArgs,
     avro: Option<Arc<AvroCodec>>,
     /// Writer schemas from `--schema` / `--key-schema`, registered under whatever id a record
@@ -166,7 +166,7 @@ fn read_schema_file(path: &Path) -> Result<String, DecodeError> {
 }
 
 impl RecordDecoder {
-    fn new(args: &DecodeArgs, config: &Config) -> Result<Self, DecodeError> {
+    pub(crate) fn new(args: &DecodeArgs, config: &Config) -> Result<Self, DecodeError> {
         let uses_avro = args.format == Format::Avro || args.key_format == Some(Format::Avro);
         if args.debezium && args.key_format.is_some_and(|k| k != args.format) {
             return Err(DecodeError::Usage("--debezium decodes key and value with the same converter; drop --key-format or make it equal to --format".into()));
@@ -246,7 +246,7 @@ impl RecordDecoder {
         }
     }
 
-    async fn decode(&self, record: &Record) -> Result<Vec<(&'static str, Json)>, CodecError> {
+    pub(crate) async fn decode(&self, record: &Record) -> Result<Vec<(&'static str, Json)>, CodecError> {
         if let Some(debezium) = &self.debezium {
             if self.args.format == Format::Avro {
                 for (bytes, is_value, part) in

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod describe;
 pub mod generate;
 pub mod lake_sink;
+pub mod query;
 pub mod registry;
 pub mod replay;
 pub mod run;

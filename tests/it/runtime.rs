@@ -362,7 +362,7 @@ pub(crate) fn latest_counts(setup: &Setup, output: &str, isolation: &str) -> BTr
 }
 
 /// ((window start, source), views) of an aggregate output.
-fn window_count(v: &Json) -> Option<((i64, String), i64)> {
+pub(crate) fn window_count(v: &Json) -> Option<((i64, String), i64)> {
     let start = match &v["window_start"] {
         Json::Number(n) => n.as_i64()?,
         Json::String(s) => chrono::DateTime::parse_from_rfc3339(s).ok()?.timestamp_millis(),
@@ -1333,4 +1333,45 @@ async fn consumed_repartition_records_are_deleted_after_commits() {
         Some("-1"),
         "repartition topics are created without time retention"
     );
+}
+
+/// `happystreams query --topic`: the latest value per key of an output topic, read with no
+/// application running, equals the oracle (JSON), and the table shows a column per field.
+#[tokio::test(flavor = "multi_thread")]
+async fn query_topic_prints_the_latest_value_per_key_equal_to_the_oracle() {
+    let setup = Setup::new("rt_query").await;
+    produce_visitors(&setup, 0).await;
+    let mut instance = setup.start_with("only", &["--num-threads", "1"], &[]);
+    produce_clicks(&setup, 0..1_500).await;
+    await_oracle(&setup, 1_500, &[&instance]);
+    assert!(instance.terminate().success(), "{}", instance.log_text());
+
+    let topic = setup.topic("views_per_source");
+    let query = |format: &str| {
+        let output = crate::cli::happystreams()
+            .args(["query", "--topic", &topic, "--bootstrap-servers", &setup.bootstrap, "--format", format])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let json = query("json");
+    let lines: Vec<Json> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let counts: BTreeMap<(i64, String), i64> = lines.iter().filter_map(|l| window_count(&l["value"])).collect();
+    let (_, want) = oracle(1_500, 0);
+    assert_eq!(counts, want, "the latest count per (window, source)");
+    assert_eq!(lines.len(), want.len(), "one line per key");
+    assert!(lines.iter().all(|l| l["partition"].is_i64() && l["offset"].is_i64()), "{}", lines[0]);
+
+    let table = query("table");
+    let header = table.lines().next().unwrap_or_default();
+    assert!(header.starts_with("key") && header.contains("source") && header.contains("views"), "{table}");
+    assert!(table.trim_end().ends_with(&format!("({} keys)", want.len())), "{table}");
+
+    let missing = crate::cli::happystreams()
+        .args(["query", "--topic", "no_such_topic_q", "--bootstrap-servers", &setup.bootstrap])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success() && stderr.contains("does not exist"), "{stderr}");
 }

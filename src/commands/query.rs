@@ -1,0 +1,302 @@
+//! `happystreams query --topic T`: the latest value of every key of an output topic, read from
+//! the start to the end — how to read the live funnel from its output topics without the
+//! application running. `--follow` keeps reading and prints what changes.
+//!
+//! A null value (a tombstone) removes its key. Keys are compared by their decoded JSON text.
+//! Output: `--format table` (a column per field of the values) or `--format json` (one object
+//! per key: `key`, `value`, `partition`, `offset`, `timestamp`; with `--follow`, one per change).
+
+use super::decode::{DecodeArgs, DecodeError, RecordDecoder};
+use crate::codec::Format;
+use crate::config::Config;
+use crate::connectors::kafka::{self, KafkaConfig};
+use crate::record::Record;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde_json::{Value as Json, json};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+/// How the latest values are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// An aligned text table, a column per value field.
+    Table,
+    /// One JSON object per key.
+    Json,
+}
+
+/// Flags of `happystreams query`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueryArgs {
+    /// The topic to read (an output topic of a topology, or any keyed topic).
+    #[arg(long)]
+    pub topic: String,
+    /// Kafka bootstrap servers (overrides the config).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub bootstrap_servers: Option<String>,
+    /// How the values are encoded.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub value_format: Format,
+    /// How the keys are encoded (default: as the values).
+    #[arg(long, value_enum)]
+    pub key_format: Option<Format>,
+    /// Output: `table` or `json`.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub format: Output,
+    /// Keep reading: print each change (`json`) or the table again when it changed (`table`),
+    /// until Ctrl-C.
+    #[arg(long)]
+    pub follow: bool,
+}
+
+/// One key's latest record.
+#[derive(Debug, Clone)]
+struct Latest {
+    key: Json,
+    value: Json,
+    partition: i32,
+    offset: i64,
+    timestamp: Option<i64>,
+}
+
+impl Latest {
+    fn to_json(&self) -> Json {
+        json!({"key": self.key, "value": self.value, "partition": self.partition, "offset": self.offset, "timestamp": self.timestamp})
+    }
+}
+
+/// Records read per request.
+const CHUNK: usize = 10_000;
+
+/// Runs the command, writing to `out`.
+pub async fn run(args: &QueryArgs, config: &Config, out: &mut impl Write) -> Result<(), DecodeError> {
+    let mut kafka = config.kafka.clone();
+    if let Some(servers) = &args.bootstrap_servers {
+        kafka.bootstrap_servers = servers.clone();
+    }
+    let decoder = RecordDecoder::new(&decode_args(args), config)?;
+    let partitions = partitions(&kafka, &args.topic)?;
+    let mut next: Vec<i64> = vec![0; partitions];
+    let mut latest: BTreeMap<String, Latest> = BTreeMap::new();
+    let mut changes = Vec::new();
+    read_to_end(&kafka, args, &decoder, &mut next, &mut latest, &mut changes).await?;
+    print(args.format, &latest, out)?;
+    while args.follow {
+        tokio::select! {
+            _ = crate::commands::shutdown_signal() => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        changes.clear();
+        read_to_end(&kafka, args, &decoder, &mut next, &mut latest, &mut changes).await?;
+        if changes.is_empty() {
+            continue;
+        }
+        match args.format {
+            Output::Json => {
+                for change in &changes {
+                    writeln!(out, "{}", change.to_json()).map_err(DecodeError::Output)?;
+                }
+                out.flush().map_err(DecodeError::Output)?;
+            }
+            Output::Table => {
+                writeln!(out, "\n-- {} keys, {} changed", latest.len(), changes.len()).map_err(DecodeError::Output)?;
+                print(Output::Table, &latest, out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn decode_args(args: &QueryArgs) -> DecodeArgs {
+    DecodeArgs {
+        files: Vec::new(),
+        jsonl: None,
+        topic: Some(args.topic.clone()),
+        partition: 0,
+        offset: 0,
+        count: CHUNK,
+        bootstrap_servers: args.bootstrap_servers.clone(),
+        format: args.value_format,
+        key_format: args.key_format,
+        debezium: false,
+        schema: None,
+        key_schema: None,
+        row_schema: None,
+        fail_fast: false,
+    }
+}
+
+/// The topic's partition count; a clear error when it does not exist.
+fn partitions(kafka: &KafkaConfig, topic: &str) -> Result<usize, DecodeError> {
+    let consumer: BaseConsumer = kafka
+        .consumer_config()
+        .create()
+        .map_err(|e| DecodeError::Usage(format!("invalid Kafka client settings: {e}; check kafka.properties")))?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(15)).map_err(|e| {
+        DecodeError::Usage(format!(
+            "cannot read the metadata of `{topic}` from {}: {e}; check --bootstrap-servers and that the brokers are up",
+            kafka.bootstrap_servers
+        ))
+    })?;
+    let count = metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
+    if count == 0 {
+        return Err(DecodeError::Usage(format!(
+            "topic `{topic}` does not exist on {}; `happystreams run` creates a topology's output topics when it starts",
+            kafka.bootstrap_servers
+        )));
+    }
+    Ok(count)
+}
+
+/// Reads every partition from `next` to its end, keeping the latest record per key; what
+/// changed goes to `changes`. A record that fails to decode is reported on stderr and skipped.
+async fn read_to_end(
+    kafka: &KafkaConfig,
+    args: &QueryArgs,
+    decoder: &RecordDecoder,
+    next: &mut [i64],
+    latest: &mut BTreeMap<String, Latest>,
+    changes: &mut Vec<Latest>,
+) -> Result<(), DecodeError> {
+    for (partition, offset) in next.iter_mut().enumerate() {
+        let partition = partition as i32;
+        loop {
+            let records = kafka::read_range(kafka, &args.topic, partition, *offset, CHUNK, Duration::from_millis(500))?;
+            for record in &records {
+                apply(decoder, record, partition, latest, changes).await;
+            }
+            match records.last().and_then(|r| r.position.as_ref()) {
+                Some(position) => *offset = position.offset + 1,
+                None => break,
+            }
+            if records.len() < CHUNK {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn apply(
+    decoder: &RecordDecoder,
+    record: &Record,
+    partition: i32,
+    latest: &mut BTreeMap<String, Latest>,
+    changes: &mut Vec<Latest>,
+) {
+    let fields = match decoder.decode(record).await {
+        Ok(fields) => fields,
+        Err(error) => {
+            eprintln!("skipped a record that does not decode: {error}");
+            return;
+        }
+    };
+    let field = |name: &str| fields.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()).unwrap_or(Json::Null);
+    let (key, value) = (field("key"), field("value"));
+    let entry = Latest {
+        key: key.clone(),
+        value: value.clone(),
+        partition,
+        offset: record.position.as_ref().map_or(-1, |p| p.offset),
+        timestamp: record.timestamp_ms,
+    };
+    let text = key.to_string();
+    if value.is_null() {
+        latest.remove(&text);
+    } else {
+        latest.insert(text, entry.clone());
+    }
+    changes.push(entry);
+}
+
+fn print(format: Output, latest: &BTreeMap<String, Latest>, out: &mut impl Write) -> Result<(), DecodeError> {
+    let write = |out: &mut dyn Write, text: String| writeln!(out, "{text}").map_err(DecodeError::Output);
+    match format {
+        Output::Json => {
+            for entry in latest.values() {
+                write(out, entry.to_json().to_string())?;
+            }
+        }
+        Output::Table => {
+            for line in table(latest) {
+                write(out, line)?;
+            }
+        }
+    }
+    out.flush().map_err(DecodeError::Output)
+}
+
+/// The latest values as aligned text: a `key` column, then one per field of the values (in
+/// the order first seen), or a `value` column for values that are not objects.
+fn table(latest: &BTreeMap<String, Latest>) -> Vec<String> {
+    let mut columns: Vec<String> = vec!["key".into()];
+    for entry in latest.values() {
+        match &entry.value {
+            Json::Object(fields) => {
+                for name in fields.keys() {
+                    if !columns.contains(name) {
+                        columns.push(name.clone());
+                    }
+                }
+            }
+            _ if !columns.iter().any(|c| c == "value") => columns.push("value".into()),
+            _ => {}
+        }
+    }
+    let cell = |value: Option<&Json>| match value {
+        None | Some(Json::Null) => String::new(),
+        Some(Json::String(text)) => text.clone(),
+        Some(other) => other.to_string(),
+    };
+    let rows: Vec<Vec<String>> = latest
+        .values()
+        .map(|entry| {
+            columns
+                .iter()
+                .map(|column| match (column.as_str(), &entry.value) {
+                    ("key", _) => cell(Some(&entry.key)),
+                    (name, Json::Object(fields)) => cell(fields.get(name)),
+                    ("value", other) => cell(Some(other)),
+                    _ => String::new(),
+                })
+                .collect()
+        })
+        .collect();
+    let widths: Vec<usize> = (0..columns.len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([columns[i].chars().count()]).max().unwrap_or(0))
+        .collect();
+    let line = |cells: &[String]| {
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned()
+    };
+    let mut lines = vec![line(&columns), widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  ")];
+    lines.extend(rows.iter().map(|r| line(r)));
+    lines.push(format!("({} keys)", rows.len()));
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn latest(entries: &[(Json, Json)]) -> BTreeMap<String, Latest> {
+        entries
+            .iter()
+            .map(|(k, v)| {
+                (k.to_string(), Latest { key: k.clone(), value: v.clone(), partition: 0, offset: 0, timestamp: None })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_table_has_a_column_per_value_field_in_the_order_first_seen() {
+        let lines = table(&latest(&[
+            (json!("a"), json!({"source": "ads", "views": 3})),
+            (json!("b"), json!({"source": "search", "views": 12, "extra": true})),
+        ]));
+        assert_eq!(lines[0], "key  source  views  extra");
+        assert_eq!(lines[2], "a    ads     3");
+        assert_eq!(lines[3], "b    search  12     true");
+        assert_eq!(lines.last().unwrap(), "(2 keys)");
+    }
+}
