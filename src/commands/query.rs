@@ -38,9 +38,9 @@ pub struct QueryArgs {
     /// How the values are encoded.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     pub value_format: Format,
-    /// How the keys are encoded (default: as the values).
-    #[arg(long, value_enum)]
-    pub key_format: Option<Format>,
+    /// How the keys are encoded (happystreams' sinks write JSON keys whatever the value format).
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub key_format: Format,
     /// Output: `table` or `json`.
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub format: Output,
@@ -118,7 +118,7 @@ fn decode_args(args: &QueryArgs) -> DecodeArgs {
         count: CHUNK,
         bootstrap_servers: args.bootstrap_servers.clone(),
         format: args.value_format,
-        key_format: args.key_format,
+        key_format: Some(args.key_format),
         debezium: false,
         schema: None,
         key_schema: None,
