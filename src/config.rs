@@ -129,6 +129,11 @@ fn env_layer(vars: impl IntoIterator<Item = (String, String)>) -> Result<toml::T
                     toml::Value::String(value),
                 )
             }
+            // Secrets stay text, whatever they look like (a numeric token is no integer, and a
+            // type error would print it).
+            [rest @ .., leaf] if ["token", "password", "secret"].iter().any(|s| leaf.contains(s)) => {
+                (rest.to_vec(), leaf.clone(), toml::Value::String(value))
+            }
             [rest @ .., leaf] => (rest.to_vec(), leaf.clone(), env_value(value)),
             [] => continue,
         };

@@ -9,13 +9,17 @@
 use super::decode::{DecodeArgs, DecodeError, RecordDecoder};
 use crate::codec::Format;
 use crate::config::Config;
-use crate::connectors::kafka::{self, KafkaConfig};
+use crate::connectors::kafka::{KafkaConfig, Reader, ReaderContext, record_from};
 use crate::record::Record;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
+use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value as Json, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// How the latest values are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -66,8 +70,8 @@ impl Latest {
     }
 }
 
-/// Records read per request.
-const CHUNK: usize = 10_000;
+/// How long reading may go without a record or an end of partition before it is an error.
+const STALLED: Duration = Duration::from_secs(30);
 
 /// Runs the command, writing to `out`.
 pub async fn run(args: &QueryArgs, config: &Config, out: &mut impl Write) -> Result<(), DecodeError> {
@@ -76,20 +80,60 @@ pub async fn run(args: &QueryArgs, config: &Config, out: &mut impl Write) -> Res
         kafka.bootstrap_servers = servers.clone();
     }
     let decoder = RecordDecoder::new(&decode_args(args), config)?;
-    let partitions = partitions(&kafka, &args.topic)?;
-    let mut next: Vec<i64> = vec![0; partitions];
+    let consumer = reader(&kafka, &args.topic)?;
+    let topic: Arc<str> = Arc::from(args.topic.as_str());
     let mut latest: BTreeMap<String, Latest> = BTreeMap::new();
     let mut changes = Vec::new();
-    read_to_end(&kafka, args, &decoder, &mut next, &mut latest, &mut changes).await?;
-    print(args.format, &latest, out)?;
-    while args.follow {
-        tokio::select! {
-            _ = crate::commands::shutdown_signal() => break,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+    // Every partition to its end: each reports its end once it has been read that far.
+    let partitions = consumer.assignment().map_or(0, |a| a.count());
+    let mut ended = BTreeSet::new();
+    let mut progress = Instant::now();
+    while ended.len() < partitions {
+        if progress.elapsed() > STALLED {
+            return Err(DecodeError::Usage(format!(
+                "reading `{}` stalled: no record and no end of partition for {} s ({} of {partitions} partitions read to their end); check the brokers",
+                args.topic,
+                STALLED.as_secs(),
+                ended.len()
+            )));
         }
-        changes.clear();
-        read_to_end(&kafka, args, &decoder, &mut next, &mut latest, &mut changes).await?;
-        if changes.is_empty() {
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                ended.insert(partition);
+                progress = Instant::now();
+            }
+            Some(Err(e)) => return Err(DecodeError::Usage(format!("reading `{}`: {e}", args.topic))),
+            Some(Ok(message)) => {
+                progress = Instant::now();
+                let record = record_from(&message, topic.clone());
+                apply(&decoder, &record, &mut latest, &mut changes).await;
+            }
+        }
+    }
+    print(args.format, &latest, out)?;
+    if !args.follow {
+        return Ok(());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    tokio::spawn(async move {
+        crate::commands::shutdown_signal().await;
+        stopping.store(true, Ordering::Relaxed);
+    });
+    changes.clear();
+    let mut shown = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        match consumer.poll(Duration::from_millis(100)) {
+            None | Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => return Err(DecodeError::Usage(format!("reading `{}`: {e}", args.topic))),
+            Some(Ok(message)) => {
+                let record = record_from(&message, topic.clone());
+                apply(&decoder, &record, &mut latest, &mut changes).await;
+            }
+        }
+        tokio::task::yield_now().await;
+        if changes.is_empty() || (args.format == Output::Table && shown.elapsed() < Duration::from_secs(1)) {
             continue;
         }
         match args.format {
@@ -104,6 +148,8 @@ pub async fn run(args: &QueryArgs, config: &Config, out: &mut impl Write) -> Res
                 print(Output::Table, &latest, out)?;
             }
         }
+        changes.clear();
+        shown = Instant::now();
     }
     Ok(())
 }
@@ -115,7 +161,7 @@ fn decode_args(args: &QueryArgs) -> DecodeArgs {
         topic: Some(args.topic.clone()),
         partition: 0,
         offset: 0,
-        count: CHUNK,
+        count: 0,
         bootstrap_servers: args.bootstrap_servers.clone(),
         format: args.value_format,
         key_format: Some(args.key_format),
@@ -127,11 +173,17 @@ fn decode_args(args: &QueryArgs) -> DecodeArgs {
     }
 }
 
-/// The topic's partition count; a clear error when it does not exist.
-fn partitions(kafka: &KafkaConfig, topic: &str) -> Result<usize, DecodeError> {
-    let consumer: BaseConsumer = kafka
+/// A consumer assigned every partition of `topic` from its earliest record (older ones may have
+/// been deleted by retention), reporting each partition's end; a clear error when the topic
+/// does not exist.
+fn reader(kafka: &KafkaConfig, topic: &str) -> Result<Reader, DecodeError> {
+    let consumer: Reader = kafka
         .consumer_config()
-        .create()
+        .set("group.id", "happystreams-query")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .create_with_context(ReaderContext)
         .map_err(|e| DecodeError::Usage(format!("invalid Kafka client settings: {e}; check kafka.properties")))?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(15)).map_err(|e| {
         DecodeError::Usage(format!(
@@ -146,42 +198,19 @@ fn partitions(kafka: &KafkaConfig, topic: &str) -> Result<usize, DecodeError> {
             kafka.bootstrap_servers
         )));
     }
-    Ok(count)
-}
-
-/// Reads every partition from `next` to its end, keeping the latest record per key; what
-/// changed goes to `changes`. A record that fails to decode is reported on stderr and skipped.
-async fn read_to_end(
-    kafka: &KafkaConfig,
-    args: &QueryArgs,
-    decoder: &RecordDecoder,
-    next: &mut [i64],
-    latest: &mut BTreeMap<String, Latest>,
-    changes: &mut Vec<Latest>,
-) -> Result<(), DecodeError> {
-    for (partition, offset) in next.iter_mut().enumerate() {
-        let partition = partition as i32;
-        loop {
-            let records = kafka::read_range(kafka, &args.topic, partition, *offset, CHUNK, Duration::from_millis(500))?;
-            for record in &records {
-                apply(decoder, record, partition, latest, changes).await;
-            }
-            match records.last().and_then(|r| r.position.as_ref()) {
-                Some(position) => *offset = position.offset + 1,
-                None => break,
-            }
-            if records.len() < CHUNK {
-                break;
-            }
-        }
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..count as i32 {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .map_err(|e| DecodeError::Usage(e.to_string()))?;
     }
-    Ok(())
+    consumer.assign(&assignment).map_err(|e| DecodeError::Usage(format!("assigning `{topic}`: {e}")))?;
+    Ok(consumer)
 }
 
 async fn apply(
     decoder: &RecordDecoder,
     record: &Record,
-    partition: i32,
     latest: &mut BTreeMap<String, Latest>,
     changes: &mut Vec<Latest>,
 ) {
@@ -197,7 +226,7 @@ async fn apply(
     let entry = Latest {
         key: key.clone(),
         value: value.clone(),
-        partition,
+        partition: record.position.as_ref().map_or(-1, |p| p.partition),
         offset: record.position.as_ref().map_or(-1, |p| p.offset),
         timestamp: record.timestamp_ms,
     };
@@ -246,7 +275,10 @@ fn table(latest: &BTreeMap<String, Latest>) -> Vec<String> {
     }
     let cell = |value: Option<&Json>| match value {
         None | Some(Json::Null) => String::new(),
-        Some(Json::String(text)) => text.clone(),
+        // Control characters escaped: topic data must not break the table or drive the terminal.
+        Some(Json::String(text)) => {
+            text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+        }
         Some(other) => other.to_string(),
     };
     let rows: Vec<Vec<String>> = latest

@@ -86,6 +86,11 @@ pub async fn run(args: &RunArgs, config: &Config) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
         // One HTTP server per instance: metrics and health checks.
         let mut app = crate::observe::metrics::router(handle).merge(crate::runtime::health::router());
+        if settings.runtime.http_token.as_ref().is_some_and(crate::http::Token::is_empty) {
+            anyhow::bail!(
+                "runtime.http_token is empty, which would let every request through; set a token or unset it"
+            );
+        }
         if let Some(token) = settings.runtime.http_token.clone() {
             app = app.layer(axum::middleware::from_fn_with_state(token, crate::http::bearer::require));
         }
@@ -114,6 +119,7 @@ pub async fn run(args: &RunArgs, config: &Config) -> anyhow::Result<()> {
     tokio::spawn(async move {
         crate::commands::shutdown_signal().await;
         tracing::info!("signal received: finishing in-flight records, committing and leaving the group");
+        crate::runtime::health::stopping();
         flag.store(true, Ordering::Relaxed);
     });
     let lineage = lineage_run(&plan, &settings, config)?;

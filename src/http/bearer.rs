@@ -19,6 +19,12 @@ impl Token {
     pub fn new(text: impl Into<String>) -> Token {
         Token(text.into())
     }
+
+    /// Whether the token is empty (white space only): an empty token would let every request
+    /// without one through.
+    pub fn is_empty(&self) -> bool {
+        self.0.trim().is_empty()
+    }
 }
 
 impl std::fmt::Debug for Token {
@@ -39,9 +45,9 @@ pub async fn require(State(token): State<Token>, request: Request, next: Next) -
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.get(..7).filter(|scheme| scheme.eq_ignore_ascii_case("bearer ")).map(|_| &v[7..]))
         .unwrap_or_default();
-    let (want, got) = (Sha256::digest(token.0.as_bytes()), Sha256::digest(given.trim().as_bytes()));
+    let (want, got) = (Sha256::digest(token.0.trim().as_bytes()), Sha256::digest(given.trim().as_bytes()));
     // Equal-length digests, every byte compared.
     if want.iter().zip(got.iter()).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0 {
         return next.run(request).await;

@@ -101,6 +101,7 @@ impl ConsumerContext for GroupContext {
         }
         let revoking = !ids.is_empty();
         if revoking {
+            super::health::thread_revoked(self.shared.thread);
             fault::point("rebalance.revoking");
         }
         let closed = if consumer.assignment_lost() {

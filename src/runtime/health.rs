@@ -14,11 +14,20 @@ use std::sync::Mutex;
 struct Phases {
     threads: usize,
     assigned_threads: BTreeSet<usize>,
+    /// Threads that gave tasks away and have not had their next assignment yet (a cooperative
+    /// rebalance revokes first and assigns in a second round).
+    rebalancing: BTreeSet<usize>,
     tasks: BTreeMap<(usize, TaskId), bool>,
+    stopping: bool,
 }
 
-static PHASES: Mutex<Phases> =
-    Mutex::new(Phases { threads: 0, assigned_threads: BTreeSet::new(), tasks: BTreeMap::new() });
+static PHASES: Mutex<Phases> = Mutex::new(Phases {
+    threads: 0,
+    assigned_threads: BTreeSet::new(),
+    rebalancing: BTreeSet::new(),
+    tasks: BTreeMap::new(),
+    stopping: false,
+});
 
 fn with(change: impl FnOnce(&mut Phases)) {
     if let Ok(mut phases) = PHASES.lock() {
@@ -35,7 +44,20 @@ pub fn started(threads: usize) {
 pub fn thread_assigned(thread: usize) {
     with(|p| {
         p.assigned_threads.insert(thread);
+        p.rebalancing.remove(&thread);
     });
+}
+
+/// A thread gave partitions away; it is rebalancing until its next assignment.
+pub fn thread_revoked(thread: usize) {
+    with(|p| {
+        p.rebalancing.insert(thread);
+    });
+}
+
+/// The instance is stopping (a signal, or an error): not ready any more.
+pub fn stopping() {
+    with(|p| p.stopping = true);
 }
 
 /// A task was assigned and restores.
@@ -64,7 +86,8 @@ pub fn task_gone(thread: usize, id: TaskId) {
 pub struct Readiness {
     /// Every thread assigned and every task running.
     pub ready: bool,
-    /// Why not: `starting`, `joining` (a thread has no assignment yet) or `restoring`.
+    /// Why not: `starting`, `joining` (a thread has no assignment yet), `rebalancing` (a thread
+    /// gave tasks away and waits for its next assignment), `restoring` or `stopping`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
     /// Tasks running.
@@ -84,10 +107,14 @@ pub fn readiness() -> Readiness {
         names.into_iter().collect()
     };
     let (running, restoring) = (named(true), named(false));
-    let reason = if p.threads == 0 {
+    let reason = if p.stopping {
+        Some("stopping")
+    } else if p.threads == 0 {
         Some("starting")
     } else if p.assigned_threads.len() < p.threads {
         Some("joining")
+    } else if !p.rebalancing.is_empty() {
+        Some("rebalancing")
     } else if !restoring.is_empty() {
         Some("restoring")
     } else {
@@ -129,7 +156,12 @@ mod tests {
         let ready = readiness();
         assert!(ready.ready, "{ready:?}");
         assert_eq!(ready.running, vec![id(0).to_string()]);
+        thread_revoked(1);
+        assert_eq!(readiness().reason, Some("rebalancing"));
+        thread_assigned(1);
         task_gone(0, id(0));
         assert!(readiness().running.is_empty());
+        stopping();
+        assert_eq!(readiness().reason, Some("stopping"));
     }
 }

@@ -84,6 +84,7 @@ struct StopOnExit<'a>(&'a AtomicBool);
 impl Drop for StopOnExit<'_> {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
+        super::health::stopping();
     }
 }
 

@@ -292,3 +292,19 @@ async fn health_checks_are_open_and_ready_once_every_task_runs_while_metrics_nee
     assert!(instance.terminate().success(), "{}", instance.log_text());
     assert!(!instance.log_text().contains("tok-58e1c2"), "the token is not logged");
 }
+
+/// An empty `runtime.http_token` would let every request through: `run` refuses to start.
+#[test]
+fn an_empty_http_token_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let topology = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/topologies/views_by_source.yaml");
+    let output = happystreams()
+        .args(["run", "--topology", topology, "--bootstrap-servers", "127.0.0.1:9", "--metrics-address", "127.0.0.1:0"])
+        .arg("--state-dir")
+        .arg(dir.path())
+        .env("HAPPYSTREAMS_RUNTIME__HTTP_TOKEN", " ")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("runtime.http_token is empty"), "{stderr}");
+}

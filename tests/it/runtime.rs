@@ -1363,10 +1363,25 @@ async fn query_topic_prints_the_latest_value_per_key_equal_to_the_oracle() {
     assert_eq!(lines.len(), want.len(), "one line per key");
     assert!(lines.iter().all(|l| l["partition"].is_i64() && l["offset"].is_i64()), "{}", lines[0]);
 
+    // A tombstone removes its key.
+    let gone = &lines[0];
+    let partition = gone["partition"].as_i64().unwrap() as i32;
+    let key = gone["key"].to_string();
+    producer(&setup.bootstrap)
+        .send(
+            rdkafka::producer::FutureRecord::<String, [u8]>::to(&topic).key(&key).partition(partition),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let after: Vec<Json> = query("json").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(after.len(), want.len() - 1, "the tombstoned key is gone");
+    assert!(after.iter().all(|l| l["key"] != gone["key"]), "{key} still listed");
+
     let table = query("table");
     let header = table.lines().next().unwrap_or_default();
     assert!(header.starts_with("key") && header.contains("source") && header.contains("views"), "{table}");
-    assert!(table.trim_end().ends_with(&format!("({} keys)", want.len())), "{table}");
+    assert!(table.trim_end().ends_with(&format!("({} keys)", want.len() - 1)), "{table}");
 
     let missing = crate::cli::happystreams()
         .args(["query", "--topic", "no_such_topic_q", "--bootstrap-servers", &setup.bootstrap])
