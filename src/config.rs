@@ -131,7 +131,7 @@ fn env_layer(vars: impl IntoIterator<Item = (String, String)>) -> Result<toml::T
             }
             // Secrets stay text, whatever they look like (a numeric token is no integer, and a
             // type error would print it).
-            [rest @ .., leaf] if ["token", "password", "secret"].iter().any(|s| leaf.contains(s)) => {
+            [rest @ .., leaf] if crate::connectors::kafka::is_secret(leaf) => {
                 (rest.to_vec(), leaf.clone(), toml::Value::String(value))
             }
             [rest @ .., leaf] => (rest.to_vec(), leaf.clone(), env_value(value)),

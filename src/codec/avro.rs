@@ -277,11 +277,10 @@ async fn fetch_with_references(registry: &SrSettings, id: u32) -> Result<String,
     }
     let invalid =
         |detail: String| CodecError::new(CodecErrorKind::UnsupportedSchema(format!("schema id {id}: {detail}")));
-    let mut definitions = std::collections::BTreeMap::new();
+    let mut definitions = super::avro_references::Definitions::default();
     let mut pending: Vec<RegisteredReference> = registered.references;
-    let mut seen = std::collections::HashSet::new();
     while let Some(reference) = pending.pop() {
-        if !seen.insert((reference.subject.clone(), reference.version)) {
+        if !definitions.follow(&reference.subject, i64::from(reference.version)) {
             continue;
         }
         let child = get_referenced_schema(registry, &reference).await.map_err(|e| {
@@ -298,18 +297,10 @@ async fn fetch_with_references(registry: &SrSettings, id: u32) -> Result<String,
                 _ => CodecError::new(CodecErrorKind::Registry { detail, retryable: false }),
             }
         })?;
-        let json: serde_json::Value = serde_json::from_str(&child.schema)
-            .map_err(|e| invalid(format!("referenced subject {} is not JSON: {e}", reference.subject)))?;
-        let name = super::avro_references::full_name(&json, "").unwrap_or_else(|| reference.name.clone());
-        if definitions.get(&name).is_some_and(|defined| defined != &json) {
-            return Err(invalid(format!("its references define `{name}` twice, differently")));
-        }
-        definitions.insert(name, json);
+        definitions.add(&reference.name, &child.schema).map_err(invalid)?;
         pending.extend(child.references);
     }
-    let main: serde_json::Value =
-        serde_json::from_str(&registered.schema).map_err(|e| invalid(format!("not JSON: {e}")))?;
-    Ok(super::avro_references::inline(&main, &definitions).to_string())
+    definitions.inline_text(&registered.schema).map_err(invalid)
 }
 
 fn registry_error(id: u32, e: &SRCError) -> CodecError {

@@ -10,6 +10,40 @@
 use serde_json::{Map, Value as Json};
 use std::collections::{BTreeMap, HashSet};
 
+/// The types that referenced schemas define, by full name, gathered while following references
+/// to any depth (the registry's store and the codec each fetch them their own way).
+#[derive(Debug, Default)]
+pub struct Definitions {
+    by_name: BTreeMap<String, Json>,
+    followed: HashSet<(String, i64)>,
+}
+
+impl Definitions {
+    /// Whether the reference to `subject` `version` is new; false once it has been followed.
+    pub fn follow(&mut self, subject: &str, version: i64) -> bool {
+        self.followed.insert((subject.to_owned(), version))
+    }
+
+    /// Adds the schema text a reference named `name` resolved to, under the full name it
+    /// declares; a name two references define differently is an error.
+    pub fn add(&mut self, name: &str, text: &str) -> Result<(), String> {
+        let json: Json =
+            serde_json::from_str(text).map_err(|e| format!("the schema referenced as `{name}` is not JSON: {e}"))?;
+        let full = full_name(&json, "").unwrap_or_else(|| name.to_owned());
+        if self.by_name.get(&full).is_some_and(|defined| defined != &json) {
+            return Err(format!("references define `{full}` twice, differently"));
+        }
+        self.by_name.insert(full, json);
+        Ok(())
+    }
+
+    /// `text` with every referenced type inlined ([`inline`]).
+    pub fn inline_text(&self, text: &str) -> Result<String, String> {
+        let json: Json = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        Ok(inline(&json, &self.by_name).to_string())
+    }
+}
+
 const PRIMITIVES: [&str; 8] = ["null", "boolean", "int", "long", "float", "double", "bytes", "string"];
 
 /// The full name a named type's definition (`record`, `enum`, `fixed`) declares, if it is one.

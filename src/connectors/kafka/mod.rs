@@ -11,7 +11,7 @@ mod reader;
 
 pub use admin::{TopicSpec, create_missing_topics};
 pub use config::{
-    ClientKind, ClientProperties, ConnectContext, KafkaConfig, Reader, ReaderContext, is_partition_eof,
+    ClientKind, ClientProperties, ConnectContext, KafkaConfig, Reader, ReaderContext, is_partition_eof, is_secret,
     security_failure,
 };
 pub use reader::{KafkaReadError, cached_high_watermark, cached_watermarks, read_range, record_from};

@@ -268,25 +268,18 @@ impl RegistryStore {
             return Ok(text.to_owned());
         }
         let invalid = |e: String| RegistryError::new(42201, format!("Invalid schema {text}, details: {e}"));
-        let mut definitions = BTreeMap::new();
+        let mut definitions = avro_references::Definitions::default();
         let mut pending = references.to_vec();
-        let mut seen = std::collections::HashSet::new();
         while let Some(reference) = pending.pop() {
-            if !seen.insert(reference.clone()) {
+            if !definitions.follow(&reference.subject, reference.version) {
                 continue;
             }
             let number = u32::try_from(reference.version).map_err(|e| invalid(e.to_string()))?;
             let found = self.version(&reference.subject, VersionRef::Number(number), true)?;
-            let json: serde_json::Value = serde_json::from_str(&found.schema).map_err(|e| invalid(e.to_string()))?;
-            let name = avro_references::full_name(&json, "").unwrap_or_else(|| reference.name.clone());
-            if definitions.get(&name).is_some_and(|defined| defined != &json) {
-                return Err(invalid(format!("references define `{name}` twice, differently")));
-            }
-            definitions.insert(name, json);
+            definitions.add(&reference.name, &found.schema).map_err(invalid)?;
             pending.extend(found.references);
         }
-        let json: serde_json::Value = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        Ok(avro_references::inline(&json, &definitions).to_string())
+        definitions.inline_text(text).map_err(invalid)
     }
 
     /// Parses a schema with its references: the parsed (self-contained) schema, the text to
