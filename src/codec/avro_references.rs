@@ -3,6 +3,10 @@
 //! "version": 1}`). Parsers need one self-contained schema, so [`inline`] writes each referenced
 //! type's definition in place of its first use; later uses stay names, as Avro requires.
 //!
+//! [`Definitions`] gathers the referenced types while a caller follows the references its own
+//! way (the registry's store from memory, the codec over HTTP), refusing a name two references
+//! define differently.
+//!
 //! Names resolve as the Avro specification says: a name with a dot is a full name; a short one
 //! takes the namespace of the nearest enclosing named type. An inlined definition keeps the full
 //! name it was registered with, whatever namespace encloses the place it lands in.
