@@ -8,7 +8,14 @@
 //! fact: the latency a downstream reader sees (input producer linger, broker, engine, output
 //! producer, broker, fetch). The first seconds (warm-up) are left out.
 //!
-//! Prints p50/p99/p999/max per guarantee. `cargo bench --bench latency` (release). Sizes:
+//! Then key lookups (the query API, `docs/QUERIES.md`): two instances of one application process
+//! clicks live at the same rate while clients look visitors up through the first instance's
+//! API: a key its own task holds (local) or the other instance's (forwarded). Against the HTTP
+//! floor of the same server (`/health/live`) in the same run.
+//!
+//! Prints p50/p99/p999/max per guarantee, and p50/p99 and lookups/s for the lookups.
+//! `cargo bench --bench latency` (release); `HAPPYSTREAMS_BENCH_ONLY=lookups` runs the lookups
+//! alone, `HAPPYSTREAMS_BENCH_LOOKUP_CLIENTS` sets their concurrency (default 8). Sizes:
 //! `HAPPYSTREAMS_BENCH_SECONDS` (live seconds per guarantee, default 20),
 //! `HAPPYSTREAMS_BENCH_BOOTSTRAP` (a running broker instead of Tansu),
 //! `HAPPYSTREAMS_BENCH_VISITORS` (default 10000), `HAPPYSTREAMS_BENCH_CLICKS` (backlog for the
@@ -231,7 +238,7 @@ fn main() {
     let external = std::env::var("HAPPYSTREAMS_BENCH_BOOTSTRAP").ok();
     let bootstrap = external.clone().unwrap_or_else(|| start_tansu(&dir.path().join("tansu")));
     let topics: Vec<String> =
-        ["bench.visitors", "backlog.clicks", "alos.clicks", "eos.clicks", "pipe.clicks", "pipe.out"]
+        ["bench.visitors", "backlog.clicks", "alos.clicks", "eos.clicks", "iq.clicks", "pipe.clicks", "pipe.out"]
             .iter()
             .map(|t| t.to_string())
             .collect();
@@ -244,15 +251,30 @@ fn main() {
             (max / 2.0, Some(max))
         }
     };
+    let only = std::env::var("HAPPYSTREAMS_BENCH_ONLY").unwrap_or_default();
+    if only != "lookups" {
+        end_to_end(&bootstrap, dir.path(), rate, seconds, visitors, external.is_some());
+    }
+    lookups(&bootstrap, dir.path(), rate, seconds, visitors);
+    if external.is_none() {
+        stop_tansu(&dir.path().join("tansu"));
+    }
+    if let Some(max) = measured {
+        println!("\nmaximum rate of one instance on a backlog of {clicks} clicks: {max:.0} clicks/s");
+    }
+}
+
+/// The end-to-end latency rows: the raw pipe, then each guarantee.
+fn end_to_end(bootstrap: &str, dir: &Path, rate: f64, seconds: u64, visitors: usize, external: bool) {
     let mut rows = Vec::new();
     // The ceiling: a raw librdkafka pipe from `pipe.clicks` to `pipe.out` over the same broker.
     let pipe = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--raw-pipe", &bootstrap, "pipe.clicks", "pipe.out", &((rate * seconds as f64) as usize).to_string()])
+        .args(["--raw-pipe", bootstrap, "pipe.clicks", "pipe.out", &((rate * seconds as f64) as usize).to_string()])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(2)); // its start
-    let latencies = live(&bootstrap, "pipe", "pipe.out", rate, seconds, visitors);
+    let latencies = live(bootstrap, "pipe", "pipe.out", rate, seconds, visitors);
     drop(pipe);
     rows.push(latencies.row("raw librdkafka pipe (ceiling)", rate));
     let mut plotted = vec![("raw librdkafka pipe".to_owned(), latencies.sorted)];
@@ -264,27 +286,162 @@ fn main() {
             vec!["--processing-guarantee", "exactly-once", "--commit-interval-ms", "100"],
         ),
     ] {
-        let instance = start(&bootstrap, dir.path(), input, input, &flags);
-        let latencies = live(&bootstrap, input, &format!("{input}.facts"), rate, seconds, visitors);
+        let instance = start(bootstrap, dir, input, input, &flags);
+        let latencies = live(bootstrap, input, &format!("{input}.facts"), rate, seconds, visitors);
         drop(instance);
         rows.push(latencies.row(guarantee, rate));
         plotted.push((guarantee.to_owned(), latencies.sorted));
-    }
-    if external.is_none() {
-        stop_tansu(&dir.path().join("tansu"));
-    }
-    if let Some(max) = measured {
-        println!("\nmaximum rate of one instance on a backlog of {clicks} clicks: {max:.0} clicks/s");
     }
     common::print_table(
         &["what", "input clicks/s", "sent", "facts read", "p50 ms", "p99 ms", "p999 ms", "max ms"],
         &rows,
     );
     let broker = std::env::var("HAPPYSTREAMS_BENCH_BROKER_NAME")
-        .unwrap_or_else(|_| if external.is_some() { "an external broker".into() } else { "Tansu".into() });
+        .unwrap_or_else(|_| if external { "an external broker".into() } else { "Tansu".into() });
     common::plot::cdf(
         "latency-cdf.svg",
         &format!("views_by_source end-to-end latency at {rate:.0} clicks/s, one instance, {broker}"),
         &plotted,
     );
+}
+
+/// Lookup latencies (microseconds) and how many per second.
+struct Lookups {
+    micros: Vec<u64>,
+    seconds: f64,
+}
+
+impl Lookups {
+    fn row(&mut self, what: &str) -> String {
+        self.micros.sort_unstable();
+        let quantile = |q: f64| {
+            let n = self.micros.len();
+            if n == 0 { -1.0 } else { self.micros[((n as f64 * q).ceil() as usize).clamp(1, n) - 1] as f64 / 1000.0 }
+        };
+        format!(
+            "| {what} | {} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            self.micros.len(),
+            self.micros.len() as f64 / self.seconds,
+            quantile(0.5),
+            quantile(0.99),
+            self.micros.last().map_or(-1.0, |m| *m as f64 / 1000.0),
+        )
+    }
+}
+
+/// `clients` concurrent clients GET `path(i)` on `base` for `seconds`; each answer is sorted
+/// into a group by `group(body)` (which must be 200).
+fn hammer(
+    base: &str,
+    clients: usize,
+    seconds: f64,
+    path: impl Fn(u64) -> String + Send + Sync + 'static,
+    group: impl Fn(&serde_json::Value) -> usize + Send + Sync + 'static,
+) -> Vec<Lookups> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap();
+    let (path, group) = (std::sync::Arc::new(path), std::sync::Arc::new(group));
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let tasks: Vec<_> = (0..clients as u64)
+        .map(|c| {
+            let (client, base, path, group) = (client.clone(), base.to_owned(), path.clone(), group.clone());
+            runtime.spawn(async move {
+                let mut seen: Vec<Vec<u64>> = vec![Vec::new(); 2];
+                let mut i = c.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                while Instant::now() < deadline {
+                    i = i.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    let started = Instant::now();
+                    let response = client.get(format!("{base}{}", path(i >> 33))).send().await.unwrap();
+                    let status = response.status();
+                    let body: serde_json::Value = response.json().await.unwrap_or_default();
+                    let took = started.elapsed().as_micros() as u64;
+                    assert!(status.is_success(), "{status}: {body}");
+                    seen[group(&body)].push(took);
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut groups = vec![Vec::new(); 2];
+    for task in tasks {
+        for (all, some) in groups.iter_mut().zip(runtime.block_on(task).unwrap()) {
+            all.extend(some);
+        }
+    }
+    groups.into_iter().map(|micros| Lookups { micros, seconds }).collect()
+}
+
+/// Key lookups on the visitors table through one of two instances processing clicks at `rate`.
+fn lookups(bootstrap: &str, dir: &Path, rate: f64, seconds: u64, visitors: usize) {
+    let clients = env_usize("HAPPYSTREAMS_BENCH_LOOKUP_CLIENTS", 8);
+    let topology = topology(dir, "iq", "iq");
+    let instances: Vec<Instance> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            Instance::start_with(
+                bootstrap,
+                None,
+                &topology,
+                "iq",
+                &dir.join(format!("iq-{name}")),
+                dir.join(format!("iq-{name}.log")),
+                &[],
+            )
+        })
+        .collect();
+    let base = format!("http://127.0.0.1:{}", instances[0].port);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let ready = |instance: &Instance| {
+        std::net::TcpStream::connect(("127.0.0.1", instance.port)).is_ok() && instance.metric("task_running", "") > 0.0
+    };
+    while !instances.iter().all(ready)
+        || instances.iter().map(|i| i.metric("task_running", "")).sum::<f64>() < f64::from(2 * PARTITIONS)
+    {
+        assert!(Instant::now() < deadline, "the lookup instances did not start; see {}", dir.display());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let get = |path: String| {
+        runtime.block_on(async {
+            let response = reqwest::get(format!("{base}{path}")).await.ok()?;
+            let status = response.status().as_u16();
+            Some((status, response.json::<serde_json::Value>().await.ok()?))
+        })
+    };
+    let listed = get("/v1/stores".into()).map(|(_, body)| body).unwrap_or_default();
+    let stores = listed["stores"].as_array().cloned().unwrap_or_default();
+    let table = stores.iter().find(|s| s["node"] == "visitors").unwrap_or_else(|| panic!("{listed}"));
+    let store = table["name"].as_str().unwrap().to_owned();
+    // Wait until every visitor is in the table (the last one answers).
+    while get(format!("/v1/stores/{store}/keys/{visitors}")).is_none_or(|(status, _)| status != 200) {
+        assert!(Instant::now() < deadline, "visitor {visitors} never appeared in {store}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(runtime);
+    let floor = hammer(&base, clients, 5.0, |_| "/health/live".to_owned(), |_| 0).swap_remove(0);
+    let producing = {
+        let bootstrap = bootstrap.to_owned();
+        std::thread::spawn(move || live(&bootstrap, "iq", "iq.facts", rate, seconds, visitors))
+    };
+    let own = base.clone();
+    let mut served = hammer(
+        &base,
+        clients,
+        seconds as f64,
+        move |i| format!("/v1/stores/{store}/keys/{}", 1 + i % visitors as u64),
+        move |body| usize::from(body["instance"].as_str() != Some(own.as_str())),
+    );
+    let facts = producing.join().unwrap();
+    let mut floor = floor;
+    let rows = vec![
+        floor.row("HTTP floor: GET /health/live (no load)"),
+        served[0].row("key lookup, local"),
+        served[1].row("key lookup, forwarded"),
+    ];
+    println!(
+        "\nkey lookups through one of two instances while they process {rate:.0} clicks/s ({} sent, {} facts read); {clients} clients",
+        facts.sent, facts.received
+    );
+    common::print_table(&["what", "lookups", "lookups/s", "p50 ms", "p99 ms", "max ms"], &rows);
+    drop(instances);
 }

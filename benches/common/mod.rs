@@ -124,7 +124,7 @@ impl Instance {
             .arg(topology)
             .args(["--bootstrap-servers", bootstrap, "--application-id", app, "--state-dir"])
             .arg(state)
-            .args(["--metrics-address", &format!("127.0.0.1:{port}")])
+            .args(["--http-address", &format!("127.0.0.1:{port}")])
             .args(flags)
             .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
             .env("HAPPYSTREAMS_KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS", fetch_wait_ms())

@@ -6,8 +6,11 @@
 //!    dimension tables, clicks, access-log lines and social mentions, in event-time order.
 //! 3. `topologies/happytimes.yaml` run in process by the engine (state in RocksDB in a temporary
 //!    directory), paced at `--rate` records per second.
-//! 4. The live funnel, reprinted as it updates; the facts landed in a local lake as Parquet
-//!    (`--lake`, like `happystreams lake-sink --avro`); Prometheus metrics on loopback; Ctrl-C
+//! 4. After the history, live traffic (`--live-days` more generated days, their event time
+//!    running `--speed` times as fast as the clock) until Ctrl-C.
+//! 5. The live funnel, reprinted as it updates and on the dashboard (`/dashboard`, with the
+//!    query API, health checks and Prometheus metrics on one loopback HTTP server); the facts
+//!    landed in a local lake as Parquet (`--lake`, like `happystreams lake-sink --avro`); Ctrl-C
 //!    stops cleanly with a last summary.
 //!
 //! The topology is built into the binary; the Avro schemas it registers and the row schemas the
@@ -43,15 +46,23 @@ pub struct DemoArgs {
     /// Seed for the generator (same seed, same traffic, same funnel).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Records per second fed to the topology (0: as fast as possible).
+    /// Records per second of the history fed to the topology (0: as fast as possible).
     #[arg(long, default_value_t = 2000)]
     pub rate: u64,
+    /// Days of live traffic after the history, until Ctrl-C (0: stop after the history).
+    #[arg(long, default_value_t = 30)]
+    pub live_days: u32,
+    /// How much faster than the clock the live traffic's event time runs (60: an hour of
+    /// traffic a minute).
+    #[arg(long, default_value_t = 60.0)]
+    pub speed: f64,
     /// How often the funnel is reprinted, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub refresh_ms: u64,
-    /// Prometheus metrics endpoint (loopback by default; empty to disable).
-    #[arg(long, default_value = "127.0.0.1:9464")]
-    pub metrics_address: String,
+    /// The HTTP server: dashboard, query API, health checks, Prometheus metrics (loopback by
+    /// default; empty to disable).
+    #[arg(long, alias = "metrics-address", default_value = "127.0.0.1:9464")]
+    pub http_address: String,
     /// Local lake directory the facts land in (`facts/<name>/date=…/hour=…/*.parquet`; its
     /// facts tables are replaced at start). Empty to land nothing.
     #[arg(long, default_value = "demo-lake")]
@@ -154,6 +165,7 @@ impl Board {
         for topic in driver.output_topics() {
             for output in driver.read_output(&topic) {
                 *self.counts.entry(topic.clone()).or_default() += 1;
+                crate::runtime::emitter::RECORDS_OUT.add(&topic, 1);
                 let table = self.latest.entry(topic.clone()).or_default();
                 let key = output.key.to_json().to_string();
                 match &output.value {
@@ -307,31 +319,31 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
     }
     println!("schema registry (embedded, in memory) at {}: {}", registry.url, registered.join(", "));
 
-    // 5. Metrics on loopback.
-    let handle = crate::observe::metrics::recorder().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
-    if !args.metrics_address.is_empty() {
-        let url = crate::observe::metrics::serve(&args.metrics_address, handle, None).await.map_err(|e| {
-            anyhow::anyhow!("{e} (pick another port with --metrics-address, or disable it with --metrics-address '')")
-        })?;
-        println!("Prometheus metrics at {url}");
-    }
-
     // 2-3. Traffic through the topology, state in RocksDB.
-    let options = Options { seed: args.seed, visitors: args.visitors, days: args.days, ..Options::default() };
+    let options =
+        Options { seed: args.seed, visitors: args.visitors, days: args.days + args.live_days, ..Options::default() };
     let records = generate(&options);
-    let plan = crate::topology::parse(TOPOLOGY, None, &Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies"))?;
+    let history_end = options.start_ms + i64::from(args.days) * 86_400_000;
+    let live_from = records.partition_point(|r| r.timestamp < history_end);
+    let topologies = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies");
+    let plan = crate::topology::parse(TOPOLOGY, None, &topologies)?;
     let state_dir = tempfile::tempdir()?;
     let stores = plan.stores();
     let memory = StateMemory::new(&StateConfig::default());
     let backend = RocksDbBackend::open(state_dir.path(), &stores, &memory)?;
+    // The driver's state is one task's: queries read what it last committed.
+    let reader = crate::state::StateBackend::reader(&backend);
     let mut lake = if args.lake.is_empty() { None } else { Some(FactLake::open(&args.lake, &plan)?) };
     let mut driver = TopologyTestDriver::with_state(plan, Box::new(backend))?;
+    let catalog_plan = Arc::new(crate::topology::parse(TOPOLOGY, None, &topologies)?);
+    serve(args, catalog_plan, reader).await?;
     println!(
-        "{} records generated (seed {}, {} visitors, {} days); running topologies/happytimes.yaml at {} records/s, Ctrl-C to stop",
+        "{} records generated (seed {}, {} visitors, {} days of history, {} live); running topologies/happytimes.yaml at {} records/s, Ctrl-C to stop",
         records.len(),
         args.seed,
         args.visitors,
         args.days,
+        args.live_days,
         if args.rate == 0 { "full speed".to_owned() } else { args.rate.to_string() }
     );
 
@@ -345,14 +357,39 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut last_print = Instant::now();
     let refresh = Duration::from_millis(args.refresh_ms.max(50));
+    // The history at `--rate` records per second, then the live days at `--speed`.
+    let mut live_started: Option<(Instant, i64)> = None;
     for (index, record) in records.iter().enumerate() {
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        if args.rate > 0 && index % 100 == 0 {
-            let due = started + Duration::from_secs_f64(index as f64 / args.rate as f64);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                tokio::time::sleep(wait).await;
+        let due = if index < live_from {
+            (args.rate > 0 && index % 100 == 0)
+                .then(|| started + Duration::from_secs_f64(index as f64 / args.rate as f64))
+        } else {
+            let (wall, event) = *live_started.get_or_insert_with(|| {
+                println!(
+                    "\n== history processed in {:.1} s; live traffic now, its event time running {}x the clock (--speed); Ctrl-C to stop ==",
+                    started.elapsed().as_secs_f64(),
+                    args.speed
+                );
+                (Instant::now(), record.timestamp)
+            });
+            let ahead = (record.timestamp - event) as f64 / 1000.0 / args.speed.max(0.001);
+            Some(wall + Duration::from_secs_f64(ahead.max(0.0)))
+        };
+        if let Some(wait) = due.and_then(|due| due.checked_duration_since(Instant::now())) {
+            // Waiting live traffic still refreshes the board and stops on Ctrl-C.
+            let until = tokio::time::Instant::now() + wait;
+            while tokio::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep_until(until.min(tokio::time::Instant::now() + refresh)).await;
+                if last_print.elapsed() >= refresh {
+                    publish(&mut board, &mut driver, lake.as_mut(), started).await?;
+                    last_print = Instant::now();
+                }
+            }
+            if stop.load(Ordering::Relaxed) {
+                break;
             }
         }
         metrics::counter!("happystreams_records_in_total", "topic" => record.topic).increment(1);
@@ -368,11 +405,11 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
         *board.inputs.entry(record.source).or_default() += 1;
         board.event_time = board.event_time.max(record.timestamp);
         if last_print.elapsed() >= refresh {
-            land(board.collect(&mut driver), lake.as_mut(), false).await?;
-            board.print(started.elapsed());
+            publish(&mut board, &mut driver, lake.as_mut(), started).await?;
             last_print = Instant::now();
         }
     }
+    driver.commit()?;
     land(board.collect(&mut driver), lake.as_mut(), true).await?;
     board.print(started.elapsed());
     let stopped = stop.load(Ordering::Relaxed);
@@ -391,6 +428,50 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
         );
     }
     registry.shutdown().await?;
+    Ok(())
+}
+
+/// Takes the driver's new outputs to the lake and the board, commits its state (what queries
+/// and the dashboard read) and prints the board.
+async fn publish(
+    board: &mut Board,
+    driver: &mut TopologyTestDriver,
+    lake: Option<&mut FactLake>,
+    started: Instant,
+) -> anyhow::Result<()> {
+    land(board.collect(driver), lake, false).await?;
+    driver.commit()?;
+    board.print(started.elapsed());
+    Ok(())
+}
+
+/// The HTTP server (`--http-address`): the dashboard, the query API over the driver's state
+/// (one task holding every store), health checks and metrics.
+async fn serve(args: &DemoArgs, plan: Arc<Plan>, reader: Option<crate::state::StateReader>) -> anyhow::Result<()> {
+    use crate::runtime::health;
+    use crate::runtime::layout::TaskId;
+    let handle = crate::observe::metrics::recorder().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
+    let task = TaskId { subtopology: 0, partition: 0 };
+    crate::query::local::set_catalog(crate::query::catalog::Catalog::single_task(plan.clone()));
+    crate::query::local::opened(0, task, reader);
+    crate::query::local::running(0, task);
+    health::started(1);
+    health::thread_assigned(0);
+    health::task_running(0, task);
+    if args.http_address.is_empty() {
+        return Ok(());
+    }
+    let feed = crate::dashboard::Feed::new(&plan.name, crate::dashboard::feed::layout_of(&plan));
+    let app = crate::observe::metrics::router(handle)
+        .merge(health::router())
+        .merge(crate::query::http::router())
+        .merge(crate::dashboard::router(feed.clone()));
+    let url = crate::observe::metrics::serve_router(&args.http_address, app, None).await.map_err(|e| {
+        anyhow::anyhow!("{e} (pick another port with --http-address, or disable it with --http-address '')")
+    })?;
+    crate::query::discovery::set_own_url(url.clone());
+    tokio::spawn(crate::dashboard::feed::follow_when_started(feed, None, Duration::from_secs(1)));
+    println!("live dashboard at {url}/dashboard · query API at {url}/v1/stores · Prometheus metrics at {url}/metrics");
     Ok(())
 }
 

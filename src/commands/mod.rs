@@ -7,6 +7,7 @@ pub mod describe;
 pub mod generate;
 pub mod lake_sink;
 pub mod query;
+pub mod query_api;
 pub mod registry;
 pub mod replay;
 pub mod run;

@@ -1,6 +1,10 @@
-//! `happystreams query --topic T`: the latest value of every key of an output topic, read from
-//! the start to the end — how to read the live funnel from its output topics without the
-//! application running. `--follow` keeps reading and prints what changes.
+//! `happystreams query`: read the live funnel.
+//!
+//! - `--url URL` asks a running instance's query API (`docs/QUERIES.md`, [`super::query_api`]):
+//!   its stores, a key, a key range or a key's windows.
+//! - `--topic T` reads an output topic from the start to the end and prints the latest value of
+//!   every key — how to read the funnel without the application running. `--follow` keeps
+//!   reading and prints what changes.
 //!
 //! A null value (a tombstone) removes its key. Keys are compared by their decoded JSON text.
 //! Output: `--format table` (a column per field of the values) or `--format json` (one object
@@ -34,8 +38,40 @@ pub enum Output {
 #[derive(Debug, Clone, clap::Args)]
 pub struct QueryArgs {
     /// The topic to read (an output topic of a topology, or any keyed topic).
-    #[arg(long)]
-    pub topic: String,
+    #[arg(long, required_unless_present = "url", conflicts_with = "url")]
+    pub topic: Option<String>,
+    /// Ask a running instance instead (its HTTP server, e.g. http://127.0.0.1:9464): without
+    /// `--store`, list its stores.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// With `--url`: the store to query (see the list).
+    #[arg(long, requires = "url")]
+    pub store: Option<String>,
+    /// With `--store`: the key to look up, as JSON text (`42`, `'"ads"'`, `'{"campaign": "x", "click_day": 3}'`).
+    #[arg(long, requires = "store")]
+    pub key: Option<String>,
+    /// With `--store` and no `--key`: the first key of a range (JSON text); with `--windows`:
+    /// the earliest window start (ms since the epoch).
+    #[arg(long, requires = "store")]
+    pub from: Option<String>,
+    /// The last key of a range (JSON text, included); with `--windows`: the latest window start (ms).
+    #[arg(long, requires = "store")]
+    pub to: Option<String>,
+    /// A range's maximum number of entries.
+    #[arg(long, requires = "store")]
+    pub limit: Option<usize>,
+    /// With `--key`: list the key's windows (windowed stores).
+    #[arg(long, requires = "key")]
+    pub windows: bool,
+    /// Versioned tables: the row valid at this time (ms since the epoch).
+    #[arg(long, requires = "store")]
+    pub as_of: Option<i64>,
+    /// Let a restoring partition answer when it is this many records or fewer from complete.
+    #[arg(long, requires = "store")]
+    pub max_lag: Option<u64>,
+    /// The instance's bearer token (`runtime.http_token`); also read from `HAPPYSTREAMS_HTTP_TOKEN`.
+    #[arg(long, env = "HAPPYSTREAMS_HTTP_TOKEN", hide_env_values = true, requires = "url")]
+    pub token: Option<String>,
     /// Kafka bootstrap servers (overrides the config).
     #[arg(long, value_name = "HOST:PORT")]
     pub bootstrap_servers: Option<String>,
@@ -56,12 +92,12 @@ pub struct QueryArgs {
 
 /// One key's latest record.
 #[derive(Debug, Clone)]
-struct Latest {
-    key: Json,
-    value: Json,
-    partition: i32,
-    offset: i64,
-    timestamp: Option<i64>,
+pub(super) struct Latest {
+    pub(super) key: Json,
+    pub(super) value: Json,
+    pub(super) partition: i32,
+    pub(super) offset: i64,
+    pub(super) timestamp: Option<i64>,
 }
 
 impl Latest {
@@ -75,13 +111,17 @@ const STALLED: Duration = Duration::from_secs(30);
 
 /// Runs the command, writing to `out`.
 pub async fn run(args: &QueryArgs, config: &Config, out: &mut impl Write) -> Result<(), DecodeError> {
+    if let Some(url) = &args.url {
+        return super::query_api::run(url, args, out).await;
+    }
+    let topic_name = args.topic.clone().unwrap_or_default();
     let mut kafka = config.kafka.clone();
     if let Some(servers) = &args.bootstrap_servers {
         kafka.bootstrap_servers = servers.clone();
     }
     let decoder = RecordDecoder::new(&decode_args(args), config)?;
-    let consumer = reader(&kafka, &args.topic)?;
-    let topic: Arc<str> = Arc::from(args.topic.as_str());
+    let consumer = reader(&kafka, &topic_name)?;
+    let topic: Arc<str> = Arc::from(topic_name.as_str());
     let mut latest: BTreeMap<String, Latest> = BTreeMap::new();
     let mut changes = Vec::new();
     // Every partition to its end: each reports its end once it has been read that far.
@@ -92,7 +132,7 @@ pub async fn run(args: &QueryArgs, config: &Config, out: &mut impl Write) -> Res
         if progress.elapsed() > STALLED {
             return Err(DecodeError::Usage(format!(
                 "reading `{}` stalled: no record and no end of partition for {} s ({} of {partitions} partitions read to their end); check the brokers",
-                args.topic,
+                topic_name,
                 STALLED.as_secs(),
                 ended.len()
             )));
@@ -103,7 +143,7 @@ pub async fn run(args: &QueryArgs, config: &Config, out: &mut impl Write) -> Res
                 ended.insert(partition);
                 progress = Instant::now();
             }
-            Some(Err(e)) => return Err(DecodeError::Usage(format!("reading `{}`: {e}", args.topic))),
+            Some(Err(e)) => return Err(DecodeError::Usage(format!("reading `{topic_name}`: {e}"))),
             Some(Ok(message)) => {
                 progress = Instant::now();
                 let record = record_from(&message, topic.clone());
@@ -126,7 +166,7 @@ pub async fn run(args: &QueryArgs, config: &Config, out: &mut impl Write) -> Res
     while !stop.load(Ordering::Relaxed) {
         match consumer.poll(Duration::from_millis(100)) {
             None | Some(Err(KafkaError::PartitionEOF(_))) => {}
-            Some(Err(e)) => return Err(DecodeError::Usage(format!("reading `{}`: {e}", args.topic))),
+            Some(Err(e)) => return Err(DecodeError::Usage(format!("reading `{topic_name}`: {e}"))),
             Some(Ok(message)) => {
                 let record = record_from(&message, topic.clone());
                 apply(&decoder, &record, &mut latest, &mut changes).await;
@@ -158,7 +198,7 @@ fn decode_args(args: &QueryArgs) -> DecodeArgs {
     DecodeArgs {
         files: Vec::new(),
         jsonl: None,
-        topic: Some(args.topic.clone()),
+        topic: args.topic.clone(),
         partition: 0,
         offset: 0,
         count: 0,
@@ -239,7 +279,11 @@ async fn apply(
     changes.push(entry);
 }
 
-fn print(format: Output, latest: &BTreeMap<String, Latest>, out: &mut impl Write) -> Result<(), DecodeError> {
+pub(super) fn print(
+    format: Output,
+    latest: &BTreeMap<String, Latest>,
+    out: &mut impl Write,
+) -> Result<(), DecodeError> {
     let write = |out: &mut dyn Write, text: String| writeln!(out, "{text}").map_err(DecodeError::Output);
     match format {
         Output::Json => {

@@ -6,6 +6,7 @@ use crate::runtime::instance::{self, Settings};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// Flags of `happystreams run` (each overrides the config's `[runtime]` / `[kafka]` key).
 #[derive(Debug, Clone, clap::Args)]
@@ -22,9 +23,10 @@ pub struct RunArgs {
     /// Directory for task state (`runtime.state_dir`).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Prometheus endpoint address (`runtime.metrics_address`); loopback by default, empty for none.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub metrics_address: Option<String>,
+    /// The HTTP server's address (`runtime.http_address`): metrics, health checks, the query
+    /// API and the dashboard; loopback by default, empty for none.
+    #[arg(long, alias = "metrics-address", value_name = "HOST:PORT")]
+    pub http_address: Option<String>,
     /// Schema Registry URL (`registry.url`).
     #[arg(long, value_name = "URL")]
     pub registry: Option<String>,
@@ -54,8 +56,8 @@ pub async fn run(args: &RunArgs, config: &Config) -> anyhow::Result<()> {
     if let Some(dir) = &args.state_dir {
         settings.runtime.state_dir = dir.clone();
     }
-    if let Some(address) = &args.metrics_address {
-        settings.runtime.metrics_address = address.clone();
+    if let Some(address) = &args.http_address {
+        settings.runtime.http_address = address.clone();
     }
     if let Some(url) = &args.registry {
         settings.registry.url = url.clone();
@@ -77,15 +79,21 @@ pub async fn run(args: &RunArgs, config: &Config) -> anyhow::Result<()> {
     }
     let handle = crate::observe::metrics::recorder().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
     crate::observe::metrics::register_error_counters(&plan);
-    if !settings.runtime.metrics_address.is_empty() {
+    if !settings.runtime.http_address.is_empty() {
         let tls = crate::http::TlsFiles::from_pair(
             settings.runtime.metrics_tls_cert.clone(),
             settings.runtime.metrics_tls_key.clone(),
             "runtime.metrics_tls_cert / runtime.metrics_tls_key",
         )
         .map_err(anyhow::Error::msg)?;
-        // One HTTP server per instance: metrics and health checks.
-        let mut app = crate::observe::metrics::router(handle).merge(crate::runtime::health::router());
+        // One HTTP server per instance: metrics, health checks, queries and the dashboard.
+        let feed = crate::dashboard::Feed::new(&plan.name, crate::dashboard::feed::layout_of(&plan));
+        let authorization = settings.runtime.http_token.as_ref().and_then(crate::http::Token::header);
+        tokio::spawn(crate::dashboard::feed::follow_when_started(feed.clone(), authorization, Duration::from_secs(1)));
+        let mut app = crate::observe::metrics::router(handle)
+            .merge(crate::runtime::health::router())
+            .merge(crate::query::http::router())
+            .merge(crate::dashboard::router(feed));
         if settings.runtime.http_token.as_ref().is_some_and(crate::http::Token::is_empty) {
             anyhow::bail!(
                 "runtime.http_token is empty, which would let every request through; set a token or unset it"
@@ -94,10 +102,16 @@ pub async fn run(args: &RunArgs, config: &Config) -> anyhow::Result<()> {
         if let Some(token) = settings.runtime.http_token.clone() {
             app = app.layer(axum::middleware::from_fn_with_state(token, crate::http::bearer::require));
         }
-        let url = crate::observe::metrics::serve_router(&settings.runtime.metrics_address, app, tls.as_ref())
+        let url = crate::observe::metrics::serve_router(&settings.runtime.http_address, app, tls.as_ref())
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
-        tracing::info!(address = %settings.runtime.metrics_address, "metrics at {url}/metrics, health at {url}/health/ready");
+        let advertised = match &settings.runtime.advertised_http_address {
+            Some(address) if address.contains("://") => address.clone(),
+            Some(address) => format!("{}://{address}", if tls.is_some() { "https" } else { "http" }),
+            None => url.clone(),
+        };
+        crate::query::discovery::set_own_url(advertised);
+        tracing::info!(address = %settings.runtime.http_address, "metrics at {url}/metrics, health at {url}/health/ready, queries at {url}/v1/stores, dashboard at {url}/dashboard");
     }
     static ACTIVITIES: [&crate::observe::metrics::TopicActivity; 3] = [
         &crate::runtime::open::RECORDS_IN,

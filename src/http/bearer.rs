@@ -25,12 +25,45 @@ impl Token {
     pub fn is_empty(&self) -> bool {
         self.0.trim().is_empty()
     }
+
+    /// `Authorization: Bearer <token>`, for an instance asking another.
+    pub fn header(&self) -> Option<axum::http::HeaderValue> {
+        let mut value = axum::http::HeaderValue::from_str(&format!("Bearer {}", self.0.trim())).ok()?;
+        value.set_sensitive(true);
+        Some(value)
+    }
 }
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<redacted>")
     }
+}
+
+/// The `access_token` query parameter, percent-decoded.
+fn query_token(query: Option<&str>) -> Option<String> {
+    let value = query?.split('&').find_map(|pair| pair.strip_prefix("access_token="))?;
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Paths anyone may GET.
@@ -41,11 +74,16 @@ pub async fn require(State(token): State<Token>, request: Request, next: Next) -
     if OPEN.contains(&request.uri().path()) {
         return next.run(request).await;
     }
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.get(..7).filter(|scheme| scheme.eq_ignore_ascii_case("bearer ")).map(|_| &v[7..]))
+    let from_header =
+        request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+            v.get(..7).filter(|scheme| scheme.eq_ignore_ascii_case("bearer ")).map(|_| v[7..].to_owned())
+        });
+    // A browser's EventSource cannot send headers: the dashboard's pages may carry the token as
+    // `?access_token=` (RFC 6750, section 2.3).
+    let given = from_header
+        .or_else(|| {
+            request.uri().path().starts_with("/dashboard").then(|| query_token(request.uri().query())).flatten()
+        })
         .unwrap_or_default();
     let (want, got) = (Sha256::digest(token.0.trim().as_bytes()), Sha256::digest(given.trim().as_bytes()));
     // Equal-length digests, every byte compared.

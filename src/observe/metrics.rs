@@ -101,7 +101,7 @@ pub async fn serve_router(
     tls: Option<&crate::http::TlsFiles>,
 ) -> Result<String, String> {
     let invalid =
-        |e: String| format!("cannot serve HTTP on {address}: {e}; set runtime.metrics_address to a free address");
+        |e: String| format!("cannot serve HTTP on {address}: {e}; set runtime.http_address to a free address");
     let addr = tokio::net::lookup_host(address)
         .await
         .map_err(|e| invalid(e.to_string()))?

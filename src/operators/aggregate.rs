@@ -575,7 +575,7 @@ pub fn lookup_result<B: StateBackend>(
 }
 
 /// The output event for an accumulator.
-pub(super) fn result(acc: &Row, measures: &[(String, Measure)], record_time: i64) -> Event {
+pub fn result(acc: &Row, measures: &[(String, Measure)], record_time: i64) -> Event {
     let group = acc.get("group").and_then(Value::as_row).cloned().unwrap_or_default();
     let window = match (acc.get("start").and_then(Value::as_i64), acc.get("end").and_then(Value::as_i64)) {
         (Some(start), Some(end)) => Some((start, end)),

@@ -31,6 +31,7 @@ pub fn start_assigned(shared: &Arc<Shared>, group: &BaseConsumer<GroupContext>, 
         tracing::info!(task = %id, thread = shared.thread, "task assigned");
         metrics::gauge!("happystreams_task_running", "task" => id.to_string()).set(0.0);
         super::health::task_restoring(shared.thread, id);
+        crate::query::local::assigned(shared.thread, id);
         tasks.insert(id, Slot::Restoring { cancel: Arc::default(), handle: None });
     }
     let mut waiting = 0;
@@ -148,6 +149,7 @@ pub fn finish_restores(
         tracing::info!(task = %id, thread = shared.thread, lead = %sub.lead, ?offset, "task running");
         metrics::gauge!("happystreams_task_running", "task" => id.to_string()).set(1.0);
         super::health::task_running(shared.thread, id);
+        crate::query::local::running(shared.thread, id);
         // Its partitions are read from now on: this instance's share of their topics grows.
         crate::observe::volume::assignment_changed();
         tasks.insert(id, Slot::Running(Box::new(task)));

@@ -44,6 +44,9 @@ impl StateBackend for SharedBackend {
     fn size_bytes(&self, store: &str) -> Option<u64> {
         self.lock().ok()?.size_bytes(store)
     }
+    fn reader(&self) -> Option<crate::state::StateReader> {
+        self.lock().ok()?.reader()
+    }
 }
 
 /// A task's own stores plus the instance's global stores (read-only for the task).
@@ -92,5 +95,9 @@ impl StateBackend for TaskBackend {
     fn size_bytes(&self, store: &str) -> Option<u64> {
         // A global store is the instance's, not the task's: not counted once per task.
         if self.global_stores.contains(store) { None } else { self.local.size_bytes(store) }
+    }
+    fn reader(&self) -> Option<crate::state::StateReader> {
+        // The task's own stores; the global ones are read through the instance's global store.
+        self.local.reader()
     }
 }

@@ -66,6 +66,9 @@ impl ClientContext for GroupContext {
         for (topic, t) in &statistics.topics {
             // A partition whose lag is unknown (-1: paused before its first fetch while its task
             // restores) keeps its last value; a revoked one is zeroed in `pre_rebalance`.
+            for (partition, p) in t.partitions.iter().filter(|(n, p)| **n >= 0 && p.hi_offset >= 0) {
+                crate::query::local::set_watermark(topic, *partition, p.hi_offset);
+            }
             for (partition, p) in t.partitions.iter().filter(|(n, p)| **n >= 0 && p.consumer_lag >= 0) {
                 reported.insert((topic.clone(), *partition));
                 metrics::gauge!("happystreams_consumer_lag_records", "topic" => topic.clone(), "partition" => partition.to_string())
@@ -180,6 +183,7 @@ impl GroupContext {
             }
             metrics::gauge!("happystreams_task_running", "task" => id.to_string()).set(0.0);
             super::health::task_gone(self.shared.thread, *id);
+            crate::query::local::gone(self.shared.thread, *id);
         }
         if self.shared.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
             // Every task's uncommitted work is in the aborted transaction: all of them restart
@@ -222,6 +226,7 @@ impl GroupContext {
             }
             metrics::gauge!("happystreams_task_running", "task" => id.to_string()).set(0.0);
             super::health::task_gone(self.shared.thread, *id);
+            crate::query::local::gone(self.shared.thread, *id);
         }
         committed
     }

@@ -62,6 +62,20 @@ pub fn run(
     let layout = Layout::new(&plan, &reference, &application_id, &partitions).map_err(|e| RuntimeError::Config(e.0))?;
     create_topics(kafka, &layout.internal, settings.runtime.replication_factor, &partitions, true, &runtime)?;
     create_topics(kafka, &layout.sinks, settings.runtime.replication_factor, &partitions, false, &runtime)?;
+    crate::query::local::set_catalog(crate::query::catalog::Catalog::new(plan.clone(), &layout));
+    let _announced = match crate::query::discovery::own_url() {
+        None => None,
+        Some(_) => {
+            let instances = InternalTopic {
+                name: crate::query::discovery::topic(&application_id),
+                partitions: 1,
+                cleanup: Cleanup::Compact,
+            };
+            create_topics(kafka, &[instances], settings.runtime.replication_factor, &partitions, true, &runtime)?;
+            let id = instance_id(&settings.runtime.state_dir.join(&application_id))?;
+            crate::query::discovery::start(kafka, &application_id, &id).map_err(RuntimeError::Kafka)?
+        }
+    };
 
     let avro = Arc::new(AvroCodec::with_registry(
         sr_settings(&settings.registry).map_err(|e| RuntimeError::Config(e.to_string()))?,
@@ -100,6 +114,7 @@ pub fn run(
         let dir = settings.runtime.state_dir.join(&application_id).join("global");
         Some(SharedBackend::new(Box::new(RocksDbBackend::open(&dir, &global_stores, &memory)?)))
     };
+    crate::query::local::set_global(global.as_ref().and_then(crate::state::StateBackend::reader), false);
     let global_tables: BTreeMap<String, Arc<crate::operators::table::Table>> = reference
         .tables()
         .iter()

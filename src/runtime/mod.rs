@@ -114,8 +114,10 @@ pub struct RuntimeConfig {
     pub commit_interval_ms: u64,
     /// at_least_once or exactly_once.
     pub processing_guarantee: ProcessingGuarantee,
-    /// Prometheus `/metrics` address; loopback by default. Empty: no endpoint.
-    pub metrics_address: String,
+    /// The instance's HTTP server: `/metrics`, health checks, the query API and the dashboard;
+    /// loopback by default. Empty: no server. (`metrics_address` is its old name.)
+    #[serde(alias = "metrics_address")]
+    pub http_address: String,
     /// Serve `/metrics` over HTTPS with this certificate chain (PEM); needs `metrics_tls_key`.
     pub metrics_tls_cert: Option<PathBuf>,
     /// The private key (PEM) of `metrics_tls_cert`.
@@ -123,6 +125,9 @@ pub struct RuntimeConfig {
     /// A bearer token every request to the instance's HTTP server must carry
     /// (`Authorization: Bearer <token>`), except `/health/live` and `/health/ready`.
     pub http_token: Option<crate::http::Token>,
+    /// The URL other instances reach this one's HTTP server at (interactive queries), e.g.
+    /// `http://10.0.0.5:9464`; default: the address it binds.
+    pub advertised_http_address: Option<String>,
     /// Replication factor of internal topics (changelog, repartition, dead letters).
     pub replication_factor: i32,
     /// RocksDB block cache shared by all tasks (MiB).
@@ -164,10 +169,11 @@ impl Default for RuntimeConfig {
             state_dir: PathBuf::from("state"),
             commit_interval_ms: 1_000,
             processing_guarantee: ProcessingGuarantee::AtLeastOnce,
-            metrics_address: "127.0.0.1:9464".into(),
+            http_address: "127.0.0.1:9464".into(),
             metrics_tls_cert: None,
             metrics_tls_key: None,
             http_token: None,
+            advertised_http_address: None,
             replication_factor: 1,
             state_cache_mb: 256,
             max_task_idle_ms: 2_000,

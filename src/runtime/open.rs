@@ -293,6 +293,7 @@ pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Ta
         drop(local);
         local = wipe(shared, &dir, &sub.stores)?;
     }
+    crate::query::local::opened(shared.thread, id, local.reader());
     let mut report = RestoreReport::default();
     if let Some(changelog) = &sub.changelog {
         let task = id.to_string();
@@ -310,6 +311,7 @@ pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Ta
             let eta = remaining.map(|r| r as f64 / rate.max(1.0));
             metrics::gauge!("happystreams_restore_remaining_records", "task" => task.clone())
                 .set(remaining.unwrap_or(0) as f64);
+            crate::query::local::restoring(shared.thread, id, remaining.map(|r| r as u64));
             tracing::info!(task = %task, records = read, total, rate = rate as u64, eta_s = eta.map(|e| e.round() as u64), "restoring");
         };
         report = restore(&shared.kafka, changelog, id.partition, local.as_mut(), limits, None, cancel, &progress)?;
@@ -319,6 +321,7 @@ pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Ta
             tracing::warn!(task = %id, marked, "the restore wrote an unfinished commit to the store; wiping it and restoring again up to the last commit");
             drop(local);
             local = wipe(shared, &dir, &sub.stores)?;
+            crate::query::local::opened(shared.thread, id, local.reader());
             report = restore(
                 &shared.kafka,
                 changelog,
@@ -338,6 +341,8 @@ pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Ta
             "restored"
         );
         super::fault::point("restore.done");
+        // The changelog is done; the tables are read next (how far they are is unknown).
+        crate::query::local::restoring(shared.thread, id, None);
     }
     let mut state = TaskState::new(Box::new(TaskBackend::new(local, shared.global.clone())) as Box<dyn StateBackend>)?;
     if let Some(changelog) = &sub.changelog {
@@ -346,9 +351,11 @@ pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Ta
             changelog,
             id.partition,
         )));
-        if shared.runtime.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
-            state = state.log_positions();
-        }
+        // Commits that only moved the input positions are logged too (a marker without writes),
+        // under both guarantees: the next owner of the task resumes where its last commit left
+        // off. Without them it resumed at the last commit that changed state and processed
+        // again every input after it — a join's outputs, re-keyed, counted twice downstream.
+        state = state.log_positions();
     }
     let pipeline = Pipeline::with_tables(shared.plan.clone(), &shared.global_tables)
         .map_err(|e| RuntimeError::Config(e.to_string()))?

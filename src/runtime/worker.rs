@@ -45,6 +45,9 @@ pub fn run_threads(streams: Vec<Arc<Shared>>, shutdown: Arc<AtomicBool>) -> Resu
     let first = streams.first().ok_or_else(|| RuntimeError::Internal("an instance with no stream thread".into()))?;
     // Global tables are read to their end before any task starts.
     let mut global = open_global(first)?;
+    if let Some(store) = &first.global {
+        crate::query::local::set_global(crate::state::StateBackend::reader(store), true);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
     for shared in streams {

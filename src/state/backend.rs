@@ -47,6 +47,12 @@ pub trait StateBackend: Send {
     fn size_bytes(&self, _store: &str) -> Option<u64> {
         None
     }
+
+    /// A reader of the committed stores for other threads (interactive queries), where the
+    /// backend has one.
+    fn reader(&self) -> Option<super::StateReader> {
+        None
+    }
 }
 
 pub(crate) fn in_range(key: &[u8], from: &[u8], to: Option<&[u8]>) -> bool {
@@ -71,5 +77,8 @@ impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
     }
     fn size_bytes(&self, store: &str) -> Option<u64> {
         (**self).size_bytes(store)
+    }
+    fn reader(&self) -> Option<super::StateReader> {
+        (**self).reader()
     }
 }

@@ -32,6 +32,6 @@ pub use backend::{Checkpoint, StateBackend, WriteSet};
 pub use changelog::{Changelog, ChangelogEntry, MemoryChangelog};
 pub use error::StateError;
 pub use memory::MemoryBackend;
-pub use rocksdb::{RocksDbBackend, StateConfig, StateMemory};
+pub use rocksdb::{RocksDbBackend, Snapshot, StateConfig, StateMemory, StateReader};
 pub use task_state::TaskState;
 pub use versioned::{Version, VersionedStore};

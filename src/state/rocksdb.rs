@@ -19,6 +19,7 @@ use rocksdb::{
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
 
 const CHECKPOINT_CF: &str = "__checkpoint";
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
@@ -90,7 +91,8 @@ impl StateMemory {
 
 /// One task's stores in one RocksDB instance.
 pub struct RocksDbBackend {
-    db: DB,
+    /// Shared only with [`StateReader`]s, which hold it weakly: dropping the backend closes it.
+    db: Arc<DB>,
     path: PathBuf,
     stores: Vec<String>,
 }
@@ -135,7 +137,11 @@ impl RocksDbBackend {
         }
         let descriptors = families.iter().map(|name| ColumnFamilyDescriptor::new(name, memory.options()));
         let db = DB::open_cf_descriptors(&options, path, descriptors).map_err(|e| classify(path, e))?;
-        Ok(RocksDbBackend { db, path: path.to_owned(), stores: stores.iter().map(|s| s.as_ref().to_owned()).collect() })
+        Ok(RocksDbBackend {
+            db: Arc::new(db),
+            path: path.to_owned(),
+            stores: stores.iter().map(|s| s.as_ref().to_owned()).collect(),
+        })
     }
 
     fn cf(&self, store: &str) -> Result<&rocksdb::ColumnFamily, StateError> {
@@ -148,6 +154,86 @@ impl RocksDbBackend {
     /// The task directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Reads a task's committed stores from another thread (`StateBackend::reader`).
+#[derive(Clone)]
+pub struct StateReader {
+    db: Weak<DB>,
+    path: PathBuf,
+    stores: Arc<[String]>,
+}
+
+impl std::fmt::Debug for StateReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateReader").field("path", &self.path).finish()
+    }
+}
+
+impl StateReader {
+    /// Runs `read` on one consistent snapshot of the committed state (the checkpoint and every
+    /// store as of one commit); `None` when the task's state was closed meanwhile.
+    pub fn snapshot<R>(&self, read: impl FnOnce(&Snapshot<'_>) -> R) -> Option<R> {
+        let db = self.db.upgrade()?;
+        let snapshot = db.snapshot();
+        Some(read(&Snapshot { db: &db, snapshot, path: &self.path, stores: &self.stores }))
+    }
+}
+
+/// One consistent view of a task's committed state.
+pub struct Snapshot<'a> {
+    db: &'a DB,
+    snapshot: rocksdb::SnapshotWithThreadMode<'a, DB>,
+    path: &'a Path,
+    stores: &'a [String],
+}
+
+impl Snapshot<'_> {
+    fn cf(&self, store: &str) -> Result<&rocksdb::ColumnFamily, StateError> {
+        let known = store == CHECKPOINT_CF || self.stores.iter().any(|s| s == store);
+        known.then(|| self.db.cf_handle(store)).flatten().ok_or_else(|| StateError::UnknownStore(store.to_owned()))
+    }
+
+    /// The value of a key.
+    pub fn get(&self, store: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let cf = self.cf(store)?;
+        let value = self.snapshot.get_pinned_cf_opt(cf, key, ReadOptions::default());
+        Ok(value.map_err(|e| classify(self.path, e))?.map(|v| v.to_vec()))
+    }
+
+    /// At most `limit` entries with `from <= key < to` (`to = None`: to the end), in key order.
+    pub fn range(
+        &self,
+        store: &str,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        let cf = self.cf(store)?;
+        let mut options = ReadOptions::default();
+        if let Some(to) = to {
+            options.set_iterate_upper_bound(to.to_vec());
+        }
+        let mut out = Vec::new();
+        for item in self.snapshot.iterator_cf_opt(cf, options, IteratorMode::From(from, Direction::Forward)) {
+            let (key, value) = item.map_err(|e| classify(self.path, e))?;
+            if !in_range(&key, from, to) || out.len() >= limit {
+                break;
+            }
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The checkpoint the state is at.
+    pub fn checkpoint(&self) -> Result<Option<Checkpoint>, StateError> {
+        match self.get(CHECKPOINT_CF, CHECKPOINT_KEY)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StateError::Encoding { store: CHECKPOINT_CF.into(), detail: e.to_string() }),
+        }
     }
 }
 
@@ -218,5 +304,10 @@ impl StateBackend for RocksDbBackend {
         let cf = self.cf(store).ok()?;
         let property = |name: &str| self.db.property_int_value_cf(cf, name).ok().flatten().unwrap_or(0);
         Some(property("rocksdb.estimate-live-data-size") + property("rocksdb.cur-size-all-mem-tables"))
+    }
+
+    /// Holds the database weakly: once the backend is dropped, reads answer `None`.
+    fn reader(&self) -> Option<StateReader> {
+        Some(StateReader { db: Arc::downgrade(&self.db), path: self.path.clone(), stores: self.stores.clone().into() })
     }
 }

@@ -71,8 +71,8 @@ impl<B: StateBackend> TaskState<B> {
     }
 
     /// Also logs commits that only moved the input positions, so a restore from the changelog
-    /// resumes exactly where the last commit left off (exactly-once: the outputs of those inputs
-    /// were committed with the transaction and must not be produced again).
+    /// resumes exactly where the last commit left off (the outputs of those inputs were
+    /// acknowledged, or committed with the transaction, and must not be produced again).
     pub fn log_positions(mut self) -> Self {
         self.log_positions = true;
         self

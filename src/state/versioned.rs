@@ -68,7 +68,8 @@ impl VersionedStore {
         VersionedStore { store: store.into(), retention_ms }
     }
 
-    fn decode(&self, key: &[u8], value: &[u8]) -> Result<Version, StateError> {
+    /// One stored version, decoded.
+    pub fn decode(&self, key: &[u8], value: &[u8]) -> Result<Version, StateError> {
         let corrupt = |detail: &str| StateError::Encoding { store: self.store.clone(), detail: detail.into() };
         if key.len() < 12 {
             return Err(corrupt("versioned key shorter than its header"));
@@ -81,12 +82,9 @@ impl VersionedStore {
         Ok(Version { valid_from: time_from(key), value })
     }
 
-    fn versions<B: StateBackend>(
-        &self,
-        state: &TaskState<B>,
-        key: &[u8],
-        up_to: Option<i64>,
-    ) -> Result<Vec<Version>, StateError> {
+    /// The stored keys `from..to` holding `key`'s versions valid from `up_to` or earlier
+    /// (`None`: all of them).
+    pub fn bounds(key: &[u8], up_to: Option<i64>) -> (Vec<u8>, Vec<u8>) {
         let from = versioned_key(key, i64::MIN);
         let to = match up_to {
             Some(ts) if ts < i64::MAX => versioned_key(key, ts + 1),
@@ -96,6 +94,22 @@ impl VersionedStore {
                 end
             }
         };
+        (from, to)
+    }
+
+    /// The key a stored versioned key belongs to.
+    pub fn key_of(stored: &[u8]) -> Option<&[u8]> {
+        let len = stored.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)?;
+        stored.get(4..4 + len)
+    }
+
+    fn versions<B: StateBackend>(
+        &self,
+        state: &TaskState<B>,
+        key: &[u8],
+        up_to: Option<i64>,
+    ) -> Result<Vec<Version>, StateError> {
+        let (from, to) = Self::bounds(key, up_to);
         state.range(&self.store, &from, Some(&to))?.iter().map(|(k, v)| self.decode(k, v)).collect()
     }
 
@@ -128,8 +142,7 @@ impl VersionedStore {
     pub fn keys<B: StateBackend>(&self, state: &TaskState<B>) -> Result<Vec<Vec<u8>>, StateError> {
         let mut keys: Vec<Vec<u8>> = Vec::new();
         for (stored, _) in state.range(&self.store, b"", None)? {
-            let len = stored.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
-            let key = len.and_then(|n| stored.get(4..4 + n)).ok_or_else(|| StateError::Encoding {
+            let key = Self::key_of(&stored).ok_or_else(|| StateError::Encoding {
                 store: self.store.clone(),
                 detail: "versioned key header".into(),
             })?;

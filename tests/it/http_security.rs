@@ -299,7 +299,7 @@ fn an_empty_http_token_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let topology = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/topologies/views_by_source.yaml");
     let output = happystreams()
-        .args(["run", "--topology", topology, "--bootstrap-servers", "127.0.0.1:9", "--metrics-address", "127.0.0.1:0"])
+        .args(["run", "--topology", topology, "--bootstrap-servers", "127.0.0.1:9", "--http-address", "127.0.0.1:0"])
         .arg("--state-dir")
         .arg(dir.path())
         .env("HAPPYSTREAMS_RUNTIME__HTTP_TOKEN", " ")

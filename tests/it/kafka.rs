@@ -107,7 +107,7 @@ fn a_failed_sasl_login_is_reported_as_such_without_the_password() {
     let state = dir.path().join("state");
     let output = crate::cli::happystreams()
         .args(["run", "--topology", topology, "--bootstrap-servers", &bootstrap, "--application-id", "sasl_t"])
-        .args(["--metrics-address", "127.0.0.1:0", "--state-dir"])
+        .args(["--http-address", "127.0.0.1:0", "--state-dir"])
         .arg(&state)
         .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SECURITY_PROTOCOL", "SASL_PLAINTEXT")
         .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SASL_MECHANISM", "SCRAM-SHA-512")

@@ -83,7 +83,7 @@ impl Setup {
             .arg(&self.topology)
             .args(["--bootstrap-servers", &self.bootstrap, "--application-id", &self.prefix, "--state-dir"])
             .arg(&state)
-            .args(["--metrics-address", &format!("127.0.0.1:{port}")])
+            .args(["--http-address", &format!("127.0.0.1:{port}")])
             .args(if flags.contains(&"--commit-interval-ms") { &[][..] } else { &["--commit-interval-ms", "200"][..] })
             // Every instance runs two stream threads unless a test says otherwise, except on
             // noida-db (its tests use the range assignor): it serves one member per group well.
@@ -958,7 +958,7 @@ async fn request_errors_and_a_broker_outage_lose_nothing_on_the_mock_cluster() {
             application_id: Some(prefix.clone()),
             state_dir: setup.dir.path().join("state"),
             commit_interval_ms: 200,
-            metrics_address: String::new(),
+            http_address: String::new(),
             ..Default::default()
         },
     };

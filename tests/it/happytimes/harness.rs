@@ -67,6 +67,25 @@ impl Pipeline {
         Pipeline { bootstrap: bootstrap.to_owned(), registry, app, dir, instances, topics }
     }
 
+    /// Starts one more instance (`name` names its state directory and log).
+    pub fn add_instance(&mut self, name: &str) {
+        let instance = start_instance(&self.bootstrap, &self.registry.url, &self.app, self.dir.path(), name, &[]);
+        self.instances.push(instance);
+    }
+
+    /// The latest value of every key of an Avro output topic (key text → value JSON text).
+    pub async fn latest(&self, topic: &str) -> BTreeMap<String, String> {
+        let avro = AvroCodec::with_registry(SrSettings::new(self.registry.url.clone()));
+        let mut latest = BTreeMap::new();
+        for (key, value) in read_all(&self.bootstrap, topic) {
+            match value {
+                Some(bytes) => latest.insert(key, avro.decode(&bytes).await.unwrap().to_json().to_string()),
+                None => latest.remove(&key),
+            };
+        }
+        latest
+    }
+
     /// Waits until the group has processed and committed everything it reads (twice in a row,
     /// so records the last commits wrote to repartition topics are counted too).
     pub fn wait_idle(&self) {
@@ -309,7 +328,7 @@ fn start_instance(
         .args(["run", "--topology", TOPOLOGY, "--bootstrap-servers", bootstrap, "--application-id", app])
         .arg("--state-dir")
         .arg(dir.join(name))
-        .args(["--metrics-address", &format!("127.0.0.1:{port}"), "--commit-interval-ms", "200"])
+        .args(["--http-address", &format!("127.0.0.1:{port}"), "--commit-interval-ms", "200"])
         .env("HAPPYSTREAMS_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
         .env("HAPPYSTREAMS_REGISTRY__URL", registry)
         .env("RUST_LOG", "happystreams=info")

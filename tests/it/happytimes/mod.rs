@@ -15,6 +15,7 @@ mod debezium;
 mod harness;
 mod lineage;
 mod monitoring;
+mod queries;
 
 use crate::rig;
 use happystreams::generate::{Generated, Options, generate};
@@ -87,17 +88,23 @@ async fn produce(producer: &FutureProducer, records: &[&Generated]) {
 async fn happytimes_on_tansu_with_two_instances_equals_the_dbt_marts() {
     let pipeline = Pipeline::start(&rig::start_tansu()).await;
     let records = generate(&Options { visitors: 120, days: 14, ..Options::default() });
+    let started = Instant::now();
+    produce_by_day(&pipeline, &records).await;
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!("{} records through two instances in {seconds:.1} s (paced day by day)", records.len());
+    pipeline.finish_and_compare_with_dbt().await;
+}
+
+/// Produces `records` day by day, each day once the pipeline has processed the previous one:
+/// what happened on different days is then processed in order whatever the pipeline's latency
+/// (the generator changes a subscription on a day its visitor does not visit). Within a day,
+/// the day's dimension changes go first, as applications commit a row before the events that
+/// mention it.
+async fn produce_by_day(pipeline: &Pipeline, records: &[Generated]) {
     let producer: FutureProducer =
         rig::client_config(&pipeline.bootstrap).set("partitioner", "murmur2_random").create().unwrap();
-
-    // Day by day, each day once the pipeline has processed the previous one: what happened on
-    // different days is then processed in order whatever the pipeline's latency (the generator
-    // changes a subscription on a day its visitor does not visit).
-    let started = Instant::now();
     let first_day = records.first().unwrap().timestamp.div_euclid(DAY);
     let last_day = records.last().unwrap().timestamp.div_euclid(DAY);
-    // Within a day, the day's dimension changes go first, as applications commit a row before
-    // the events that mention it.
     let cdc = ["visitors", "content", "ads", "subscriptions", "social_outlets"];
     for day in first_day..=last_day {
         for changes in [true, false] {
@@ -109,7 +116,4 @@ async fn happytimes_on_tansu_with_two_instances_equals_the_dbt_marts() {
             pipeline.wait_idle();
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
-    eprintln!("{} records through two instances in {seconds:.1} s (paced day by day)", records.len());
-    pipeline.finish_and_compare_with_dbt().await;
 }
