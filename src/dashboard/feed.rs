@@ -81,7 +81,13 @@ impl Feed {
     /// A feed titled `title` with the page `layout` (`happytimes` or `generic`).
     pub fn new(title: &str, layout: &'static str) -> Arc<Feed> {
         let (changes, _) = broadcast::channel(64);
-        Arc::new(Feed { title: title.to_owned(), layout, view: Mutex::default(), changes, asked_ms: AtomicU64::new(0) })
+        Arc::new(Feed {
+            title: title.to_owned(),
+            layout,
+            view: Mutex::new(View { seq: now_ms() as u64, ..View::default() }),
+            changes,
+            asked_ms: AtomicU64::new(0),
+        })
     }
 
     /// Whether someone watches (a browser connected, or a snapshot asked in the last 30 s).
@@ -124,9 +130,10 @@ impl Feed {
         }
         let outputs_changed = view.outputs != outputs;
         view.outputs = outputs;
-        if upserts.is_empty() && removes.is_empty() && !stale_changed && !outputs_changed && view.seq > 0 {
+        if upserts.is_empty() && removes.is_empty() && !stale_changed && !outputs_changed && view.published {
             return;
         }
+        view.published = true;
         view.seq += 1;
         view.time_ms = now_ms();
         let stale: Map<String, Json> = view.datasets.iter().map(|(n, d)| (n.clone(), json!(d.stale))).collect();
