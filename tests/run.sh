@@ -46,6 +46,11 @@ phase_done "sshd"
 tests/rig/prometheus.sh install
 tests/rig/grafana_schema.sh install >/dev/null
 tests/rig/compose.sh install >/dev/null
+# Headless Chromium and Playwright for the live dashboard (tests/it/dashboard.rs); the test
+# leaves its screenshot in $HAPPYSTREAMS_TEST_ARTIFACTS.
+HAPPYSTREAMS_BROWSER_PYTHON=$(tests/rig/browser.sh bin)
+export HAPPYSTREAMS_BROWSER_PYTHON
+export HAPPYSTREAMS_TEST_ARTIFACTS=${HAPPYSTREAMS_TEST_ARTIFACTS:-$CARGO_TARGET_DIR/test-artifacts}
 # The OpenLineage client's model checks the lineage events (tests/it/happytimes/lineage.rs).
 tests/rig/openlineage.sh install >/dev/null
 phase_done "deploy checkers, OpenLineage"
@@ -72,6 +77,7 @@ if [ $# -eq 0 ]; then
   bash tests/airflow_e2e.sh 2>&1 | tee -a "$log" || status=$?
   phase_done "Airflow DAG end to end"
 fi
+echo "== test artifacts (the dashboard's screenshot): $HAPPYSTREAMS_TEST_ARTIFACTS" >&2
 echo "== wall time per phase:" >&2
 printf '   %s\n' "${phases[@]}" >&2
 # One closing line over every test binary cargo ran, the pytest suite and the DAG end to end.

@@ -11,6 +11,8 @@
 //! - `cli`: `happystreams decode`, `schemas`, `registry serve` as a user runs them.
 //! - `crash`: an instance aborted at every fault point of the runtime, under both guarantees,
 //!   restarted; the outputs against the oracle.
+//! - `dashboard`: the demo's live dashboard in headless Chromium (Playwright): the page's numbers
+//!   equal the query API's, it updates without a reload; a screenshot is kept.
 //! - `disk_full`: a state disk that fills up mid-stream: a clear error, no state moved aside, a
 //!   restart after freeing space loses nothing.
 //! - `deploy`: the Prometheus config and alert rules (promtool), the Grafana dashboards (schema),
@@ -36,6 +38,7 @@ mod avro_registry;
 mod chaos;
 mod cli;
 mod crash;
+mod dashboard;
 mod debezium_fixtures;
 mod deploy;
 mod disk_full;
