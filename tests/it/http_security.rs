@@ -251,8 +251,8 @@ async fn metrics_are_served_over_tls_when_configured() {
     assert!(instance.terminate().success(), "{}", instance.log_text());
 }
 
-/// An instance's HTTP server with `runtime.http_token`: `/metrics` needs the bearer token,
-/// the health checks do not; `/health/ready` answers 503 with a reason until every task runs,
+/// An instance's HTTP server with `runtime.http_token`: `/metrics`, the query API and the
+/// dashboard need the bearer token, the health checks do not; `/health/ready` answers 503 with a reason until every task runs,
 /// then 200 with the running tasks.
 #[tokio::test(flavor = "multi_thread")]
 async fn health_checks_are_open_and_ready_once_every_task_runs_while_metrics_need_the_token() {
@@ -289,6 +289,37 @@ async fn health_checks_are_open_and_ready_once_every_task_runs_while_metrics_nee
     let metrics = http.get(format!("{base}/metrics")).bearer_auth("tok-58e1c2").send().await.unwrap();
     assert_eq!(metrics.status().as_u16(), 200);
     assert!(metrics.text().await.unwrap().contains("happystreams_task_running"));
+    // The query API and the dashboard need it too; the dashboard's paths also take it as
+    // `access_token` (a browser's EventSource sends no headers), the API's do not.
+    for path in ["/v1/stores", "/v1/outputs", "/dashboard", "/dashboard/snapshot", "/v1/stores?access_token=tok-58e1c2"]
+    {
+        assert_eq!(status(http.get(format!("{base}{path}")).send().await.unwrap()), 401, "{path} without the token");
+    }
+    let stores = http.get(format!("{base}/v1/stores")).bearer_auth("tok-58e1c2").send().await.unwrap();
+    assert_eq!(stores.status().as_u16(), 200);
+    assert!(stores.text().await.unwrap().contains("views_per_source"));
+    for path in ["/dashboard?access_token=tok-58e1c2", "/dashboard/snapshot?access_token=tok%2D58e1c2"] {
+        assert_eq!(status(http.get(format!("{base}{path}")).send().await.unwrap()), 200, "{path}");
+    }
+    // `happystreams query --url` says a token is needed, and uses one.
+    let query = |token: Option<&str>| {
+        let mut command = crate::cli::happystreams();
+        command.args(["query", "--url", &base]).env_remove("HAPPYSTREAMS_HTTP_TOKEN");
+        if let Some(token) = token {
+            command.args(["--token", token]);
+        }
+        command.output().unwrap()
+    };
+    let refused = query(None);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("--token"), "{stderr}");
+    let listed = query(Some("tok-58e1c2"));
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success() && stdout.contains("windowed_aggregate"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
     assert!(instance.terminate().success(), "{}", instance.log_text());
     assert!(!instance.log_text().contains("tok-58e1c2"), "the token is not logged");
 }

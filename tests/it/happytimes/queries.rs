@@ -186,6 +186,26 @@ async fn interactive_queries_equal_the_output_topics_and_the_oracle_through_a_re
             .await;
     assert!(status == 404 && body["message"].as_str().unwrap().contains("every partition answered"), "{status} {body}");
 
+    // The same from the command line.
+    let cli = |args: &[&str]| {
+        let output = crate::cli::happystreams().args(["query", "--url", &a]).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), stderr)
+    };
+    let store = aggregate.trim_start_matches("/v1/stores/");
+    // The key as the oracle writes it (the path holds it URL-encoded).
+    let key = oracle["happytimes.funnel.conversion"].keys().find(|k| some.path.ends_with(&escape(k))).unwrap().clone();
+    let (ok, stdout, stderr) = cli(&["--store", store, "--key", &key, "--format", "json"]);
+    assert!(ok, "{stderr}");
+    let answer: Json = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(Some(&answer["value"]), some.value.as_ref(), "{stdout}");
+    let (ok, stdout, stderr) = cli(&["--store", store, "--key", &key]);
+    assert!(ok && stdout.lines().next().unwrap_or_default().contains("conversion_rate"), "{stdout}{stderr}");
+    let (ok, stdout, stderr) = cli(&["--store", store, "--limit", "5"]);
+    assert!(ok && stdout.trim_end().ends_with("(5 keys)"), "a range of 5: {stdout}{stderr}");
+    let (ok, _, stderr) = cli(&["--store", "no_such_store", "--key", "1"]);
+    assert!(!ok && stderr.contains("queryable stores"), "{stderr}");
+
     // A rebalance while queries run in a loop through instance a: a third instance joins, then b
     // is killed. Every answer is right or a 503 with a reason.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
