@@ -4,6 +4,8 @@
 //!
 //! `HAPPYSTREAMS_FAULT=<point>` aborts the process (SIGABRT: no destructor runs, nothing is
 //! flushed, no group is left) the first time it reaches `<point>`; `<point>@<n>` the n-th time.
+//! `HAPPYSTREAMS_FAULT_PAUSE=<point>:<ms>` sleeps that long at every pass instead: a slow step
+//! whose intermediate state a test can watch (a restore applying its commits one by one).
 //! Fault points exist in debug builds only — the test suite's. In a release build [`point`] is
 //! empty and the variable is not read.
 
@@ -48,9 +50,20 @@ mod armed {
     }
 
     static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+    static PAUSE: OnceLock<Option<(String, u64)>> = OnceLock::new();
 
     pub fn reach(name: &'static str) {
         debug_assert!(super::POINTS.iter().any(|(p, _)| *p == name), "fault point {name} is not in POINTS");
+        let pause = PAUSE.get_or_init(|| {
+            let spec = std::env::var("HAPPYSTREAMS_FAULT_PAUSE").ok()?;
+            let (point, ms) = spec.split_once(':')?;
+            Some((point.to_owned(), ms.parse().ok()?))
+        });
+        if let Some((point, ms)) = pause
+            && point == name
+        {
+            std::thread::sleep(std::time::Duration::from_millis(*ms));
+        }
         let Some(armed) = ARMED.get_or_init(from_env) else { return };
         if armed.point == name && armed.seen.fetch_add(1, Ordering::SeqCst) + 1 == armed.at {
             eprintln!("fault point {name} reached (time {}): aborting", armed.at);

@@ -68,8 +68,8 @@ impl Pipeline {
     }
 
     /// Starts one more instance (`name` names its state directory and log).
-    pub fn add_instance(&mut self, name: &str) {
-        let instance = start_instance(&self.bootstrap, &self.registry.url, &self.app, self.dir.path(), name, &[]);
+    pub fn add_instance(&mut self, name: &str, env: &[(&str, &str)]) {
+        let instance = start_instance(&self.bootstrap, &self.registry.url, &self.app, self.dir.path(), name, env);
         self.instances.push(instance);
     }
 
