@@ -70,7 +70,7 @@ pub struct QueryArgs {
     #[arg(long, requires = "store")]
     pub max_lag: Option<u64>,
     /// The instance's bearer token (`runtime.http_token`); also read from `HAPPYSTREAMS_HTTP_TOKEN`.
-    #[arg(long, env = "HAPPYSTREAMS_HTTP_TOKEN", hide_env_values = true, requires = "url")]
+    #[arg(long, env = "HAPPYSTREAMS_HTTP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Kafka bootstrap servers (overrides the config).
     #[arg(long, value_name = "HOST:PORT")]

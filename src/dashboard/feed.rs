@@ -50,8 +50,6 @@ pub enum Reading {
 
 #[derive(Default)]
 struct View {
-    /// Starts at the feed's creation time in ms, so a restarted server's ids are above the last
-    /// ones a browser saw (it gets a snapshot, not another process's changes).
     seq: u64,
     published: bool,
     time_ms: i64,
@@ -65,6 +63,10 @@ pub type Message = (u64, &'static str, Arc<str>);
 
 /// The dashboard's view and its subscribers.
 pub struct Feed {
+    /// This feed's own: part of every event id, so a browser that reconnects to another
+    /// process (a restart, another instance behind a load balancer) gets a snapshot, never
+    /// changes made against another view.
+    boot: String,
     title: String,
     layout: &'static str,
     view: Mutex<View>,
@@ -81,13 +83,26 @@ impl Feed {
     /// A feed titled `title` with the page `layout` (`happytimes` or `generic`).
     pub fn new(title: &str, layout: &'static str) -> Arc<Feed> {
         let (changes, _) = broadcast::channel(64);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         Arc::new(Feed {
+            boot: format!("{nanos:x}{:x}", std::process::id()),
             title: title.to_owned(),
             layout,
-            view: Mutex::new(View { seq: now_ms() as u64, ..View::default() }),
+            view: Mutex::default(),
             changes,
             asked_ms: AtomicU64::new(0),
         })
+    }
+
+    /// The SSE id of change `seq`: `<boot>-<seq>`.
+    pub fn event_id(&self, seq: u64) -> String {
+        format!("{}-{seq}", self.boot)
+    }
+
+    /// The change a browser saw last, from its `Last-Event-ID`, if this feed gave that id.
+    pub fn seen(&self, last_event_id: &str) -> Option<u64> {
+        let (boot, seq) = last_event_id.trim().rsplit_once('-')?;
+        if boot == self.boot { seq.parse().ok() } else { None }
     }
 
     /// Whether someone watches (a browser connected, or a snapshot asked in the last 30 s).
@@ -255,12 +270,63 @@ pub async fn follow_stores(
                     }
                 };
                 // A node's store by the node's name (the page's datasets).
-                let name = if readings.contains_key(&store.owner) { store.name.clone() } else { store.owner.clone() };
+                let name = if readings.contains_key(&store.node) { store.name.clone() } else { store.node.clone() };
                 readings.insert(name, reading);
             }
             let outputs = crate::query::http::outputs_everywhere(authorization.as_ref()).await;
             feed.update(readings, outputs);
         }
         tokio::time::sleep(interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(entries: &[(&str, i64)]) -> BTreeMap<String, Reading> {
+        let entries = entries.iter().map(|(k, v)| (k.to_string(), json!({ "n": v }))).collect();
+        let dataset = Dataset { store: "s".into(), kind: "aggregate".into(), entries, truncated: false, stale: None };
+        BTreeMap::from([("node".to_owned(), Reading::Fresh(dataset))])
+    }
+
+    fn data(message: &Message) -> Json {
+        serde_json::from_str(&message.2).unwrap()
+    }
+
+    #[test]
+    fn changes_carry_what_changed_and_a_browser_resumes_from_its_last_id() {
+        let feed = Feed::new("t", "generic");
+        feed.update(reading(&[("a", 1), ("b", 1)]), BTreeMap::new());
+        let (first, _) = feed.subscribe(None);
+        let (seq, kind, _) = &first[0];
+        assert_eq!((first.len(), *kind), (1, "snapshot"));
+        assert_eq!(data(&first[0])["datasets"]["node"]["entries"]["a"], json!({"n": 1}));
+        // Nothing new: no change.
+        feed.update(reading(&[("a", 1), ("b", 1)]), BTreeMap::new());
+        assert_eq!(feed.subscribe(None).0[0].0, *seq);
+        feed.update(reading(&[("a", 2), ("b", 1)]), BTreeMap::new());
+        feed.update(reading(&[("a", 2)]), BTreeMap::from([("out".to_owned(), 5)]));
+        // From the first id: the two changes, in order.
+        let (replayed, _) = feed.subscribe(Some(*seq));
+        assert_eq!(replayed.iter().map(|m| m.1).collect::<Vec<_>>(), vec!["change", "change"]);
+        assert_eq!(data(&replayed[0])["upserts"]["node"], json!({"a": {"n": 2}}));
+        assert_eq!(data(&replayed[1])["removes"]["node"], json!(["b"]));
+        assert_eq!(data(&replayed[1])["outputs"], json!({"out": 5}));
+        // Up to date: nothing; an id this feed never gave (another process's): a snapshot.
+        assert!(feed.subscribe(Some(seq + 2)).0.is_empty());
+        assert_eq!(feed.subscribe(Some(seq + 1000)).0[0].1, "snapshot");
+        // Event ids name the feed: another feed's (a restarted process's) count as unseen.
+        assert_eq!(feed.seen(&feed.event_id(seq + 1)), Some(seq + 1));
+        assert_eq!(Feed::new("t", "generic").seen(&feed.event_id(seq + 1)), None);
+        assert_eq!(feed.seen("garbage"), None);
+        // A store that cannot answer keeps its entries, marked.
+        feed.update(
+            BTreeMap::from([("node".to_owned(), Reading::Unavailable("restoring".into()))]),
+            BTreeMap::from([("out".to_owned(), 5)]),
+        );
+        let snapshot = data(&feed.subscribe(None).0[0]);
+        assert_eq!(snapshot["datasets"]["node"]["stale"], json!("restoring"));
+        assert_eq!(snapshot["datasets"]["node"]["entries"]["a"], json!({"n": 2}));
     }
 }

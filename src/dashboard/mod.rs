@@ -49,25 +49,33 @@ async fn snapshot(State(feed): State<Arc<Feed>>) -> Response {
     axum::Json(feed.snapshot()).into_response()
 }
 
-fn event((id, kind, data): feed::Message) -> Result<Event, Infallible> {
-    Ok(Event::default().id(id.to_string()).event(kind).data(&*data))
+fn event(feed: &Feed, (seq, kind, data): feed::Message) -> Result<Event, Infallible> {
+    Ok(Event::default().id(feed.event_id(seq)).event(kind).data(&*data))
 }
 
 async fn events(
     State(feed): State<Arc<Feed>>,
     headers: HeaderMap,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let last_seen = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    let last_seen = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| feed.seen(v));
     let (first, receiver) = feed.subscribe(last_seen);
-    let later = stream::unfold((feed, receiver), |(feed, mut receiver)| async move {
-        let message = match receiver.recv().await {
-            Ok((seq, data)) => (seq, "change", data),
-            // Fell behind the channel: start again from a snapshot.
-            Err(RecvError::Lagged(_)) => feed.snapshot_message(),
-            Err(RecvError::Closed) => return None,
-        };
-        Some((event(message), (feed, receiver)))
+    let sent = first.last().map_or(0, |(seq, _, _)| *seq);
+    let first: Vec<_> = first.into_iter().map(|message| event(&feed, message)).collect();
+    let later = stream::unfold((feed, receiver, sent), |(feed, mut receiver, mut sent)| async move {
+        loop {
+            let message = match receiver.recv().await {
+                // Already in what was sent (a snapshot after falling behind covers it).
+                Ok((seq, _)) if seq <= sent => continue,
+                Ok((seq, data)) => (seq, "change", data),
+                // Fell behind the channel: start again from a snapshot.
+                Err(RecvError::Lagged(_)) => feed.snapshot_message(),
+                Err(RecvError::Closed) => return None,
+            };
+            sent = message.0;
+            let event = event(&feed, message);
+            return Some((event, (feed, receiver, sent)));
+        }
     });
-    Sse::new(stream::iter(first.into_iter().map(event)).chain(later))
+    Sse::new(stream::iter(first).chain(later))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)).text("heartbeat"))
 }

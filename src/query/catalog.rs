@@ -34,13 +34,15 @@ pub struct StoreInfo {
     /// Kind.
     pub kind: StoreKind,
     /// The source or node that writes it.
-    pub owner: String,
+    pub node: String,
     /// Read in full by every instance (global tables).
     pub global: bool,
     /// Sub-topology whose tasks hold it (`None` for global tables).
     pub subtopology: Option<usize>,
     /// Partitions (one per task); 1 for global tables.
     pub partitions: i32,
+    /// Versioned tables: how much history is kept (ms before the stream time).
+    pub history_ms: Option<i64>,
     /// Aggregates: the group fields, in order (a key is a JSON object with these fields, or the
     /// value alone when there is one).
     pub key_fields: Vec<String>,
@@ -73,7 +75,7 @@ impl Catalog {
     /// The stores of `plan`; `placed(store)` gives a store's sub-topology and partition count.
     fn placed(plan: Arc<Plan>, placed: impl Fn(&str) -> Option<(usize, i32)>) -> Self {
         let mut stores = Vec::new();
-        let mut add = |name: &str, kind: StoreKind, owner: &str, key_fields: Vec<String>, aggregate| {
+        let mut add = |name: &str, kind: StoreKind, node: &str, key_fields: Vec<String>, aggregate, history_ms| {
             let (subtopology, partitions) = match placed(name) {
                 Some((sub, partitions)) => (Some(sub), partitions),
                 None => (None, 1),
@@ -81,10 +83,11 @@ impl Catalog {
             stores.push(StoreInfo {
                 name: name.to_owned(),
                 kind,
-                owner: owner.to_owned(),
+                node: node.to_owned(),
                 global: subtopology.is_none(),
                 subtopology,
                 partitions,
+                history_ms,
                 key_fields,
                 aggregate,
             });
@@ -93,14 +96,14 @@ impl Catalog {
             let Some(store) = &source.store else { continue };
             let versioned = source.kind == SourceKind::Versioned || source.history_ms.is_some();
             let kind = if versioned { StoreKind::VersionedTable } else { StoreKind::Table };
-            add(store, kind, &source.name, Vec::new(), None);
+            add(store, kind, &source.name, Vec::new(), None, source.history_ms);
         }
         for (n, node) in plan.nodes.iter().enumerate() {
             for (s, step) in node.steps.iter().enumerate() {
                 match step {
                     Step::ToTable { store, history_ms } => {
                         let kind = if history_ms.is_some() { StoreKind::VersionedTable } else { StoreKind::Table };
-                        add(store, kind, &node.name, Vec::new(), None);
+                        add(store, kind, &node.name, Vec::new(), None, *history_ms);
                     }
                     Step::Aggregate { group_by, window, store, side_store, distinct_store, .. } => {
                         let kind = match window.as_ref().map(|w| w.window_type) {
@@ -109,14 +112,14 @@ impl Catalog {
                             Some(_) => StoreKind::WindowedAggregate,
                         };
                         let fields = group_by.iter().map(|(name, _)| name.clone()).collect();
-                        add(store, kind, &node.name, fields, Some((n, s)));
+                        add(store, kind, &node.name, fields, Some((n, s)), None);
                         for internal in side_store.iter().chain(distinct_store) {
-                            add(internal, StoreKind::Internal, &node.name, Vec::new(), None);
+                            add(internal, StoreKind::Internal, &node.name, Vec::new(), None, None);
                         }
                     }
                     Step::Join { stores: join_stores, .. } => {
                         for internal in join_stores {
-                            add(internal, StoreKind::Internal, &node.name, Vec::new(), None);
+                            add(internal, StoreKind::Internal, &node.name, Vec::new(), None, None);
                         }
                     }
                     _ => {}

@@ -14,8 +14,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 /// The topic of an application's instances.
 pub fn topic(application_id: &str) -> String {
@@ -42,11 +42,46 @@ pub fn own_url() -> Option<String> {
     OWN_URL.get().cloned()
 }
 
-/// The other instances' URLs.
+/// Peers that did not answer: consecutive failures and when the last one was.
+static FAILING: Mutex<BTreeMap<String, (u32, Instant)>> = Mutex::new(BTreeMap::new());
+/// After this many failures in a row a peer is left out...
+const FAILURES: u32 = 3;
+/// ...for this long, then asked again (an instance killed without its tombstone costs a query
+/// nothing most of the time, and one that comes back is asked again soon).
+const LEFT_OUT: Duration = Duration::from_secs(10);
+
+/// The other instances' URLs (but those that failed [`FAILURES`] times in a row, for
+/// [`LEFT_OUT`]).
 pub fn peers() -> Vec<String> {
     let own = OWN_ID.get();
     let Ok(peers) = PEERS.read() else { return Vec::new() };
-    peers.iter().filter(|(id, _)| Some(*id) != own).map(|(_, url)| url.clone()).collect()
+    let failing = FAILING.lock().map(|f| f.clone()).unwrap_or_default();
+    let left_out = |url: &String| failing.get(url).is_some_and(|(n, at)| *n >= FAILURES && at.elapsed() < LEFT_OUT);
+    peers.iter().filter(|(id, url)| Some(*id) != own && !left_out(url)).map(|(_, url)| url.clone()).collect()
+}
+
+/// `url` answered a query.
+pub fn answered(url: &str) {
+    if let Ok(mut failing) = FAILING.lock() {
+        if failing.remove(url).is_some() {
+            tracing::info!(instance = url, "an instance answers queries again");
+        }
+    }
+}
+
+/// `url` did not answer a query (`why`); logged at the first failure in a row.
+pub fn failed(url: &str, why: &str) {
+    let Ok(mut failing) = FAILING.lock() else { return };
+    let entry = failing.entry(url.to_owned()).or_insert((0, Instant::now()));
+    entry.0 += 1;
+    entry.1 = Instant::now();
+    if entry.0 == 1 {
+        tracing::warn!(
+            instance = url,
+            error = why,
+            "an instance does not answer queries: its partitions answer 503 until it does or their new owner runs"
+        );
+    }
 }
 
 /// The HTTP client instances ask each other with: short timeouts, so a dead instance costs a

@@ -10,6 +10,7 @@ use super::read::{self, BadQuery, Entry, Query, ReadError};
 use axum::http::HeaderValue;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// One partition's part of an answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,6 +69,9 @@ pub enum LocalError {
     Read(String),
 }
 
+/// One partition's position and entries; `None` when its state is closed or not open yet.
+type PartitionRead = Option<Result<(BTreeMap<String, i64>, Vec<Entry>), ReadError>>;
+
 /// This instance's partitions' answers.
 pub fn local_answers(
     catalog: &Catalog,
@@ -76,41 +80,44 @@ pub fn local_answers(
     max_lag: Option<u64>,
 ) -> Result<Vec<PartitionAnswer>, LocalError> {
     let instance = super::discovery::own_url().unwrap_or_default();
-    let read_one =
-        |reader: &crate::state::StateReader| -> Option<Result<(BTreeMap<String, i64>, Vec<Entry>), ReadError>> {
-            reader.snapshot(|snapshot| {
-                let position = snapshot.checkpoint()?.map(|c| c.inputs).unwrap_or_default();
-                Ok((position, read::read(catalog, store, snapshot, query)?))
-            })
-        };
+    let read_one = |reader: &crate::state::StateReader| -> PartitionRead {
+        reader.snapshot(|snapshot| {
+            let position = snapshot.checkpoint()?.map(|c| c.inputs).unwrap_or_default();
+            Ok((position, read::read(catalog, store, snapshot, query)?))
+        })
+    };
     let limit = match query {
         Query::Range { limit, .. } | Query::Windows { limit, .. } => *limit,
         Query::Key { .. } => usize::MAX,
     };
     let mut answers = Vec::new();
-    let mut push =
-        |partition: i32, state: &str, usable: bool, restore_lag: Option<u64>, read| -> Result<(), LocalError> {
-            let (position, entries, usable) = match read {
-                Some(Ok((position, entries))) => (position, entries, usable),
-                Some(Err(ReadError::Bad(e))) => return Err(LocalError::Bad(e)),
-                Some(Err(e)) => return Err(LocalError::Read(e.to_string())),
-                // Not opened yet, or closed meanwhile.
-                None => (BTreeMap::new(), Vec::new(), false),
-            };
-            let lag = if state == "running" { local::lag(&position) } else { restore_lag };
-            let truncated = entries.len() >= limit;
-            answers.push(PartitionAnswer {
-                partition,
-                instance: instance.clone(),
-                state: state.to_owned(),
-                usable,
-                position,
-                lag,
-                truncated,
-                entries,
-            });
-            Ok(())
+    let mut push = |partition: i32,
+                    state: &str,
+                    usable: bool,
+                    restore_lag: Option<u64>,
+                    read: PartitionRead|
+     -> Result<(), LocalError> {
+        let (position, entries, usable) = match read {
+            Some(Ok((position, entries))) => (position, entries, usable),
+            Some(Err(ReadError::Bad(e))) => return Err(LocalError::Bad(e)),
+            Some(Err(e)) => return Err(LocalError::Read(e.to_string())),
+            // Not opened yet, or closed meanwhile.
+            None => (BTreeMap::new(), Vec::new(), false),
         };
+        let lag = if state == "running" { local::lag(&position) } else { restore_lag };
+        let truncated = entries.len() >= limit;
+        answers.push(PartitionAnswer {
+            partition,
+            instance: instance.clone(),
+            state: state.to_owned(),
+            usable,
+            position,
+            lag,
+            truncated,
+            entries,
+        });
+        Ok(())
+    };
     if store.global {
         if let Some(reader) = local::global() {
             push(-1, "running", true, None, read_one(&reader))?;
@@ -134,6 +141,19 @@ pub fn local_answers(
     Ok(answers)
 }
 
+/// [`local_answers`] on a blocking thread: RocksDB reads, and a range or windows scan, must not
+/// hold up the async threads that serve health checks and other queries.
+pub async fn local_answers_off_thread(
+    catalog: Arc<Catalog>,
+    store: StoreInfo,
+    query: Query,
+    max_lag: Option<u64>,
+) -> Result<Vec<PartitionAnswer>, LocalError> {
+    tokio::task::spawn_blocking(move || local_answers(&catalog, &store, &query, max_lag))
+        .await
+        .unwrap_or_else(|e| Err(LocalError::Read(format!("the read stopped: {e}"))))
+}
+
 /// Asks every other instance for its partitions' answers to `path_and_query` (a local query
 /// path, `scope=local` added); an instance that does not answer contributes nothing.
 pub async fn ask_peers<T: serde::de::DeserializeOwned + Default>(
@@ -150,13 +170,18 @@ pub async fn ask_peers<T: serde::de::DeserializeOwned + Default>(
                 request = request.header(axum::http::header::AUTHORIZATION, value);
             }
             match request.send().await {
-                Ok(response) if response.status().is_success() => response.json::<T>().await.ok(),
+                Ok(response) if response.status().is_success() => {
+                    super::discovery::answered(&peer);
+                    response.json::<T>().await.ok()
+                }
+                // Refused (a different token, topology or version): this query is the caller's
+                // to retry, the instance is up.
                 Ok(response) => {
-                    tracing::debug!(%url, status = %response.status(), "an instance refused a query");
+                    tracing::warn!(%url, status = %response.status(), "an instance refused a query");
                     None
                 }
                 Err(e) => {
-                    tracing::debug!(%url, error = %e, "an instance did not answer a query");
+                    super::discovery::failed(&peer, &e.to_string());
                     None
                 }
             }
@@ -168,14 +193,14 @@ pub async fn ask_peers<T: serde::de::DeserializeOwned + Default>(
 /// Answers `query` from every partition: local first, then the other instances unless a key
 /// was found here. `path_and_query` is the query's API path for the other instances.
 pub async fn gather(
-    catalog: &Catalog,
+    catalog: &Arc<Catalog>,
     store: &StoreInfo,
     query: &Query,
     max_lag: Option<u64>,
     path_and_query: &str,
     authorization: Option<&HeaderValue>,
 ) -> Result<Merged, LocalError> {
-    let mut answers = local_answers(catalog, store, query, max_lag)?;
+    let mut answers = local_answers_off_thread(catalog.clone(), store.clone(), query.clone(), max_lag).await?;
     let found_here = matches!(query, Query::Key { .. }) && answers.iter().any(|a| a.usable && !a.entries.is_empty());
     if !store.global && !found_here {
         for peer in ask_peers::<Vec<PartitionAnswer>>(path_and_query, authorization).await {

@@ -14,6 +14,7 @@ use super::gather::{self, LocalError, Merged};
 use super::local::{self, Phase};
 use super::read::{self, BadQuery, Query};
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{OriginalUri, Path, Query as Params};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -71,7 +72,11 @@ pub async fn outputs_everywhere(authorization: Option<&header::HeaderValue>) -> 
 }
 
 /// `/v1/outputs`: records written per output topic, by every instance (`scope=local`: this one).
-async fn outputs(Params(params): Params<QueryParams>, headers: HeaderMap) -> Response {
+async fn outputs(params: Result<Params<QueryParams>, QueryRejection>, headers: HeaderMap) -> Response {
+    let params = match parameters(params) {
+        Ok(params) => params,
+        Err(response) => return *response,
+    };
     let totals = if params.scope.as_deref() == Some("local") {
         local_outputs()
     } else {
@@ -96,10 +101,11 @@ fn starting() -> Response {
 }
 
 /// The catalog and the store, or the error answer.
-fn store_of(name: &str) -> Result<(Arc<Catalog>, StoreInfo), Response> {
-    let catalog = local::catalog().ok_or_else(starting)?;
+fn store_of(name: &str) -> Result<(Arc<Catalog>, StoreInfo), Box<Response>> {
+    let catalog = local::catalog().ok_or_else(|| Box::new(starting()))?;
     let store = catalog.store(name).cloned().ok_or_else(|| {
-        error(StatusCode::NOT_FOUND, format!("no store `{name}`; queryable stores: {}", catalog.queryable().join(", ")))
+        let queryable = catalog.queryable().join(", ");
+        Box::new(error(StatusCode::NOT_FOUND, format!("no store `{name}`; queryable stores: {queryable}")))
     })?;
     Ok((catalog, store))
 }
@@ -110,81 +116,96 @@ fn bad(e: BadQuery) -> Response {
 
 async fn key(
     Path((store, key)): Path<(String, String)>,
-    Params(params): Params<QueryParams>,
+    params: Result<Params<QueryParams>, QueryRejection>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Response {
-    let (catalog, store) = match store_of(&store) {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
-    let key = match read::parse_key(&store, &key) {
-        Ok(key) => key,
-        Err(e) => return bad(e),
-    };
-    let query = Query::Key { key, as_of: params.as_of };
-    answer(&catalog, &store, query, &params, &uri, &headers).await
+    handle(&store, params, &uri, &headers, |store, params| {
+        Ok(Query::Key { key: read::parse_key(store, &key)?, as_of: params.as_of })
+    })
+    .await
 }
 
 async fn range(
     Path(store): Path<String>,
-    Params(params): Params<QueryParams>,
+    params: Result<Params<QueryParams>, QueryRejection>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Response {
-    let (catalog, store) = match store_of(&store) {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
-    let parse = |text: &Option<String>| text.as_deref().map(|t| read::parse_key(&store, t)).transpose();
-    let (from, to) = match (parse(&params.from), parse(&params.to)) {
-        (Ok(from), Ok(to)) => (from, to),
-        (Err(e), _) | (_, Err(e)) => return bad(e),
-    };
-    let limit = match limit(&params) {
-        Ok(limit) => limit,
-        Err(response) => return response,
-    };
-    let query = Query::Range { from, to, limit, as_of: params.as_of };
-    answer(&catalog, &store, query, &params, &uri, &headers).await
-}
-
-fn limit(params: &QueryParams) -> Result<usize, Response> {
-    let limit = params.limit.unwrap_or(1000);
-    if limit == 0 || limit > 100_000 {
-        return Err(bad(BadQuery(format!("limit {limit} is out of range: give 1 to 100000 (default 1000)"))));
-    }
-    Ok(limit)
+    handle(&store, params, &uri, &headers, |store, params| {
+        let parse = |text: &Option<String>| text.as_deref().map(|t| read::parse_key(store, t)).transpose();
+        Ok(Query::Range {
+            from: parse(&params.from)?,
+            to: parse(&params.to)?,
+            limit: limit(params)?,
+            as_of: params.as_of,
+        })
+    })
+    .await
 }
 
 async fn windows(
     Path(store): Path<String>,
-    Params(params): Params<QueryParams>,
+    params: Result<Params<QueryParams>, QueryRejection>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Response {
-    let (catalog, store) = match store_of(&store) {
+    handle(&store, params, &uri, &headers, |store, params| {
+        let key = params.key.as_deref().map(|text| read::parse_key(store, text)).transpose()?;
+        let time = |text: &Option<String>| {
+            text.as_deref().map(str::parse::<i64>).transpose().map_err(|_| {
+                BadQuery("`from` and `to` of a windows query are window starts in ms since the epoch".into())
+            })
+        };
+        Ok(Query::Windows { key, from: time(&params.from)?, to: time(&params.to)?, limit: limit(params)? })
+    })
+    .await
+}
+
+fn limit(params: &QueryParams) -> Result<usize, BadQuery> {
+    let limit = params.limit.unwrap_or(1000);
+    if limit == 0 || limit > 100_000 {
+        return Err(BadQuery(format!("limit {limit} is out of range: give 1 to 100000 (default 1000)")));
+    }
+    Ok(limit)
+}
+
+/// A route's work: the store named in the path, the query `build` makes of the parameters,
+/// the answer.
+async fn handle(
+    name: &str,
+    params: Result<Params<QueryParams>, QueryRejection>,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    build: impl FnOnce(&StoreInfo, &QueryParams) -> Result<Query, BadQuery>,
+) -> Response {
+    let params = match parameters(params) {
+        Ok(params) => params,
+        Err(response) => return *response,
+    };
+    let (catalog, store) = match store_of(name) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
-    let key = match params.key.as_deref().map(|text| read::parse_key(&store, text)).transpose() {
-        Ok(key) => key,
-        Err(e) => return bad(e),
-    };
-    let time = |text: &Option<String>| text.as_deref().map(str::parse::<i64>).transpose();
-    let (Ok(from), Ok(to)) = (time(&params.from), time(&params.to)) else {
-        return bad(BadQuery("`from` and `to` of a windows query are window starts in ms since the epoch".into()));
-    };
-    let limit = match limit(&params) {
-        Ok(limit) => limit,
-        Err(response) => return response,
-    };
-    answer(&catalog, &store, Query::Windows { key, from, to, limit }, &params, &uri, &headers).await
+    match build(&store, &params) {
+        Ok(query) => answer(&catalog, &store, query, &params, uri, headers).await,
+        Err(e) => bad(e),
+    }
+}
+
+/// The query parameters, or a 400 in the API's JSON form saying which are wrong.
+fn parameters(params: Result<Params<QueryParams>, QueryRejection>) -> Result<QueryParams, Box<Response>> {
+    params.map(|Params(params)| params).map_err(|rejection| {
+        Box::new(bad(BadQuery(format!(
+            "{}; the parameters are scope=local, max_lag=<records>, as_of=<ms>, from, to, key (JSON text; ms for windows), limit=<1..100000>",
+            rejection.body_text()
+        ))))
+    })
 }
 
 /// Answers `query` on `store` (see [`gather`]); `scope=local`: this instance's partitions only.
 async fn answer(
-    catalog: &Catalog,
+    catalog: &Arc<Catalog>,
     store: &StoreInfo,
     query: Query,
     params: &QueryParams,
@@ -192,18 +213,15 @@ async fn answer(
     headers: &HeaderMap,
 ) -> Response {
     if store.kind == StoreKind::Internal {
-        return bad(BadQuery(format!(
-            "`{}` is an operator's working store, not queryable; queryable stores: {}",
-            store.name,
-            catalog.queryable().join(", ")
-        )));
+        return bad(read::not_queryable(catalog, store));
     }
     let failed = |e: LocalError| match e {
         LocalError::Bad(e) => bad(e),
         LocalError::Read(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     };
     if params.scope.as_deref() == Some("local") {
-        return match gather::local_answers(catalog, store, &query, params.max_lag) {
+        let answers = gather::local_answers_off_thread(catalog.clone(), store.clone(), query, params.max_lag);
+        return match answers.await {
             Ok(answers) => axum::Json(answers).into_response(),
             Err(e) => failed(e),
         };
@@ -269,7 +287,15 @@ fn render(store: &StoreInfo, query: &Query, merged: Merged) -> Response {
 }
 
 /// `/v1/stores`: every store with its partitions' owners (`scope=local`: this instance's).
-async fn stores(Params(params): Params<QueryParams>, OriginalUri(uri): OriginalUri, headers: HeaderMap) -> Response {
+async fn stores(
+    params: Result<Params<QueryParams>, QueryRejection>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    let params = match parameters(params) {
+        Ok(params) => params,
+        Err(response) => return *response,
+    };
     let Some(catalog) = local::catalog() else { return starting() };
     let mut answers: Vec<PartitionOwner> = local_owners(&catalog);
     if params.scope.as_deref() == Some("local") {
@@ -298,7 +324,7 @@ async fn stores(Params(params): Params<QueryParams>, OriginalUri(uri): OriginalU
                     .collect()
             };
             json!({
-                "name": store.name, "kind": store.kind, "node": store.owner, "global": store.global,
+                "name": store.name, "kind": store.kind, "node": store.node, "global": store.global,
                 "queryable": store.kind != StoreKind::Internal, "key_fields": store.key_fields,
                 "partitions": partitions,
             })

@@ -87,6 +87,12 @@ pub enum ReadError {
 
 const EXPIRY_PREFIX: u8 = 0xFF;
 
+/// The answer to a query on an operator's working store.
+pub fn not_queryable(catalog: &Catalog, store: &StoreInfo) -> BadQuery {
+    let queryable = catalog.queryable().join(", ");
+    BadQuery(format!("`{}` is an operator's working store, not queryable; queryable stores: {queryable}", store.name))
+}
+
 /// Parses a key given as JSON text for `store`: an aggregate's key is an object with its group
 /// fields (any order) or, with one group field, that field's value; a table's key is its key's
 /// JSON (`42`, `"a"`, or the key's object).
@@ -129,11 +135,7 @@ pub fn read(
 ) -> Result<Vec<Entry>, ReadError> {
     let name = store.name.as_str();
     match (store.kind, query) {
-        (StoreKind::Internal, _) => Err(BadQuery(format!(
-            "`{name}` is an operator's working store, not queryable; queryable stores: {}",
-            catalog.queryable().join(", ")
-        ))
-        .into()),
+        (StoreKind::Internal, _) => Err(not_queryable(catalog, store).into()),
         (StoreKind::WindowedAggregate | StoreKind::SessionAggregate, Query::Key { .. } | Query::Range { .. }) => {
             Err(BadQuery(format!("`{name}` is windowed: ask for a key's windows (/v1/stores/{name}/windows?key=...)"))
                 .into())
@@ -158,6 +160,7 @@ pub fn read(
             rows.into_iter().map(|(order, bytes)| table_entry(name, order, &bytes, None)).collect()
         }
         (StoreKind::VersionedTable, Query::Key { key, as_of }) => {
+            within_history(store, snapshot, *as_of)?;
             let order = key_bytes(key);
             let (from, to) = VersionedStore::bounds(&order, *as_of);
             let versions = snapshot.range(name, &from, Some(&to), usize::MAX)?;
@@ -171,6 +174,7 @@ pub fn read(
             }
         }
         (StoreKind::VersionedTable, Query::Range { from, to, limit, as_of }) => {
+            within_history(store, snapshot, *as_of)?;
             versioned_range(name, snapshot, from.as_ref(), to.as_ref(), *limit, *as_of)
         }
         (StoreKind::Aggregate, Query::Key { key, .. }) => {
@@ -212,6 +216,22 @@ pub fn read(
             Ok(entries)
         }
     }
+}
+
+/// A versioned table keeps `history_ms` before its stream time: an `as_of` earlier than that
+/// would find the oldest row kept, not the row of that time.
+fn within_history(store: &StoreInfo, snapshot: &Snapshot<'_>, as_of: Option<i64>) -> Result<(), ReadError> {
+    let (Some(as_of), Some(history)) = (as_of, store.history_ms) else { return Ok(()) };
+    let Some(now) = snapshot.checkpoint()?.and_then(|c| c.stream_time_ms) else { return Ok(()) };
+    if as_of < now.saturating_sub(history) {
+        return Err(BadQuery(format!(
+            "as_of {as_of} is older than `{}` keeps: its history goes back {history} ms from its stream time {now}, to {}",
+            store.name,
+            now.saturating_sub(history)
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// Store bounds for keys `from..=to`: a key's encoding delimits itself, so the first stored key
@@ -260,7 +280,7 @@ fn aggregate_entry(
     let event = result(&acc, catalog.measures(store), 0);
     let Some(event) = catalog
         .finish(store, event)
-        .map_err(|e| ReadError::Decode(format!("computing `{}`'s output: {e}", store.owner)))?
+        .map_err(|e| ReadError::Decode(format!("computing `{}`'s output: {e}", store.node)))?
     else {
         return Ok(None);
     };
@@ -313,4 +333,200 @@ fn versioned_range(
         }
     }
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Reads of every store kind, through the test driver's RocksDB state, against what the
+    //! topology outputs.
+    use super::*;
+    use crate::state::{RocksDbBackend, StateBackend, StateConfig, StateMemory};
+    use crate::testkit::TopologyTestDriver;
+    use serde_json::json;
+
+    const TOPOLOGY: &str = r#"
+name: reads
+sources:
+  clicks: { topic: r.clicks, format: json, key: visitor_id, timestamp: event_time }
+  visitors: { topic: r.visitors, format: debezium-json, table: versioned, history: 30d }
+nodes:
+  - name: views
+    from: clicks
+    join: { table: visitors, unknown: { source: unknown } }
+    select: { visitor_id: visitor_id, source: visitors.source, event_time: event_time }
+  - name: per_source
+    from: views
+    aggregate: { group_by: { source: source }, measures: { views: { count: {} } } }
+    select: { source: source, views: views, double: "views * 2" }
+  - name: per_source_day
+    from: views
+    aggregate:
+      group_by: { source: source, visitor_id: visitor_id }
+      window: { type: tumbling, size: 1h, grace: 1d }
+      measures: { views: { count: {} } }
+sinks:
+  - { from: per_source, topic: r.per_source, format: json }
+"#;
+    const HOUR: i64 = 3_600_000;
+
+    fn visitor(id: i64, source: &str, ts: i64) -> serde_json::Value {
+        json!({"source": "visitors", "key": {"visitor_id": id}, "value": {"before": null,
+            "after": {"visitor_id": id, "source": source}, "source": {"ts_ms": ts}, "op": "c", "ts_ms": ts}})
+    }
+
+    fn click(id: i64, ts: i64) -> serde_json::Value {
+        json!({"source": "clicks", "key": {"visitor_id": id}, "value": {"visitor_id": id, "event_time": ts}, "timestamp": ts})
+    }
+
+    /// The driver after some traffic, its committed state's reader and the catalog.
+    fn setup(dir: &std::path::Path) -> (TopologyTestDriver, crate::state::StateReader, Catalog) {
+        let plan = crate::topology::parse(TOPOLOGY, None, dir).unwrap();
+        let memory = StateMemory::new(&StateConfig::default());
+        let backend = RocksDbBackend::open(dir, &plan.stores(), &memory).unwrap();
+        let reader = backend.reader().unwrap();
+        let mut driver = TopologyTestDriver::with_state(plan, Box::new(backend)).unwrap();
+        for line in [visitor(1, "ads", 0), visitor(2, "search", 0), visitor(1, "email", 5 * HOUR)] {
+            driver.pipe_json(&line).unwrap();
+        }
+        for (id, ts) in [(1, HOUR), (2, HOUR), (1, 2 * HOUR), (1, 6 * HOUR), (3, 6 * HOUR)] {
+            driver.pipe_json(&click(id, ts)).unwrap();
+        }
+        driver.commit().unwrap();
+        let catalog = Catalog::single_task(Arc::new(crate::topology::parse(TOPOLOGY, None, dir).unwrap()));
+        (driver, reader, catalog)
+    }
+
+    fn run(
+        catalog: &Catalog,
+        reader: &crate::state::StateReader,
+        node: &str,
+        query: Query,
+    ) -> Result<Vec<Entry>, String> {
+        let store = catalog.stores.iter().find(|s| s.node == node && s.kind != StoreKind::Internal).unwrap();
+        reader.snapshot(|snapshot| read(catalog, store, snapshot, &query).map_err(|e| e.to_string())).unwrap()
+    }
+
+    fn key(catalog: &Catalog, node: &str, text: &str) -> Value {
+        let store = catalog.stores.iter().find(|s| s.node == node && s.kind != StoreKind::Internal).unwrap();
+        parse_key(store, text).unwrap()
+    }
+
+    #[test]
+    fn aggregates_answer_as_their_node_outputs_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut driver, reader, catalog) = setup(dir.path());
+        let mut latest = std::collections::BTreeMap::new();
+        for output in driver.read_output("r.per_source") {
+            latest.insert(output.key.to_json().to_string(), output.value.map(|v| Value::Struct(v).to_json()));
+        }
+        // Every key equals the sink's latest value, `select` applied (`double`).
+        for (k, v) in &latest {
+            let found = run(
+                &catalog,
+                &reader,
+                "per_source",
+                Query::Key { key: key(&catalog, "per_source", &k.to_string()), as_of: None },
+            );
+            assert_eq!(found.unwrap()[0].value, v.clone().unwrap(), "{k}");
+        }
+        let email = run(
+            &catalog,
+            &reader,
+            "per_source",
+            Query::Key { key: key(&catalog, "per_source", r#""email""#), as_of: None },
+        )
+        .unwrap();
+        assert_eq!(email[0].value, json!({"source": "email", "views": 1, "double": 2}));
+        let none = run(&catalog, &reader, "per_source", Query::Key { key: Value::String("tv".into()), as_of: None });
+        assert!(none.unwrap().is_empty());
+        // A range, both ends included, in store order; the TTL index is never read as keys.
+        let all = run(&catalog, &reader, "per_source", Query::Range { from: None, to: None, limit: 100, as_of: None })
+            .unwrap();
+        assert_eq!(all.len(), latest.len());
+        let from_to = Query::Range {
+            from: Some(Value::String("email".into())),
+            to: Some(Value::String("search".into())),
+            limit: 100,
+            as_of: None,
+        };
+        let sources: Vec<_> =
+            run(&catalog, &reader, "per_source", from_to).unwrap().iter().map(|e| e.key.clone()).collect();
+        assert_eq!(sources, vec![json!({"source": "email"}), json!({"source": "search"})]);
+        let limited =
+            run(&catalog, &reader, "per_source", Query::Range { from: None, to: None, limit: 1, as_of: None });
+        assert_eq!(limited.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_groups_windows_come_in_window_order_and_keys_take_fields_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_driver, reader, catalog) = setup(dir.path());
+        let group = key(&catalog, "per_source_day", r#"{"visitor_id": 1, "source": "ads"}"#);
+        assert_eq!(group, key(&catalog, "per_source_day", r#"{"source": "ads", "visitor_id": 1}"#));
+        let windows = run(
+            &catalog,
+            &reader,
+            "per_source_day",
+            Query::Windows { key: Some(group.clone()), from: None, to: None, limit: 100 },
+        )
+        .unwrap();
+        let counts: Vec<_> =
+            windows.iter().map(|w| (w.value["window_start"].clone(), w.value["views"].clone())).collect();
+        assert_eq!(counts.len(), 2, "hours 1 and 2 as ads (hour 6 is email): {windows:?}");
+        assert_eq!(counts[0].1, json!(1));
+        let later = run(
+            &catalog,
+            &reader,
+            "per_source_day",
+            Query::Windows { key: Some(group), from: Some(2 * HOUR), to: None, limit: 100 },
+        )
+        .unwrap();
+        assert_eq!(later.len(), 1);
+        let every =
+            run(&catalog, &reader, "per_source_day", Query::Windows { key: None, from: None, to: None, limit: 100 })
+                .unwrap();
+        assert_eq!(every.len(), 5, "{every:?}");
+        let store =
+            catalog.stores.iter().find(|s| s.node == "per_source_day" && s.kind != StoreKind::Internal).unwrap();
+        let missing = parse_key(store, r#"{"source": "ads"}"#).unwrap_err();
+        assert!(missing.0.contains("lacks `visitor_id`"), "{missing}");
+        let extra = parse_key(store, r#"{"source": "ads", "visitor_id": 1, "x": 2}"#).unwrap_err();
+        assert!(extra.0.contains("other than"), "{extra}");
+        assert!(parse_key(store, "{oops").unwrap_err().0.contains("not JSON"));
+        let wrong = run(&catalog, &reader, "per_source_day", Query::Key { key: Value::Long(1), as_of: None });
+        assert!(wrong.unwrap_err().contains("windowed"));
+    }
+
+    #[test]
+    fn versioned_tables_answer_as_of_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_driver, reader, catalog) = setup(dir.path());
+        let at = |as_of| run(&catalog, &reader, "visitors", Query::Key { key: Value::Long(1), as_of }).unwrap();
+        assert_eq!(at(None)[0].value["source"], json!("email"));
+        assert_eq!(at(Some(HOUR))[0].value["source"], json!("ads"));
+        assert_eq!(at(Some(HOUR))[0].valid_from, Some(0));
+        // A one-field key object is the same key as its value.
+        let by_object = run(
+            &catalog,
+            &reader,
+            "visitors",
+            Query::Key { key: key(&catalog, "visitors", r#"{"visitor_id": 1}"#), as_of: None },
+        );
+        assert_eq!(by_object.unwrap()[0].value["source"], json!("email"));
+        let range = run(
+            &catalog,
+            &reader,
+            "visitors",
+            Query::Range { from: Some(Value::Long(2)), to: None, limit: 10, as_of: Some(HOUR) },
+        )
+        .unwrap();
+        assert_eq!(range.iter().map(|e| e.key.clone()).collect::<Vec<_>>(), vec![json!(2)]);
+        // Older than the history kept (30 days before the stream time): refused, not the oldest row.
+        let too_old =
+            run(&catalog, &reader, "visitors", Query::Key { key: Value::Long(1), as_of: Some(-31 * 24 * HOUR) });
+        assert!(too_old.unwrap_err().contains("older than"));
+        let no_history =
+            run(&catalog, &reader, "per_source", Query::Key { key: Value::String("ads".into()), as_of: Some(1) });
+        assert!(no_history.unwrap_err().contains("as_of"));
+    }
 }

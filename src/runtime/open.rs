@@ -201,22 +201,28 @@ fn remove_dir(dir: &Path) -> Result<(), RuntimeError> {
 
 /// Empties a task's state directory (moved aside first, so a crash never leaves half a
 /// RocksDB behind) and opens it anew.
-fn wipe(shared: &Shared, dir: &Path, stores: &[String]) -> Result<Box<dyn StateBackend>, RuntimeError> {
+fn wipe(
+    shared: &Shared,
+    dir: &Path,
+    stores: &[String],
+    cancel: &AtomicBool,
+) -> Result<Box<dyn StateBackend>, RuntimeError> {
     let aside = wiping(dir);
     std::fs::rename(dir, &aside).map_err(|e| {
         RuntimeError::State(StateError::Io { path: dir.to_owned(), detail: format!("moving it aside: {e}") })
     })?;
     remove_dir(&aside)?;
-    Ok(Box::new(RocksDbBackend::open(dir, stores, &shared.memory)?))
+    Ok(Box::new(open_unlocked(shared, dir, stores, cancel)?))
 }
 
 /// How long a task waits for its state directory to be closed by its last owner in this process
 /// (another stream thread that has not finished closing it).
 const LOCKED_WAIT: Duration = Duration::from_secs(60);
 
-/// Opens a task's RocksDB, waiting while another stream thread of this instance still holds it
-/// (a task moving between threads: the old owner closes it in its rebalance callback, which may
-/// still run when a lost assignment or an eager assignor hands the task over).
+/// Opens a task's RocksDB, waiting while something else in this instance still holds it: another
+/// stream thread (a task moving between threads: the old owner closes it in its rebalance
+/// callback, which may still run when a lost assignment or an eager assignor hands the task
+/// over), or a query reading a snapshot of the state just closed.
 fn open_unlocked(
     shared: &Shared,
     dir: &Path,
@@ -291,7 +297,7 @@ pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Ta
         // A restore crashed before a marker covered what it wrote: rebuild the store.
         tracing::warn!(task = %id, "the last restore stopped before its end; wiping the state and restoring again");
         drop(local);
-        local = wipe(shared, &dir, &sub.stores)?;
+        local = wipe(shared, &dir, &sub.stores, cancel)?;
     }
     crate::query::local::opened(shared.thread, id, local.reader());
     let mut report = RestoreReport::default();
@@ -320,7 +326,7 @@ pub fn open_task(shared: &Shared, id: TaskId, cancel: &AtomicBool) -> Result<(Ta
             // up to the last marker (a crash meanwhile ends up here again).
             tracing::warn!(task = %id, marked, "the restore wrote an unfinished commit to the store; wiping it and restoring again up to the last commit");
             drop(local);
-            local = wipe(shared, &dir, &sub.stores)?;
+            local = wipe(shared, &dir, &sub.stores, cancel)?;
             crate::query::local::opened(shared.thread, id, local.reader());
             report = restore(
                 &shared.kafka,

@@ -209,6 +209,27 @@ async fn interactive_queries_equal_the_output_topics_and_the_oracle_through_a_re
     let (ok, _, stderr) = cli(&["--store", "no_such_store", "--key", "1"]);
     assert!(!ok && stderr.contains("queryable stores"), "{stderr}");
 
+    // A global table (every instance holds it whole; versioned): a range through a, each key
+    // through b, the same rows.
+    let stores = get(&client, &format!("{a}/v1/stores")).await.1;
+    let content = stores["stores"].as_array().unwrap().iter().find(|s| s["node"] == "content").unwrap().clone();
+    assert_eq!(
+        (content["global"].as_bool(), content["kind"].as_str()),
+        (Some(true), Some("versioned_table")),
+        "{content}"
+    );
+    let content = content["name"].as_str().unwrap();
+    let (status, rows) = get(&client, &format!("{a}/v1/stores/{content}/range?limit=5")).await;
+    let rows = rows["entries"].as_array().cloned().unwrap_or_default();
+    assert!(status == 200 && rows.len() == 5, "{status} {rows:?}");
+    let b = url(pipeline.instances[1].port);
+    for row in rows {
+        let (status, body) =
+            get(&client, &format!("{b}/v1/stores/{content}/keys/{}", escape(&row["key"].to_string()))).await;
+        assert_eq!((status, &body["value"]), (200, &row["value"]), "{body}");
+        assert_eq!(body["partition"], -1, "{body}");
+    }
+
     // A rebalance while queries run in a loop through instance a: a third instance joins, then b
     // is killed. Every answer is right or a 503 with a reason.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
