@@ -424,6 +424,7 @@ fn lookups(bootstrap: &str, dir: &Path, rate: f64, seconds: u64, visitors: usize
         std::thread::spawn(move || live(&bootstrap, "iq", "iq.facts", rate, seconds, visitors))
     };
     let own = base.clone();
+    let store_idle = store.clone();
     let mut served = hammer(
         &base,
         clients,
@@ -432,11 +433,22 @@ fn lookups(bootstrap: &str, dir: &Path, rate: f64, seconds: u64, visitors: usize
         move |body| usize::from(body["instance"].as_str() != Some(own.as_str())),
     );
     let facts = producing.join().unwrap();
+    // The same once the clicks are processed: what a lookup costs without the processing.
+    let own = base.clone();
+    let mut idle = hammer(
+        &base,
+        clients,
+        5.0,
+        move |i| format!("/v1/stores/{store_idle}/keys/{}", 1 + i % visitors as u64),
+        move |body| usize::from(body["instance"].as_str() != Some(own.as_str())),
+    );
     let mut floor = floor;
     let rows = vec![
-        floor.row("HTTP floor: GET /health/live (no load)"),
-        served[0].row("key lookup, local"),
-        served[1].row("key lookup, forwarded"),
+        floor.row("HTTP floor: GET /health/live (no processing)"),
+        served[0].row("key lookup, local, while processing"),
+        served[1].row("key lookup, forwarded, while processing"),
+        idle[0].row("key lookup, local, no processing"),
+        idle[1].row("key lookup, forwarded, no processing"),
     ];
     println!(
         "\nkey lookups through one of two instances while they process {rate:.0} clicks/s ({} sent, {} facts read); {clients} clients",

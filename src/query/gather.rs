@@ -141,14 +141,18 @@ pub fn local_answers(
     Ok(answers)
 }
 
-/// [`local_answers`] on a blocking thread: RocksDB reads, and a range or windows scan, must not
-/// hold up the async threads that serve health checks and other queries.
+/// [`local_answers`] where it does not hold up the async threads that serve health checks and
+/// other queries: a range or windows scan on a blocking thread; a key lookup (a few point reads,
+/// microseconds, bloom-filtered) in place, which saves the hand-over.
 pub async fn local_answers_off_thread(
     catalog: Arc<Catalog>,
     store: StoreInfo,
     query: Query,
     max_lag: Option<u64>,
 ) -> Result<Vec<PartitionAnswer>, LocalError> {
+    if let Query::Key { .. } = query {
+        return local_answers(&catalog, &store, &query, max_lag);
+    }
     tokio::task::spawn_blocking(move || local_answers(&catalog, &store, &query, max_lag))
         .await
         .unwrap_or_else(|e| Err(LocalError::Read(format!("the read stopped: {e}"))))
