@@ -108,7 +108,7 @@ pub async fn run(args: &RunArgs, config: &Config) -> anyhow::Result<()> {
         let advertised = match &settings.runtime.advertised_http_address {
             Some(address) if address.contains("://") => address.clone(),
             Some(address) => format!("{}://{address}", if tls.is_some() { "https" } else { "http" }),
-            None => url.clone(),
+            None => crate::query::discovery::advertised_for(&url).await,
         };
         crate::query::discovery::set_own_url(advertised);
         tracing::info!(address = %settings.runtime.http_address, "metrics at {url}/metrics, health at {url}/health/ready, queries at {url}/v1/stores, dashboard at {url}/dashboard");

@@ -50,6 +50,32 @@ const FAILURES: u32 = 3;
 /// nothing most of the time, and one that comes back is asked again soon).
 const LEFT_OUT: Duration = Duration::from_secs(10);
 
+/// The URL to advertise for a server bound at `url` (`scheme://ip:port`) when
+/// `runtime.advertised_http_address` is not set: `url` itself, except that an unspecified IP
+/// (`0.0.0.0`, `::`: every interface, as in a container) is replaced by the address this host's
+/// name resolves to (a container's own IP, from its `/etc/hosts`), which other instances can reach.
+pub async fn advertised_for(url: &str) -> String {
+    let Some((scheme, address)) = url.split_once("://") else { return url.to_owned() };
+    let Ok(bound) = address.parse::<std::net::SocketAddr>() else { return url.to_owned() };
+    if !bound.ip().is_unspecified() {
+        return url.to_owned();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let resolved: Vec<std::net::SocketAddr> =
+        tokio::net::lookup_host((host.as_str(), bound.port())).await.map(Iterator::collect).unwrap_or_default();
+    match resolved.iter().find(|a| !a.ip().is_loopback()) {
+        Some(reachable) => format!("{scheme}://{reachable}"),
+        None => {
+            tracing::warn!(bound = %url, host, "bound to every interface but this host's name resolves to no address other instances can reach; set runtime.advertised_http_address for queries across instances");
+            url.to_owned()
+        }
+    }
+}
+
 /// The other instances' URLs (but those that failed [`FAILURES`] times in a row, for
 /// [`LEFT_OUT`]).
 pub fn peers() -> Vec<String> {

@@ -265,3 +265,38 @@ pub fn merge(store: &StoreInfo, query: &Query, answers: Vec<PartitionAnswer>) ->
     entries.truncate(limit);
     Merged::Entries { entries, truncated, partitions }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Value;
+    use crate::runtime::layout::TaskId;
+
+    #[test]
+    fn a_restoring_partition_answers_only_within_max_lag_and_never_as_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_driver, reader, catalog) = super::super::read::tests::setup(dir.path());
+        let store = catalog.stores.iter().find(|s| s.node == "per_source").unwrap().clone();
+        let query = Query::Key { key: Value::String("ads".into()), as_of: None };
+        let (thread, id) = (70, TaskId { subtopology: 0, partition: 0 });
+        local::opened(thread, id, Some(reader));
+        local::restoring(thread, id, Some(50));
+        let answers = |max_lag| local_answers(&catalog, &store, &query, max_lag).unwrap();
+        let restoring = answers(None);
+        assert!(!restoring[0].usable && restoring[0].entries.is_empty(), "{restoring:?}");
+        assert!(matches!(merge(&store, &query, restoring), Merged::Unavailable { reason: "restoring", .. }));
+        assert!(!answers(Some(10))[0].usable, "50 records left is more than 10");
+        let within = answers(Some(100));
+        assert_eq!((within[0].usable, within[0].lag, within[0].state.as_str()), (true, Some(50), "restoring"));
+        assert!(matches!(merge(&store, &query, within), Merged::Found(..)));
+        // A key no partition holds: not found only once every partition answered.
+        let missing = Query::Key { key: Value::String("tv".into()), as_of: None };
+        local::running(thread, id);
+        let ran = local_answers(&catalog, &store, &missing, None).unwrap();
+        assert!(matches!(merge(&store, &missing, ran), Merged::NotFound));
+        let nobody = merge(&store, &missing, Vec::new());
+        assert!(matches!(nobody, Merged::Unavailable { reason: "not_owner_yet" | "rebalancing", .. }), "{nobody:?}");
+        local::gone(thread, id);
+        assert!(local_answers(&catalog, &store, &missing, None).unwrap().is_empty());
+    }
+}

@@ -336,7 +336,7 @@ fn versioned_range(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Reads of every store kind, through the test driver's RocksDB state, against what the
     //! topology outputs.
     use super::*;
@@ -379,7 +379,7 @@ sinks:
     }
 
     /// The driver after some traffic, its committed state's reader and the catalog.
-    fn setup(dir: &std::path::Path) -> (TopologyTestDriver, crate::state::StateReader, Catalog) {
+    pub(crate) fn setup(dir: &std::path::Path) -> (TopologyTestDriver, crate::state::StateReader, Catalog) {
         let plan = crate::topology::parse(TOPOLOGY, None, dir).unwrap();
         let memory = StateMemory::new(&StateConfig::default());
         let backend = RocksDbBackend::open(dir, &plan.stores(), &memory).unwrap();
