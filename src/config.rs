@@ -96,6 +96,21 @@ impl ConfigError {
 
 const ENV_PREFIX: &str = "HAPPYSTREAMS_";
 
+/// Keys that were renamed (section, old name, new name): their old names keep working.
+const RENAMED: &[(&str, &str, &str)] = &[("runtime", "metrics_address", "http_address")];
+
+/// `layer` with every renamed key under its new name.
+fn renamed(mut layer: toml::Table) -> toml::Table {
+    for (section, old, new) in RENAMED {
+        if let Some(toml::Value::Table(keys)) = layer.get_mut(*section)
+            && let Some(value) = keys.remove(*old)
+        {
+            keys.insert((*new).to_owned(), value);
+        }
+    }
+    layer
+}
+
 fn merge(base: &mut toml::Table, overlay: toml::Table) {
     for (key, value) in overlay {
         match (base.get_mut(&key), value) {
@@ -175,6 +190,7 @@ impl Config {
             let table: toml::Table = text
                 .parse()
                 .map_err(|e: toml::de::Error| ConfigError::File { path: path.to_owned(), detail: e.to_string() })?;
+            let table = renamed(table);
             let _: Config = table
                 .clone()
                 .try_into()
@@ -184,7 +200,7 @@ impl Config {
         let env_vars: Vec<(String, String)> =
             env.into_iter().filter(|(k, _)| k.strip_prefix(ENV_PREFIX).is_some_and(|r| r.contains("__"))).collect();
         for (name, value) in &env_vars {
-            let single = env_layer([(name.clone(), value.clone())])?;
+            let single = renamed(env_layer([(name.clone(), value.clone())])?);
             let mut probe =
                 toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
             merge(&mut probe, single);
@@ -193,7 +209,7 @@ impl Config {
                 detail: e.message().to_owned(),
             })?;
         }
-        merge(&mut merged, env_layer(env_vars)?);
+        merge(&mut merged, renamed(env_layer(env_vars)?));
         merged.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))
     }
 }
@@ -266,6 +282,16 @@ mod tests {
         assert_eq!(config.kafka.consumer.properties.get("fetch.wait.max.ms").map(String::as_str), Some("10"));
         assert_eq!(config.kafka.producer.properties.get("ssl.key.password").map(String::as_str), Some("s3cret"));
         assert!(!format!("{config:?}").contains("s3cret"), "secrets must not appear in Debug output");
+    }
+
+    #[test]
+    fn renamed_keys_keep_working_under_their_old_names() {
+        let config = Config::load(None, vars(&[("HAPPYSTREAMS_RUNTIME__METRICS_ADDRESS", "127.0.0.1:9999")])).unwrap();
+        assert_eq!(config.runtime.http_address, "127.0.0.1:9999");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[runtime]\nmetrics_address = \"0.0.0.0:1\"\n").unwrap();
+        assert_eq!(Config::load(Some(&file), vars(&[])).unwrap().runtime.http_address, "0.0.0.0:1");
     }
 
     #[test]

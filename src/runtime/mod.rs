@@ -115,8 +115,8 @@ pub struct RuntimeConfig {
     /// at_least_once or exactly_once.
     pub processing_guarantee: ProcessingGuarantee,
     /// The instance's HTTP server: `/metrics`, health checks, the query API and the dashboard;
-    /// loopback by default. Empty: no server. (`metrics_address` is its old name.)
-    #[serde(alias = "metrics_address")]
+    /// loopback by default. Empty: no server. (`metrics_address`, its old name, still works:
+    /// `crate::config` renames it.)
     pub http_address: String,
     /// Serve `/metrics` over HTTPS with this certificate chain (PEM); needs `metrics_tls_key`.
     pub metrics_tls_cert: Option<PathBuf>,
