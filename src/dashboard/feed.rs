@@ -31,7 +31,7 @@ pub struct Dataset {
     /// The store.
     pub store: String,
     /// Its kind (`aggregate`, `windowed_aggregate`, `table`, ...).
-    pub kind: String,
+    pub kind: Option<StoreKind>,
     /// Entries by key text.
     pub entries: BTreeMap<String, Json>,
     /// More entries than were read.
@@ -254,10 +254,7 @@ pub async fn follow_stores(
                 let reading = match gather::gather(&catalog, store, &query, None, &path, authorization.as_ref()).await {
                     Ok(Merged::Entries { entries, truncated, .. }) => Reading::Fresh(Dataset {
                         store: store.name.clone(),
-                        kind: serde_json::to_value(store.kind)
-                            .ok()
-                            .and_then(|k| k.as_str().map(str::to_owned))
-                            .unwrap_or_default(),
+                        kind: Some(store.kind),
                         entries: entries.into_iter().map(|(_, e)| (e.key.to_string(), e.value)).collect(),
                         truncated,
                         stale: None,
@@ -286,7 +283,8 @@ mod tests {
 
     fn reading(entries: &[(&str, i64)]) -> BTreeMap<String, Reading> {
         let entries = entries.iter().map(|(k, v)| (k.to_string(), json!({ "n": v }))).collect();
-        let dataset = Dataset { store: "s".into(), kind: "aggregate".into(), entries, truncated: false, stale: None };
+        let dataset =
+            Dataset { store: "s".into(), kind: Some(StoreKind::Aggregate), entries, truncated: false, stale: None };
         BTreeMap::from([("node".to_owned(), Reading::Fresh(dataset))])
     }
 

@@ -81,8 +81,10 @@ pub async fn advertised_for(url: &str) -> String {
 pub fn peers() -> Vec<String> {
     let own = OWN_ID.get();
     let Ok(peers) = PEERS.read() else { return Vec::new() };
-    let failing = FAILING.lock().map(|f| f.clone()).unwrap_or_default();
-    let left_out = |url: &String| failing.get(url).is_some_and(|(n, at)| *n >= FAILURES && at.elapsed() < LEFT_OUT);
+    let failing = FAILING.lock().ok();
+    let left_out = |url: &String| {
+        failing.as_ref().and_then(|f| f.get(url)).is_some_and(|(n, at)| *n >= FAILURES && at.elapsed() < LEFT_OUT)
+    };
     peers.iter().filter(|(id, url)| Some(*id) != own && !left_out(url)).map(|(_, url)| url.clone()).collect()
 }
 

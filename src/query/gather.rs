@@ -144,7 +144,7 @@ pub fn local_answers(
 /// [`local_answers`] where it does not hold up the async threads that serve health checks and
 /// other queries: a range or windows scan on a blocking thread; a key lookup (a few point reads,
 /// microseconds, bloom-filtered) in place, which saves the hand-over.
-pub async fn local_answers_off_thread(
+pub async fn local_answers_async(
     catalog: Arc<Catalog>,
     store: StoreInfo,
     query: Query,
@@ -204,7 +204,7 @@ pub async fn gather(
     path_and_query: &str,
     authorization: Option<&HeaderValue>,
 ) -> Result<Merged, LocalError> {
-    let mut answers = local_answers_off_thread(catalog.clone(), store.clone(), query.clone(), max_lag).await?;
+    let mut answers = local_answers_async(catalog.clone(), store.clone(), query.clone(), max_lag).await?;
     let found_here = matches!(query, Query::Key { .. }) && answers.iter().any(|a| a.usable && !a.entries.is_empty());
     if !store.global && !found_here {
         for peer in ask_peers::<Vec<PartitionAnswer>>(path_and_query, authorization).await {

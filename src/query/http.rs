@@ -220,7 +220,7 @@ async fn answer(
         LocalError::Read(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     };
     if params.scope.as_deref() == Some("local") {
-        let answers = gather::local_answers_off_thread(catalog.clone(), store.clone(), query, params.max_lag);
+        let answers = gather::local_answers_async(catalog.clone(), store.clone(), query, params.max_lag);
         return match answers.await {
             Ok(answers) => axum::Json(answers).into_response(),
             Err(e) => failed(e),

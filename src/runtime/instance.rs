@@ -60,18 +60,19 @@ pub fn run(
     let kafka = &settings.kafka;
     let partitions = topic_partitions(kafka)?;
     let layout = Layout::new(&plan, &reference, &application_id, &partitions).map_err(|e| RuntimeError::Config(e.0))?;
-    create_topics(kafka, &layout.internal, settings.runtime.replication_factor, &partitions, true, &runtime)?;
+    // An instance serving HTTP announces itself to the others (the query API) in one more topic.
+    let serving = crate::query::discovery::own_url().is_some();
+    let mut internal = layout.internal.clone();
+    if serving {
+        let name = crate::query::discovery::topic(&application_id);
+        internal.push(InternalTopic { name, partitions: 1, cleanup: Cleanup::Compact });
+    }
+    create_topics(kafka, &internal, settings.runtime.replication_factor, &partitions, true, &runtime)?;
     create_topics(kafka, &layout.sinks, settings.runtime.replication_factor, &partitions, false, &runtime)?;
     crate::query::local::set_catalog(crate::query::catalog::Catalog::new(plan.clone(), &layout));
-    let _announced = match crate::query::discovery::own_url() {
-        None => None,
-        Some(_) => {
-            let instances = InternalTopic {
-                name: crate::query::discovery::topic(&application_id),
-                partitions: 1,
-                cleanup: Cleanup::Compact,
-            };
-            create_topics(kafka, &[instances], settings.runtime.replication_factor, &partitions, true, &runtime)?;
+    let _announced = match serving {
+        false => None,
+        true => {
             let id = instance_id(&settings.runtime.state_dir.join(&application_id))?;
             crate::query::discovery::start(kafka, &application_id, &id).map_err(RuntimeError::Kafka)?
         }
